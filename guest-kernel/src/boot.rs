@@ -1,0 +1,107 @@
+//! The PVH entry: BoxKernel's stage2 in 32-bit assembly.
+//!
+//! The host (or QEMU) enters `pvh_start32` in 32-bit protected mode with paging off and
+//! EBX = physical address of `hvm_start_info`. Like BoxKernel's `stage2.asm`, the stub builds
+//! boot page tables at 0x500000 that identity-map the first 32 MiB with 2 MiB pages, switches
+//! to long mode and calls [`crate::kmain`] on the boot stack at 0x510000.
+
+use abi::boot::{BOOT_IDENTITY_MAP, BOOT_PAGE_TABLES, BOOT_PAGE_TABLES_SIZE, BOOT_STACK_TOP};
+
+/// Flags of a boot page-table entry that points at the next table: present + writable.
+const TABLE_FLAGS: u64 = 0x3;
+/// Flags of a boot 2 MiB leaf: present + writable + page size.
+const LARGE_PAGE_FLAGS: u64 = 0x83;
+
+core::arch::global_asm!(
+    // XEN_ELFNOTE_PHYS32_ENTRY (18): the 32-bit physical entry point, found by linux-loader
+    // and by QEMU in a PT_NOTE segment.
+    ".pushsection .note.Xen, \"a\", @note",
+    ".balign 4",
+    ".long 4",
+    ".long 8",
+    ".long 18",
+    ".asciz \"Xen\"",
+    ".balign 4",
+    // 8 bytes, as Linux writes it: QEMU reads a pointer-sized value, linux-loader the low 32 bits.
+    ".quad pvh_start32",
+    ".balign 4",
+    ".popsection",
+
+    ".pushsection .text.boot, \"ax\"",
+    ".code32",
+    ".global pvh_start32",
+    "pvh_start32:",
+    "    cli",
+    "    cld",
+    "    mov esp, {stack_top}",
+    // ESI carries the start_info pointer into long mode; nothing below touches it.
+    "    mov esi, ebx",
+    "    mov edi, {tables}",
+    "    xor eax, eax",
+    "    mov ecx, {tables_dwords}",
+    "    rep stosd",
+    "    mov dword ptr [{tables}], {tables} + 0x1000 + {table_flags}",
+    "    mov dword ptr [{tables} + 0x1000], {tables} + 0x2000 + {table_flags}",
+    "    xor ecx, ecx",
+    "2:",
+    "    mov eax, ecx",
+    "    shl eax, 21",
+    "    or eax, {large_flags}",
+    "    mov dword ptr [{tables} + 0x2000 + ecx * 8], eax",
+    "    inc ecx",
+    "    cmp ecx, {large_pages}",
+    "    jb 2b",
+    // CR4.PAE, CR3, EFER.LME|NXE, then CR0.PG|WP enters long mode (compatibility mode).
+    "    mov eax, cr4",
+    "    or eax, 0x20",
+    "    mov cr4, eax",
+    "    mov eax, {tables}",
+    "    mov cr3, eax",
+    "    mov ecx, 0xC0000080",
+    "    rdmsr",
+    "    or eax, 0x900",
+    "    wrmsr",
+    "    mov eax, cr0",
+    "    or eax, 0x80010001",
+    "    mov cr0, eax",
+    "    lgdt [boot_gdt_ptr]",
+    "    lea eax, [pvh_start64]",
+    "    push 0x08",
+    "    push eax",
+    "    retf",
+
+    ".code64",
+    "pvh_start64:",
+    "    mov ax, 0x10",
+    "    mov ds, ax",
+    "    mov es, ax",
+    "    mov ss, ax",
+    "    mov fs, ax",
+    "    mov gs, ax",
+    "    mov rsp, {stack_top}",
+    "    mov edi, esi",
+    "    call kmain",
+    "3:",
+    "    cli",
+    "    hlt",
+    "    jmp 3b",
+    ".popsection",
+
+    ".pushsection .rodata.boot, \"a\"",
+    ".balign 16",
+    "boot_gdt:",
+    "    .quad 0",
+    "    .quad 0x00af9a000000ffff", // 0x08: 64-bit code, DPL 0
+    "    .quad 0x00cf92000000ffff", // 0x10: data, DPL 0
+    "boot_gdt_ptr:",
+    "    .word boot_gdt_ptr - boot_gdt - 1",
+    "    .long boot_gdt",
+    ".popsection",
+
+    stack_top = const BOOT_STACK_TOP,
+    tables = const BOOT_PAGE_TABLES,
+    tables_dwords = const BOOT_PAGE_TABLES_SIZE / 4,
+    table_flags = const TABLE_FLAGS,
+    large_flags = const LARGE_PAGE_FLAGS,
+    large_pages = const BOOT_IDENTITY_MAP >> 21,
+);

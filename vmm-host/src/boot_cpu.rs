@@ -1,0 +1,85 @@
+//! The vCPU state the PVH boot protocol promises at the kernel's 32-bit entry: protected mode,
+//! paging off, flat 4 GiB segments, EBX = physical address of `hvm_start_info`.
+
+use crate::addr::Gpa;
+use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
+
+/// CR0.PE | CR0.ET.
+const CR0_PROTECTED: u64 = 0x11;
+/// Bit 1 of RFLAGS is reserved and always set.
+const RFLAGS_RESERVED: u64 = 0x2;
+
+fn flat_segment(selector: u16, type_: u8) -> kvm_segment {
+    kvm_segment {
+        base: 0,
+        limit: 0xffff_ffff,
+        selector,
+        type_,
+        present: 1,
+        dpl: 0,
+        db: 1,
+        s: 1,
+        l: 0,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    }
+}
+
+/// Special registers for the PVH entry; `sregs` is the vCPU's reset state.
+pub fn pvh_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
+    sregs.cs = flat_segment(0x08, 0xb); // execute/read, accessed
+    let data = flat_segment(0x10, 0x3); // read/write, accessed
+    sregs.ds = data;
+    sregs.es = data;
+    sregs.fs = data;
+    sregs.gs = data;
+    sregs.ss = data;
+    // VMX requires a usable busy TSS in protected mode even though the guest never uses it.
+    sregs.tr = kvm_segment {
+        base: 0,
+        limit: 0x67,
+        selector: 0x18,
+        type_: 0xb,
+        present: 1,
+        ..Default::default()
+    };
+    sregs.cr0 = CR0_PROTECTED;
+    sregs.cr3 = 0;
+    sregs.cr4 = 0;
+    sregs.efer = 0;
+    sregs
+}
+
+pub fn pvh_regs(entry: Gpa, start_info: Gpa) -> kvm_regs {
+    kvm_regs {
+        rip: entry.raw(),
+        rbx: start_info.raw(),
+        rflags: RFLAGS_RESERVED,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_state_follows_pvh() {
+        let regs = pvh_regs(Gpa::new(0x10_0000), Gpa::new(0x6000));
+        assert_eq!((regs.rip, regs.rbx, regs.rflags), (0x10_0000, 0x6000, 2));
+        let sregs = pvh_sregs(kvm_sregs {
+            cr0: 0x6000_0010,
+            efer: 0x500,
+            ..Default::default()
+        });
+        assert_eq!(sregs.cr0 & 0x8000_0001, 1, "protected mode, paging off");
+        assert_eq!(
+            (sregs.cs.db, sregs.cs.l, sregs.cs.limit),
+            (1, 0, 0xffff_ffff),
+            "32-bit flat code"
+        );
+        assert_eq!(sregs.efer, 0);
+    }
+}

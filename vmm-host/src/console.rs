@@ -1,0 +1,154 @@
+//! The guest's serial console: a vm-superio 16550 at COM1 whose output goes to the terminal,
+//! optionally to a log file, and into a bounded capture that scenarios check.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use vm_superio::{Serial, Trigger};
+
+/// Most serial output kept in memory for checks; the rest is counted, not stored.
+pub const CAPTURE_LIMIT: usize = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error("cannot create the serial log `{path}`: {error}: choose a writable path for --serial-log", path = .0.display(), error = .1)]
+    CreateLog(PathBuf, #[source] io::Error),
+}
+
+/// The UART's interrupt line. This VM has no interrupt controller, so the guest polls the
+/// UART and a raised line has nowhere to go.
+#[derive(Debug, Default)]
+pub struct UnwiredIrq;
+
+impl Trigger for UnwiredIrq {
+    type E = std::convert::Infallible;
+
+    fn trigger(&self) -> Result<(), Self::E> {
+        Ok(())
+    }
+}
+
+/// Where the UART's transmitted bytes go.
+#[derive(Debug)]
+pub struct ConsoleSink {
+    echo: bool,
+    log: Option<BufWriter<File>>,
+    log_failed: bool,
+    captured: Vec<u8>,
+    dropped: u64,
+}
+
+impl ConsoleSink {
+    pub fn new(echo: bool, log: Option<&Path>) -> Result<Self, ConsoleError> {
+        let log = log
+            .map(|p| {
+                File::create(p)
+                    .map(BufWriter::new)
+                    .map_err(|e| ConsoleError::CreateLog(p.into(), e))
+            })
+            .transpose()?;
+        Ok(Self {
+            echo,
+            log,
+            log_failed: false,
+            captured: Vec::new(),
+            dropped: 0,
+        })
+    }
+
+    /// Everything captured so far (up to [`CAPTURE_LIMIT`] bytes).
+    pub fn captured(&self) -> &[u8] {
+        &self.captured
+    }
+
+    /// Bytes the guest sent after the capture was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// True when writing the log file failed at some point (the run carries on without it).
+    pub fn log_failed(&self) -> bool {
+        self.log_failed
+    }
+}
+
+impl Write for ConsoleSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // Guests end lines with "\r\n" for real terminals; the host's outputs are files and
+        // pipes, where the carriage return is noise.
+        let text: Vec<u8> = buf.iter().copied().filter(|&b| b != b'\r').collect();
+        if self.echo {
+            // A closed stdout must not stop the guest: the capture and log still matter.
+            let _ = io::stdout().write_all(&text);
+        }
+        if let Some(log) = &mut self.log
+            && log.write_all(&text).is_err()
+        {
+            self.log_failed = true;
+            self.log = None;
+        }
+        let room = CAPTURE_LIMIT - self.captured.len();
+        let kept = text.len().min(room);
+        self.captured.extend_from_slice(&text[..kept]);
+        self.dropped += (text.len() - kept) as u64;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.echo {
+            let _ = io::stdout().flush();
+        }
+        if let Some(log) = &mut self.log
+            && log.flush().is_err()
+        {
+            self.log_failed = true;
+        }
+        Ok(())
+    }
+}
+
+/// COM1 as the host emulates it.
+pub type Uart = Serial<UnwiredIrq, vm_superio::serial::NoEvents, ConsoleSink>;
+
+pub fn uart(sink: ConsoleSink) -> Uart {
+    Serial::new(UnwiredIrq, sink)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_without_carriage_returns_and_logs() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serial.log");
+        let mut uart = uart(ConsoleSink::new(false, Some(&log)).unwrap());
+        for &b in b"hi\r\nthere\r\n" {
+            uart.write(0, b).unwrap();
+        }
+        uart.writer_mut().flush().unwrap();
+        assert_eq!(uart.writer().captured(), b"hi\nthere\n");
+        assert_eq!(std::fs::read(&log).unwrap(), b"hi\nthere\n");
+    }
+
+    #[test]
+    fn capture_is_bounded() {
+        let mut sink = ConsoleSink::new(false, None).unwrap();
+        let chunk = vec![b'x'; 1 << 20];
+        for _ in 0..17 {
+            sink.write_all(&chunk).unwrap();
+        }
+        assert_eq!(sink.captured().len(), CAPTURE_LIMIT);
+        assert_eq!(sink.dropped(), 1 << 20);
+    }
+
+    #[test]
+    fn unwritable_log_is_a_clear_error() {
+        let err =
+            ConsoleSink::new(false, Some(Path::new("/nonexistent-dir/serial.log"))).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot create the serial log `/nonexistent-dir/serial.log`")
+        );
+    }
+}

@@ -1,0 +1,257 @@
+//! How a run ended, the exit status each ending maps to, and the block that reports it.
+
+use crate::cpu_state::CpuState;
+use std::fmt;
+use std::time::Duration;
+
+/// Exit statuses of `vmm-host` (docs/exit-status.md lists them for people).
+pub mod status {
+    /// `scenario`: the run did not match the scenario's expectations.
+    pub const SCENARIO_FAILED: i32 = 1;
+    /// Bad input: usage, a missing or malformed file, no KVM access, an impossible --mem.
+    pub const BAD_INPUT: i32 = 2;
+    /// The guest triple-faulted (KVM_EXIT_SHUTDOWN).
+    pub const TRIPLE_FAULT: i32 = 80;
+    /// KVM could not enter the guest (KVM_EXIT_FAIL_ENTRY).
+    pub const ENTRY_FAILURE: i32 = 81;
+    /// KVM gave up on the guest (KVM_EXIT_INTERNAL_ERROR), e.g. an instruction it cannot emulate.
+    pub const INTERNAL_ERROR: i32 = 82;
+    /// The guest executed `hlt` with interrupts disabled: nothing can ever wake it.
+    pub const HALTED: i32 = 83;
+    /// The watchdog ended a guest that ran past --timeout.
+    pub const TIMEOUT: i32 = 84;
+    /// The host failed while the guest ran (a KVM call failed, an unknown VM exit).
+    pub const HOST_ERROR: i32 = 85;
+    /// The guest executed `hlt` with interrupts enabled, but this VM has no interrupt source.
+    pub const IDLE: i32 = 86;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The guest wrote its exit code to the debug-exit port.
+    GuestExit {
+        code: u8,
+    },
+    TripleFault,
+    EntryFailure {
+        reason: u64,
+        cpu: u32,
+    },
+    InternalError {
+        suberror: u32,
+        data: Vec<u64>,
+    },
+    Halted {
+        interrupts_enabled: bool,
+    },
+    Timeout {
+        limit: Duration,
+    },
+    HostError {
+        what: String,
+    },
+}
+
+impl Ending {
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            Self::GuestExit { code } => i32::from(*code),
+            Self::TripleFault => status::TRIPLE_FAULT,
+            Self::EntryFailure { .. } => status::ENTRY_FAILURE,
+            Self::InternalError { .. } => status::INTERNAL_ERROR,
+            Self::Halted {
+                interrupts_enabled: false,
+            } => status::HALTED,
+            Self::Halted {
+                interrupts_enabled: true,
+            } => status::IDLE,
+            Self::Timeout { .. } => status::TIMEOUT,
+            Self::HostError { .. } => status::HOST_ERROR,
+        }
+    }
+
+    /// The word scenarios use for this kind of ending.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::GuestExit { .. } => "exit",
+            Self::TripleFault => "triple-fault",
+            Self::EntryFailure { .. } => "entry-failure",
+            Self::InternalError { .. } => "internal-error",
+            Self::Halted {
+                interrupts_enabled: false,
+            } => "halted",
+            Self::Halted {
+                interrupts_enabled: true,
+            } => "idle",
+            Self::Timeout { .. } => "timeout",
+            Self::HostError { .. } => "host-error",
+        }
+    }
+
+    /// One line saying what happened.
+    pub fn headline(&self) -> String {
+        match self {
+            Self::GuestExit { code } => format!("the guest exited with code {code}"),
+            Self::TripleFault => "triple fault: the CPU shut down (KVM_EXIT_SHUTDOWN)".into(),
+            Self::EntryFailure { reason, cpu } => {
+                format!("KVM could not enter the guest on CPU {cpu}: hardware entry failure reason {reason:#x}{}", entry_failure_name(*reason))
+            }
+            Self::InternalError { suberror, .. } => {
+                format!("KVM internal error, suberror {suberror} ({})", internal_error_name(*suberror))
+            }
+            Self::Halted { interrupts_enabled: false } => {
+                "the guest executed hlt with interrupts disabled: nothing can wake it".into()
+            }
+            Self::Halted { interrupts_enabled: true } => {
+                "the guest executed hlt waiting for an interrupt, but this VM has no interrupt source".into()
+            }
+            Self::Timeout { limit } => format!("watchdog: the guest was still running after {}", seconds(*limit)),
+            Self::HostError { what } => format!("host error: {what}"),
+        }
+    }
+}
+
+fn internal_error_name(suberror: u32) -> &'static str {
+    match suberror {
+        1 => "instruction emulation failed",
+        2 => "exception while delivering an exception",
+        3 => "error while delivering an event",
+        4 => "unexpected exit reason",
+        _ => "unknown suberror",
+    }
+}
+
+fn entry_failure_name(reason: u64) -> &'static str {
+    match reason {
+        33 => " (VMX: invalid guest state)",
+        34 => " (VMX: MSR loading)",
+        41 => " (VMX: machine check)",
+        u64::MAX => " (SVM: VMEXIT_INVALID, invalid guest state)",
+        _ => "",
+    }
+}
+
+pub fn seconds(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+/// Everything known about a finished run.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub ending: Ending,
+    /// The vCPU at the end; `None` for a clean guest exit, or if it could not be read.
+    pub state: Option<CpuState>,
+    pub elapsed: Duration,
+    pub vm_exits: u64,
+    /// Port and MMIO accesses that hit no device, with the first one described.
+    pub stray_accesses: u64,
+    pub first_stray: Option<String>,
+    pub serial_dropped: u64,
+}
+
+impl RunReport {
+    pub fn exit_status(&self) -> i32 {
+        self.ending.exit_status()
+    }
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "== run ended: {}", self.ending.headline())?;
+        writeln!(
+            f,
+            "  status {}   time {}   VM exits {}",
+            self.exit_status(),
+            seconds(self.elapsed),
+            self.vm_exits
+        )?;
+        if let Ending::InternalError { data, .. } = &self.ending
+            && !data.is_empty()
+        {
+            let words: Vec<String> = data.iter().map(|d| format!("{d:#x}")).collect();
+            writeln!(f, "  data   {}", words.join(" "))?;
+        }
+        if let Some(state) = &self.state {
+            writeln!(f, "{state}")?;
+        }
+        if self.stray_accesses > 0 {
+            writeln!(
+                f,
+                "  note   {} accesses reached no device (first: {})",
+                self.stray_accesses,
+                self.first_stray.as_deref().unwrap_or("?")
+            )?;
+        }
+        if self.serial_dropped > 0 {
+            writeln!(
+                f,
+                "  note   {} bytes of serial output past the capture limit were not kept",
+                self.serial_dropped
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_ending_has_its_own_status() {
+        let endings = [
+            Ending::TripleFault,
+            Ending::EntryFailure { reason: 33, cpu: 0 },
+            Ending::InternalError {
+                suberror: 1,
+                data: vec![],
+            },
+            Ending::Halted {
+                interrupts_enabled: false,
+            },
+            Ending::Halted {
+                interrupts_enabled: true,
+            },
+            Ending::Timeout {
+                limit: Duration::from_secs(1),
+            },
+            Ending::HostError { what: "x".into() },
+        ];
+        let mut statuses: Vec<i32> = endings.iter().map(Ending::exit_status).collect();
+        statuses.extend([
+            status::BAD_INPUT,
+            status::SCENARIO_FAILED,
+            i32::from(abi::exit::PANIC),
+        ]);
+        let count = statuses.len();
+        statuses.sort();
+        statuses.dedup();
+        assert_eq!(statuses.len(), count, "statuses collide");
+        assert_eq!(Ending::GuestExit { code: 7 }.exit_status(), 7);
+    }
+
+    #[test]
+    fn report_block_names_the_ending() {
+        let report = RunReport {
+            ending: Ending::InternalError {
+                suberror: 1,
+                data: vec![0x1, 0xcc],
+            },
+            state: None,
+            elapsed: Duration::from_millis(250),
+            vm_exits: 12,
+            stray_accesses: 2,
+            first_stray: Some("in from port 0x61".into()),
+            serial_dropped: 0,
+        };
+        assert_eq!(
+            report.to_string(),
+            "== run ended: KVM internal error, suberror 1 (instruction emulation failed)\n  status 82   time 0.25 s   VM exits 12\n  data   0x1 0xcc\n  note   2 accesses reached no device (first: in from port 0x61)\n"
+        );
+        let entry = Ending::EntryFailure { reason: 33, cpu: 0 }.headline();
+        assert_eq!(
+            entry,
+            "KVM could not enter the guest on CPU 0: hardware entry failure reason 0x21 (VMX: invalid guest state)"
+        );
+    }
+}

@@ -1,0 +1,73 @@
+//! Opening KVM, with errors that say what to do.
+
+use kvm_ioctls::Kvm;
+use std::path::{Path, PathBuf};
+
+/// Where KVM lives unless `--kvm-device` says otherwise.
+pub const DEFAULT_DEVICE: &str = "/dev/kvm";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KvmError {
+    #[error("`{path}` does not exist: this machine has no KVM (enable hardware or nested virtualisation and load kvm_intel or kvm_amd)", path = .0.display())]
+    NoDevice(PathBuf),
+    #[error("permission denied opening `{path}`: add your user to the `kvm` group (and log in again) or run as root", path = .0.display())]
+    PermissionDenied(PathBuf),
+    #[error("`{path}` is not a KVM device ({error})", path = .0.display(), error = .1)]
+    NotKvm(PathBuf, String),
+    #[error("cannot open `{path}`: {error}", path = .0.display(), error = .1)]
+    Open(PathBuf, String),
+    #[error("KVM API version {0} is not the stable version 12 this host speaks")]
+    ApiVersion(i32),
+}
+
+/// Open KVM at `path` and check it speaks the stable API.
+pub fn open(path: &Path) -> Result<Kvm, KvmError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => KvmError::NoDevice(path.into()),
+            std::io::ErrorKind::PermissionDenied => KvmError::PermissionDenied(path.into()),
+            _ => KvmError::Open(path.into(), e.to_string()),
+        })?;
+    // Opening it ourselves first gives the error kinds above; kvm-ioctls then opens its own fd.
+    drop(file);
+    let kvm = Kvm::new_with_path(path_cstr(path)?.as_c_str())
+        .map_err(|e| KvmError::Open(path.into(), e.to_string()))?;
+    match kvm.get_api_version() {
+        12 => Ok(kvm),
+        v if v < 0 => Err(KvmError::NotKvm(
+            path.into(),
+            std::io::Error::last_os_error().to_string(),
+        )),
+        v => Err(KvmError::ApiVersion(v)),
+    }
+}
+
+fn path_cstr(path: &Path) -> Result<std::ffi::CString, KvmError> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| KvmError::Open(path.into(), "the path contains a NUL byte".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_device() {
+        let err = open(Path::new("/nonexistent/kvm")).unwrap_err();
+        assert!(matches!(err, KvmError::NoDevice(_)));
+        assert!(
+            err.to_string()
+                .starts_with("`/nonexistent/kvm` does not exist: this machine has no KVM")
+        );
+    }
+
+    #[test]
+    fn a_file_that_is_not_kvm() {
+        let err = open(Path::new("/dev/null")).unwrap_err();
+        assert!(matches!(err, KvmError::NotKvm(..)), "{err}");
+    }
+}

@@ -1,0 +1,17 @@
+//! vmm-host: a KVM host that boots a kernel and sees every exception it takes.
+pub mod addr;
+pub mod boot_cpu;
+pub mod console;
+pub mod cpu_state;
+pub mod cpuid;
+pub mod ending;
+pub mod hypervisor;
+pub mod layout;
+pub mod loader;
+pub mod scenario;
+pub mod translate;
+pub mod vm;
+pub mod watchdog;
+
+/// The guest-kernel ELF that this build of vmm-host bundles (built by build.rs).
+pub const GUEST_KERNEL_ELF: &str = env!("GUEST_KERNEL_ELF");

@@ -1,0 +1,228 @@
+//! `vmm-host`: boot a kernel under KVM and report how it ended.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+use vmm_host::ending::status;
+use vmm_host::scenario::{self, Scenario};
+use vmm_host::vm::{Vm, VmConfig, VmError};
+use vmm_host::{hypervisor, layout};
+
+/// Boot a kernel under KVM, see every exception it takes, explain how it ended.
+#[derive(Debug, Parser)]
+#[command(name = "vmm-host", version, about, long_about = None)]
+#[command(
+    after_help = "Exit statuses: 0 or the guest's exit code; 1 scenario mismatch; 2 bad input; \
+80 triple fault; 81 KVM entry failure; 82 KVM internal error; 83 halted with interrupts off; \
+84 watchdog timeout; 85 host error; 86 halted with no interrupt source (docs/exit-status.md)."
+)]
+struct Cli {
+    /// KVM device to use.
+    #[arg(long, global = true, value_name = "PATH", default_value = hypervisor::DEFAULT_DEVICE)]
+    kvm_device: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Boot a kernel (the bundled guest-kernel unless --kernel is given) and run it to its end.
+    Run(RunArgs),
+    /// Run a scenario from scenarios/ (or a scenario file) and check what it expects.
+    Scenario(ScenarioArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Kernel ELF with a PVH entry note [default: the bundled guest-kernel].
+    #[arg(long, value_name = "ELF")]
+    kernel: Option<PathBuf>,
+    /// Guest RAM, e.g. 256M or 4G; a bare number is MiB.
+    #[arg(long, value_name = "SIZE", default_value = "128M", value_parser = parse_mem)]
+    mem: u64,
+    /// Kernel command line.
+    #[arg(long, value_name = "STR", default_value = "")]
+    cmdline: String,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Debug, Args)]
+struct ScenarioArgs {
+    /// Scenario name (scenarios/NAME.toml) or path to a scenario file.
+    #[arg(value_name = "NAME|PATH", required_unless_present = "list")]
+    scenario: Option<String>,
+    /// List the available scenarios with their descriptions.
+    #[arg(long, conflicts_with = "scenario")]
+    list: bool,
+    /// Directory holding scenario files [default: ./scenarios, else the source tree's].
+    #[arg(long, value_name = "DIR")]
+    scenarios: Option<PathBuf>,
+    /// Watchdog limit in seconds, overriding the scenario's.
+    #[arg(long, value_name = "S", value_parser = parse_seconds)]
+    timeout: Option<Duration>,
+    /// Also write the guest's serial output to FILE.
+    #[arg(long, value_name = "FILE")]
+    serial_log: Option<PathBuf>,
+    /// Do not copy the guest's serial output to the terminal.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct CommonArgs {
+    /// Watchdog: end the run after this many seconds.
+    #[arg(long, value_name = "S", default_value = "10", value_parser = parse_seconds)]
+    timeout: Duration,
+    /// Also write the guest's serial output to FILE.
+    #[arg(long, value_name = "FILE")]
+    serial_log: Option<PathBuf>,
+    /// Do not copy the guest's serial output to the terminal.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_mem(text: &str) -> Result<u64, String> {
+    layout::parse_size(text).map_err(|e| e.to_string())
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+        _ => Err(format!(
+            "`{text}` is not a number of seconds above 0 and at most 86400"
+        )),
+    }
+}
+
+/// A failure and the exit status it maps to.
+struct Failure {
+    status: i32,
+    error: anyhow::Error,
+}
+
+impl From<VmError> for Failure {
+    fn from(error: VmError) -> Self {
+        let status = if error.is_bad_input() {
+            status::BAD_INPUT
+        } else {
+            status::HOST_ERROR
+        };
+        Self {
+            status,
+            error: error.into(),
+        }
+    }
+}
+
+fn bad_input(error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        status: status::BAD_INPUT,
+        error: error.into(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(args, &cli.kvm_device),
+        Command::Scenario(args) => run_scenario(args, &cli.kvm_device),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Err(failure) => {
+            eprintln!("error: {:#}", failure.error);
+            ExitCode::from(failure.status as u8)
+        }
+    }
+}
+
+fn bundled_kernel() -> PathBuf {
+    PathBuf::from(vmm_host::GUEST_KERNEL_ELF)
+}
+
+fn run(args: RunArgs, kvm_device: &Path) -> Result<i32, Failure> {
+    let config = VmConfig {
+        kernel: args.kernel.unwrap_or_else(bundled_kernel),
+        mem: args.mem,
+        cmdline: args.cmdline,
+        timeout: args.common.timeout,
+        serial_log: args.common.serial_log,
+        echo_serial: !args.common.quiet,
+        kvm_device: kvm_device.to_path_buf(),
+    };
+    let mut vm = Vm::new(config)?;
+    let report = vm.run();
+    print!("{report}");
+    Ok(report.exit_status())
+}
+
+/// ./scenarios when run from the repository, else the scenarios/ of the source tree this
+/// binary was built from.
+fn scenarios_dir(explicit: Option<PathBuf>) -> PathBuf {
+    explicit.unwrap_or_else(|| {
+        let here = PathBuf::from("scenarios");
+        if here.is_dir() {
+            here
+        } else {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+        }
+    })
+}
+
+fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
+    let dir = scenarios_dir(args.scenarios);
+    if args.list {
+        for name in scenario::list(&dir).map_err(bad_input)? {
+            let path = dir.join(format!("{name}.toml"));
+            let description = Scenario::load(&path)
+                .map(|s| s.description)
+                .unwrap_or_else(|e| format!("(invalid: {e})"));
+            println!("{name:<20} {description}");
+        }
+        return Ok(0);
+    }
+    let name = args.scenario.unwrap_or_default();
+    let path = scenario::resolve(&name, &dir).map_err(bad_input)?;
+    let scenario = Scenario::load(&path).map_err(bad_input)?;
+    println!("== scenario {}: {}", scenario.name, scenario.description);
+    let config = VmConfig {
+        kernel: scenario.kernel.clone().unwrap_or_else(bundled_kernel),
+        mem: scenario.mem,
+        cmdline: scenario.cmdline.clone(),
+        timeout: args.timeout.unwrap_or(scenario.timeout),
+        serial_log: args.serial_log,
+        echo_serial: !args.quiet,
+        kvm_device: kvm_device.to_path_buf(),
+    };
+    let mut vm = Vm::new(config)
+        .with_context(|| format!("scenario {}", scenario.name))
+        .map_err(|error| {
+            let status = match error.downcast_ref::<VmError>() {
+                Some(e) if !e.is_bad_input() => status::HOST_ERROR,
+                _ => status::BAD_INPUT,
+            };
+            Failure { status, error }
+        })?;
+    let report = vm.run();
+    print!("{report}");
+    let serial = String::from_utf8_lossy(vm.serial_output());
+    let failures = scenario.check(&report, &serial);
+    if failures.is_empty() {
+        println!(
+            "== scenario {}: PASS ({}, {})",
+            scenario.name,
+            report.ending.kind(),
+            vmm_host::ending::seconds(report.elapsed)
+        );
+        Ok(0)
+    } else {
+        println!("== scenario {}: FAIL", scenario.name);
+        for failure in &failures {
+            println!("  {failure}");
+        }
+        Ok(status::SCENARIO_FAILED)
+    }
+}

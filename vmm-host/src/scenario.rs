@@ -1,0 +1,490 @@
+//! Scenarios: a TOML file per reproduction, saying how to boot the guest and what must happen.
+//!
+//! ```toml
+//! name = "hello"
+//! description = "boots, prints the memory map, exits 0"
+//! mem = "128M"
+//! cmdline = "test=hello"
+//! timeout = 10
+//!
+//! [expect]
+//! ending = "exit"
+//! exit_code = 0
+//! serial = ["memory map", "hello from guest-kernel"]
+//! ```
+
+use crate::ending::{Ending, RunReport};
+use crate::layout;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// Watchdog limit when a scenario does not set one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("unknown scenario `{name}`; available: {available}")]
+    Unknown { name: String, available: String },
+    #[error("cannot read scenario `{path}`: {error}", path = .0.display(), error = .1)]
+    Read(PathBuf, #[source] std::io::Error),
+    #[error("cannot list scenarios in `{path}`: {error}", path = .0.display(), error = .1)]
+    List(PathBuf, #[source] std::io::Error),
+    /// `file:line:col: message`, pointing at the offending text.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// How a run may end, as scenarios name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndingKind {
+    Exit,
+    TripleFault,
+    EntryFailure,
+    InternalError,
+    Halted,
+    Idle,
+    Timeout,
+}
+
+impl EndingKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Exit => "exit",
+            Self::TripleFault => "triple-fault",
+            Self::EntryFailure => "entry-failure",
+            Self::InternalError => "internal-error",
+            Self::Halted => "halted",
+            Self::Idle => "idle",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawScenario {
+    name: Spanned<String>,
+    description: String,
+    mem: Option<Spanned<String>>,
+    #[serde(default)]
+    cmdline: String,
+    timeout: Option<Spanned<f64>>,
+    kernel: Option<PathBuf>,
+    expect: RawExpect,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    ending: Spanned<EndingKind>,
+    exit_code: Option<Spanned<u8>>,
+    #[serde(default)]
+    serial: Vec<Spanned<String>>,
+}
+
+/// A parsed, checked scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub path: PathBuf,
+    pub name: String,
+    pub description: String,
+    pub mem: u64,
+    pub cmdline: String,
+    pub timeout: Duration,
+    /// A kernel other than the bundled guest-kernel, relative to the scenario file.
+    pub kernel: Option<PathBuf>,
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone)]
+pub struct Expect {
+    pub ending: Located<EndingKind>,
+    pub exit_code: Option<Located<u8>>,
+    /// Substrings that must appear in the serial output, in this order.
+    pub serial: Vec<Located<String>>,
+}
+
+/// A value with the line it came from, so a failed check can point at it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located<T> {
+    pub value: T,
+    pub line: usize,
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, col)
+}
+
+impl Scenario {
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ScenarioError::Read(path.into(), e))?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ScenarioError> {
+        let at = |offset: usize, message: &str| {
+            let (line, col) = line_col(text, offset);
+            ScenarioError::Invalid(format!("{}:{line}:{col}: {message}", path.display()))
+        };
+        let raw: RawScenario = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            at(offset, e.message().trim())
+        })?;
+        let located = |span: std::ops::Range<usize>| line_col(text, span.start).0;
+
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if raw.name.get_ref() != &stem {
+            return Err(at(
+                raw.name.span().start,
+                &format!(
+                    "name `{}` differs from the file name `{stem}.toml`",
+                    raw.name.get_ref()
+                ),
+            ));
+        }
+        let mem = match &raw.mem {
+            None => layout::DEFAULT_RAM,
+            Some(mem) => layout::parse_size(mem.get_ref())
+                .and_then(|size| layout::RamLayout::new(size, None).map(|l| l.size()))
+                .map_err(|e| at(mem.span().start, &e.to_string()))?,
+        };
+        let timeout = match &raw.timeout {
+            None => DEFAULT_TIMEOUT,
+            Some(t)
+                if t.get_ref().is_finite() && *t.get_ref() > 0.0 && *t.get_ref() <= 86_400.0 =>
+            {
+                Duration::from_secs_f64(*t.get_ref())
+            }
+            Some(t) => {
+                return Err(at(
+                    t.span().start,
+                    "timeout must be a number of seconds above 0 and at most 86400",
+                ));
+            }
+        };
+        let ending = &raw.expect.ending;
+        match (ending.get_ref(), &raw.expect.exit_code) {
+            (EndingKind::Exit, None) => {
+                return Err(at(
+                    ending.span().start,
+                    "ending = \"exit\" needs exit_code = N (the code the guest must exit with)",
+                ));
+            }
+            (kind, Some(code)) if *kind != EndingKind::Exit => {
+                return Err(at(
+                    code.span().start,
+                    &format!(
+                        "exit_code only applies to ending = \"exit\", not \"{}\"",
+                        kind.name()
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(empty) = raw.expect.serial.iter().find(|s| s.get_ref().is_empty()) {
+            return Err(at(
+                empty.span().start,
+                "an empty serial expectation matches anything: remove it",
+            ));
+        }
+        let kernel = raw
+            .kernel
+            .map(|k| path.parent().unwrap_or(Path::new(".")).join(k));
+        Ok(Self {
+            path: path.to_path_buf(),
+            name: raw.name.into_inner(),
+            description: raw.description,
+            mem,
+            cmdline: raw.cmdline,
+            timeout,
+            kernel,
+            expect: Expect {
+                ending: Located {
+                    value: *ending.get_ref(),
+                    line: located(ending.span()),
+                },
+                exit_code: raw.expect.exit_code.map(|c| Located {
+                    value: *c.get_ref(),
+                    line: located(c.span()),
+                }),
+                serial: raw
+                    .expect
+                    .serial
+                    .into_iter()
+                    .map(|s| Located {
+                        line: located(s.span()),
+                        value: s.into_inner(),
+                    })
+                    .collect(),
+            },
+        })
+    }
+
+    /// What differs between this scenario's expectations and a finished run, one line each,
+    /// naming the scenario line of the expectation.
+    pub fn check(&self, report: &RunReport, serial: &str) -> Vec<String> {
+        let mut failures = Vec::new();
+        let here = |line: usize| format!("{}:{line}", self.path.display());
+        let expected = self.expect.ending.value;
+        let actual = &report.ending;
+        if expected.name() != actual.kind() {
+            failures.push(format!(
+                "{}: expected ending \"{}\", but {}",
+                here(self.expect.ending.line),
+                expected.name(),
+                actual.headline()
+            ));
+        } else if let (Some(code), Ending::GuestExit { code: got }) =
+            (&self.expect.exit_code, actual)
+            && code.value != *got
+        {
+            failures.push(format!(
+                "{}: expected exit code {}, the guest exited with {got}",
+                here(code.line),
+                code.value
+            ));
+        }
+        let mut from = 0;
+        let mut previous: Option<&str> = None;
+        for wanted in &self.expect.serial {
+            match serial[from..].find(&wanted.value) {
+                Some(pos) => {
+                    from += pos + wanted.value.len();
+                    previous = Some(&wanted.value);
+                }
+                None => {
+                    let whereabouts = match previous {
+                        Some(p) if serial.contains(&wanted.value) => {
+                            format!(" after {p:?} (it appears only before it)")
+                        }
+                        Some(p) => format!(" (looked after {p:?})"),
+                        None => String::new(),
+                    };
+                    failures.push(format!(
+                        "{}: serial output lacks {:?}{whereabouts}",
+                        here(wanted.line),
+                        wanted.value
+                    ));
+                }
+            }
+        }
+        failures
+    }
+}
+
+/// The scenario for `NAME` (in `dir`) or `PATH` (anything with a slash or a .toml ending).
+pub fn resolve(name_or_path: &str, dir: &Path) -> Result<PathBuf, ScenarioError> {
+    if name_or_path.contains('/') || name_or_path.ends_with(".toml") {
+        return Ok(PathBuf::from(name_or_path));
+    }
+    let path = dir.join(format!("{name_or_path}.toml"));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let available = list(dir)?.join(", ");
+    let available = if available.is_empty() {
+        format!("none in {}", dir.display())
+    } else {
+        available
+    };
+    Err(ScenarioError::Unknown {
+        name: name_or_path.to_string(),
+        available,
+    })
+}
+
+/// Names of the scenarios in `dir`, sorted.
+pub fn list(dir: &Path) -> Result<Vec<String>, ScenarioError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| ScenarioError::List(dir.into(), e))?;
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ending::RunReport;
+
+    const HELLO: &str = r#"name = "hello"
+description = "boots and exits"
+mem = "64M"
+cmdline = "test=hello"
+timeout = 5
+
+[expect]
+ending = "exit"
+exit_code = 0
+serial = ["memory map", "hello from guest-kernel"]
+"#;
+
+    fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(Path::new("scenarios/hello.toml"), text)
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    fn report(ending: Ending) -> RunReport {
+        RunReport {
+            ending,
+            state: None,
+            elapsed: Duration::ZERO,
+            vm_exits: 0,
+            stray_accesses: 0,
+            first_stray: None,
+            serial_dropped: 0,
+        }
+    }
+
+    #[test]
+    fn parses_a_scenario() {
+        let s = parse(HELLO).unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.mem, s.cmdline.as_str()),
+            ("hello", 64 << 20, "test=hello")
+        );
+        assert_eq!(s.timeout, Duration::from_secs(5));
+        assert_eq!(
+            s.expect.ending,
+            Located {
+                value: EndingKind::Exit,
+                line: 8
+            }
+        );
+        assert_eq!(
+            s.expect.serial[1],
+            Located {
+                value: "hello from guest-kernel".into(),
+                line: 10
+            }
+        );
+    }
+
+    #[test]
+    fn every_error_points_at_its_line() {
+        let cases = [
+            (
+                HELLO.replace("timeout = 5", "timeuot = 5"),
+                "scenarios/hello.toml:5:1: unknown field `timeuot`",
+            ),
+            (
+                HELLO.replace("mem = \"64M\"", "mem = \"lots\""),
+                "scenarios/hello.toml:3:7: memory size `lots` is not a size",
+            ),
+            (
+                HELLO.replace("mem = \"64M\"", "mem = \"1M\""),
+                "scenarios/hello.toml:3:7: memory size 1 MiB is too small",
+            ),
+            (
+                HELLO.replace("ending = \"exit\"", "ending = \"exploded\""),
+                "scenarios/hello.toml:8:10: unknown variant `exploded`",
+            ),
+            (
+                HELLO.replace("exit_code = 0\n", ""),
+                "scenarios/hello.toml:8:10: ending = \"exit\" needs exit_code",
+            ),
+            (
+                HELLO.replace("ending = \"exit\"", "ending = \"timeout\""),
+                "scenarios/hello.toml:9:13: exit_code only applies to ending = \"exit\"",
+            ),
+            (
+                HELLO.replace("exit_code = 0", "exit_code = 300"),
+                "scenarios/hello.toml:9:13: ",
+            ),
+            (
+                HELLO.replace("timeout = 5", "timeout = -1.0"),
+                "scenarios/hello.toml:5:11: timeout must be a number of seconds",
+            ),
+            (
+                HELLO.replace("name = \"hello\"", "name = \"other\""),
+                "scenarios/hello.toml:1:8: name `other` differs from the file name `hello.toml`",
+            ),
+            (
+                HELLO.replace("description = \"boots and exits\"\n", ""),
+                "scenarios/hello.toml:1:1: missing field `description`",
+            ),
+            (
+                HELLO.replace("\"memory map\", ", "\"\", "),
+                "scenarios/hello.toml:10:11: an empty serial expectation",
+            ),
+            ("name = [".to_string(), "scenarios/hello.toml:1:"),
+        ];
+        for (text, expected) in cases {
+            let message = error(&text);
+            assert!(
+                message.starts_with(expected),
+                "{message:?} should start with {expected:?}"
+            );
+            assert!(!message.contains('\n'), "one line: {message:?}");
+        }
+    }
+
+    #[test]
+    fn check_passes_a_matching_run() {
+        let s = parse(HELLO).unwrap();
+        let failures = s.check(
+            &report(Ending::GuestExit { code: 0 }),
+            "memory map:\nhello from guest-kernel\n",
+        );
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+
+    #[test]
+    fn check_names_each_mismatch_with_its_line() {
+        let s = parse(HELLO).unwrap();
+        let failures = s.check(
+            &report(Ending::GuestExit { code: 3 }),
+            "hello from guest-kernel\nmemory map\n",
+        );
+        assert_eq!(
+            failures,
+            vec![
+                "scenarios/hello.toml:9: expected exit code 0, the guest exited with 3".to_string(),
+                "scenarios/hello.toml:10: serial output lacks \"hello from guest-kernel\" after \"memory map\" (it appears only before it)".to_string(),
+            ]
+        );
+        let failures = s.check(&report(Ending::TripleFault), "");
+        assert_eq!(
+            failures[0],
+            "scenarios/hello.toml:8: expected ending \"exit\", but triple fault: the CPU shut down (KVM_EXIT_SHUTDOWN)"
+        );
+    }
+
+    #[test]
+    fn resolves_names_and_lists_the_available_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hello.toml"), HELLO).unwrap();
+        std::fs::write(dir.path().join("heap.toml"), "").unwrap();
+        assert_eq!(
+            resolve("hello", dir.path()).unwrap(),
+            dir.path().join("hello.toml")
+        );
+        assert_eq!(
+            resolve("x/y.toml", dir.path()).unwrap(),
+            PathBuf::from("x/y.toml")
+        );
+        let err = resolve("helo", dir.path()).unwrap_err().to_string();
+        assert_eq!(err, "unknown scenario `helo`; available: heap, hello");
+    }
+}

@@ -1,0 +1,125 @@
+//! The run's time limit: a thread that, once the limit passes, interrupts KVM_RUN on the vCPU
+//! thread with a signal until the vCPU loop notices.
+
+use std::sync::Arc;
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::Duration;
+use vmm_sys_util::signal::{SIGRTMIN, register_signal_handler};
+
+/// How often the signal is repeated: one sent while the vCPU thread is outside KVM_RUN is
+/// lost, so the watchdog keeps kicking until it is disarmed.
+const KICK_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Offset from SIGRTMIN of the signal that kicks a vCPU out of KVM_RUN.
+const KICK_SIGNAL_OFFSET: i32 = 0;
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // Nothing to do: the point is that KVM_RUN returns EINTR.
+}
+
+/// The signal that interrupts KVM_RUN; its handler is installed once per process.
+pub fn kick_signal() -> libc::c_int {
+    static INSTALL: Once = Once::new();
+    let signal = SIGRTMIN() + KICK_SIGNAL_OFFSET;
+    INSTALL.call_once(|| {
+        // Registration only fails for an invalid signal number, and SIGRTMIN is valid.
+        let _ = register_signal_handler(signal, on_kick);
+    });
+    signal
+}
+
+/// Sends the kick signal to `thread`.
+pub fn kick(thread: libc::pthread_t) {
+    // SAFETY: pthread_kill with a signal whose handler is installed (kick_signal) only
+    // interrupts the target's blocking system call; `thread` is alive while its watchdog is.
+    unsafe { libc::pthread_kill(thread, kick_signal()) };
+}
+
+#[derive(Debug)]
+pub struct Watchdog {
+    fired: Arc<AtomicBool>,
+    disarm: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Watchdog {
+    /// Arms a watchdog for the calling thread.
+    pub fn arm(limit: Duration) -> Self {
+        kick_signal();
+        // SAFETY: pthread_self has no preconditions.
+        let target = unsafe { libc::pthread_self() };
+        let fired = Arc::new(AtomicBool::new(false));
+        let (disarm, disarmed) = mpsc::channel::<()>();
+        let flag = fired.clone();
+        let thread = std::thread::Builder::new()
+            .name("watchdog".into())
+            .spawn(move || {
+                if disarmed.recv_timeout(limit) != Err(RecvTimeoutError::Timeout) {
+                    return;
+                }
+                flag.store(true, Ordering::SeqCst);
+                while disarmed.recv_timeout(KICK_INTERVAL) == Err(RecvTimeoutError::Timeout) {
+                    kick(target);
+                }
+            })
+            .ok();
+        Self {
+            fired,
+            disarm: Some(disarm),
+            thread,
+        }
+    }
+
+    pub fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        drop(self.disarm.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn interrupts_a_blocking_call_after_the_limit() {
+        let dog = Watchdog::arm(Duration::from_millis(50));
+        let start = Instant::now();
+        // sleep() returns early with EINTR when the kick arrives, like KVM_RUN does.
+        let mut remaining = libc::timespec {
+            tv_sec: 5,
+            tv_nsec: 0,
+        };
+        loop {
+            let request = remaining;
+            // SAFETY: nanosleep with valid pointers to two timespecs.
+            let rc = unsafe { libc::nanosleep(&request, &mut remaining) };
+            if rc == 0 || dog.fired() {
+                break;
+            }
+        }
+        assert!(dog.fired());
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "the kick ended the sleep early"
+        );
+    }
+
+    #[test]
+    fn disarmed_watchdog_never_fires() {
+        let dog = Watchdog::arm(Duration::from_secs(30));
+        assert!(!dog.fired());
+        drop(dog);
+    }
+}
