@@ -124,8 +124,37 @@ fn bad_input(error: impl Into<anyhow::Error>) -> Failure {
     }
 }
 
+/// Parse the command line; usage errors become one line, like every other error.
+fn parse_cli() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|error| {
+        use clap::error::ErrorKind;
+        match error.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                let _ = error.print();
+                return ExitCode::SUCCESS;
+            }
+            ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                let _ = error.print();
+                return ExitCode::from(status::BAD_INPUT as u8);
+            }
+            _ => {}
+        }
+        let text = error.to_string();
+        let first = text
+            .lines()
+            .next()
+            .unwrap_or("invalid arguments")
+            .trim_start_matches("error: ");
+        eprintln!("error: {first} (see --help)");
+        ExitCode::from(status::BAD_INPUT as u8)
+    })
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let result = match cli.command {
         Command::Run(args) => run(args, &cli.kvm_device),
         Command::Scenario(args) => run_scenario(args, &cli.kvm_device),

@@ -1,0 +1,104 @@
+//! Bad input: each case gets one line on stderr naming the value and the fix, and status 2.
+
+mod common;
+use common::{assert_one_line_error, repo_root, vmm};
+
+#[test]
+fn missing_kernel() {
+    let run = vmm(&["run", "--kernel", "/nonexistent/kernel.elf"]);
+    assert_one_line_error(
+        &run,
+        "kernel `/nonexistent/kernel.elf` does not exist: pass --kernel",
+    );
+}
+
+#[test]
+fn kernel_that_is_not_elf() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kernel.bin");
+    std::fs::write(&path, b"MZ\x90\x00 this is not an ELF").unwrap();
+    let run = vmm(&["run", "--kernel", path.to_str().unwrap()]);
+    assert_one_line_error(&run, "is not an ELF file (it starts with 4d 5a 90 00)");
+}
+
+#[test]
+fn elf_without_pvh_entry() {
+    // Any x86-64 Linux program is an ELF without a PVH note; the test binary itself is one.
+    let me = std::env::current_exe().unwrap();
+    let run = vmm(&["run", "--kernel", me.to_str().unwrap()]);
+    assert_one_line_error(
+        &run,
+        "has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY in a PT_NOTE segment)",
+    );
+}
+
+#[test]
+fn memory_sizes_the_boot_layout_or_host_cannot_hold() {
+    assert_one_line_error(
+        &vmm(&["run", "--mem", "16M"]),
+        "memory size 16 MiB is too small: the boot layout needs at least 32 MiB",
+    );
+    assert_one_line_error(
+        &vmm(&["run", "--mem", "64T"]),
+        "memory size 64 TiB is more than this host's",
+    );
+    assert_one_line_error(
+        &vmm(&["run", "--mem", "lots"]),
+        "memory size `lots` is not a size",
+    );
+}
+
+#[test]
+fn no_kvm_device() {
+    let run = vmm(&["--kvm-device", "/nonexistent/kvm", "run"]);
+    assert_one_line_error(
+        &run,
+        "`/nonexistent/kvm` does not exist: this machine has no KVM",
+    );
+}
+
+#[test]
+fn a_device_that_is_not_kvm() {
+    let run = vmm(&["--kvm-device", "/dev/null", "run"]);
+    assert_one_line_error(&run, "`/dev/null` is not a KVM device");
+}
+
+#[test]
+fn unknown_scenario_lists_the_available_ones() {
+    let run = vmm(&["scenario", "helo"]);
+    assert_one_line_error(&run, "unknown scenario `helo`; available: ");
+    assert!(run.stderr.contains("hello"), "{}", run.stderr);
+}
+
+#[test]
+fn malformed_scenario_toml_names_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        "name = \"broken\"\ndescription = \"x\"\n[expect\nending = \"exit\"\n",
+    )
+    .unwrap();
+    let run = vmm(&["scenario", path.to_str().unwrap()]);
+    assert_one_line_error(&run, &format!("{}:3:", path.display()));
+}
+
+#[test]
+fn bad_timeout_is_a_usage_error() {
+    let run = vmm(&["run", "--timeout", "soon"]);
+    assert_eq!(run.status, 2);
+    assert!(
+        run.stderr.contains("`soon` is not a number of seconds"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn scenario_list_shows_descriptions() {
+    let run = vmm(&["scenario", "--list"]);
+    assert_eq!(run.status, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("hello"), "{}", run.stdout);
+    assert!(run.stdout.contains("boots through PVH"), "{}", run.stdout);
+    assert!(repo_root().join("scenarios/hello.toml").is_file());
+}

@@ -1,0 +1,204 @@
+//! Booting the bundled guest-kernel under KVM: the hello scenario and every way a run ends.
+
+mod common;
+use common::{kvm_or_skip, vmm};
+
+#[test]
+fn hello_scenario_prints_banner_and_memory_map_and_passes() {
+    let Some(()) = kvm_or_skip("hello_scenario") else {
+        return;
+    };
+    let run = vmm(&["scenario", "hello"]);
+    assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
+    for line in [
+        "guest-kernel 0.1.0: PVH entry at 0x100000, long mode, boot page tables at 0x500000 identity-mapping 32 MiB, stack top 0x510000",
+        "start info at 0x6000, version 1",
+        "command line: \"test=hello\"",
+        "  [0x0000000000-0x000009ffff] usable         640 KiB",
+        "  [0x00000a0000-0x00000fffff] reserved       384 KiB",
+        "  [0x0000100000-0x0007ffffff] usable      130048 KiB",
+        "hello from guest-kernel",
+        "== run ended: the guest exited with code 0",
+        "== scenario hello: PASS (exit, ",
+    ] {
+        assert!(
+            run.stdout.contains(line),
+            "missing {line:?} in:\n{}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
+fn large_memory_is_split_around_the_hole_below_4_gib() {
+    let Some(()) = kvm_or_skip("large_memory") else {
+        return;
+    };
+    let run = vmm(&["run", "--mem", "4G", "--cmdline", "test=hello"]);
+    assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("[0x0000100000-0x00bfffffff] usable"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("[0x0100000000-0x013fffffff] usable"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_panic_is_reported_over_serial_with_its_own_code() {
+    let Some(()) = kvm_or_skip("panic") else {
+        return;
+    };
+    let run = vmm(&["run", "--cmdline", "test=panic"]);
+    assert_eq!(run.status, i32::from(abi::exit::PANIC));
+    assert!(
+        run.stdout.contains("PANIC: panicked at src/workloads.rs:"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("test=panic asked for a panic"));
+}
+
+#[test]
+fn triple_fault_reports_registers_and_the_faulting_instruction() {
+    let Some(()) = kvm_or_skip("triple_fault") else {
+        return;
+    };
+    let run = vmm(&["run", "--quiet", "--cmdline", "test=triple-fault"]);
+    assert_eq!(run.status, 80, "{}", run.stdout);
+    let out = &run.stdout;
+    assert!(
+        out.contains("== run ended: triple fault: the CPU shut down (KVM_EXIT_SHUTDOWN)"),
+        "{out}"
+    );
+    assert!(out.contains("mode   64-bit long mode, CPL 0"), "{out}");
+    assert!(
+        out.contains("cr0    0x0000000080010011 [PE ET WP PG]"),
+        "{out}"
+    );
+    assert!(out.contains("cr3    0x0000000000500000"), "{out}");
+    assert!(
+        out.contains("efer   0x0000000000000d00 [LME LMA NXE]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("idt base 0x0000000000000000 limit 0x0000"),
+        "{out}"
+    );
+    assert!(out.contains("code   ud2   (0f 0b at physical 0x"), "{out}");
+    assert!(
+        !out.contains("loading an empty IDT"),
+        "--quiet keeps serial off the terminal"
+    );
+}
+
+#[test]
+fn hlt_with_interrupts_disabled_ends_the_run() {
+    let Some(()) = kvm_or_skip("halt") else {
+        return;
+    };
+    let run = vmm(&["run", "--cmdline", "test=halt"]);
+    assert_eq!(run.status, 83, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("the guest executed hlt with interrupts disabled: nothing can wake it")
+    );
+    assert!(
+        run.stdout.contains("rflags 0x0000000000000002 []"),
+        "IF is clear: {}",
+        run.stdout
+    );
+}
+
+#[test]
+fn the_watchdog_ends_a_spinning_guest() {
+    let Some(()) = kvm_or_skip("watchdog") else {
+        return;
+    };
+    let run = vmm(&["run", "--cmdline", "test=spin", "--timeout", "0.5"]);
+    assert_eq!(run.status, 84, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("watchdog: the guest was still running after 0.50 s"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("spinning forever"));
+}
+
+#[test]
+fn an_unknown_kernel_argument_is_refused_by_the_guest() {
+    let Some(()) = kvm_or_skip("unknown_argument") else {
+        return;
+    };
+    let run = vmm(&["run", "--cmdline", "test=hello tset=heap"]);
+    assert_eq!(run.status, i32::from(abi::exit::BAD_COMMAND_LINE));
+    assert!(
+        run.stdout.contains("unknown command-line word \"tset\""),
+        "{}",
+        run.stdout
+    );
+    let run = vmm(&["run", "--cmdline", "test=nonsense"]);
+    assert_eq!(run.status, i32::from(abi::exit::BAD_COMMAND_LINE));
+    assert!(
+        run.stdout
+            .contains("unknown workload test=nonsense; test=help lists them")
+    );
+}
+
+#[test]
+fn serial_log_receives_the_output() {
+    let Some(()) = kvm_or_skip("serial_log") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serial.log");
+    let run = vmm(&[
+        "run",
+        "--quiet",
+        "--cmdline",
+        "test=hello",
+        "--serial-log",
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status, 0);
+    assert!(!run.stdout.contains("hello from guest-kernel"));
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("hello from guest-kernel\n"), "{logged}");
+    assert!(!logged.contains('\r'));
+}
+
+#[test]
+fn a_failing_expectation_fails_the_scenario_and_points_at_its_line() {
+    let Some(()) = kvm_or_skip("failing_scenario") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wrong.toml");
+    std::fs::write(
+        &path,
+        "name = \"wrong\"\ndescription = \"expects the wrong code\"\ncmdline = \"test=hello\"\n\n[expect]\nending = \"exit\"\nexit_code = 7\nserial = [\"no such line\"]\n",
+    )
+    .unwrap();
+    let run = vmm(&["scenario", path.to_str().unwrap(), "--quiet"]);
+    assert_eq!(run.status, 1, "{}", run.stdout);
+    let p = path.display();
+    assert!(run.stdout.contains("== scenario wrong: FAIL"));
+    assert!(
+        run.stdout.contains(&format!(
+            "  {p}:7: expected exit code 7, the guest exited with 0"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains(&format!("  {p}:8: serial output lacks \"no such line\"")),
+        "{}",
+        run.stdout
+    );
+}
