@@ -1,7 +1,9 @@
 //! Opening KVM, with errors that say what to do.
 
-use kvm_ioctls::Kvm;
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::{Kvm, VmFd};
 use std::path::{Path, PathBuf};
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// Where KVM lives unless `--kvm-device` says otherwise.
 pub const DEFAULT_DEVICE: &str = "/dev/kvm";
@@ -43,6 +45,25 @@ pub fn open(path: &Path) -> Result<Kvm, KvmError> {
         )),
         v => Err(KvmError::ApiVersion(v)),
     }
+}
+
+/// Give the VM every region of `mem`, one memory slot each.
+///
+/// `mem` must outlive the VM: callers keep both in one struct with the VM fd dropped first.
+pub fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), kvm_ioctls::Error> {
+    for (slot, region) in mem.iter().enumerate() {
+        let region = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: region.as_ptr() as u64,
+        };
+        // SAFETY: the region is a live mapping owned by `mem`, which outlives the VM (see
+        // above), and slots are numbered so that none overlaps another.
+        unsafe { vm.set_user_memory_region(region) }?;
+    }
+    Ok(())
 }
 
 fn path_cstr(path: &Path) -> Result<std::ffi::CString, KvmError> {

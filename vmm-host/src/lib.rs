@@ -4,6 +4,7 @@ pub mod boot_cpu;
 pub mod console;
 pub mod cpu_state;
 pub mod cpuid;
+pub mod doctor;
 pub mod ending;
 pub mod hypervisor;
 pub mod layout;

@@ -32,6 +32,8 @@ enum Command {
     Run(RunArgs),
     /// Run a scenario from scenarios/ (or a scenario file) and check what it expects.
     Scenario(ScenarioArgs),
+    /// Measure what this host's KVM can do (breakpoints, ring 3, exit cost) with tiny VMs.
+    Doctor,
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +160,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args, &cli.kvm_device),
         Command::Scenario(args) => run_scenario(args, &cli.kvm_device),
+        Command::Doctor => Ok(doctor(&cli.kvm_device)),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -165,6 +168,17 @@ fn main() -> ExitCode {
             eprintln!("error: {:#}", failure.error);
             ExitCode::from(failure.status as u8)
         }
+    }
+}
+
+/// Status 0 when KVM could be examined, 2 (bad environment) when it could not be opened.
+fn doctor(kvm_device: &Path) -> i32 {
+    let report = vmm_host::doctor::examine(kvm_device);
+    print!("{report}");
+    if report.capabilities.kvm {
+        0
+    } else {
+        status::BAD_INPUT
     }
 }
 

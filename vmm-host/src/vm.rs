@@ -11,12 +11,11 @@ use crate::hypervisor::{self, KvmError};
 use crate::layout::{LayoutError, RamLayout};
 use crate::loader::{self, KernelImage, LoadError};
 use crate::watchdog::Watchdog;
-use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 /// Where KVM on Intel keeps its real-mode TSS: three pages inside the hole below 4 GiB.
 const TSS_ADDRESS: usize = 0xfffb_d000;
@@ -119,25 +118,7 @@ impl Vm {
         let vm = kvm.create_vm().map_err(setup("KVM_CREATE_VM"))?;
         vm.set_tss_address(TSS_ADDRESS)
             .map_err(setup("KVM_SET_TSS_ADDR"))?;
-        for (slot, region) in mem.iter().enumerate() {
-            let host = mem
-                .get_host_address(region.start_addr())
-                .map_err(|e| VmError::Memory {
-                    size: layout.size(),
-                    error: e.to_string(),
-                })?;
-            let region = kvm_userspace_memory_region {
-                slot: slot as u32,
-                flags: 0,
-                guest_phys_addr: region.start_addr().0,
-                memory_size: region.len(),
-                userspace_addr: host as u64,
-            };
-            // SAFETY: the region is a live mapping owned by `mem`, which the Vm keeps (and drops
-            // after the VM fd), and it does not overlap any other slot.
-            unsafe { vm.set_user_memory_region(region) }
-                .map_err(setup("KVM_SET_USER_MEMORY_REGION"))?;
-        }
+        hypervisor::register_memory(&vm, &mem).map_err(setup("KVM_SET_USER_MEMORY_REGION"))?;
 
         kernel.load(&mem)?;
         loader::write_boot_data(&mem, &layout, &config.cmdline)?;

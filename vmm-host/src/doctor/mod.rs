@@ -1,0 +1,155 @@
+//! `vmm-host doctor`: measure what this host's KVM can do, with throw-away VMs, instead of
+//! assuming it. Later parts of the host (the exception tap, gdb breakpoints) ask
+//! [`Capabilities`] which mechanism to use.
+
+mod machine;
+mod probes;
+
+use crate::hypervisor;
+use std::fmt;
+use std::path::Path;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Yes,
+    No,
+    /// A number, not a yes/no question.
+    Measured,
+    /// The probe itself could not run.
+    Error,
+    /// Not tried, because something it needs is missing.
+    Skipped,
+}
+
+impl Verdict {
+    fn word(self) -> &'static str {
+        match self {
+            Self::Yes => "yes",
+            Self::No => "no",
+            Self::Measured => "--",
+            Self::Error => "err",
+            Self::Skipped => "skip",
+        }
+    }
+}
+
+/// One measured capability and what was seen.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub name: &'static str,
+    pub verdict: Verdict,
+    pub evidence: String,
+}
+
+/// What the host's KVM was measured to do.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Capabilities {
+    pub kvm: bool,
+    pub cpuid: bool,
+    pub long_mode_switch: bool,
+    pub single_step: bool,
+    pub hw_breakpoints: bool,
+    /// `int3` with KVM_GUESTDBG_USE_SW_BP exits to the host (false on nested KVM here).
+    pub int3_breakpoints: bool,
+    pub ring3_iretq: bool,
+    /// `int n` from ring 3 reaches vector n (on nested KVM here it arrives as #UD).
+    pub int_n_from_ring3: bool,
+    /// `syscall` from ring 3 lands at LSTAR in ring 0.
+    pub syscall_from_ring3: bool,
+    pub pio_exit_micros: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DoctorReport {
+    pub probes: Vec<Probe>,
+    pub capabilities: Capabilities,
+}
+
+/// Run every probe against the KVM at `device`.
+pub fn examine(device: &Path) -> DoctorReport {
+    let mut caps = Capabilities::default();
+    let access_name = "/dev/kvm access";
+    let kvm = match hypervisor::open(device) {
+        Ok(kvm) => kvm,
+        Err(e) => {
+            let probes = vec![
+                Probe {
+                    name: access_name,
+                    verdict: Verdict::No,
+                    evidence: e.to_string(),
+                },
+                Probe {
+                    name: "other probes",
+                    verdict: Verdict::Skipped,
+                    evidence: "they need KVM".into(),
+                },
+            ];
+            return DoctorReport {
+                probes,
+                capabilities: caps,
+            };
+        }
+    };
+    caps.kvm = true;
+    let mut probes = vec![
+        Probe {
+            name: access_name,
+            verdict: Verdict::Yes,
+            evidence: format!("opened {} read-write", device.display()),
+        },
+        Probe {
+            name: "KVM API version",
+            verdict: Verdict::Yes,
+            evidence: format!("{}", kvm.get_api_version()),
+        },
+    ];
+    let mut measure = |probe: Probe, flag: &mut bool| {
+        *flag = probe.verdict == Verdict::Yes;
+        probes.push(probe);
+    };
+    measure(probes::cpuid(&kvm), &mut caps.cpuid);
+    measure(probes::mode_switch(&kvm), &mut caps.long_mode_switch);
+    measure(probes::single_step(&kvm), &mut caps.single_step);
+    measure(probes::hw_breakpoint(&kvm), &mut caps.hw_breakpoints);
+    measure(probes::int3(&kvm), &mut caps.int3_breakpoints);
+    measure(probes::ring3_iretq(&kvm), &mut caps.ring3_iretq);
+    measure(probes::int_n_from_ring3(&kvm), &mut caps.int_n_from_ring3);
+    measure(
+        probes::syscall_from_ring3(&kvm),
+        &mut caps.syscall_from_ring3,
+    );
+    let (pio, micros) = probes::pio_round_trip(&kvm);
+    probes.push(pio);
+    caps.pio_exit_micros = micros;
+    DoctorReport {
+        probes,
+        capabilities: caps,
+    }
+}
+
+impl fmt::Display for DoctorReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "vmm-host doctor: what this host's KVM does, measured with throw-away VMs"
+        )?;
+        let width = self
+            .probes
+            .iter()
+            .map(|p| p.name.chars().count())
+            .max()
+            .unwrap_or(0);
+        for p in &self.probes {
+            let pad = width - p.name.chars().count();
+            writeln!(
+                f,
+                "  {:<4} {}{}  {}",
+                p.verdict.word(),
+                p.name,
+                " ".repeat(pad),
+                p.evidence
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,472 @@
+//! One function per capability: each builds a throw-away VM, runs a few instructions, and
+//! returns whether the capability works with the evidence it saw.
+
+use super::machine::*;
+use super::{Probe, Verdict};
+use iced_x86::code_asm::*;
+use kvm_bindings::{
+    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP,
+    Msrs, kvm_guest_debug, kvm_msr_entry,
+};
+use kvm_ioctls::Kvm;
+use std::time::Duration;
+
+/// Long enough for any probe on a loaded machine; a working probe takes milliseconds.
+const LIMIT: Duration = Duration::from_secs(2);
+/// Exits timed by the port-I/O round-trip probe.
+const PIO_EXITS: u32 = 20_000;
+
+fn failed(name: &'static str, error: impl std::fmt::Display) -> Probe {
+    Probe {
+        name,
+        verdict: Verdict::Error,
+        evidence: error.to_string(),
+    }
+}
+
+fn describe(stop: &Stop) -> String {
+    match stop {
+        Stop::Done => "finished".into(),
+        Stop::Halted => "halted".into(),
+        Stop::Shutdown => "triple fault (KVM_EXIT_SHUTDOWN)".into(),
+        Stop::InternalError { suberror: 1 } => {
+            "KVM_EXIT_INTERNAL_ERROR suberror 1 (emulation failure)".into()
+        }
+        Stop::InternalError { suberror } => format!("KVM_EXIT_INTERNAL_ERROR suberror {suberror}"),
+        Stop::Debug(arch) => format!(
+            "KVM_EXIT_DEBUG exception {} at {:#x}",
+            arch.exception, arch.pc
+        ),
+        Stop::TimedOut => format!("no exit within {} s", LIMIT.as_secs()),
+        Stop::Other(what) => what.clone(),
+    }
+}
+
+/// Ring-0 code that drops to ring 3 at USER_CODE.
+fn enter_ring3(a: &mut CodeAssembler) -> Result<(), iced_x86::IcedError> {
+    a.mov(rsp, KERNEL_STACK)?;
+    a.push(i32::from(USER_DS))?;
+    a.push(USER_STACK as i32)?;
+    a.push(0x2)?;
+    a.push(i32::from(USER_CS))?;
+    a.push(USER_CODE as i32)?;
+    a.iretq()
+}
+
+/// The first exception the guest took: vector, and CS and RIP from its exception frame.
+fn first_exception(trace: &Trace) -> Option<(u64, u64, u64)> {
+    let vector = trace.values_on(VECTOR_PORT).next()?;
+    let selector = trace.values_on(FRAME_CS_PORT).next()?;
+    let rip = trace.values_on(FRAME_RIP_PORT).next()?;
+    Some((vector, selector, rip))
+}
+
+fn vm(kvm: &Kvm, name: &'static str, main: &[u8]) -> Result<ProbeVm, Probe> {
+    let vm = ProbeVm::new(kvm, true, false).map_err(|e| failed(name, e))?;
+    vm.write_code(CODE, main).map_err(|e| failed(name, e))?;
+    Ok(vm)
+}
+
+fn code(
+    bitness: u32,
+    ip: u64,
+    build: impl FnOnce(&mut CodeAssembler) -> Result<(), iced_x86::IcedError>,
+) -> Result<Vec<u8>, Probe> {
+    assemble(bitness, ip, build).map_err(|e| failed("assembler", e))
+}
+
+pub fn cpuid(kvm: &Kvm) -> Probe {
+    const NAME: &str = "CPUID set";
+    match crate::cpuid::guest_cpuid(kvm, 0) {
+        Err(e) => failed(NAME, e),
+        Ok(cpuid) => match ProbeVm::new(kvm, true, false) {
+            Ok(_) => Probe {
+                name: NAME,
+                verdict: Verdict::Yes,
+                evidence: format!(
+                    "KVM_SET_CPUID2 took {} supported entries; MAXPHYADDR {} bits",
+                    cpuid.as_slice().len(),
+                    crate::cpuid::max_phys_addr_bits(&cpuid)
+                ),
+            },
+            Err(e) => failed(NAME, e),
+        },
+    }
+}
+
+fn mode_switch_run(kvm: &Kvm, set_cpuid: bool) -> Result<(Trace, u64), Probe> {
+    const NAME: &str = "32→64-bit switch";
+    let main = code(32, CODE, |a| {
+        a.mov(eax, cr4)?;
+        a.or(eax, 0x20)?;
+        a.mov(cr4, eax)?;
+        a.mov(eax, PML4 as u32)?;
+        a.mov(cr3, eax)?;
+        a.mov(ecx, 0xc000_0080u32)?;
+        a.rdmsr()?;
+        // LME | NXE, as guest-kernel's entry sets them: NXE is what needs CPUID's NX bit.
+        a.or(eax, 0x900)?;
+        a.wrmsr()?;
+        a.mov(eax, cr0)?;
+        a.or(eax, 0x8000_0000u32 as i32)?;
+        a.mov(cr0, eax)?;
+        a.push(i32::from(KERNEL_CS))?;
+        a.push(AUX_CODE as i32)?;
+        a.retf()
+    })?;
+    let long = code(64, AUX_CODE, |a| {
+        a.mov(eax, 64)?;
+        a.mov(dx, u32::from(RESULT_PORT))?;
+        a.out(dx, eax)?;
+        a.mov(dx, u32::from(DONE_PORT))?;
+        a.out(dx, al)
+    })?;
+    let mut vm = ProbeVm::new(kvm, set_cpuid, true).map_err(|e| failed(NAME, e))?;
+    vm.write_code(CODE, &main).map_err(|e| failed(NAME, e))?;
+    vm.write_code(AUX_CODE, &long)
+        .map_err(|e| failed(NAME, e))?;
+    let trace = vm.run(LIMIT);
+    let efer = vm.vcpu.get_sregs().map(|s| s.efer).unwrap_or(0);
+    Ok((trace, efer))
+}
+
+pub fn mode_switch(kvm: &Kvm) -> Probe {
+    const NAME: &str = "32→64-bit switch";
+    let (with, efer) = match mode_switch_run(kvm, true) {
+        Ok(r) => r,
+        Err(p) => return p,
+    };
+    let without = match mode_switch_run(kvm, false) {
+        Ok((t, _)) if t.values_on(RESULT_PORT).any(|v| v == 64) => {
+            "also reached 64-bit code".to_string()
+        }
+        Ok((t, efer)) => format!(
+            "wrmsr EFER failed, EFER stayed {efer:#x}, never reached 64-bit code ({})",
+            describe(&t.stop)
+        ),
+        Err(p) => p.evidence,
+    };
+    let reached = with.values_on(RESULT_PORT).any(|v| v == 64) && efer & (1 << 10) != 0;
+    Probe {
+        name: NAME,
+        verdict: if reached { Verdict::Yes } else { Verdict::No },
+        evidence: if reached {
+            format!(
+                "the guest set EFER.LME|NXE and paging itself (EFER {efer:#x}, LMA set); without KVM_SET_CPUID2: {without}"
+            )
+        } else {
+            format!(
+                "with CPUID set: {}; without: {without}",
+                describe(&with.stop)
+            )
+        },
+    }
+}
+
+fn debug_run(
+    kvm: &Kvm,
+    name: &'static str,
+    control: u32,
+    breakpoint: Option<u64>,
+    main: &[u8],
+) -> Result<Trace, Probe> {
+    let mut vm = vm(kvm, name, main)?;
+    let mut debug = kvm_guest_debug {
+        control,
+        ..Default::default()
+    };
+    if let Some(address) = breakpoint {
+        debug.arch.debugreg[0] = address;
+        debug.arch.debugreg[7] = 0x1; // L0, execute, 1 byte
+    }
+    vm.vcpu
+        .set_guest_debug(&debug)
+        .map_err(|e| failed(name, format!("KVM_SET_GUEST_DEBUG: {e}")))?;
+    Ok(vm.run(LIMIT))
+}
+
+fn nops_then_done() -> Result<Vec<u8>, Probe> {
+    code(64, CODE, |a| {
+        a.nop()?;
+        a.nop()?;
+        a.nop()?;
+        a.mov(dx, u32::from(DONE_PORT))?;
+        a.out(dx, al)
+    })
+}
+
+pub fn single_step(kvm: &Kvm) -> Probe {
+    const NAME: &str = "single-step";
+    let trace = match nops_then_done().and_then(|main| {
+        debug_run(
+            kvm,
+            NAME,
+            KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP,
+            None,
+            &main,
+        )
+    }) {
+        Ok(t) => t,
+        Err(p) => return p,
+    };
+    match trace.stop {
+        Stop::Debug(arch) if arch.exception == 1 && arch.dr6 & (1 << 14) != 0 => Probe {
+            name: NAME,
+            verdict: Verdict::Yes,
+            evidence: format!(
+                "KVM_EXIT_DEBUG exception 1 after one instruction (rip {CODE:#x} → {:#x}, DR6.BS)",
+                arch.pc
+            ),
+        },
+        stop => Probe {
+            name: NAME,
+            verdict: Verdict::No,
+            evidence: describe(&stop),
+        },
+    }
+}
+
+pub fn hw_breakpoint(kvm: &Kvm) -> Probe {
+    const NAME: &str = "hardware breakpoints";
+    let target = CODE + 2;
+    let trace = match nops_then_done().and_then(|main| {
+        debug_run(
+            kvm,
+            NAME,
+            KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP,
+            Some(target),
+            &main,
+        )
+    }) {
+        Ok(t) => t,
+        Err(p) => return p,
+    };
+    match trace.stop {
+        Stop::Debug(arch) if arch.exception == 1 && arch.pc == target && arch.dr6 & 1 != 0 => {
+            Probe {
+                name: NAME,
+                verdict: Verdict::Yes,
+                evidence: format!("KVM_EXIT_DEBUG at {target:#x} = DR0, DR6.B0 set"),
+            }
+        }
+        stop => Probe {
+            name: NAME,
+            verdict: Verdict::No,
+            evidence: describe(&stop),
+        },
+    }
+}
+
+pub fn int3(kvm: &Kvm) -> Probe {
+    const NAME: &str = "int3 breakpoints";
+    let trace = match code(64, CODE, |a| {
+        a.int3()?;
+        a.mov(dx, u32::from(DONE_PORT))?;
+        a.out(dx, al)
+    })
+    .and_then(|main| {
+        debug_run(
+            kvm,
+            NAME,
+            KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP,
+            None,
+            &main,
+        )
+    }) {
+        Ok(t) => t,
+        Err(p) => return p,
+    };
+    match trace.stop {
+        Stop::Debug(arch) if arch.exception == 3 => Probe {
+            name: NAME,
+            verdict: Verdict::Yes,
+            evidence: format!(
+                "KVM_EXIT_DEBUG exception 3 at {:#x} with KVM_GUESTDBG_USE_SW_BP",
+                arch.pc
+            ),
+        },
+        stop => Probe {
+            name: NAME,
+            verdict: Verdict::No,
+            evidence: format!("int3 in ring 0 ended in {}", describe(&stop)),
+        },
+    }
+}
+
+fn ring3_run(
+    kvm: &Kvm,
+    name: &'static str,
+    user: Vec<u8>,
+    msrs: &[(u32, u64)],
+) -> Result<Trace, Probe> {
+    let main = code(64, CODE, enter_ring3)?;
+    // Where syscall lands: a ud2 whose exception frame shows the CS syscall loaded.
+    let syscall_entry = code(64, AUX_CODE, |a| a.ud2())?;
+    let mut vm = vm(kvm, name, &main)?;
+    vm.write_code(USER_CODE, &user)
+        .map_err(|e| failed(name, e))?;
+    vm.write_code(AUX_CODE, &syscall_entry)
+        .map_err(|e| failed(name, e))?;
+    if !msrs.is_empty() {
+        let entries: Vec<kvm_msr_entry> = msrs
+            .iter()
+            .map(|&(index, data)| kvm_msr_entry {
+                index,
+                data,
+                ..Default::default()
+            })
+            .collect();
+        let msrs = Msrs::from_entries(&entries).map_err(|e| failed(name, format!("{e:?}")))?;
+        vm.vcpu
+            .set_msrs(&msrs)
+            .map_err(|e| failed(name, format!("KVM_SET_MSRS: {e}")))?;
+    }
+    Ok(vm.run(LIMIT))
+}
+
+pub fn ring3_iretq(kvm: &Kvm) -> Probe {
+    const NAME: &str = "ring-3 iretq";
+    let trace =
+        match code(64, USER_CODE, |a| a.ud2()).and_then(|user| ring3_run(kvm, NAME, user, &[])) {
+            Ok(t) => t,
+            Err(p) => return p,
+        };
+    match first_exception(&trace) {
+        Some((6, selector, rip)) if selector & 3 == 3 && rip == USER_CODE => Probe {
+            name: NAME,
+            verdict: Verdict::Yes,
+            evidence: format!(
+                "ud2 in user code trapped back to ring 0 through TSS.RSP0; frame CS {selector:#x} (CPL 3), RIP {rip:#x}"
+            ),
+        },
+        Some((vector, selector, rip)) => Probe {
+            name: NAME,
+            verdict: Verdict::No,
+            evidence: format!(
+                "expected #UD from user code, got vector {vector} with CS {selector:#x} at {rip:#x}"
+            ),
+        },
+        None => Probe {
+            name: NAME,
+            verdict: Verdict::No,
+            evidence: describe(&trace.stop),
+        },
+    }
+}
+
+pub fn int_n_from_ring3(kvm: &Kvm) -> Probe {
+    const NAME: &str = "int n from ring 3";
+    let trace = match code(64, USER_CODE, |a| a.int(0x80))
+        .and_then(|user| ring3_run(kvm, NAME, user, &[]))
+    {
+        Ok(t) => t,
+        Err(p) => return p,
+    };
+    match first_exception(&trace) {
+        Some((0x80, _, _)) => Probe {
+            name: NAME,
+            verdict: Verdict::Yes,
+            evidence: "int 0x80 arrived at vector 0x80".into(),
+        },
+        Some((6, _, rip)) => Probe {
+            name: NAME,
+            verdict: Verdict::No,
+            evidence: format!(
+                "int 0x80 arrived as vector 6 (#UD) at {rip:#x}, the int instruction"
+            ),
+        },
+        Some((vector, _, rip)) => Probe {
+            name: NAME,
+            verdict: Verdict::No,
+            evidence: format!("int 0x80 arrived as vector {vector} at {rip:#x}"),
+        },
+        None => Probe {
+            name: NAME,
+            verdict: Verdict::No,
+            evidence: describe(&trace.stop),
+        },
+    }
+}
+
+pub fn syscall_from_ring3(kvm: &Kvm) -> Probe {
+    const NAME: &str = "syscall from ring 3";
+    let star = (0x10u64 << 48) | (u64::from(KERNEL_CS) << 32);
+    let msrs = [
+        (0xc000_0081, star),
+        (0xc000_0082, AUX_CODE),
+        (0xc000_0084, 0),
+    ];
+    let trace = match code(64, USER_CODE, |a| a.syscall())
+        .and_then(|user| ring3_run(kvm, NAME, user, &msrs))
+    {
+        Ok(t) => t,
+        Err(p) => return p,
+    };
+    match first_exception(&trace) {
+        Some((6, selector, rip)) if rip == AUX_CODE && selector == u64::from(KERNEL_CS) => Probe {
+            name: NAME,
+            verdict: Verdict::Yes,
+            evidence: format!("landed at LSTAR {rip:#x} with CS {selector:#x} (CPL 0)"),
+        },
+        Some((6, selector, rip)) if rip == AUX_CODE => Probe {
+            name: NAME,
+            verdict: Verdict::No,
+            evidence: format!(
+                "landed at LSTAR {rip:#x} still in CPL {} (CS {selector:#x})",
+                selector & 3
+            ),
+        },
+        Some((vector, selector, rip)) => Probe {
+            name: NAME,
+            verdict: Verdict::No,
+            evidence: format!("syscall raised vector {vector} (CS {selector:#x}, RIP {rip:#x})"),
+        },
+        None => Probe {
+            name: NAME,
+            verdict: Verdict::No,
+            evidence: describe(&trace.stop),
+        },
+    }
+}
+
+/// Microseconds per port-I/O exit, and the probe line.
+pub fn pio_round_trip(kvm: &Kvm) -> (Probe, Option<f64>) {
+    const NAME: &str = "port-I/O exit round trip";
+    let main = match code(64, CODE, |a| {
+        let mut again = a.create_label();
+        a.mov(ecx, PIO_EXITS)?;
+        a.mov(dx, u32::from(RESULT_PORT))?;
+        a.set_label(&mut again)?;
+        a.out(dx, al)?;
+        a.dec(ecx)?;
+        a.jnz(again)?;
+        a.mov(dx, u32::from(DONE_PORT))?;
+        a.out(dx, al)
+    }) {
+        Ok(c) => c,
+        Err(p) => return (p, None),
+    };
+    let mut vm = match vm(kvm, NAME, &main) {
+        Ok(vm) => vm,
+        Err(p) => return (p, None),
+    };
+    let trace = vm.run(Duration::from_secs(10));
+    let count = trace.values_on(RESULT_PORT).count();
+    if !matches!(trace.stop, Stop::Done) || count != PIO_EXITS as usize {
+        return (
+            Probe {
+                name: NAME,
+                verdict: Verdict::No,
+                evidence: format!("{count} exits, then {}", describe(&trace.stop)),
+            },
+            None,
+        );
+    }
+    let micros = trace.elapsed.as_secs_f64() * 1e6 / trace.exits as f64;
+    let probe = Probe {
+        name: NAME,
+        verdict: Verdict::Measured,
+        evidence: format!("{micros:.1} µs per exit ({} exits)", trace.exits),
+    };
+    (probe, Some(micros))
+}
