@@ -9,17 +9,18 @@ const CR0_PROTECTED: u64 = 0x11;
 /// Bit 1 of RFLAGS is reserved and always set.
 const RFLAGS_RESERVED: u64 = 0x2;
 
-fn flat_segment(selector: u16, type_: u8) -> kvm_segment {
+/// A present, flat 4 GiB code or data segment: 64-bit code if `long`, else 32-bit.
+pub fn flat_segment(selector: u16, type_: u8, dpl: u8, long: bool) -> kvm_segment {
     kvm_segment {
         base: 0,
         limit: 0xffff_ffff,
         selector,
         type_,
         present: 1,
-        dpl: 0,
-        db: 1,
+        dpl,
+        db: u8::from(!long),
         s: 1,
-        l: 0,
+        l: u8::from(long),
         g: 1,
         avl: 0,
         unusable: 0,
@@ -29,8 +30,8 @@ fn flat_segment(selector: u16, type_: u8) -> kvm_segment {
 
 /// Special registers for the PVH entry; `sregs` is the vCPU's reset state.
 pub fn pvh_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
-    sregs.cs = flat_segment(0x08, 0xb); // execute/read, accessed
-    let data = flat_segment(0x10, 0x3); // read/write, accessed
+    sregs.cs = flat_segment(0x08, 0xb, 0, false); // execute/read, accessed
+    let data = flat_segment(0x10, 0x3, 0, false); // read/write, accessed
     sregs.ds = data;
     sregs.es = data;
     sregs.fs = data;

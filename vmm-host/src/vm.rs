@@ -176,7 +176,9 @@ impl Vm {
                     if COM1.contains(&port) {
                         let value = self.uart.read((port - COM1.start) as u8);
                         data.fill(0);
-                        data[0] = value;
+                        if let Some(first) = data.first_mut() {
+                            *first = value;
+                        }
                     } else {
                         // Absent ISA hardware reads as all ones.
                         data.fill(0xff);

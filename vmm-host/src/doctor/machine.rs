@@ -1,6 +1,7 @@
 //! Throw-away VMs for probing KVM: 4 MiB of RAM, host-built page tables, GDT, IDT and TSS,
 //! machine code assembled with iced-x86, and a run loop that records what the guest did.
 
+use crate::boot_cpu::flat_segment;
 use crate::cpuid;
 use crate::hypervisor;
 use crate::watchdog::Watchdog;
@@ -139,24 +140,6 @@ fn reporting_handler(at: u64, vector: u64) -> Result<Vec<u8>, IcedError> {
     })
 }
 
-fn segment(selector: u16, type_: u8, dpl: u8, long: bool) -> kvm_segment {
-    kvm_segment {
-        base: 0,
-        limit: 0xffff_ffff,
-        selector,
-        type_,
-        present: 1,
-        dpl,
-        db: u8::from(!long),
-        s: 1,
-        l: u8::from(long),
-        g: 1,
-        avl: 0,
-        unusable: 0,
-        padding: 0,
-    }
-}
-
 impl ProbeVm {
     /// A VM with page tables (one 2 MiB user-accessible page), GDT, IDT and TSS in place; the
     /// vCPU starts in 64-bit mode at CODE, or in 32-bit protected mode if `start_32bit`.
@@ -249,16 +232,16 @@ impl ProbeVm {
             present: 1,
             ..Default::default()
         };
-        let data = segment(KERNEL_DS, 0x3, 0, false);
+        let data = flat_segment(KERNEL_DS, 0x3, 0, false);
         (sregs.ds, sregs.es, sregs.fs, sregs.gs, sregs.ss) = (data, data, data, data, data);
         if start_32bit {
-            sregs.cs = segment(KERNEL_CS, 0xb, 0, false);
+            sregs.cs = flat_segment(KERNEL_CS, 0xb, 0, false);
             sregs.cr0 = 0x11;
             sregs.cr3 = 0;
             sregs.cr4 = 0;
             sregs.efer = 0;
         } else {
-            sregs.cs = segment(KERNEL_CS, 0xb, 0, true);
+            sregs.cs = flat_segment(KERNEL_CS, 0xb, 0, true);
             sregs.cr0 = 0x8001_0033; // PE MP ET NE WP PG
             sregs.cr3 = PML4;
             sregs.cr4 = 0x20; // PAE
