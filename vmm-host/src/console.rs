@@ -75,22 +75,11 @@ impl ConsoleSink {
 impl Write for ConsoleSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // Guests end lines with "\r\n" for real terminals; the host's outputs are files and
-        // pipes, where the carriage return is noise.
-        let text: Vec<u8> = buf.iter().copied().filter(|&b| b != b'\r').collect();
-        if self.echo {
-            // A closed stdout must not stop the guest: the capture and log still matter.
-            let _ = io::stdout().write_all(&text);
+        // pipes, where the carriage return is noise. The UART hands over one byte per VM exit,
+        // so this path stays free of allocations.
+        for piece in buf.split(|&b| b == b'\r').filter(|p| !p.is_empty()) {
+            self.emit(piece);
         }
-        if let Some(log) = &mut self.log
-            && log.write_all(&text).is_err()
-        {
-            self.log_failed = true;
-            self.log = None;
-        }
-        let room = CAPTURE_LIMIT - self.captured.len();
-        let kept = text.len().min(room);
-        self.captured.extend_from_slice(&text[..kept]);
-        self.dropped += (text.len() - kept) as u64;
         Ok(buf.len())
     }
 
@@ -104,6 +93,25 @@ impl Write for ConsoleSink {
             self.log_failed = true;
         }
         Ok(())
+    }
+}
+
+impl ConsoleSink {
+    fn emit(&mut self, text: &[u8]) {
+        if self.echo {
+            // A closed stdout must not stop the guest: the capture and log still matter.
+            let _ = io::stdout().write_all(text);
+        }
+        if let Some(log) = &mut self.log
+            && log.write_all(text).is_err()
+        {
+            self.log_failed = true;
+            self.log = None;
+        }
+        let room = CAPTURE_LIMIT - self.captured.len();
+        let kept = text.len().min(room);
+        self.captured.extend_from_slice(&text[..kept]);
+        self.dropped += (text.len() - kept) as u64;
     }
 }
 

@@ -189,10 +189,6 @@ impl CpuState {
     pub fn mode(&self) -> CpuMode {
         CpuMode::of(&self.sregs)
     }
-
-    pub fn interrupts_enabled(&self) -> bool {
-        self.regs.rflags & (1 << 9) != 0
-    }
 }
 
 fn read_code(vcpu: &VcpuFd, mem: &GuestMemoryMmap, regs: &kvm_regs, sregs: &kvm_sregs) -> Code {

@@ -1,6 +1,5 @@
 //! `vmm-host`: boot a kernel under KVM and report how it ended.
 
-use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -115,6 +114,15 @@ impl From<VmError> for Failure {
         Self {
             status,
             error: error.into(),
+        }
+    }
+}
+
+impl Failure {
+    fn context(self, what: String) -> Self {
+        Self {
+            status: self.status,
+            error: self.error.context(what),
         }
     }
 }
@@ -241,14 +249,7 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
         kvm_device: kvm_device.to_path_buf(),
     };
     let mut vm = Vm::new(config)
-        .with_context(|| format!("scenario {}", scenario.name))
-        .map_err(|error| {
-            let status = match error.downcast_ref::<VmError>() {
-                Some(e) if !e.is_bad_input() => status::HOST_ERROR,
-                _ => status::BAD_INPUT,
-            };
-            Failure { status, error }
-        })?;
+        .map_err(|e| Failure::from(e).context(format!("scenario {}", scenario.name)))?;
     let report = vm.run();
     print!("{report}");
     let serial = String::from_utf8_lossy(vm.serial_output());

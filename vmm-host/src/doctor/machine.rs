@@ -195,27 +195,26 @@ impl ProbeVm {
         self.write_u64(GDT + 0x30, TSS >> 32)?;
         // TSS.RSP0: the stack ring-3 exceptions switch to.
         self.write_u64(TSS + 4, KERNEL_STACK)?;
+        // Exceptions 0-31 each report their own vector; 0x80 (callable from ring 3) has a
+        // handler of its own; every other vector shares vector 31's.
+        let int80 = HANDLERS + 32 * HANDLER_SIZE;
         for vector in 0..256u64 {
-            let handler = HANDLERS + vector.min(31) * HANDLER_SIZE;
-            let dpl: u64 = if vector == 0x80 { 3 } else { 0 };
+            let (handler, dpl) = if vector == 0x80 {
+                (int80, 3)
+            } else {
+                (HANDLERS + vector.min(31) * HANDLER_SIZE, 0)
+            };
             let gate_low = (handler & 0xffff)
                 | (u64::from(KERNEL_CS) << 16)
                 | ((0x8e | dpl << 5) << 40)
                 | ((handler >> 16 & 0xffff) << 48);
             self.write_u64(IDT + vector * 16, gate_low)?;
             self.write_u64(IDT + vector * 16 + 8, handler >> 32)?;
-            if vector < 32 {
+            if vector < 32 || vector == 0x80 {
                 self.write_code(handler, &reporting_handler(handler, vector)?)?;
             }
         }
-        // Vector 0x80 has a handler of its own, so that it reports 0x80.
-        let int80 = HANDLERS + 32 * HANDLER_SIZE;
-        let gate_low = (int80 & 0xffff)
-            | (u64::from(KERNEL_CS) << 16)
-            | (0xee << 40)
-            | ((int80 >> 16 & 0xffff) << 48);
-        self.write_u64(IDT + 0x80 * 16, gate_low)?;
-        self.write_code(int80, &reporting_handler(int80, 0x80)?)
+        Ok(())
     }
 
     fn set_entry_state(&self, start_32bit: bool) -> Result<(), ProbeVmError> {
