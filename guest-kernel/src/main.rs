@@ -5,8 +5,17 @@
 
 mod boot;
 mod bootinfo;
+mod cpu;
 mod exit;
+mod idt;
+mod log;
+mod pmm;
+mod process;
 mod serial;
+mod sync;
+mod traps;
+mod user;
+mod vmm;
 mod workloads;
 
 use abi::boot::{BOOT_IDENTITY_MAP, BOOT_PAGE_TABLES, BOOT_STACK_TOP, E820_MAP, KERNEL_LOAD};
@@ -14,7 +23,7 @@ use abi::cmdline::Cmdline;
 use core::panic::PanicInfo;
 
 /// Command-line keys this kernel understands.
-const KNOWN_KEYS: &[&str] = &["test", "log"];
+const KNOWN_KEYS: &[&str] = &["test", "log", "vmm", "pmm", "heap"];
 
 #[unsafe(no_mangle)]
 extern "C" fn kmain(start_info_paddr: u32) -> ! {
@@ -51,7 +60,114 @@ extern "C" fn kmain(start_info_paddr: u32) -> ! {
         );
         exit::exit(abi::exit::BAD_COMMAND_LINE)
     }
-    workloads::run(cmdline.get("test").unwrap_or("hello"))
+    let options = parse_options(&cmdline);
+
+    let selectors = cpu::init();
+    traps::init();
+    idt::init(&selectors);
+    kprintln!("[kernel] GDT and TSS loaded (#DF on IST1); IDT: 32 exception vectors and int 0x80");
+
+    let pmm = pmm::init(&boot);
+    kprintln!(
+        "[PMM] bitmap over [{:#x}, {:#x}): {} free frames ({} KiB)",
+        pmm::BASE,
+        pmm.managed_end,
+        pmm.free_frames,
+        pmm.free_frames * 4
+    );
+    if let Some(limit) = pmm.ignored_above {
+        kprintln!("[PMM] RAM above {limit:#x} is not managed (the bitmap covers 64 GiB)");
+    }
+    let ram = boot
+        .memory_map()
+        .filter(|e| e.kind == abi::boot::e820::RAM)
+        .map(|e| (e.addr, e.end()));
+    let init = vmm::vmm_init(options.variant, ram);
+    kprintln!(
+        "[VMM] vmm_init ({}: {}): kernel PML4 at {:#x}, identity map 0-{} MiB (4 KiB pages up to 64 MiB), {} table frames; CR3 switched",
+        options.variant.name(),
+        options.variant.describe(),
+        init.pml4,
+        init.identity_end >> 20,
+        init.table_frames
+    );
+    if let Some(end) = init.direct_map_end {
+        kprintln!(
+            "[VMM] direct map: RAM 0-{:#x} at {:#x} with 2 MiB pages",
+            end,
+            vmm::HHDM_BASE
+        );
+    }
+    if options.variant == vmm::Variant::Recursive {
+        kprintln!(
+            "[VMM] PML4[{}] points at the PML4 itself",
+            vmm::RECURSIVE_SLOT
+        );
+    }
+    pmm::set_placement(options.placement);
+    kprintln!(
+        "[PMM] placement {}: frames come from the {} of RAM",
+        options.placement_name,
+        if options.placement == mm::pmm::Placement::High {
+            "top"
+        } else {
+            "bottom"
+        }
+    );
+    vmm::heap::init();
+    workloads::run(&workloads::Settings {
+        name: options.test,
+        heap_bytes: options.heap_bytes,
+        selectors,
+    })
+}
+
+struct Options<'a> {
+    test: &'a str,
+    variant: vmm::Variant,
+    placement: mm::pmm::Placement,
+    placement_name: &'a str,
+    heap_bytes: u64,
+}
+
+/// Values of the known keys; a bad value ends the run with BAD_COMMAND_LINE.
+fn parse_options<'a>(cmdline: &Cmdline<'a>) -> Options<'a> {
+    let bad = |key: &str, value: &str, expected: &dyn core::fmt::Display| -> ! {
+        kprintln!("bad value {key}={value}; expected {expected}");
+        exit::exit(abi::exit::BAD_COMMAND_LINE)
+    };
+    let variant_name = cmdline.get("vmm").unwrap_or("boxkernel");
+    let variant = vmm::Variant::parse(variant_name).unwrap_or_else(|| {
+        bad(
+            "vmm",
+            variant_name,
+            &"boxkernel, boxkernel-nx, identity4g, hhdm or recursive",
+        )
+    });
+    let placement_name = cmdline.get("pmm").unwrap_or("low");
+    let placement = match placement_name {
+        "low" => mm::pmm::Placement::Low,
+        "high" => mm::pmm::Placement::High,
+        other => bad("pmm", other, &"low or high"),
+    };
+    let heap_bytes = match cmdline.get("heap") {
+        None => workloads::DEFAULT_HEAP,
+        Some(text) => abi::cmdline::parse_size(text)
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| bad("heap", text, &"a size such as 96M")),
+    };
+    if let Some(level) = cmdline.get("log")
+        && !log::set_level(level)
+    {
+        bad("log", level, &"verbose or quiet")
+    }
+    Options {
+        test: cmdline.get("test").unwrap_or("hello"),
+        variant,
+        placement,
+        placement_name,
+        heap_bytes,
+    }
 }
 
 fn print_memory_map(boot: &bootinfo::BootInfo) {

@@ -1,11 +1,30 @@
 //! What the kernel does after boot, chosen with `test=` on the command line.
 
-use crate::exit::exit;
+use crate::cpu::Selectors;
+use crate::exit::{exit, finish};
 use crate::kprintln;
+use crate::process::{self, Outcome, SIGSEGV};
+use crate::user::Program;
+use crate::vmm::{self, heap};
+use abi::exit::{BAD_COMMAND_LINE, FAILURE, SUCCESS};
+use mm::paging::PAGE_SIZE;
 
 /// The workloads this kernel knows, in the order `test=help` lists them.
 pub const NAMES: &[(&str, &str)] = &[
     ("hello", "print the banner and memory map, then exit 0"),
+    (
+        "heap",
+        "vmalloc(8192), then touch heap= bytes (default 96M) of demand-paged kernel heap",
+    ),
+    (
+        "journey",
+        "seed 004: a ring-3 process mmaps a page and writes \"offset world\" at +0x100",
+    ),
+    (
+        "segv",
+        "the same process writes one page past its mapping and is killed with SIGSEGV",
+    ),
+    ("dump", "vmalloc(8192), then dump the kernel's page tables"),
     (
         "panic",
         "panic on purpose: the panic handler reports and exits with code 3",
@@ -28,11 +47,48 @@ pub const NAMES: &[(&str, &str)] = &[
     ),
 ];
 
-pub fn run(name: &str) -> ! {
-    match name {
+/// The heap workload's default size: enough to push the PMM past the 64 MiB identity map
+/// with 256 MiB of RAM.
+pub const DEFAULT_HEAP: u64 = 96 << 20;
+
+pub struct Settings<'a> {
+    pub name: &'a str,
+    pub heap_bytes: u64,
+    pub selectors: Selectors,
+}
+
+pub fn run(settings: &Settings) -> ! {
+    match settings.name {
         "hello" => {
             kprintln!("hello from guest-kernel");
-            exit(abi::exit::SUCCESS)
+            finish(SUCCESS)
+        }
+        "heap" => heap_workload(settings.heap_bytes),
+        "journey" => match process::run(Program::Journey, &settings.selectors) {
+            Outcome::Exited(0) => {
+                kprintln!("[kernel] journey complete: the process wrote, read back and exited 0");
+                finish(SUCCESS)
+            }
+            other => {
+                kprintln!("[kernel] journey failed: the process ended with {other:?}");
+                finish(FAILURE)
+            }
+        },
+        "segv" => match process::run(Program::Segv, &settings.selectors) {
+            Outcome::Killed(SIGSEGV) => {
+                kprintln!("[kernel] process 1 was killed by SIGSEGV; the kernel carries on");
+                finish(SUCCESS)
+            }
+            other => {
+                kprintln!("[kernel] expected SIGSEGV, the process ended with {other:?}");
+                finish(FAILURE)
+            }
+        },
+        "dump" => {
+            let buf = vmalloc_or_exit(8192);
+            kprintln!("[heap] vmalloc(8192) = {buf:#x}");
+            vmm::dump::vmm_dump_page_tables(vmm::kernel_context());
+            finish(SUCCESS)
         }
         "panic" => panic!("test=panic asked for a panic"),
         "triple-fault" => {
@@ -63,13 +119,99 @@ pub fn run(name: &str) -> ! {
             for (name, what) in NAMES {
                 kprintln!("  test={name:<13} {what}");
             }
-            exit(abi::exit::SUCCESS)
+            exit(SUCCESS)
         }
         other => {
             kprintln!("unknown workload test={other}; test=help lists them");
-            exit(abi::exit::BAD_COMMAND_LINE)
+            exit(BAD_COMMAND_LINE)
         }
     }
+}
+
+fn vmalloc_or_exit(size: u64) -> u64 {
+    match heap::vmalloc(size) {
+        Ok(va) => va,
+        Err(error) => {
+            kprintln!("[heap] vmalloc({size}) failed: {error}");
+            finish(FAILURE)
+        }
+    }
+}
+
+/// The value written into heap page `i`, so a page mapped twice or lost shows on read-back.
+fn pattern(i: u64) -> u64 {
+    i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0xb0c5_ce11
+}
+
+/// Seed 000's scenario: vmalloc(8192), then the kernel heap used page by page until the PMM
+/// hands out frames above the identity map.
+fn heap_workload(bytes: u64) -> ! {
+    let pages = bytes.div_ceil(PAGE_SIZE);
+    let room = (heap::HEAP_BASE + heap::HEAP_SIZE - heap::VMALLOC_END) / PAGE_SIZE;
+    // Each 512 pages need a page table too.
+    let needed = pages + pages.div_ceil(512) + 8;
+    let free = crate::pmm::free_frames() as u64;
+    if pages > room || needed > free {
+        kprintln!(
+            "[heap] heap={bytes} needs {needed} frames but {free} are free and the heap holds {room} pages; lower heap= or raise the RAM"
+        );
+        exit(BAD_COMMAND_LINE)
+    }
+
+    let buf = vmalloc_or_exit(8192);
+    match vmm::vmm_virt_to_phys(vmm::kernel_context(), buf) {
+        Some(phys) => kprintln!("[heap] vmalloc(8192) = {buf:#x}, vmm_virt_to_phys: {phys:#x}"),
+        None => {
+            kprintln!("[heap] vmalloc(8192) = {buf:#x}, but vmm_virt_to_phys finds no mapping");
+            finish(FAILURE)
+        }
+    }
+    let words = buf as *mut u64;
+    for i in 0..1024 {
+        // SAFETY: vmalloc mapped 8 KiB at `buf`.
+        unsafe { words.add(i).write_volatile(pattern(i as u64)) };
+    }
+    // SAFETY: as above.
+    let intact = (0..1024).all(|i| unsafe { words.add(i).read_volatile() } == pattern(i as u64));
+    if !intact {
+        kprintln!("[heap] vmalloc'd memory did not read back what was written");
+        finish(FAILURE)
+    }
+
+    let start = heap::VMALLOC_END;
+    kprintln!(
+        "[heap] touching {pages} pages ({} KiB) of demand-paged heap from {start:#x}",
+        (pages * PAGE_SIZE) >> 10
+    );
+    // The word at +0xaa0 of each page, like the faulting access of seed 000.
+    let slot = |i: u64| (start + i * PAGE_SIZE + 0xaa0) as *mut u64;
+    for i in 0..pages {
+        // SAFETY: heap addresses are demand-paged by the #PF handler.
+        unsafe { slot(i).write_volatile(pattern(i)) };
+    }
+    // SAFETY: every page was mapped by the writes above.
+    let bad = (0..pages).find(|&i| unsafe { slot(i).read_volatile() } != pattern(i));
+    if let Some(i) = bad {
+        kprintln!("[heap] heap page {:#x} lost its contents", slot(i) as u64);
+        finish(FAILURE)
+    }
+    if let Err(error) = heap::vfree(buf) {
+        kprintln!("[heap] {error}");
+        finish(FAILURE)
+    }
+    let stats = heap::stats();
+    kprintln!(
+        "[heap] {} demand-paging faults handled; all {pages} pages read back intact",
+        stats.faults
+    );
+    kprintln!(
+        "[heap] frames above the {} MiB identity map in use: {} ({} KiB), highest frame {:#x}",
+        vmm::IDENTITY_MAP_END >> 20,
+        stats.frames_above_identity,
+        stats.frames_above_identity * 4,
+        stats.highest_frame
+    );
+    finish(SUCCESS)
 }
 
 fn load_empty_idt() {

@@ -56,6 +56,24 @@ impl<'a> Cmdline<'a> {
     }
 }
 
+/// A size the way Linux's `memparse` reads one: a number with an optional K, M or G suffix
+/// (binary units, either case). `None` when malformed or too large.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, suffix) = text.split_at(digits_end);
+    let number: u64 = digits.parse().ok()?;
+    let shift = match suffix {
+        "" => 0,
+        "k" | "K" => 10,
+        "m" | "M" => 20,
+        "g" | "G" => 30,
+        _ => return None,
+    };
+    number.checked_mul(1 << shift)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +114,18 @@ mod tests {
         let c = Cmdline::new("test=hello tset=heap");
         assert_eq!(c.first_unknown(&["test"]).map(|w| w.key), Some("tset"));
         assert!(Cmdline::new("").first_unknown(&[]).is_none());
+    }
+
+    #[test]
+    fn sizes_read_like_memparse() {
+        assert_eq!(parse_size("96M"), Some(96 << 20));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("12k"), Some(12 << 10));
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("M"), None);
+        assert_eq!(parse_size("5X"), None);
+        assert_eq!(parse_size("-1M"), None);
+        assert_eq!(parse_size("99999999999999999G"), None);
     }
 }

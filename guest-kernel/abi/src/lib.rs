@@ -10,3 +10,4 @@ pub mod cmdline;
 pub mod exit;
 pub mod ports;
 pub mod start_info;
+pub mod trace;

@@ -2,4 +2,6 @@
 //! in host unit tests alike.
 #![no_std]
 
+pub mod paging;
 pub mod pmm;
+pub mod vma;

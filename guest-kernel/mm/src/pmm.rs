@@ -55,6 +55,10 @@ pub struct FrameBitmap<'a> {
     bits: &'a mut [u64],
     free: usize,
     placement: Placement,
+    /// Every frame below this one is used: where a low search starts.
+    low_hint: usize,
+    /// Every frame from this one up is used: where a high search starts.
+    high_hint: usize,
 }
 
 impl<'a> FrameBitmap<'a> {
@@ -72,6 +76,8 @@ impl<'a> FrameBitmap<'a> {
         if frames > capacity {
             return Err(PmmError::BitmapTooSmall { frames, capacity });
         }
+        // Only the words the managed frames need: the storage may be sized for far more RAM.
+        let bits = &mut bits[..frames.div_ceil(BITS)];
         bits.fill(u64::MAX);
         Ok(Self {
             base,
@@ -79,6 +85,8 @@ impl<'a> FrameBitmap<'a> {
             bits,
             free: 0,
             placement,
+            low_hint: frames,
+            high_hint: 0,
         })
     }
 
@@ -103,6 +111,11 @@ impl<'a> FrameBitmap<'a> {
         self.placement
     }
 
+    /// Change which end later allocations come from.
+    pub fn set_placement(&mut self, placement: Placement) {
+        self.placement = placement;
+    }
+
     fn is_used(&self, frame: usize) -> bool {
         self.bits[frame / BITS] & (1 << (frame % BITS)) != 0
     }
@@ -115,7 +128,11 @@ impl<'a> FrameBitmap<'a> {
             self.bits[frame / BITS] &= !(1 << (frame % BITS));
         }
         match (was, used) {
-            (true, false) => self.free += 1,
+            (true, false) => {
+                self.free += 1;
+                self.low_hint = self.low_hint.min(frame);
+                self.high_hint = self.high_hint.max(frame + 1);
+            }
             (false, true) => self.free -= 1,
             _ => {}
         }
@@ -133,8 +150,35 @@ impl<'a> FrameBitmap<'a> {
 
     /// Make the whole frames inside `[start, end)` available (a usable memory-map range).
     pub fn add_usable(&mut self, start: u64, end: u64) {
-        for frame in self.frames_within(start, end) {
-            self.set(frame, false);
+        let frames = self.frames_within(start, end);
+        self.set_range(frames, false);
+    }
+
+    /// Mark a run of frames, a whole word at a time where it can: the kernel builds the
+    /// bitmap over gigabytes of RAM at boot, where a bit-by-bit loop is millions of steps.
+    fn set_range(&mut self, frames: core::ops::Range<usize>, used: bool) {
+        let mut frame = frames.start;
+        while frame < frames.end {
+            let word = frame / BITS;
+            let first_bit = frame % BITS;
+            let last_bit = (frames.end - word * BITS).min(BITS);
+            let width = last_bit - first_bit;
+            let mask = if width == BITS {
+                u64::MAX
+            } else {
+                ((1u64 << width) - 1) << first_bit
+            };
+            let before = self.bits[word];
+            let after = if used { before | mask } else { before & !mask };
+            let used_before = (before & mask).count_ones() as usize;
+            let used_after = (after & mask).count_ones() as usize;
+            self.bits[word] = after;
+            self.free = self.free + used_before - used_after;
+            if !used && width > 0 {
+                self.low_hint = self.low_hint.min(frame);
+                self.high_hint = self.high_hint.max(word * BITS + last_bit);
+            }
+            frame = word * BITS + last_bit;
         }
     }
 
@@ -142,9 +186,8 @@ impl<'a> FrameBitmap<'a> {
     pub fn reserve(&mut self, start: u64, end: u64) {
         let start = start & !(FRAME_SIZE - 1);
         let end = end.saturating_add(FRAME_SIZE - 1) & !(FRAME_SIZE - 1);
-        for frame in self.frames_within(start, end) {
-            self.set(frame, true);
-        }
+        let frames = self.frames_within(start, end);
+        self.set_range(frames, true);
     }
 
     /// `count` contiguous free frames from the placement's end; their physical address.
@@ -153,10 +196,8 @@ impl<'a> FrameBitmap<'a> {
             return None;
         }
         let first = match self.placement {
-            Placement::Low => (0..=self.frames - count).find(|&f| self.run_is_free(f, count))?,
-            Placement::High => (0..=self.frames - count)
-                .rev()
-                .find(|&f| self.run_is_free(f, count))?,
+            Placement::Low => self.find_low(count)?,
+            Placement::High => self.find_high(count)?,
         };
         for frame in first..first + count {
             self.set(frame, true);
@@ -164,8 +205,72 @@ impl<'a> FrameBitmap<'a> {
         Some(self.base + first as u64 * FRAME_SIZE)
     }
 
-    fn run_is_free(&self, first: usize, count: usize) -> bool {
-        (first..first + count).all(|f| !self.is_used(f))
+    /// The lowest free frame at or above `from`, skipping whole used words.
+    fn next_free(&self, mut from: usize) -> Option<usize> {
+        while from < self.frames {
+            let word = self.bits[from / BITS] | ((1u64 << (from % BITS)) - 1);
+            if word == u64::MAX {
+                from = (from / BITS + 1) * BITS;
+                continue;
+            }
+            let frame = from / BITS * BITS + word.trailing_ones() as usize;
+            return (frame < self.frames).then_some(frame);
+        }
+        None
+    }
+
+    /// The highest free frame below `below`, skipping whole used words.
+    fn prev_free(&self, below: usize) -> Option<usize> {
+        let mut end = below.min(self.frames);
+        while end > 0 {
+            let last = end - 1;
+            let keep = (last % BITS) + 1;
+            let mask = if keep == BITS { 0 } else { u64::MAX << keep };
+            let word = self.bits[last / BITS] | mask;
+            if word == u64::MAX {
+                end = last / BITS * BITS;
+                continue;
+            }
+            return Some(last / BITS * BITS + (BITS - 1 - word.leading_ones() as usize));
+        }
+        None
+    }
+
+    fn find_low(&mut self, count: usize) -> Option<usize> {
+        let lowest_free = self.next_free(self.low_hint)?;
+        self.low_hint = lowest_free;
+        let mut candidate = lowest_free;
+        loop {
+            if candidate + count > self.frames {
+                return None;
+            }
+            match (candidate..candidate + count).find(|&f| self.is_used(f)) {
+                None => break,
+                Some(used) => candidate = self.next_free(used + 1)?,
+            }
+        }
+        if candidate == self.low_hint {
+            self.low_hint = candidate + count;
+        }
+        Some(candidate)
+    }
+
+    fn find_high(&mut self, count: usize) -> Option<usize> {
+        let highest_free = self.prev_free(self.high_hint)?;
+        self.high_hint = highest_free + 1;
+        let mut last = highest_free;
+        loop {
+            let first = (last + 1).checked_sub(count)?;
+            match (first..=last).rev().find(|&f| self.is_used(f)) {
+                None => {
+                    if last + 1 == self.high_hint {
+                        self.high_hint = first;
+                    }
+                    return Some(first);
+                }
+                Some(used) => last = self.prev_free(used)?,
+            }
+        }
     }
 
     /// Give back `count` frames at `addr`; refuses ranges it does not manage and double frees.
@@ -192,6 +297,7 @@ impl<'a> FrameBitmap<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    extern crate std;
 
     const MIB: u64 = 1 << 20;
 
@@ -299,5 +405,51 @@ mod tests {
             FrameBitmap::new(&mut bits, MIB + 1, 1, Placement::Low).unwrap_err(),
             PmmError::Unaligned(MIB + 1)
         );
+    }
+
+    /// The word-skipping search with hints must choose exactly what a plain bit-by-bit scan
+    /// would, whatever the history of allocations and frees.
+    #[test]
+    fn hinted_search_matches_a_plain_scan() {
+        for placement in [Placement::Low, Placement::High] {
+            let mut bits = [0u64; 8];
+            let mut pmm = FrameBitmap::new(&mut bits, MIB, 500, placement).unwrap();
+            pmm.add_usable(MIB, MIB + 500 * FRAME_SIZE);
+            pmm.reserve(MIB + 70 * FRAME_SIZE, MIB + 130 * FRAME_SIZE);
+            let mut model = [false; 500];
+            for (f, used) in model.iter_mut().enumerate() {
+                *used = (70..130).contains(&f);
+            }
+            let mut held: std::vec::Vec<(u64, usize)> = std::vec::Vec::new();
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            for _ in 0..4000 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                if seed.is_multiple_of(3) && !held.is_empty() {
+                    let (addr, count) = held.swap_remove((seed as usize / 3) % held.len());
+                    pmm.free(addr, count).unwrap();
+                    let first = ((addr - MIB) / FRAME_SIZE) as usize;
+                    model[first..first + count].fill(false);
+                    continue;
+                }
+                let count = 1 + (seed >> 32) as usize % 4;
+                let fits = |f: &usize| model[*f..*f + count].iter().all(|u| !u);
+                let expected = match placement {
+                    Placement::Low => (0..=500 - count).find(fits),
+                    Placement::High => (0..=500 - count).rev().find(fits),
+                };
+                let got = pmm.alloc(count);
+                assert_eq!(
+                    got,
+                    expected.map(|f| MIB + f as u64 * FRAME_SIZE),
+                    "{placement:?}"
+                );
+                if let Some(f) = expected {
+                    model[f..f + count].fill(true);
+                    held.push((MIB + f as u64 * FRAME_SIZE, count));
+                }
+            }
+        }
     }
 }
