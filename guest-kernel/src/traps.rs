@@ -276,6 +276,33 @@ pub fn fatal(frame: &TrapFrame, cr2: u64, why: impl fmt::Display) -> ! {
         "  CR3:              {:#018x}",
         Cr3::read().0.start_address().as_u64()
     );
+    kprintln!(
+        "  RAX {:#018x}  RBX {:#018x}  RCX {:#018x}  RDX {:#018x}",
+        frame.rax,
+        frame.rbx,
+        frame.rcx,
+        frame.rdx
+    );
+    kprintln!(
+        "  RSI {:#018x}  RDI {:#018x}  RBP {:#018x}  R8  {:#018x}",
+        frame.rsi,
+        frame.rdi,
+        frame.rbp,
+        frame.r8
+    );
+    kprintln!(
+        "  R9  {:#018x}  R10 {:#018x}  R11 {:#018x}  R12 {:#018x}",
+        frame.r9,
+        frame.r10,
+        frame.r11,
+        frame.r12
+    );
+    kprintln!(
+        "  R13 {:#018x}  R14 {:#018x}  R15 {:#018x}",
+        frame.r13,
+        frame.r14,
+        frame.r15
+    );
     if depth > 1 {
         kprintln!("  Nesting:          exception {depth}, raised while handling:");
         for (level, outer) in active[..depth - 1].iter().enumerate() {

@@ -14,7 +14,7 @@ pub const NAMES: &[(&str, &str)] = &[
     ("hello", "print the banner and memory map, then exit 0"),
     (
         "heap",
-        "vmalloc(8192), then touch heap= bytes (default 96M) of demand-paged kernel heap",
+        "vmalloc(8192), then touch heap= bytes (default 96M) of demand-paged heap; log=quiet saves 2 lines a fault",
     ),
     (
         "journey",

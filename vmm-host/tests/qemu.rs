@@ -56,3 +56,152 @@ fn qemu_tcg_boots_the_same_kernel() {
     assert!(stdout.contains("memory map (E820 at 0x500):"), "{stdout}");
     assert!(stdout.contains("hello from guest-kernel"), "{stdout}");
 }
+
+/// One exception as QEMU's `-d int` log shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Logged {
+    vector: u8,
+    error: u64,
+    cr2: u64,
+}
+
+/// The exceptions of a `-d int` log: lines like
+/// `   12: v=0e e=0002 i=0 cpl=0 IP=0008:… pc=… SP=0010:… CR2=ffff800000080aa0`.
+fn exceptions_in(log: &str) -> Vec<Logged> {
+    let field = |line: &str, key: &str| -> Option<u64> {
+        let value = line.split_whitespace().find_map(|w| w.strip_prefix(key))?;
+        u64::from_str_radix(value, 16).ok()
+    };
+    log.lines()
+        .filter(|line| line.contains(": v="))
+        .filter_map(|line| {
+            Some(Logged {
+                vector: u8::try_from(field(line, "v=")?).ok()?,
+                error: field(line, "e=")?,
+                cr2: field(line, "CR2=").unwrap_or(0),
+            })
+        })
+        .collect()
+}
+
+/// "[kernel] exceptions taken: N, sequence digest 0x…" from the kernel's serial output.
+fn kernel_digest(serial: &str) -> (u64, u64) {
+    let line = serial
+        .lines()
+        .find_map(|l| l.strip_prefix("[kernel] exceptions taken: "))
+        .unwrap_or_else(|| panic!("no digest line in:\n{serial}"));
+    let (count, hash) = line
+        .split_once(", sequence digest 0x")
+        .expect("digest format");
+    (
+        count.parse().expect("count"),
+        u64::from_str_radix(hash.trim(), 16).expect("hash"),
+    )
+}
+
+/// The scenario's exception sequence under KVM (vmm-host) and under QEMU TCG must be the
+/// same: same count, same digest over (vector, error code, CR2 of page faults), and the
+/// digest QEMU's log gives must match what the kernel itself computed.
+fn cross_check(name: &str) {
+    if common::kvm_or_skip(name).is_none() || qemu_or_skip(name).is_none() {
+        return;
+    }
+    let path = common::repo_root()
+        .join("scenarios")
+        .join(format!("{name}.toml"));
+    let scenario = vmm_host::scenario::Scenario::load(&path).expect("scenario");
+
+    let kvm = common::vmm(&["scenario", name]);
+    assert_eq!(kvm.status, 0, "{}{}", kvm.stdout, kvm.stderr);
+    let (kvm_count, kvm_hash) = kernel_digest(&kvm.stdout);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("int.log");
+    let output = Command::new("timeout")
+        .args([
+            "120",
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-display",
+            "none",
+        ])
+        .args([
+            "-no-reboot",
+            "-net",
+            "none",
+            "-serial",
+            "stdio",
+            "-monitor",
+            "none",
+        ])
+        .args(["-m", &format!("{}M", scenario.mem >> 20)])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .args(["-d", "int", "-D"])
+        .arg(&log_path)
+        .args([
+            "-kernel",
+            vmm_host::GUEST_KERNEL_ELF,
+            "-append",
+            &scenario.cmdline,
+        ])
+        .output()
+        .expect("spawn qemu");
+    let serial = String::from_utf8_lossy(&output.stdout);
+    let log = std::fs::read_to_string(&log_path).expect("qemu -d int log");
+    let logged = exceptions_in(&log);
+
+    let mut digest = abi::trace::ExceptionDigest::new();
+    for e in &logged {
+        digest.record(e.vector, e.error, e.cr2);
+    }
+    assert_eq!(
+        kernel_digest(&serial),
+        (digest.count(), digest.hash()),
+        "QEMU's log and the kernel under QEMU disagree"
+    );
+    assert_eq!(
+        (kvm_count, kvm_hash),
+        (digest.count(), digest.hash()),
+        "KVM and QEMU took different exception sequences; QEMU's last: {:?}",
+        logged.last()
+    );
+}
+
+#[test]
+fn boxkernel_heap_takes_the_same_exceptions_under_kvm_and_qemu() {
+    cross_check("boxkernel-heap");
+}
+
+#[test]
+fn boxkernel_nx_heap_takes_the_same_exceptions_under_kvm_and_qemu() {
+    cross_check("boxkernel-nx-heap");
+}
+
+#[test]
+fn journey_takes_the_same_exceptions_under_kvm_and_qemu() {
+    cross_check("journey");
+}
+
+#[test]
+fn the_log_parser_reads_qemu_int_lines() {
+    let log = "check_exception old: 0xffffffff new 0xe\n     \
+               0: v=0e e=0006 i=0 cpl=3 IP=0023:0000555555554046 pc=0000555555554046 SP=001b:00007ffdfffffff8 CR2=0000716b326c8100\n\
+               RAX=0000000000000000\n     \
+               1: v=80 e=0000 i=1 cpl=3 IP=0023:0000555555554070 pc=0000555555554070 SP=001b:00007ffdfffffff8 env->regs[R_EAX]=000000000000003c\n";
+    assert_eq!(
+        exceptions_in(log),
+        [
+            Logged {
+                vector: 14,
+                error: 6,
+                cr2: 0x716b_326c_8100
+            },
+            Logged {
+                vector: 0x80,
+                error: 0,
+                cr2: 0
+            }
+        ]
+    );
+}
