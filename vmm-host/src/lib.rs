@@ -9,6 +9,7 @@ pub mod ending;
 pub mod hypervisor;
 pub mod layout;
 pub mod loader;
+pub mod paging;
 pub mod scenario;
 pub mod translate;
 pub mod vm;

@@ -1,7 +1,7 @@
 //! A VM booting one kernel through PVH: guest RAM, one vCPU, COM1 and the debug-exit port,
 //! and the loop that runs it until it ends.
 
-use crate::addr::Gpa;
+use crate::addr::{Gpa, Gva};
 use crate::boot_cpu;
 use crate::console::{self, ConsoleError, ConsoleSink, Uart};
 use crate::cpu_state::CpuState;
@@ -10,6 +10,7 @@ use crate::ending::{Ending, RunReport};
 use crate::hypervisor::{self, KvmError};
 use crate::layout::{LayoutError, RamLayout};
 use crate::loader::{self, KernelImage, LoadError};
+use crate::paging::{self, Cr3, PagingMode, Walk};
 use crate::watchdog::Watchdog;
 use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 use std::io::Write;
@@ -20,6 +21,8 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 /// Where KVM on Intel keeps its real-mode TSS: three pages inside the hole below 4 GiB.
 const TSS_ADDRESS: usize = 0xfffb_d000;
 /// COM1's eight registers.
+/// EFER.NXE: entries may carry NX.
+const EFER_NXE: u64 = 1 << 11;
 const COM1: std::ops::Range<u16> = abi::ports::SERIAL_COM1..abi::ports::SERIAL_COM1 + 8;
 
 #[derive(Debug, Clone)]
@@ -94,6 +97,8 @@ pub struct Vm {
     _kvm: Kvm,
     uart: Uart,
     config: VmConfig,
+    /// The guest's MAXPHYADDR, from the CPUID it was given.
+    max_phys_addr: u8,
     mem: GuestMemoryMmap,
 }
 
@@ -124,7 +129,9 @@ impl Vm {
         loader::write_boot_data(&mem, &layout, &config.cmdline)?;
 
         let vcpu = vm.create_vcpu(0).map_err(setup("KVM_CREATE_VCPU"))?;
-        vcpu.set_cpuid2(&cpuid::guest_cpuid(&kvm, 0)?)
+        let guest_cpuid = cpuid::guest_cpuid(&kvm, 0)?;
+        let max_phys_addr = cpuid::max_phys_addr_bits(&guest_cpuid);
+        vcpu.set_cpuid2(&guest_cpuid)
             .map_err(setup("KVM_SET_CPUID2"))?;
         let sregs = vcpu.get_sregs().map_err(setup("KVM_GET_SREGS"))?;
         vcpu.set_sregs(&boot_cpu::pvh_sregs(sregs))
@@ -139,8 +146,26 @@ impl Vm {
             _kvm: kvm,
             uart: console::uart(sink),
             config,
+            max_phys_addr,
             mem,
         })
+    }
+
+    /// Walk `gva` with the host's walker through the vCPU's current CR3 (after a run: the
+    /// state the guest ended in).
+    pub fn walk(&self, gva: Gva) -> Result<Walk, kvm_ioctls::Error> {
+        let sregs = self.vcpu.get_sregs()?;
+        let mode = PagingMode {
+            max_phys_addr: self.max_phys_addr,
+            nxe: sregs.efer & EFER_NXE != 0,
+        };
+        Ok(paging::walk(&self.mem, mode, Cr3::new(sregs.cr3), gva))
+    }
+
+    /// KVM's own translation of `gva` (KVM_TRANSLATE), the oracle the walker is tested against.
+    pub fn kvm_translate(&self, gva: Gva) -> Result<Option<Gpa>, kvm_ioctls::Error> {
+        let t = self.vcpu.translate_gva(gva.raw())?;
+        Ok((t.valid != 0).then(|| Gpa::new(t.physical_address)))
     }
 
     /// Everything the guest wrote to its serial port (bounded, see [`console::CAPTURE_LIMIT`]).

@@ -31,7 +31,7 @@ pub const USER_TABLE: u64 = PRESENT | WRITABLE | USER;
 pub const USER_ANON_DIRTY: u64 = PRESENT | WRITABLE | USER | ACCESSED | DIRTY;
 
 /// The four paging levels, top first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
     Pml4,
     Pdpt,
@@ -52,6 +52,26 @@ impl Level {
         }
     }
 
+    /// The size of what one entry of this level maps (a page, or a large page with PS).
+    pub const fn span(self) -> u64 {
+        1 << self.shift()
+    }
+
+    /// The level below, if any.
+    pub const fn next(self) -> Option<Level> {
+        match self {
+            Level::Pml4 => Some(Level::Pdpt),
+            Level::Pdpt => Some(Level::Pd),
+            Level::Pd => Some(Level::Pt),
+            Level::Pt => None,
+        }
+    }
+
+    /// Whether an entry of this level may map a page itself (PS=1: 1 GiB or 2 MiB).
+    pub const fn allows_large(self) -> bool {
+        matches!(self, Level::Pdpt | Level::Pd)
+    }
+
     /// Linux's names for the same levels, as seed 004 uses them.
     pub const fn linux_name(self) -> &'static str {
         match self {
@@ -65,7 +85,7 @@ impl Level {
 
 impl fmt::Display for Level {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             Level::Pml4 => "PML4",
             Level::Pdpt => "PDPT",
             Level::Pd => "PD",

@@ -1,0 +1,422 @@
+//! One walk from CR3 down to a page, or to the reason there is none.
+
+use super::{Cr3, Level, PagingMode, Pte, index};
+use crate::addr::{Gpa, Gva};
+use std::fmt;
+use vm_memory::{Bytes, GuestMemoryMmap};
+
+/// Guest-physical memory the walker reads entries from.
+pub trait PhysMemory {
+    /// The little-endian u64 at `gpa`, or `None` where there is no guest RAM.
+    fn read_u64(&self, gpa: Gpa) -> Option<u64>;
+}
+
+impl PhysMemory for GuestMemoryMmap {
+    fn read_u64(&self, gpa: Gpa) -> Option<u64> {
+        self.read_obj::<u64>(gpa.guest_address()).ok()
+    }
+}
+
+/// One entry the walk read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub level: Level,
+    pub index: usize,
+    /// Physical address of the table the entry is in.
+    pub table: Gpa,
+    pub entry: Pte,
+}
+
+impl Step {
+    /// Where the entry itself lives.
+    pub fn entry_address(&self) -> Gpa {
+        Gpa::new(self.table.raw() + self.index as u64 * 8)
+    }
+}
+
+/// A successful translation with the rights every level grants together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    pub gpa: Gpa,
+    pub page_size: u64,
+    pub writable: bool,
+    pub user: bool,
+    pub executable: bool,
+}
+
+/// Where and why the walk ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalkEnd {
+    Mapped(Mapping),
+    /// Bits 63..47 differ: no walk happens; the CPU raises #GP (or #SS).
+    NonCanonical,
+    /// The entry at `level` has P=0.
+    NotPresent {
+        level: Level,
+    },
+    /// The entry at `level` is present with reserved bits set (a #PF with RSVD).
+    ReservedBits {
+        level: Level,
+        bits: u64,
+    },
+    /// The table of `level` would be at `table`, which is not guest RAM.
+    TableOutsideRam {
+        level: Level,
+        table: Gpa,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Walk {
+    pub gva: Gva,
+    pub cr3: Cr3,
+    pub steps: Vec<Step>,
+    pub end: WalkEnd,
+}
+
+impl Walk {
+    pub fn translation(&self) -> Option<Gpa> {
+        match self.end {
+            WalkEnd::Mapped(m) => Some(m.gpa),
+            _ => None,
+        }
+    }
+
+    /// The level whose entry ended an unsuccessful walk.
+    pub fn stopped_at(&self) -> Option<Level> {
+        match self.end {
+            WalkEnd::NotPresent { level }
+            | WalkEnd::ReservedBits { level, .. }
+            | WalkEnd::TableOutsideRam { level, .. } => Some(level),
+            WalkEnd::Mapped(_) | WalkEnd::NonCanonical => None,
+        }
+    }
+}
+
+/// Walk `gva` through the tables under `cr3`, reading entries from `mem`. At most four reads;
+/// a table that points back at itself only makes a strange but finite walk.
+pub fn walk(mem: &impl PhysMemory, mode: PagingMode, cr3: Cr3, gva: Gva) -> Walk {
+    let mut steps = Vec::with_capacity(4);
+    let end = walk_into(mem, mode, cr3, gva, &mut steps);
+    Walk {
+        gva,
+        cr3,
+        steps,
+        end,
+    }
+}
+
+fn walk_into(
+    mem: &impl PhysMemory,
+    mode: PagingMode,
+    cr3: Cr3,
+    gva: Gva,
+    steps: &mut Vec<Step>,
+) -> WalkEnd {
+    if !gva.is_canonical() {
+        return WalkEnd::NonCanonical;
+    }
+    let (mut writable, mut user, mut executable) = (true, true, true);
+    let mut table = cr3.pml4();
+    let mut level = Level::Pml4;
+    loop {
+        let slot = index(level, gva);
+        let step_addr = Gpa::new(table.raw() + slot as u64 * 8);
+        let Some(raw) = mem.read_u64(step_addr) else {
+            return WalkEnd::TableOutsideRam { level, table };
+        };
+        let entry = Pte::new(raw);
+        steps.push(Step {
+            level,
+            index: slot,
+            table,
+            entry,
+        });
+        if !entry.present() {
+            return WalkEnd::NotPresent { level };
+        }
+        let bits = entry.reserved_bits(level, mode);
+        if bits != 0 {
+            return WalkEnd::ReservedBits { level, bits };
+        }
+        writable &= entry.writable();
+        user &= entry.user();
+        executable &= !(mode.nxe && entry.no_execute());
+        if entry.maps_page(level) {
+            let size = level.span();
+            let base = entry.frame().raw() & !(size - 1);
+            return WalkEnd::Mapped(Mapping {
+                gpa: Gpa::new(base | (gva.raw() & (size - 1))),
+                page_size: size,
+                writable,
+                user,
+                executable,
+            });
+        }
+        table = entry.frame();
+        level = match level.next() {
+            Some(next) => next,
+            None => unreachable!("a PT entry always maps a page"),
+        };
+    }
+}
+
+fn size_name(size: u64) -> &'static str {
+    match size {
+        0x1000 => "4 KiB",
+        0x20_0000 => "2 MiB",
+        _ => "1 GiB",
+    }
+}
+
+/// Each level as seed 000 and 004 walk it by hand: index, table, entry, flags; then the end.
+impl fmt::Display for Walk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "walk of {} under CR3 {}:", self.gva, self.cr3)?;
+        for step in &self.steps {
+            writeln!(
+                f,
+                "  {:<4} [{:>3}]  table {:#012x}  entry {:#018x}  {}",
+                step.level,
+                step.index,
+                step.table.raw(),
+                step.entry.raw(),
+                step.entry
+            )?;
+        }
+        match self.end {
+            WalkEnd::Mapped(m) => write!(
+                f,
+                "  -> {} ({} page, offset {:#x}; {} r{}{})",
+                m.gpa,
+                size_name(m.page_size),
+                self.gva.raw() & (m.page_size - 1),
+                if m.user { "user" } else { "supervisor" },
+                if m.writable { 'w' } else { '-' },
+                if m.executable { 'x' } else { '-' },
+            ),
+            WalkEnd::NonCanonical => write!(
+                f,
+                "  -> {} is not canonical (bits 63..47 differ): no walk, the CPU raises #GP",
+                self.gva
+            ),
+            WalkEnd::NotPresent { level } => write!(
+                f,
+                "  -> stops at the {level} level: {}[{}] is not present",
+                level.linux_name(),
+                index(level, self.gva)
+            ),
+            WalkEnd::ReservedBits { level, bits } => write!(
+                f,
+                "  -> stops at the {level} level: reserved bits {bits:#x} set"
+            ),
+            WalkEnd::TableOutsideRam { level, table } => write!(
+                f,
+                "  -> stops at the {level} level: its table at {table} is not guest RAM"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// Guest RAM as a sparse map of 8-byte words below `limit`.
+    struct FakeRam {
+        words: HashMap<u64, u64>,
+        limit: u64,
+    }
+
+    impl FakeRam {
+        fn new(limit: u64) -> Self {
+            Self {
+                words: HashMap::new(),
+                limit,
+            }
+        }
+
+        fn set(&mut self, table: u64, index: usize, entry: u64) {
+            self.words.insert(table + index as u64 * 8, entry);
+        }
+    }
+
+    impl PhysMemory for FakeRam {
+        fn read_u64(&self, gpa: Gpa) -> Option<u64> {
+            (gpa.raw() + 8 <= self.limit).then(|| *self.words.get(&gpa.raw()).unwrap_or(&0))
+        }
+    }
+
+    const MODE: PagingMode = PagingMode {
+        max_phys_addr: 48,
+        nxe: true,
+    };
+    const JOURNEY: u64 = 0x716b_326c_8100;
+
+    /// The journey's tables: PML4 0x1000 → PDPT 0x2000 → PD 0x3000 → PT 0x4000.
+    fn journey_ram(pte: u64) -> FakeRam {
+        let mut ram = FakeRam::new(64 << 20);
+        ram.set(0x1000, 226, 0x2067);
+        ram.set(0x2000, 428, 0x3067);
+        ram.set(0x3000, 403, 0x4067);
+        ram.set(0x4000, 200, pte);
+        ram
+    }
+
+    #[test]
+    fn the_journey_fault_stops_at_the_pte_with_seed_004s_indices() {
+        let w = walk(&journey_ram(0), MODE, Cr3::new(0x1000), Gva::new(JOURNEY));
+        let indices: Vec<usize> = w.steps.iter().map(|s| s.index).collect();
+        assert_eq!(indices, [226, 428, 403, 200]);
+        assert_eq!(w.end, WalkEnd::NotPresent { level: Level::Pt });
+        assert_eq!(w.steps[3].entry_address(), Gpa::new(0x4000 + 200 * 8));
+        let text = w.to_string();
+        assert!(
+            text.contains(
+                "  PT   [200]  table 0x0000004000  entry 0x0000000000000000  not present"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("-> stops at the PT level: PTE[200] is not present"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn after_the_fault_the_pte_maps_the_frame_with_user_rights() {
+        let w = walk(
+            &journey_ram(0x2_cad5_4067),
+            MODE,
+            Cr3::new(0x1000),
+            Gva::new(JOURNEY),
+        );
+        assert_eq!(
+            w.end,
+            WalkEnd::Mapped(Mapping {
+                gpa: Gpa::new(0x2_cad5_4100),
+                page_size: 4096,
+                writable: true,
+                user: true,
+                executable: true,
+            })
+        );
+        assert_eq!(w.steps[3].entry.pfn(), 0x2_cad54);
+        assert_eq!(w.steps[3].entry.to_string(), "P RW US A D");
+        assert!(
+            w.to_string()
+                .ends_with("(4 KiB page, offset 0x100; user rwx)")
+        );
+    }
+
+    #[test]
+    fn large_pages_end_the_walk_early() {
+        let mut ram = FakeRam::new(1 << 40);
+        ram.set(0x1000, 0x110, 0x2003);
+        // PDPT entry 0: 1 GiB page at 1 GiB; PDPT entry 1: a PD with a 2 MiB page at 6 MiB.
+        ram.set(0x2000, 0, 0x4000_0083 | (1 << 63));
+        ram.set(0x2000, 1, 0x3003);
+        ram.set(0x3000, 5, 0x60_0083);
+        let hhdm = 0xffff_8800_0000_0000u64;
+        let one_gib = walk(&ram, MODE, Cr3::new(0x1000), Gva::new(hhdm + 0x1234_5678));
+        assert_eq!(
+            one_gib.translation(),
+            Some(Gpa::new(0x4000_0000 + 0x1234_5678))
+        );
+        assert!(
+            matches!(one_gib.end, WalkEnd::Mapped(m) if m.page_size == 1 << 30 && !m.executable && !m.user)
+        );
+        let two_mib = walk(
+            &ram,
+            MODE,
+            Cr3::new(0x1000),
+            Gva::new(hhdm + (1 << 30) + 5 * (2 << 20) + 0xabc),
+        );
+        assert_eq!(two_mib.translation(), Some(Gpa::new(0x60_0abc)));
+        assert_eq!(two_mib.steps.len(), 3);
+    }
+
+    #[test]
+    fn reserved_bits_are_found_where_the_cpu_would_find_them() {
+        // Bit 51 above a 48-bit MAXPHYADDR, in the PD entry.
+        let mut ram = journey_ram(0x5067);
+        ram.set(0x2000, 428, 0x8_0000_0000_3067);
+        let w = walk(&ram, MODE, Cr3::new(0x1000), Gva::new(JOURNEY));
+        assert_eq!(
+            w.end,
+            WalkEnd::ReservedBits {
+                level: Level::Pdpt,
+                bits: 0x8_0000_0000_0000
+            }
+        );
+        // PS in a PML4 entry, and NX without EFER.NXE.
+        let mut ram = journey_ram(0x5067 | (1 << 63));
+        ram.set(0x1000, 226, 0x20e7);
+        let w = walk(&ram, MODE, Cr3::new(0x1000), Gva::new(JOURNEY));
+        assert_eq!(w.stopped_at(), Some(Level::Pml4));
+        let no_nx = PagingMode { nxe: false, ..MODE };
+        let w = walk(
+            &journey_ram(0x5067 | (1 << 63)),
+            no_nx,
+            Cr3::new(0x1000),
+            Gva::new(JOURNEY),
+        );
+        assert_eq!(
+            w.end,
+            WalkEnd::ReservedBits {
+                level: Level::Pt,
+                bits: 1 << 63
+            }
+        );
+        // A 2 MiB page with bits 20..13 set.
+        let mut ram = journey_ram(0);
+        ram.set(0x3000, 403, 0x60_2083);
+        let w = walk(&ram, MODE, Cr3::new(0x1000), Gva::new(JOURNEY));
+        assert_eq!(
+            w.end,
+            WalkEnd::ReservedBits {
+                level: Level::Pd,
+                bits: 0x2000
+            }
+        );
+    }
+
+    #[test]
+    fn garbage_ends_in_a_result_not_a_panic() {
+        // A table outside RAM.
+        let mut ram = journey_ram(0);
+        ram.set(0x2000, 428, 0x7f_0000_0067);
+        let w = walk(&ram, MODE, Cr3::new(0x1000), Gva::new(JOURNEY));
+        assert_eq!(
+            w.end,
+            WalkEnd::TableOutsideRam {
+                level: Level::Pd,
+                table: Gpa::new(0x7f_0000_0000)
+            }
+        );
+        assert!(
+            w.to_string()
+                .ends_with("its table at 0x7f00000000 is not guest RAM")
+        );
+        // A PML4 whose every entry points back at itself: four reads, then a "page".
+        let mut ram = FakeRam::new(1 << 20);
+        for i in 0..512 {
+            ram.set(0x1000, i, 0x1067);
+        }
+        let w = walk(&ram, MODE, Cr3::new(0x1000), Gva::new(JOURNEY));
+        assert_eq!(w.steps.len(), 4);
+        assert_eq!(w.translation(), Some(Gpa::new(0x1100)));
+        // CR3 itself outside RAM, and a non-canonical address.
+        let w = walk(&ram, MODE, Cr3::new(0xdead_b000_0000), Gva::new(JOURNEY));
+        assert_eq!(w.stopped_at(), Some(Level::Pml4));
+        let w = walk(
+            &ram,
+            MODE,
+            Cr3::new(0x1000),
+            Gva::new(0x8000_0000_0010_5000),
+        );
+        assert_eq!(w.end, WalkEnd::NonCanonical);
+        assert!(w.steps.is_empty());
+    }
+}

@@ -1,0 +1,95 @@
+//! The host's page-table walker against KVM's own (KVM_TRANSLATE) on the real guest kernel's
+//! tables: 4 KiB pages, 2 MiB pages (the direct map), the recursive slot, holes.
+
+mod common;
+use std::time::Duration;
+use vmm_host::addr::Gva;
+use vmm_host::paging::{Level, WalkEnd};
+use vmm_host::vm::{Vm, VmConfig};
+
+fn finished_vm(cmdline: &str) -> Vm {
+    let mut vm = Vm::new(VmConfig {
+        kernel: vmm_host::GUEST_KERNEL_ELF.into(),
+        mem: 256 << 20,
+        cmdline: cmdline.into(),
+        timeout: Duration::from_secs(30),
+        serial_log: None,
+        echo_serial: false,
+        kvm_device: "/dev/kvm".into(),
+    })
+    .expect("create VM");
+    let report = vm.run();
+    let serial = String::from_utf8_lossy(vm.serial_output()).into_owned();
+    assert!(
+        report.to_string().contains("the guest exited with code 0"),
+        "{report}\n{serial}"
+    );
+    vm
+}
+
+fn agree(vm: &Vm, addresses: &[u64]) {
+    for &raw in addresses {
+        let gva = Gva::new(raw);
+        let walk = vm.walk(gva).expect("KVM_GET_SREGS");
+        let kvm = vm.kvm_translate(gva).expect("KVM_TRANSLATE");
+        assert_eq!(walk.translation(), kvm, "{walk}");
+    }
+}
+
+const HHDM: u64 = 0xffff_8800_0000_0000;
+const HEAP: u64 = 0xffff_8000_0000_0000;
+
+#[test]
+fn walks_agree_with_kvm_translate_on_the_hhdm_kernel() {
+    if common::kvm_or_skip("walker_hhdm").is_none() {
+        return;
+    }
+    let vm = finished_vm("test=dump vmm=hhdm");
+    agree(
+        &vm,
+        &[
+            0x10_0000,
+            0x3ff_ffff,
+            0x400_0000,
+            HEAP,
+            HEAP + 0x1fff,
+            HEAP + 0x2000,
+            HHDM + 0x123_4567,
+            HHDM + 0xfff_ffff,
+            HHDM + 0x1000_0000,
+            0x716b_326c_8100,
+            0xffff_ffff_ffff_f000,
+        ],
+    );
+    let direct = vm.walk(Gva::new(HHDM + 0x123_4567)).expect("walk");
+    assert!(matches!(direct.end, WalkEnd::Mapped(m) if m.page_size == 2 << 20 && !m.executable));
+    let hole = vm.walk(Gva::new(0x716b_326c_8100)).expect("walk");
+    assert_eq!(hole.stopped_at(), Some(Level::Pml4), "{hole}");
+    let heap = vm.walk(Gva::new(HEAP + 0x10)).expect("walk");
+    assert_eq!(heap.steps.len(), 4, "{heap}");
+}
+
+#[test]
+fn walks_agree_with_kvm_translate_through_the_recursive_slot() {
+    if common::kvm_or_skip("walker_recursive").is_none() {
+        return;
+    }
+    let vm = finished_vm("test=dump vmm=recursive");
+    // Slot 510 four times over is the PML4 itself; three times, a PDPT; and so on.
+    let pml4_alias = 0xffff_ff7f_bfdf_e000;
+    // Slots 510, 510, 510, 256: the heap's PDPT.
+    let heap_pdpt_alias = 0xffff_ff7f_bfd0_0000;
+    agree(
+        &vm,
+        &[0x10_0000, HEAP, pml4_alias, heap_pdpt_alias, HEAP + 0x2000],
+    );
+    let walk = vm.walk(Gva::new(pml4_alias)).expect("walk");
+    assert_eq!(walk.translation(), Some(walk.cr3.pml4()), "{walk}");
+    let heap = vm.walk(Gva::new(HEAP)).expect("walk");
+    let alias = vm.walk(Gva::new(heap_pdpt_alias)).expect("walk");
+    assert_eq!(
+        alias.translation(),
+        Some(heap.steps[1].table),
+        "{alias}\n{heap}"
+    );
+}
