@@ -3,8 +3,7 @@
 use super::PagingMode;
 use crate::addr::{Gpa, Gva};
 use mm::paging::{
-    ACCESSED, ADDR_MASK as ADDRESS, DIRTY, GLOBAL, HUGE as LARGE, NO_CACHE, NO_EXECUTE, PRESENT,
-    USER, WRITABLE, WRITE_THROUGH,
+    ACCESSED, ADDR_MASK as ADDRESS, DIRTY, HUGE as LARGE, NO_EXECUTE, PRESENT, USER, WRITABLE,
 };
 use std::fmt;
 
@@ -102,24 +101,7 @@ impl fmt::Display for Pte {
         if !self.present() {
             return f.write_str("not present");
         }
-        let names = [
-            (PRESENT, "P"),
-            (WRITABLE, "RW"),
-            (USER, "US"),
-            (WRITE_THROUGH, "PWT"),
-            (NO_CACHE, "PCD"),
-            (ACCESSED, "A"),
-            (DIRTY, "D"),
-            (LARGE, "PS"),
-            (GLOBAL, "G"),
-            (NO_EXECUTE, "NX"),
-        ];
-        let words: Vec<&str> = names
-            .iter()
-            .filter(|(bit, _)| self.0 & bit != 0)
-            .map(|(_, name)| *name)
-            .collect();
-        f.write_str(&words.join(" "))
+        write!(f, "{}", mm::paging::Flags(self.0))
     }
 }
 
