@@ -21,8 +21,6 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 /// Where KVM on Intel keeps its real-mode TSS: three pages inside the hole below 4 GiB.
 const TSS_ADDRESS: usize = 0xfffb_d000;
 /// COM1's eight registers.
-/// EFER.NXE: entries may carry NX.
-const EFER_NXE: u64 = 1 << 11;
 const COM1: std::ops::Range<u16> = abi::ports::SERIAL_COM1..abi::ports::SERIAL_COM1 + 8;
 
 #[derive(Debug, Clone)]
@@ -155,10 +153,7 @@ impl Vm {
     /// state the guest ended in).
     pub fn walk(&self, gva: Gva) -> Result<Walk, kvm_ioctls::Error> {
         let sregs = self.vcpu.get_sregs()?;
-        let mode = PagingMode {
-            max_phys_addr: self.max_phys_addr,
-            nxe: sregs.efer & EFER_NXE != 0,
-        };
+        let mode = PagingMode::new(self.max_phys_addr, sregs.efer);
         Ok(paging::walk(&self.mem, mode, Cr3::new(sregs.cr3), gva))
     }
 

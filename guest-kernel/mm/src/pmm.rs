@@ -120,24 +120,6 @@ impl<'a> FrameBitmap<'a> {
         self.bits[frame / BITS] & (1 << (frame % BITS)) != 0
     }
 
-    fn set(&mut self, frame: usize, used: bool) {
-        let was = self.is_used(frame);
-        if used {
-            self.bits[frame / BITS] |= 1 << (frame % BITS);
-        } else {
-            self.bits[frame / BITS] &= !(1 << (frame % BITS));
-        }
-        match (was, used) {
-            (true, false) => {
-                self.free += 1;
-                self.low_hint = self.low_hint.min(frame);
-                self.high_hint = self.high_hint.max(frame + 1);
-            }
-            (false, true) => self.free -= 1,
-            _ => {}
-        }
-    }
-
     /// Frames wholly inside `[start, end)`, clipped to the managed range.
     fn frames_within(&self, start: u64, end: u64) -> core::ops::Range<usize> {
         let start = start.max(self.base).next_multiple_of(FRAME_SIZE);
@@ -199,9 +181,7 @@ impl<'a> FrameBitmap<'a> {
             Placement::Low => self.find_low(count)?,
             Placement::High => self.find_high(count)?,
         };
-        for frame in first..first + count {
-            self.set(frame, true);
-        }
+        self.set_range(first..first + count, true);
         Some(self.base + first as u64 * FRAME_SIZE)
     }
 
@@ -287,9 +267,7 @@ impl<'a> FrameBitmap<'a> {
         if let Some(frame) = (first..last).find(|&f| !self.is_used(f)) {
             return Err(PmmError::DoubleFree(self.base + frame as u64 * FRAME_SIZE));
         }
-        for frame in first..last {
-            self.set(frame, false);
-        }
+        self.set_range(first..last, false);
         Ok(())
     }
 }

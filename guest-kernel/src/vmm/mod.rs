@@ -593,13 +593,11 @@ fn free_subtree(ctx: Context, entry: u64, va: u64, level: Level) -> usize {
         if !is_present(e) {
             continue;
         }
-        let child_va = va | ((i as u64) << level.shift());
-        if level == Level::Pt || e & HUGE != 0 {
-            if level == Level::Pt {
-                pmm_free(entry_phys(e), 1);
-                freed += 1;
-            }
-        } else {
+        if level == Level::Pt {
+            pmm_free(entry_phys(e), 1);
+            freed += 1;
+        } else if e & HUGE == 0 {
+            let child_va = va | ((i as u64) << level.shift());
             freed += free_subtree(ctx, e, child_va, level_below(level));
         }
     }

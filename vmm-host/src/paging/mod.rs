@@ -20,7 +20,18 @@ pub struct PagingMode {
     pub nxe: bool,
 }
 
+/// EFER.NXE: entries may carry NX.
+const EFER_NXE: u64 = 1 << 11;
+
 impl PagingMode {
+    /// The mode a vCPU with this EFER and physical-address width walks its tables in.
+    pub fn new(max_phys_addr: u8, efer: u64) -> Self {
+        Self {
+            max_phys_addr,
+            nxe: efer & EFER_NXE != 0,
+        }
+    }
+
     /// Bits 51..MAXPHYADDR of an entry's address field, which must be zero.
     pub fn reserved_address_bits(self) -> u64 {
         let width = self.max_phys_addr.clamp(32, 52);
