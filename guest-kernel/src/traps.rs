@@ -10,82 +10,11 @@ use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use x86_64::registers::control::{Cr2, Cr3};
 
-const PAGE_FAULT: u8 = 14;
-const INVALID_OPCODE: u8 = 6;
+use abi::exception::{INVALID_OPCODE, PAGE_FAULT};
 /// Faults nested deeper than this are a handler faulting on itself: give up.
 const MAX_DEPTH: usize = 4;
 
-pub const NAMES: [&str; 32] = [
-    "#DE divide error",
-    "#DB debug",
-    "NMI",
-    "#BP breakpoint",
-    "#OF overflow",
-    "#BR bound range",
-    "#UD invalid opcode",
-    "#NM device not available",
-    "#DF double fault",
-    "coprocessor segment overrun",
-    "#TS invalid TSS",
-    "#NP segment not present",
-    "#SS stack fault",
-    "#GP general protection",
-    "#PF page fault",
-    "reserved (15)",
-    "#MF x87 floating point",
-    "#AC alignment check",
-    "#MC machine check",
-    "#XM SIMD floating point",
-    "#VE virtualization",
-    "#CP control protection",
-    "reserved (22)",
-    "reserved (23)",
-    "reserved (24)",
-    "reserved (25)",
-    "reserved (26)",
-    "reserved (27)",
-    "#HV hypervisor injection",
-    "#VC VMM communication",
-    "#SX security",
-    "reserved (31)",
-];
-
-pub fn name(vector: u8) -> &'static str {
-    match vector {
-        SYSCALL_VECTOR => "int 0x80 system call",
-        v => NAMES.get(usize::from(v)).copied().unwrap_or("interrupt"),
-    }
-}
-
-/// A page-fault error code in words: "write, user, not-present".
-pub struct PfError(pub u64);
-
-impl fmt::Display for PfError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let e = self.0;
-        write!(
-            f,
-            "{}, {}, {}",
-            if e & 0x10 != 0 {
-                "fetch"
-            } else if e & 2 != 0 {
-                "write"
-            } else {
-                "read"
-            },
-            if e & 4 != 0 { "user" } else { "kernel" },
-            if e & 1 != 0 {
-                "protection"
-            } else {
-                "not-present"
-            }
-        )?;
-        if e & 8 != 0 {
-            f.write_str(", reserved bit")?;
-        }
-        Ok(())
-    }
-}
+pub use abi::exception::{PfError, name};
 
 /// The exceptions being handled right now, outermost first.
 #[derive(Clone, Copy)]

@@ -7,6 +7,7 @@
 
 pub mod boot;
 pub mod cmdline;
+pub mod exception;
 pub mod exit;
 pub mod ports;
 pub mod start_info;
