@@ -25,6 +25,8 @@ const STACK_PAGES: u64 = 8;
 /// mmap hands out addresses top-down from here: the layout seed 004's process had, fixed
 /// instead of randomised, so its first anonymous page lands at 0x716b326c8000.
 pub const MMAP_BASE: u64 = 0x0000_716b_326c_9000;
+/// A read-only page standing for the shared libraries above the mmap area.
+const LIBRARY_PAGE: u64 = MMAP_BASE + 0x7000;
 const MMAP_FLOOR: u64 = 0x0000_1000_0000_0000;
 
 const SYS_WRITE: u64 = 1;
@@ -104,7 +106,20 @@ pub fn run(program: Program, selectors: &Selectors) -> Outcome {
         PRESENT | WRITABLE | USER | NO_EXECUTE,
         |_| {},
     );
+    // What Linux has above the mmap area (seed 004's process had its libraries there): a
+    // mapped page in the same 2 MiB region, so the tables down to the PT that covers the
+    // first anonymous page exist and its fault stops at the PTE, as in the seed. A gap is
+    // left above MMAP_BASE, so the page past the first mmap stays outside every VMA.
+    map_new_page(ctx, LIBRARY_PAGE, PRESENT | USER | NO_EXECUTE, |_| {});
     let mut vmas = VmaTree::new();
+    insert_vma(
+        &mut vmas,
+        Vma {
+            start: LIBRARY_PAGE,
+            end: LIBRARY_PAGE + PAGE_SIZE,
+            prot: Prot::R,
+        },
+    );
     insert_vma(
         &mut vmas,
         Vma {

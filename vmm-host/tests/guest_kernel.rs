@@ -62,11 +62,12 @@ fn segv_kills_the_process_and_the_kernel_carries_on() {
     let Some(run) = scenario("segv") else {
         return;
     };
-    // The teardown gives back every frame the process had: 2 pages (code, stack) and 7
-    // tables (the PML4, and PDPT/PD/PT for the code and stack slots).
+    // The teardown gives back every frame the process had: 3 pages (code, stack, the
+    // library page above the mmap area) and 10 tables (the PML4, and PDPT/PD/PT for the code,
+    // stack and mmap slots).
     assert_eq!(
         decimal_after(&run.stdout, "torn down: "),
-        9,
+        13,
         "{}",
         run.stdout
     );
@@ -91,6 +92,41 @@ fn boxkernel_faults_on_a_physical_address_above_the_identity_map_while_demand_pa
     );
     // The nested fault hit a fresh page-table frame: a 2 MiB boundary of the heap.
     assert_eq!(outer % (2 << 20), 0, "{outer:#x}");
+
+    // The host's explanation of the nested fault, worked out with no help from the guest.
+    let explanation = tap_explanation(out, 14, 2);
+    for fact in [
+        format!("physical address {cr2:#x} dereferenced as virtual"),
+        "lies in RAM above the identity map, which ends at 0x4000000".into(),
+        "It happened in memset+".into(),
+        "called from guest_kernel::pmm::pmm_alloc_zero+".into(),
+        "(guest-kernel/src/pmm.rs:".into(),
+        format!("(page {outer:#x} being demand-paged)"),
+    ] {
+        assert!(
+            explanation.contains(&fact),
+            "{fact:?} not in: {explanation}"
+        );
+    }
+}
+
+/// The tap's explanation of the exception with `vector` at nesting `depth` among those still
+/// being handled when the run ended.
+fn tap_explanation(out: &str, vector: u8, depth: usize) -> String {
+    let chain = out
+        .split("-- still being handled when the run ended")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no chain in the tap's report:\n{out}"));
+    let header = format!("vector {vector} (");
+    let mut lines = chain.lines().skip_while(|l| {
+        !(l.starts_with('[')
+            && l.contains(&header)
+            && (depth == 1 || l.contains(&format!("nested at depth {depth}"))))
+    });
+    lines
+        .find_map(|l| l.strip_prefix("  explanation  "))
+        .unwrap_or_else(|| panic!("no explanation for vector {vector} in:\n{chain}"))
+        .to_string()
 }
 
 /// The kernel ELF's symbol containing `addr`, demangled.
@@ -133,6 +169,20 @@ fn boxkernel_nx_gps_in_the_table_walk_on_a_non_canonical_pointer() {
     let canonical = pointer >> 47 == 0 || pointer >> 47 == 0x1_ffff;
     assert!(!canonical, "{instruction}: {base:?} = {pointer:#x}");
     assert_eq!(pointer >> 63, 1, "bit 63 is the entry's NX bit");
+
+    let explanation = tap_explanation(out, 13, 1);
+    for fact in [
+        "which is not canonical (bits 63..47 differ)".to_string(),
+        format!("= {pointer:#x} is a page-table entry value used as a pointer"),
+        "with flag bits NX".into(),
+        "It happened in guest_kernel::vmm::vmm_get_or_create_table+".into(),
+        "(guest-kernel/src/vmm/mod.rs:".into(),
+    ] {
+        assert!(
+            explanation.contains(&fact),
+            "{fact:?} not in: {explanation}"
+        );
+    }
 }
 
 fn fixed_variant(name: &str) {

@@ -15,6 +15,11 @@ pub struct Prot {
 }
 
 impl Prot {
+    pub const R: Prot = Prot {
+        read: true,
+        write: false,
+        exec: false,
+    };
     pub const RW: Prot = Prot {
         read: true,
         write: true,
