@@ -5,10 +5,17 @@
 //! guest can write (loops, frames outside RAM, reserved bits, garbage) is a result, never a
 //! panic.
 
+mod audit;
 mod entry;
+mod synthetic;
 mod walk;
 
+pub use audit::{
+    Alias, Audit, AuditOptions, DirectMap, Finding, FindingKind, MappedRange, TableFrame,
+    TableFrames, audit, audit_with,
+};
 pub use entry::{Cr3, Level, Pte, index};
+pub use synthetic::{SyntheticMemory, identity_tree_4k};
 pub use walk::{Mapping, PhysMemory, Step, Walk, WalkEnd, walk};
 
 /// What decides how entries are read: the physical-address width and whether NX exists.

@@ -9,11 +9,35 @@ use vm_memory::{Bytes, GuestMemoryMmap};
 pub trait PhysMemory {
     /// The little-endian u64 at `gpa`, or `None` where there is no guest RAM.
     fn read_u64(&self, gpa: Gpa) -> Option<u64>;
+
+    /// The 512 entries of the table at `table` into `out`; false where any of it is not guest
+    /// RAM (then `out` holds no meaning). Whole-tree audits read every table this way, so a
+    /// memory that can copy 4 KiB at once should say so here.
+    fn read_table(&self, table: Gpa, out: &mut [u64; 512]) -> bool {
+        for (offset, slot) in (0..).step_by(8).zip(out.iter_mut()) {
+            match table.checked_add(offset).and_then(|gpa| self.read_u64(gpa)) {
+                Some(value) => *slot = value,
+                None => return false,
+            }
+        }
+        true
+    }
 }
 
 impl PhysMemory for GuestMemoryMmap {
     fn read_u64(&self, gpa: Gpa) -> Option<u64> {
         self.read_obj::<u64>(gpa.guest_address()).ok()
+    }
+
+    fn read_table(&self, table: Gpa, out: &mut [u64; 512]) -> bool {
+        let mut bytes = [0u8; 4096];
+        if self.read_slice(&mut bytes, table.guest_address()).is_err() {
+            return false;
+        }
+        for (slot, chunk) in out.iter_mut().zip(bytes.as_chunks::<8>().0) {
+            *slot = u64::from_le_bytes(*chunk);
+        }
+        true
     }
 }
 
@@ -172,7 +196,20 @@ fn size_name(size: u64) -> &'static str {
 /// Each level as seed 000 and 004 walk it by hand: index, table, entry, flags; then the end.
 impl fmt::Display for Walk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "walk of {} under CR3 {}:", self.gva, self.cr3)?;
+        write!(f, "walk of {}", self.gva)?;
+        if self.gva.is_canonical() {
+            let parts: Vec<String> = [Level::Pml4, Level::Pdpt, Level::Pd, Level::Pt]
+                .iter()
+                .map(|&level| format!("{} {}", level.linux_name(), index(level, self.gva)))
+                .collect();
+            write!(
+                f,
+                " ({}, offset {:#x})",
+                parts.join(", "),
+                self.gva.page_offset()
+            )?;
+        }
+        writeln!(f, " under CR3 {}:", self.cr3)?;
         for step in &self.steps {
             writeln!(
                 f,

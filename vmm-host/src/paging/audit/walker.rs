@@ -1,0 +1,376 @@
+//! The traversal: every table once per path, leaves folded into ranges and linear runs as they
+//! come, so a million entries cost no allocation beyond the output.
+
+use super::frames::{Bits, Ram};
+use super::runs::{Aliasing, Run, choose_direct_map};
+use super::{
+    Audit, AuditOptions, Finding, FindingKind, KERNEL_SPACE, MappedRange, TableFrame, TableFrames,
+};
+use crate::addr::{Gpa, Gva};
+use crate::paging::{Cr3, Level, PagingMode, PhysMemory, Pte};
+use mm::paging::{ADDR_MASK, ENTRIES, NO_EXECUTE, PRESENT, canonical};
+
+/// Rights as bits, so combining levels is one AND.
+const W: u8 = 1;
+const U: u8 = 2;
+const X: u8 = 4;
+
+/// A stretch of leaves with equal rights, adjacent in virtual memory.
+#[derive(Debug, Clone, Copy, Default)]
+struct OpenRange {
+    open: bool,
+    start: u64,
+    end: u64,
+    rights: u8,
+    phys_start: u64,
+    phys_end: u64,
+    contiguous: bool,
+}
+
+pub(super) struct Walker<'a, M: ?Sized> {
+    mem: &'a M,
+    mode: PagingMode,
+    opts: &'a AuditOptions,
+    ram: Ram,
+    nx: u64,
+    cr3: Cr3,
+    /// The tables of the current walk, PML4 first.
+    path: [u64; 4],
+    visited: u64,
+    truncated: bool,
+    range: OpenRange,
+    run: Option<Run>,
+    ranges: Vec<MappedRange>,
+    ranges_omitted: u64,
+    mapped_bytes: u64,
+    identity: Vec<(Gva, u64)>,
+    /// Upper-half runs large enough to be the direct map; decided once all are known.
+    direct_candidates: Vec<Run>,
+    recursive_slot: Option<usize>,
+    tables: Vec<TableFrame>,
+    findings: Vec<Finding>,
+    counts: [u64; FindingKind::COUNT],
+    /// Frames any mapping covers, identity and direct map included.
+    mapped: Bits,
+    aliasing: Aliasing,
+}
+
+impl<'a, M: PhysMemory + ?Sized> Walker<'a, M> {
+    pub(super) fn new(
+        mem: &'a M,
+        mode: PagingMode,
+        cr3: Cr3,
+        ram: &[(Gpa, u64)],
+        opts: &'a AuditOptions,
+    ) -> Self {
+        let ram = Ram::new(ram);
+        let frames = ram.bytes() / 4096;
+        let aliasing = Aliasing::new(&ram, opts.max_findings_per_kind);
+        Self {
+            mem,
+            mode,
+            opts,
+            ram,
+            nx: if mode.nxe { NO_EXECUTE } else { 0 },
+            cr3,
+            path: [0; 4],
+            visited: 0,
+            truncated: false,
+            range: OpenRange::default(),
+            run: None,
+            ranges: Vec::new(),
+            ranges_omitted: 0,
+            mapped_bytes: 0,
+            identity: Vec::new(),
+            direct_candidates: Vec::new(),
+            recursive_slot: None,
+            tables: Vec::new(),
+            findings: Vec::new(),
+            counts: [0; FindingKind::COUNT],
+            mapped: Bits::new(frames),
+            aliasing,
+        }
+    }
+
+    pub(super) fn run(mut self) -> Audit {
+        self.table(Level::Pml4, self.cr3.pml4().raw(), 0, W | U | X, None);
+        self.finish()
+    }
+
+    fn report(&mut self, finding: Finding) {
+        let kind = finding
+            .kind()
+            .expect("only per-occurrence findings are reported here");
+        let count = &mut self.counts[kind as usize];
+        *count += 1;
+        if *count <= self.opts.max_findings_per_kind as u64 {
+            self.findings.push(finding);
+        }
+    }
+
+    fn entry_rights(&self, raw: u64) -> u8 {
+        // RW is bit 1 and US bit 2: shifted down they are W and U.
+        ((raw >> 1) & 3) as u8 | if raw & self.nx == 0 { X } else { 0 }
+    }
+
+    /// Visit the table of `level` at `frame`, which translates from `base` with `rights`
+    /// granted above it; `from` is the entry that points here.
+    fn table(&mut self, level: Level, frame: u64, base: u64, rights: u8, from: Option<Gpa>) {
+        if self.visited + ENTRIES as u64 > self.opts.max_entries {
+            self.truncated = true;
+            return;
+        }
+        let mut entries = [0u64; ENTRIES];
+        if !self.ram.contains(frame) || !self.mem.read_table(Gpa::new(frame), &mut entries) {
+            self.report(Finding::TableOutsideRam {
+                level,
+                table: Gpa::new(frame),
+                entry: from,
+                va: Gva::new(base),
+            });
+            return;
+        }
+        self.visited += ENTRIES as u64;
+        self.tables.push(TableFrame {
+            frame: Gpa::new(frame),
+            level,
+            first_va: Gva::new(base),
+        });
+        let depth = level as usize;
+        self.path[depth] = frame;
+        let Some(next) = level.next() else {
+            return self.leaves(&entries, frame, base, rights);
+        };
+        let span = level.span();
+        for (i, &raw) in entries.iter().enumerate() {
+            if raw & PRESENT == 0 {
+                continue;
+            }
+            let va = canonical(base + i as u64 * span);
+            let entry = Pte::new(raw);
+            let at = Gpa::new(frame + i as u64 * 8);
+            let bits = entry.reserved_bits(level, self.mode);
+            if bits != 0 {
+                self.report(Finding::ReservedBits {
+                    level,
+                    entry: at,
+                    va: Gva::new(va),
+                    bits,
+                });
+                continue;
+            }
+            let rights = rights & self.entry_rights(raw);
+            if entry.maps_page(level) {
+                self.leaf(va, entry.frame().raw() & !(span - 1), span, rights);
+                continue;
+            }
+            let child = entry.frame().raw();
+            if self.path[..=depth].contains(&child) {
+                if depth == 0 && self.recursive_slot.is_none() {
+                    self.recursive_slot = Some(i);
+                } else {
+                    self.report(Finding::TableLoop {
+                        level,
+                        entry: at,
+                        va: Gva::new(va),
+                        table: Gpa::new(child),
+                    });
+                }
+                continue;
+            }
+            self.table(next, child, va, rights, Some(at));
+            if self.truncated {
+                return;
+            }
+        }
+    }
+
+    /// The hot loop: a PT's 512 entries, each a 4 KiB page.
+    fn leaves(&mut self, entries: &[u64; ENTRIES], frame: u64, base: u64, rights: u8) {
+        // A PTE's reserved bits do not depend on its other bits: one mask for the table.
+        let reserved = Pte::new(u64::MAX).reserved_bits(Level::Pt, self.mode);
+        for (i, &raw) in entries.iter().enumerate() {
+            if raw & PRESENT == 0 {
+                continue;
+            }
+            let va = base + i as u64 * 4096;
+            let bits = raw & reserved;
+            if bits != 0 {
+                self.report(Finding::ReservedBits {
+                    level: Level::Pt,
+                    entry: Gpa::new(frame + i as u64 * 8),
+                    va: Gva::new(va),
+                    bits,
+                });
+                continue;
+            }
+            self.leaf(va, raw & ADDR_MASK, 4096, rights & self.entry_rights(raw));
+        }
+    }
+
+    #[inline(always)]
+    fn leaf(&mut self, va: u64, pa: u64, size: u64, rights: u8) {
+        let r = &mut self.range;
+        if r.open && va == r.end && rights == r.rights {
+            r.end = va.wrapping_add(size);
+            r.contiguous &= pa == r.phys_end;
+            r.phys_end = pa + size;
+        } else {
+            self.close_range();
+            self.range = OpenRange {
+                open: true,
+                start: va,
+                end: va.wrapping_add(size),
+                rights,
+                phys_start: pa,
+                phys_end: pa + size,
+                contiguous: true,
+            };
+        }
+        match &mut self.run {
+            Some(run) if va == run.va.wrapping_add(run.len) && pa == run.pa + run.len => {
+                run.len += size;
+            }
+            _ => {
+                self.close_run();
+                self.run = Some(Run { va, pa, len: size });
+            }
+        }
+    }
+
+    #[cold]
+    fn close_range(&mut self) {
+        let r = std::mem::take(&mut self.range);
+        if !r.open {
+            return;
+        }
+        let (start, size) = (Gva::new(r.start), r.end.wrapping_sub(r.start));
+        self.mapped_bytes = self.mapped_bytes.saturating_add(size);
+        if r.rights & (W | U | X) == W | X {
+            self.report(Finding::WritableExecutable { start, size });
+        }
+        if r.rights & U != 0 && r.start >= KERNEL_SPACE {
+            self.report(Finding::UserInKernelSpace { start, size });
+        }
+        if self.ranges.len() < self.opts.max_ranges {
+            self.ranges.push(MappedRange {
+                start,
+                size,
+                writable: r.rights & W != 0,
+                user: r.rights & U != 0,
+                executable: r.rights & X != 0,
+                phys: r.contiguous.then_some(Gpa::new(r.phys_start)),
+            });
+        } else {
+            self.ranges_omitted += 1;
+        }
+    }
+
+    #[cold]
+    fn close_run(&mut self) {
+        let Some(run) = self.run.take() else {
+            return;
+        };
+        let (mapped, findings, counts) = (&mut self.mapped, &mut self.findings, &mut self.counts);
+        let limit = self.opts.max_findings_per_kind as u64;
+        self.ram.split(
+            run.pa,
+            run.len,
+            |_, bit, n| mapped.set_range(bit, n),
+            |pa, len| {
+                let count = &mut counts[FindingKind::PageOutsideRam as usize];
+                *count += 1;
+                if *count <= limit {
+                    findings.push(Finding::PageOutsideRam {
+                        va: Gva::new(run.va.wrapping_add(pa - run.pa)),
+                        frame: Gpa::new(pa),
+                        size: len,
+                    });
+                }
+            },
+        );
+        if run.va == run.pa {
+            // Consecutive identity runs would have been one run: no coalescing left to do.
+            if self.identity.len() < self.opts.max_ranges {
+                self.identity.push((Gva::new(run.va), run.len));
+            }
+        } else if run.va >= KERNEL_SPACE && run.len >= self.direct_map_threshold() {
+            self.direct_candidates.push(run);
+        } else {
+            self.aliasing.add(&self.ram, run);
+        }
+    }
+
+    fn direct_map_threshold(&self) -> u64 {
+        self.opts.direct_map_min.min(self.ram.bytes() / 2)
+    }
+
+    fn finish(mut self) -> Audit {
+        self.close_range();
+        self.close_run();
+        let direct_map = choose_direct_map(
+            &self.ram,
+            &self.direct_candidates,
+            self.direct_map_threshold(),
+            &mut self.aliasing,
+        );
+        let mut tables = std::mem::take(&mut self.tables);
+        // Stable: among copies of a frame the first visited stays, with its first address.
+        tables.sort_by_key(|t| t.frame);
+        tables.dedup_by_key(|t| t.frame);
+
+        let mut findings = Vec::new();
+        if self.truncated {
+            findings.push(Finding::Truncated {
+                entries: self.visited,
+            });
+        }
+        // Runs close after the entries that follow them: put their findings back in place.
+        self.findings.sort_by_key(Finding::address);
+        findings.append(&mut self.findings);
+        // A recursive slot maps every table; a truncated walk has not seen every mapping.
+        if self.recursive_slot.is_none() && !self.truncated {
+            let unreached: Vec<&TableFrame> = tables
+                .iter()
+                .filter(|t| {
+                    self.ram
+                        .bit(t.frame.raw())
+                        .is_none_or(|b| !self.mapped.get(b))
+                })
+                .collect();
+            if !unreached.is_empty() {
+                findings.push(Finding::UnreachedTables {
+                    count: unreached.len() as u64,
+                    examples: unreached
+                        .iter()
+                        .take(self.opts.max_findings_per_kind)
+                        .map(|t| (t.level, t.frame))
+                        .collect(),
+                });
+            }
+        }
+        findings.extend(self.aliasing.finding());
+        let limit = self.opts.max_findings_per_kind as u64;
+        for kind in FindingKind::ALL {
+            let count = self.counts[kind as usize];
+            if count > limit {
+                findings.push(Finding::Omitted {
+                    kind,
+                    count: count - limit,
+                });
+            }
+        }
+        Audit {
+            cr3: self.cr3,
+            entries_visited: self.visited,
+            ranges: self.ranges,
+            ranges_omitted: self.ranges_omitted,
+            mapped_bytes: self.mapped_bytes,
+            identity: self.identity,
+            direct_map,
+            recursive_slot: self.recursive_slot,
+            table_frames: TableFrames(tables),
+            findings,
+        }
+    }
+}
