@@ -1,17 +1,23 @@
 //! vmm-host: a KVM host that boots a kernel and sees every exception it takes.
 pub mod addr;
+pub mod analysis;
 pub mod boot_cpu;
 pub mod console;
 pub mod cpu_state;
 pub mod cpuid;
 pub mod doctor;
 pub mod ending;
+pub mod exceptions;
 pub mod hypervisor;
 pub mod layout;
 pub mod loader;
 pub mod paging;
+pub mod report;
 pub mod scenario;
+pub mod symbols;
+pub mod tap;
 pub mod translate;
+pub mod virt;
 pub mod vm;
 pub mod watchdog;
 

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use vmm_host::ending::status;
 use vmm_host::scenario::{self, Scenario};
-use vmm_host::vm::{Vm, VmConfig, VmError};
+use vmm_host::vm::{AuditMode, Vm, VmConfig, VmError};
 use vmm_host::{hypervisor, layout};
 
 /// Boot a kernel under KVM, see every exception it takes, explain how it ended.
@@ -70,6 +70,23 @@ struct ScenarioArgs {
     /// Do not copy the guest's serial output to the terminal.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    tap: TapArgs,
+}
+
+/// What the host does at each exception the guest takes.
+#[derive(Debug, Args)]
+struct TapArgs {
+    /// Work per captured exception: `off` records it only; `faults` also decodes, walks,
+    /// explains and diffs it; `full` also audits the whole page-table tree each time.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "faults")]
+    audit: AuditMode,
+    /// Do not capture exceptions at all (no traps in guest code).
+    #[arg(long)]
+    no_tap: bool,
+    /// Write every exception, diff and audit as JSON lines to FILE (docs/report-schema.md).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +100,8 @@ struct CommonArgs {
     /// Do not copy the guest's serial output to the terminal.
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    tap: TapArgs,
 }
 
 fn parse_mem(text: &str) -> Result<u64, String> {
@@ -203,11 +222,23 @@ fn run(args: RunArgs, kvm_device: &Path) -> Result<i32, Failure> {
         serial_log: args.common.serial_log,
         echo_serial: !args.common.quiet,
         kvm_device: kvm_device.to_path_buf(),
+        tap: !args.common.tap.no_tap,
+        audit: args.common.tap.audit,
+        report: args.common.tap.report,
     };
     let mut vm = Vm::new(config)?;
     let report = vm.run();
     print!("{report}");
+    print_exceptions(&vm);
+    vm.finish_report()
+        .map_err(|e| Failure::from(VmError::from(e)))?;
     Ok(report.exit_status())
+}
+
+fn print_exceptions(vm: &Vm) {
+    if let Some(exceptions) = vm.exception_report() {
+        print!("{exceptions}");
+    }
 }
 
 /// ./scenarios when run from the repository, else the scenarios/ of the source tree this
@@ -247,11 +278,17 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
         serial_log: args.serial_log,
         echo_serial: !args.quiet,
         kvm_device: kvm_device.to_path_buf(),
+        tap: !args.tap.no_tap,
+        audit: args.tap.audit,
+        report: args.tap.report,
     };
     let mut vm = Vm::new(config)
         .map_err(|e| Failure::from(e).context(format!("scenario {}", scenario.name)))?;
     let report = vm.run();
     print!("{report}");
+    print_exceptions(&vm);
+    vm.finish_report()
+        .map_err(|e| Failure::from(VmError::from(e)))?;
     let serial = String::from_utf8_lossy(vm.serial_output());
     let failures = scenario.check(&report, &serial);
     if failures.is_empty() {

@@ -63,6 +63,7 @@ struct Logged {
     vector: u8,
     error: u64,
     cr2: u64,
+    rip: u64,
 }
 
 /// The exceptions of a `-d int` log: lines like
@@ -79,6 +80,7 @@ fn exceptions_in(log: &str) -> Vec<Logged> {
                 vector: u8::try_from(field(line, "v=")?).ok()?,
                 error: field(line, "e=")?,
                 cr2: field(line, "CR2=").unwrap_or(0),
+                rip: field(line, "pc=")?,
             })
         })
         .collect()
@@ -111,11 +113,20 @@ fn cross_check(name: &str) {
         .join(format!("{name}.toml"));
     let scenario = vmm_host::scenario::Scenario::load(&path).expect("scenario");
 
-    let kvm = common::vmm(&["scenario", name]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("tap.jsonl");
+    let kvm = common::vmm(&[
+        "scenario",
+        name,
+        "--audit",
+        "off",
+        "--report",
+        report.to_str().expect("utf-8 path"),
+    ]);
     assert_eq!(kvm.status, 0, "{}{}", kvm.stdout, kvm.stderr);
     let (kvm_count, kvm_hash) = kernel_digest(&kvm.stdout);
+    let tapped = tap_sequence(&std::fs::read_to_string(&report).expect("report"));
 
-    let dir = tempfile::tempdir().expect("tempdir");
     let log_path = dir.path().join("int.log");
     let output = Command::new("timeout")
         .args([
@@ -166,6 +177,66 @@ fn cross_check(name: &str) {
         "KVM and QEMU took different exception sequences; QEMU's last: {:?}",
         logged.last()
     );
+
+    // What the host's tap saw, exception by exception, against QEMU's log.
+    assert_eq!(tapped.len(), logged.len(), "count of captured exceptions");
+    for (i, (tap, qemu)) in tapped.iter().zip(&logged).enumerate() {
+        assert_eq!(
+            tap.normalised(),
+            qemu.comparable(),
+            "exception {} differs: tap {tap:?}, QEMU {qemu:?}",
+            i + 1
+        );
+    }
+}
+
+/// One exception from the tap's JSON lines.
+#[derive(Debug, Clone, Copy)]
+struct Tapped {
+    logged: Logged,
+    cpl: Option<u64>,
+}
+
+impl Tapped {
+    /// In QEMU's terms: `int 0x80` from ring 3 arrives here as #UD at the `int`, where QEMU
+    /// delivers vector 0x80 at the same RIP.
+    fn normalised(&self) -> Logged {
+        let mut l = self.logged;
+        if l.vector == 6 && self.cpl == Some(3) {
+            l.vector = 0x80;
+        }
+        l.comparable()
+    }
+}
+
+impl Logged {
+    /// CR2 only means something for page faults (QEMU does not print it for `int n`).
+    fn comparable(self) -> Logged {
+        Logged {
+            cr2: if self.vector == 14 { self.cr2 } else { 0 },
+            ..self
+        }
+    }
+}
+
+fn tap_sequence(jsonl: &str) -> Vec<Tapped> {
+    let hex = |v: &serde_json::Value| {
+        u64::from_str_radix(v.as_str().expect("hex").trim_start_matches("0x"), 16).expect("hex")
+    };
+    jsonl
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("json line"))
+        .filter(|v| v["type"] == "exception")
+        .map(|v| Tapped {
+            logged: Logged {
+                vector: v["vector"].as_u64().expect("vector") as u8,
+                error: v["error"].as_u64().unwrap_or(0),
+                cr2: hex(&v["cr2"]),
+                rip: hex(&v["rip"]),
+            },
+            cpl: v["cpl"].as_u64(),
+        })
+        .collect()
 }
 
 #[test]
@@ -195,12 +266,14 @@ fn the_log_parser_reads_qemu_int_lines() {
             Logged {
                 vector: 14,
                 error: 6,
-                cr2: 0x716b_326c_8100
+                cr2: 0x716b_326c_8100,
+                rip: 0x5555_5555_4046,
             },
             Logged {
                 vector: 0x80,
                 error: 0,
-                cr2: 0
+                cr2: 0,
+                rip: 0x5555_5555_4070,
             }
         ]
     );

@@ -16,6 +16,9 @@ fn finished_vm(cmdline: &str) -> Vm {
         serial_log: None,
         echo_serial: false,
         kvm_device: "/dev/kvm".into(),
+        tap: false,
+        audit: vmm_host::vm::AuditMode::Off,
+        report: None,
     })
     .expect("create VM");
     let report = vm.run();

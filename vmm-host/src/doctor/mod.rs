@@ -3,7 +3,7 @@
 //! [`Capabilities`] which mechanism to use.
 
 mod machine;
-mod probes;
+pub(crate) mod probes;
 
 use crate::hypervisor;
 use std::fmt;

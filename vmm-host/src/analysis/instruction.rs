@@ -1,0 +1,231 @@
+//! The instruction at the faulting RIP and the address each of its memory operands used,
+//! computed from the registers the interrupted code left.
+
+use crate::addr::Gva;
+use crate::virt::AddressSpace;
+use iced_x86::{
+    Decoder, DecoderOptions, Formatter, InstructionInfoFactory, IntelFormatter, OpAccess, Register,
+};
+use kvm_bindings::kvm_regs;
+use std::fmt;
+
+/// A memory operand and its effective (linear) address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryOperand {
+    /// As written: "[rax+rcx*8+10h]".
+    pub text: String,
+    /// Linear address (segment base included); `None` if a register could not be read.
+    pub address: Option<Gva>,
+    pub write: bool,
+    pub size: usize,
+    /// The base register and its value: the pointer a bug usually lives in.
+    pub base: Option<(String, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instruction {
+    pub rip: Gva,
+    pub bytes: Vec<u8>,
+    pub text: String,
+    pub operands: Vec<MemoryOperand>,
+}
+
+/// Register values for iced's effective-address computation.
+#[derive(Debug)]
+pub struct RegisterFile<'a> {
+    pub regs: &'a kvm_regs,
+    pub fs_base: u64,
+    pub gs_base: u64,
+}
+
+impl RegisterFile<'_> {
+    pub fn value(&self, register: Register) -> Option<u64> {
+        let r = self.regs;
+        let full = register.full_register();
+        let value = match full {
+            Register::RAX => r.rax,
+            Register::RBX => r.rbx,
+            Register::RCX => r.rcx,
+            Register::RDX => r.rdx,
+            Register::RSI => r.rsi,
+            Register::RDI => r.rdi,
+            Register::RBP => r.rbp,
+            Register::RSP => r.rsp,
+            Register::R8 => r.r8,
+            Register::R9 => r.r9,
+            Register::R10 => r.r10,
+            Register::R11 => r.r11,
+            Register::R12 => r.r12,
+            Register::R13 => r.r13,
+            Register::R14 => r.r14,
+            Register::R15 => r.r15,
+            Register::RIP => r.rip,
+            Register::FS => return Some(self.fs_base),
+            Register::GS => return Some(self.gs_base),
+            Register::ES | Register::CS | Register::SS | Register::DS => return Some(0),
+            _ => return None,
+        };
+        let bits = register.size() * 8;
+        Some(if bits >= 64 {
+            value
+        } else {
+            value & ((1u64 << bits) - 1)
+        })
+    }
+}
+
+/// Decode the 64-bit instruction in `bytes` located at `rip`.
+pub fn decode_bytes(bytes: &[u8], rip: u64, registers: &RegisterFile<'_>) -> Option<Instruction> {
+    let mut decoder = Decoder::with_ip(64, bytes, rip, DecoderOptions::NONE);
+    let instruction = decoder.decode();
+    if instruction.is_invalid() {
+        return None;
+    }
+    let mut text = String::new();
+    let mut formatter = IntelFormatter::new();
+    formatter.format(&instruction, &mut text);
+    let mut factory = InstructionInfoFactory::new();
+    let info = factory.info(&instruction);
+    let operands = info
+        .used_memory()
+        .iter()
+        .map(|used| {
+            let address = used
+                .virtual_address(0, |register, _, _| registers.value(register))
+                .map(Gva::new);
+            let base = (used.base() != Register::None).then(|| {
+                (
+                    format!("{:?}", used.base()).to_lowercase(),
+                    registers.value(used.base()).unwrap_or(0),
+                )
+            });
+            let write = matches!(
+                used.access(),
+                OpAccess::Write
+                    | OpAccess::CondWrite
+                    | OpAccess::ReadWrite
+                    | OpAccess::ReadCondWrite
+            );
+            let mut operand_text = String::from("[");
+            if let Some((name, _)) = &base {
+                operand_text.push_str(name);
+            }
+            if used.index() != Register::None {
+                if operand_text.len() > 1 {
+                    operand_text.push('+');
+                }
+                operand_text.push_str(&format!("{:?}", used.index()).to_lowercase());
+                if used.scale() > 1 {
+                    operand_text.push_str(&format!("*{}", used.scale()));
+                }
+            }
+            let displacement = used.displacement() as i64;
+            if displacement != 0 || operand_text.len() == 1 {
+                if operand_text.len() > 1 {
+                    if displacement < 0 {
+                        operand_text.push_str(&format!("-{:#x}", displacement.unsigned_abs()));
+                    } else {
+                        operand_text.push_str(&format!("+{displacement:#x}"));
+                    }
+                } else {
+                    operand_text.push_str(&format!("{:#x}", used.displacement()));
+                }
+            }
+            operand_text.push(']');
+            MemoryOperand {
+                text: operand_text,
+                address,
+                write,
+                size: used.memory_size().size(),
+                base,
+            }
+        })
+        .collect();
+    Some(Instruction {
+        rip: Gva::new(rip),
+        bytes: bytes[..instruction.len()].to_vec(),
+        text,
+        operands,
+    })
+}
+
+/// Read and decode the instruction at the interrupted RIP.
+pub fn decode_at(
+    space: &AddressSpace<'_>,
+    registers: &RegisterFile<'_>,
+) -> Result<Instruction, String> {
+    let rip = registers.regs.rip;
+    let mut bytes = [0u8; 15];
+    let (_, len) = space
+        .read_prefix(Gva::new(rip), &mut bytes)
+        .map_err(|e| format!("cannot read the instruction: {e}"))?;
+    decode_bytes(&bytes[..len], rip, registers)
+        .ok_or_else(|| format!("the bytes at {rip:#x} are not a valid instruction"))
+}
+
+impl fmt::Display for Instruction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hex: Vec<String> = self.bytes.iter().map(|b| format!("{b:02x}")).collect();
+        write!(f, "{}   ({})", self.text, hex.join(" "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registers(regs: &kvm_regs) -> RegisterFile<'_> {
+        RegisterFile {
+            regs,
+            fs_base: 0x7000_0000,
+            gs_base: 0,
+        }
+    }
+
+    #[test]
+    fn operand_addresses_come_from_the_registers() {
+        let regs = kvm_regs {
+            rax: 0x8000_0000_0400_3003,
+            rcx: 5,
+            ..Default::default()
+        };
+        // mov [rax+rcx*8], rdx
+        let i = decode_bytes(&[0x48, 0x89, 0x14, 0xc8], 0x1000, &registers(&regs)).unwrap();
+        assert_eq!(i.text, "mov [rax+rcx*8],rdx");
+        assert_eq!(i.operands.len(), 1);
+        let op = &i.operands[0];
+        assert_eq!(op.text, "[rax+rcx*8]");
+        assert_eq!(op.address, Some(Gva::new(0x8000_0000_0400_3003 + 40)));
+        assert!(op.write);
+        assert_eq!(op.base, Some(("rax".into(), 0x8000_0000_0400_3003)));
+    }
+
+    #[test]
+    fn rip_relative_fs_relative_and_implicit_stack_operands() {
+        let regs = kvm_regs {
+            rsp: 0x9000,
+            ..Default::default()
+        };
+        // mov rax, [rip+0x10] at 0x1000 (7 bytes): reads 0x1017.
+        let i = decode_bytes(
+            &[0x48, 0x8b, 0x05, 0x10, 0, 0, 0],
+            0x1000,
+            &registers(&regs),
+        )
+        .unwrap();
+        assert_eq!(i.operands[0].address, Some(Gva::new(0x1017)));
+        assert!(!i.operands[0].write);
+        // mov rax, fs:[0x28]
+        let i = decode_bytes(
+            &[0x64, 0x48, 0x8b, 0x04, 0x25, 0x28, 0, 0, 0],
+            0x1000,
+            &registers(&regs),
+        )
+        .unwrap();
+        assert_eq!(i.operands[0].address, Some(Gva::new(0x7000_0028)));
+        // push rbx writes below RSP.
+        let i = decode_bytes(&[0x53], 0x1000, &registers(&regs)).unwrap();
+        assert_eq!(i.operands[0].address, Some(Gva::new(0x8ff8)));
+        assert!(i.operands[0].write);
+    }
+}

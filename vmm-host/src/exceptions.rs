@@ -1,0 +1,186 @@
+//! Every exception the tap captured during a run: the full sequence in brief, counts per
+//! vector, and the records worth a detailed report (the first of each kind, and those still
+//! being handled when the run ended).
+
+use crate::addr::Gva;
+use crate::analysis::Analysis;
+use crate::tap::{ExceptionRecord, TapStats, TrapKind};
+use abi::exception;
+use std::collections::HashSet;
+use std::fmt;
+
+/// The sequence keeps at most this many exceptions (a guest in a fault loop would otherwise
+/// fill the host's memory); counts stay exact.
+pub const SEQUENCE_LIMIT: usize = 1 << 20;
+/// Detailed reports of distinct kinds of exception kept per run.
+pub const DETAILED_LIMIT: usize = 16;
+
+/// One exception in brief: what QEMU's `-d int` prints for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Brief {
+    pub seq: u64,
+    pub vector: u8,
+    pub error: Option<u64>,
+    pub cr2: u64,
+    pub rip: Gva,
+    pub cpl: Option<u8>,
+    pub depth: usize,
+}
+
+/// A record and what the host worked out about it.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub record: ExceptionRecord,
+    pub analysis: Option<Analysis>,
+}
+
+/// What makes two exceptions "the same kind" for the console: vector, the privilege level
+/// they came from, nesting, and for page faults the access and where the walk stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Kind {
+    vector: u8,
+    cpl: Option<u8>,
+    nested: bool,
+    detail: String,
+}
+
+#[derive(Debug, Default)]
+pub struct ExceptionLog {
+    pub sequence: Vec<Brief>,
+    pub counts: [u64; 32],
+    pub total: u64,
+    /// The first exception of each kind.
+    pub detailed: Vec<Captured>,
+    /// Exceptions still being handled, outermost first.
+    pub active: Vec<Captured>,
+    /// The whole page-table tree under the CR3 the run ended with.
+    pub final_audit: Option<crate::paging::Audit>,
+    kinds: HashSet<Kind>,
+}
+
+impl ExceptionLog {
+    pub fn push(&mut self, captured: Captured) {
+        let record = &captured.record;
+        self.total += 1;
+        if let Some(count) = self.counts.get_mut(usize::from(record.vector)) {
+            *count += 1;
+        }
+        if self.sequence.len() < SEQUENCE_LIMIT {
+            self.sequence.push(Brief {
+                seq: record.seq,
+                vector: record.vector,
+                error: record.error(),
+                cr2: record.control.cr2,
+                rip: record.rip(),
+                cpl: record.cpl(),
+                depth: record.depth,
+            });
+        }
+        let kind = Kind {
+            vector: record.vector,
+            cpl: record.cpl(),
+            nested: record.depth > 1,
+            detail: captured
+                .analysis
+                .as_ref()
+                .map(Analysis::kind)
+                .unwrap_or_default(),
+        };
+        if self.detailed.len() < DETAILED_LIMIT && self.kinds.insert(kind) {
+            self.detailed.push(captured.clone());
+        }
+        let outer = &record.outer;
+        self.active.retain(|a| outer.contains(&a.record.seq));
+        self.active.push(captured);
+    }
+
+    /// The diff of an earlier exception, learnt when the next one (or the end) came.
+    pub fn attach_diff(&mut self, seq: u64, diff: crate::analysis::Diff) {
+        for captured in self.detailed.iter_mut().chain(self.active.iter_mut()) {
+            if captured.record.seq == seq
+                && let Some(analysis) = &mut captured.analysis
+            {
+                analysis.diff = Some(diff.clone());
+            }
+        }
+    }
+}
+
+/// The exception block of the run report.
+#[derive(Debug)]
+pub struct ExceptionReport<'a> {
+    pub log: &'a ExceptionLog,
+    pub kind: TrapKind,
+    pub stats: &'a TapStats,
+    pub handlers: usize,
+}
+
+impl fmt::Display for ExceptionReport<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let log = self.log;
+        let s = self.stats;
+        writeln!(
+            f,
+            "== exceptions: {} captured by {} traps at {} handlers ({} emulated, {} single-stepped)",
+            log.total,
+            self.kind.name(),
+            self.handlers,
+            s.emulated,
+            s.stepped
+        )?;
+        for line in &s.unarmed {
+            writeln!(f, "  not armed: {line}")?;
+        }
+        for (vector, count) in log.counts.iter().enumerate() {
+            if *count > 0 {
+                writeln!(
+                    f,
+                    "  {:<32} {count:>9}",
+                    format!("vector {vector:>2} {}", exception::name(vector as u8))
+                )?;
+            }
+        }
+        let active: Vec<u64> = log.active.iter().map(|c| c.record.seq).collect();
+        for captured in &log.detailed {
+            if active.contains(&captured.record.seq) {
+                continue;
+            }
+            writeln!(f, "\n-- first of its kind")?;
+            write!(f, "{}", Detailed(captured))?;
+        }
+        if !log.active.is_empty() {
+            writeln!(
+                f,
+                "\n-- still being handled when the run ended (outermost first)"
+            )?;
+            for captured in &log.active {
+                write!(f, "{}", Detailed(captured))?;
+            }
+        }
+        if let Some(audit) = &log.final_audit {
+            writeln!(f, "\n-- page tables when the run ended")?;
+            for line in audit.summary().lines() {
+                writeln!(f, "  {line}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One exception in full: the record line, then the analysis indented.
+#[derive(Debug)]
+pub struct Detailed<'a>(pub &'a Captured);
+
+impl fmt::Display for Detailed<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let record = &self.0.record;
+        writeln!(f, "{record}")?;
+        if let Some(why) = &record.frame_error {
+            writeln!(f, "  {why}")?;
+        }
+        if let Some(analysis) = &self.0.analysis {
+            write!(f, "{analysis}")?;
+        }
+        Ok(())
+    }
+}

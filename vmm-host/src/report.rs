@@ -1,0 +1,207 @@
+//! `--report FILE.jsonl`: one JSON object per line for every exception, diff and audit, then
+//! one for the end of the run (schema: docs/report-schema.md).
+
+use crate::analysis::{Analysis, Diff, NamedWalk};
+use crate::ending::RunReport;
+use crate::paging::{Audit, Walk, WalkEnd};
+use crate::tap::ExceptionRecord;
+use abi::exception;
+use serde_json::{Value, json};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot create the report file `{path}`: {error}", path = .0.display(), error = .1)]
+    Create(PathBuf, #[source] std::io::Error),
+    #[error("cannot write the report file `{path}`: {error}", path = .0.display(), error = .1)]
+    Write(PathBuf, #[source] std::io::Error),
+}
+
+fn hex(value: u64) -> String {
+    format!("{value:#x}")
+}
+
+pub fn walk_json(walk: &Walk) -> Value {
+    let steps: Vec<Value> = walk
+        .steps
+        .iter()
+        .map(|s| {
+            json!({
+                "level": s.level.linux_name(),
+                "index": s.index,
+                "table": hex(s.table.raw()),
+                "entry": hex(s.entry.raw()),
+                "flags": s.entry.to_string(),
+            })
+        })
+        .collect();
+    let end = match walk.end {
+        WalkEnd::Mapped(m) => json!({
+            "result": "mapped", "physical": hex(m.gpa.raw()), "page_size": m.page_size,
+            "writable": m.writable, "user": m.user, "executable": m.executable,
+        }),
+        WalkEnd::NonCanonical => json!({"result": "non-canonical"}),
+        WalkEnd::NotPresent { level } => {
+            json!({"result": "not-present", "level": level.linux_name()})
+        }
+        WalkEnd::ReservedBits { level, bits } => {
+            json!({"result": "reserved-bits", "level": level.linux_name(), "bits": hex(bits)})
+        }
+        WalkEnd::TableOutsideRam { level, table } => json!({
+            "result": "table-outside-ram", "level": level.linux_name(), "table": hex(table.raw()),
+        }),
+    };
+    json!({
+        "address": hex(walk.gva.raw()),
+        "offset": walk.gva.page_offset(),
+        "steps": steps,
+        "end": end,
+    })
+}
+
+fn walks_json(walks: &[NamedWalk]) -> Value {
+    walks
+        .iter()
+        .map(|w| json!({"what": w.what, "walk": walk_json(&w.walk)}))
+        .collect()
+}
+
+pub fn exception_json(record: &ExceptionRecord, analysis: Option<&Analysis>) -> Value {
+    let frame = record.frame.map(|f| {
+        json!({
+            "at": hex(f.at.raw()), "rip": hex(f.rip.raw()), "cs": f.cs, "rflags": hex(f.rflags),
+            "rsp": hex(f.rsp.raw()), "ss": f.ss,
+        })
+    });
+    let c = &record.control;
+    let mut value = json!({
+        "type": "exception",
+        "seq": record.seq,
+        "vector": record.vector,
+        "name": exception::name(record.vector),
+        "error": record.error(),
+        "error_text": record.error_text(),
+        "rip": hex(record.regs.rip),
+        "cpl": record.cpl(),
+        "frame": frame,
+        "cr0": hex(c.cr0), "cr2": hex(c.cr2), "cr3": hex(c.cr3), "cr4": hex(c.cr4),
+        "efer": hex(c.efer),
+        "depth": record.depth,
+        "outer": record.outer,
+    });
+    if let Some(a) = analysis {
+        let instruction = a.instruction.as_ref().ok().map(|i| {
+            let operands: Vec<Value> = i
+                .operands
+                .iter()
+                .map(|o| {
+                    json!({"text": o.text, "address": o.address.map(|a| hex(a.raw())),
+                           "write": o.write, "size": o.size})
+                })
+                .collect();
+            json!({"text": i.text, "bytes": i.bytes.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                   "operands": operands})
+        });
+        let location = a.location.as_ref().map(
+            |l| json!({"function": l.function, "offset": l.offset, "file": l.file, "line": l.line}),
+        );
+        value["instruction"] = instruction.unwrap_or(Value::Null);
+        value["location"] = location.unwrap_or(Value::Null);
+        value["walks"] = walks_json(&a.walks);
+        value["explanation"] = json!(a.explanation);
+    }
+    value
+}
+
+pub fn diff_json(seq: u64, diff: &Diff) -> Value {
+    let changes: Vec<Value> = diff
+        .changes
+        .iter()
+        .map(|c| {
+            json!({
+                "level": c.level.linux_name(), "index": c.index,
+                "entry_address": hex(c.entry_address.raw()),
+                "old": c.old.map(|p| hex(p.raw())),
+                "new": hex(c.new.raw()),
+                "new_flags": c.new.to_string(),
+                "new_pfn": hex(c.new.pfn()),
+                "hardware_only": c.hardware_only(),
+            })
+        })
+        .collect();
+    json!({"type": "diff", "seq": seq, "address": hex(diff.gva.raw()), "changes": changes})
+}
+
+pub fn audit_json(seq: Option<u64>, audit: &Audit) -> Value {
+    let ranges: Vec<Value> = audit
+        .ranges
+        .iter()
+        .map(|r| json!({"start": hex(r.start.raw()), "size": hex(r.size), "rights": r.rights()}))
+        .collect();
+    let findings: Vec<String> = audit.findings.iter().map(ToString::to_string).collect();
+    json!({
+        "type": "audit",
+        "seq": seq,
+        "cr3": hex(audit.cr3.raw()),
+        "entries": audit.entries_visited,
+        "ranges": ranges,
+        "identity": audit.identity.iter().map(|(s, n)| json!({"start": hex(s.raw()), "size": hex(*n)})).collect::<Vec<_>>(),
+        "direct_map": audit.direct_map.map(|d| json!({"base": hex(d.base.raw()), "physical": hex(d.phys_start.raw()), "size": hex(d.size)})),
+        "recursive_slot": audit.recursive_slot,
+        "table_frames": audit.table_frames.len(),
+        "findings": findings,
+    })
+}
+
+pub fn run_json(report: &RunReport, exceptions: u64) -> Value {
+    json!({
+        "type": "run",
+        "ending": report.ending.kind(),
+        "status": report.exit_status(),
+        "seconds": report.elapsed.as_secs_f64(),
+        "vm_exits": report.vm_exits,
+        "exceptions": exceptions,
+    })
+}
+
+/// The open report file. Write errors are kept and reported once, at the end.
+#[derive(Debug)]
+pub struct ReportFile {
+    path: PathBuf,
+    out: BufWriter<File>,
+    error: Option<std::io::Error>,
+}
+
+impl ReportFile {
+    pub fn create(path: &Path) -> Result<Self, ReportError> {
+        let file = File::create(path).map_err(|e| ReportError::Create(path.into(), e))?;
+        Ok(Self {
+            path: path.into(),
+            out: BufWriter::new(file),
+            error: None,
+        })
+    }
+
+    pub fn line(&mut self, value: &Value) {
+        if self.error.is_some() {
+            return;
+        }
+        let result = serde_json::to_writer(&mut self.out, value)
+            .map_err(std::io::Error::from)
+            .and_then(|()| self.out.write_all(b"\n"));
+        if let Err(e) = result {
+            self.error = Some(e);
+        }
+    }
+
+    pub fn finish(mut self) -> Result<(), ReportError> {
+        if let Some(e) = self.error.take() {
+            return Err(ReportError::Write(self.path, e));
+        }
+        self.out
+            .flush()
+            .map_err(|e| ReportError::Write(self.path.clone(), e))
+    }
+}

@@ -1,0 +1,440 @@
+//! The exception tap: the host sees every exception the guest takes, with no help from it.
+//!
+//! The tap reads the guest's IDTR and gates 0–31, translates each handler's address through the
+//! guest's own page tables, and replaces the handler's first byte with an instruction that
+//! exits to the host (`hlt` here; `int3` where KVM supports software breakpoints). On a hit it
+//! records the exception frame and control registers, then lets the handler run: it emulates
+//! the displaced instruction when it can, else puts the byte back and single-steps it. Every
+//! host read goes through [`GuestView`], which hides the patched bytes.
+
+mod emulate;
+mod idt;
+mod patch;
+mod record;
+
+pub use idt::{EXCEPTION_VECTORS, Gate, GateKind, Idtr};
+pub use patch::{GuestView, Patch, PatchError, Patches};
+pub use record::{ControlRegisters, ExceptionRecord, Frame, Nesting};
+
+use crate::addr::{Gpa, Gva};
+use crate::paging::{Cr3, PagingMode};
+use crate::virt::AddressSpace;
+use kvm_bindings::{
+    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_SW_BP, kvm_guest_debug,
+    kvm_regs, kvm_sregs,
+};
+use kvm_ioctls::{Kvm, VcpuFd};
+use std::time::{Duration, Instant};
+use vm_memory::{Bytes, GuestMemoryMmap};
+
+const CR0_PG: u64 = 1 << 31;
+const EFER_LMA: u64 = 1 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error("the tap could not {what}: {error}")]
+    Kvm {
+        what: &'static str,
+        #[source]
+        error: kvm_ioctls::Error,
+    },
+    #[error(transparent)]
+    Patch(#[from] PatchError),
+}
+
+fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> TapError {
+    move |error| TapError::Kvm { what, error }
+}
+
+/// The instruction the tap plants at handler entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrapKind {
+    /// `hlt` (0xF4): exits as KVM_EXIT_HLT when there is no in-kernel irqchip; works on the
+    /// nested KVM of these machines, where `int3` in ring 0 is an emulation failure.
+    Hlt,
+    /// `int3` (0xCC) with KVM_GUESTDBG_USE_SW_BP: exits as KVM_EXIT_DEBUG, exception 3.
+    Int3,
+}
+
+impl TrapKind {
+    pub fn byte(self) -> u8 {
+        match self {
+            Self::Hlt => 0xf4,
+            Self::Int3 => 0xcc,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hlt => "hlt",
+            Self::Int3 => "int3",
+        }
+    }
+
+    /// `int3` where a throw-away VM shows KVM reports it as a debug exit, `hlt` otherwise.
+    /// Probed once per process.
+    pub fn probe(kvm: &Kvm) -> Self {
+        static KIND: std::sync::OnceLock<TrapKind> = std::sync::OnceLock::new();
+        *KIND.get_or_init(|| match crate::doctor::probes::int3(kvm).verdict {
+            crate::doctor::Verdict::Yes => Self::Int3,
+            _ => Self::Hlt,
+        })
+    }
+
+    fn debug_control(self) -> u32 {
+        match self {
+            Self::Hlt => 0,
+            Self::Int3 => KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_SW_BP,
+        }
+    }
+}
+
+/// Counters that say what the tap cost.
+#[derive(Debug, Clone, Default)]
+pub struct TapStats {
+    /// Exceptions captured.
+    pub hits: u64,
+    /// Displaced instructions run on the host (one exit per exception).
+    pub emulated: u64,
+    /// Displaced instructions single-stepped (two exits per exception).
+    pub stepped: u64,
+    /// IDT checks made at exits that were not the tap's.
+    pub checks: u64,
+    pub check_time: Duration,
+    /// Times the handler set changed and was armed again.
+    pub arms: u64,
+    /// Handler entries armed at the last check.
+    pub handlers: usize,
+    /// Handlers the tap could not arm, and why (last check).
+    pub unarmed: Vec<String>,
+}
+
+/// What the tap last armed: enough to notice any change cheaply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Armed {
+    idtr: Idtr,
+    cr3: u64,
+    gates: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub struct Tap {
+    kind: TrapKind,
+    max_phys_addr: u8,
+    patches: Patches,
+    armed: Option<Armed>,
+    /// The patch lifted for a single-step in progress.
+    stepping: Option<Gpa>,
+    nesting: Nesting,
+    next_seq: u64,
+    pub stats: TapStats,
+}
+
+/// How an exit relates to the tap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hit {
+    /// The guest reached the armed handler at this physical address.
+    Handler {
+        gpa: Gpa,
+        handler: Gva,
+    },
+    NotOurs,
+}
+
+impl Tap {
+    pub fn new(kind: TrapKind, max_phys_addr: u8) -> Self {
+        Self {
+            kind,
+            max_phys_addr,
+            patches: Patches::new(kind.byte()),
+            armed: None,
+            stepping: None,
+            nesting: Nesting::default(),
+            next_seq: 1,
+            stats: TapStats::default(),
+        }
+    }
+
+    pub fn kind(&self) -> TrapKind {
+        self.kind
+    }
+
+    pub fn patches(&self) -> &Patches {
+        &self.patches
+    }
+
+    /// Exceptions still being handled, outermost first.
+    pub fn chain(&self) -> Vec<u64> {
+        self.nesting.chain()
+    }
+
+    pub fn space<'a>(&'a self, ram: &'a GuestMemoryMmap, sregs: &kvm_sregs) -> AddressSpace<'a> {
+        AddressSpace {
+            view: GuestView::new(ram, Some(&self.patches)),
+            mode: PagingMode::new(self.max_phys_addr, sregs.efer),
+            cr3: Cr3::new(sregs.cr3),
+        }
+    }
+
+    /// Check the IDT and arm (or re-arm) its handlers. Cheap when nothing changed: one
+    /// KVM_GET_SREGS and a compare of the gate bytes.
+    pub fn check(&mut self, vcpu: &VcpuFd, ram: &GuestMemoryMmap) -> Result<(), TapError> {
+        if self.stepping.is_some() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let sregs = vcpu.get_sregs().map_err(kvm("read the IDTR"))?;
+        let result = self.check_with(vcpu, ram, &sregs);
+        self.stats.checks += 1;
+        self.stats.check_time += started.elapsed();
+        result
+    }
+
+    fn check_with(
+        &mut self,
+        vcpu: &VcpuFd,
+        ram: &GuestMemoryMmap,
+        sregs: &kvm_sregs,
+    ) -> Result<(), TapError> {
+        if sregs.cr0 & CR0_PG == 0 || sregs.efer & EFER_LMA == 0 {
+            // Long-mode gates only: before the kernel enters long mode there is nothing to arm.
+            return Ok(());
+        }
+        let idtr = Idtr {
+            base: Gva::new(sregs.idt.base),
+            limit: sregs.idt.limit,
+        };
+        let mut gates = vec![0u8; usize::from(idtr.covered_vectors()) * 16];
+        let space = self.space(ram, sregs);
+        if !gates.is_empty() && space.read(idtr.base, &mut gates).is_err() {
+            gates.clear();
+        }
+        let current = Armed {
+            idtr,
+            cr3: sregs.cr3 & mm::paging::ADDR_MASK,
+            gates,
+        };
+        let overwritten: Vec<Gpa> = self
+            .patches
+            .iter()
+            .filter(|(gpa, p)| !p.lifted && !self.patches.holds_trap(ram, *gpa))
+            .map(|(gpa, _)| gpa)
+            .collect();
+        if self.armed.as_ref() == Some(&current) && overwritten.is_empty() {
+            return Ok(());
+        }
+        for gpa in overwritten {
+            self.patches.forget(gpa);
+        }
+        self.arm(vcpu, ram, sregs, &current)?;
+        self.armed = Some(current);
+        Ok(())
+    }
+
+    fn arm(
+        &mut self,
+        vcpu: &VcpuFd,
+        ram: &GuestMemoryMmap,
+        sregs: &kvm_sregs,
+        armed: &Armed,
+    ) -> Result<(), TapError> {
+        let space = self.space(ram, sregs);
+        let mut wanted: Vec<(Gpa, u8)> = Vec::new();
+        let mut unarmed = Vec::new();
+        for (vector, raw) in armed.gates.chunks_exact(16).enumerate() {
+            let vector = vector as u8;
+            let raw: &[u8; 16] = raw.try_into().unwrap_or(&[0; 16]);
+            let gate = Gate::parse(vector, raw);
+            if !gate.usable() {
+                continue;
+            }
+            match space.translate(gate.handler) {
+                Ok(gpa) => wanted.push((gpa, vector)),
+                Err(e) => unarmed.push(format!("vector {vector}: handler {e}")),
+            }
+        }
+        let stale: Vec<Gpa> = self
+            .patches
+            .iter()
+            .filter(|(gpa, _)| !wanted.iter().any(|(w, _)| w == gpa))
+            .map(|(gpa, _)| gpa)
+            .collect();
+        for gpa in stale {
+            self.patches.disarm(ram, gpa);
+        }
+        for (gpa, vector) in wanted {
+            if let Err(e) = self.patches.arm(ram, gpa, vector) {
+                unarmed.push(format!("vector {vector}: {e}"));
+            }
+        }
+        if self.kind == TrapKind::Int3 && !self.patches.is_empty() {
+            self.set_debug(vcpu, false)?;
+        }
+        self.stats.arms += 1;
+        self.stats.handlers = self.patches.len();
+        self.stats.unarmed = unarmed;
+        Ok(())
+    }
+
+    fn set_debug(&self, vcpu: &VcpuFd, single_step: bool) -> Result<(), TapError> {
+        let mut control = self.kind.debug_control();
+        if single_step {
+            control |= KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP;
+        }
+        let debug = kvm_guest_debug {
+            control,
+            ..Default::default()
+        };
+        vcpu.set_guest_debug(&debug)
+            .map_err(kvm("set KVM_SET_GUEST_DEBUG"))
+    }
+
+    /// Whether a `hlt` exit (RIP after the instruction) or an int3 debug exit (RIP at it) is
+    /// one of the tap's traps.
+    pub fn classify(&self, ram: &GuestMemoryMmap, sregs: &kvm_sregs, trap_at: u64) -> Hit {
+        if self.patches.is_empty() {
+            return Hit::NotOurs;
+        }
+        let handler = Gva::new(trap_at);
+        match self.space(ram, sregs).translate(handler) {
+            Ok(gpa) if self.patches.get(gpa).is_some_and(|p| !p.lifted) => {
+                Hit::Handler { gpa, handler }
+            }
+            _ => Hit::NotOurs,
+        }
+    }
+
+    /// Record the exception whose handler was just reached, then let the handler run.
+    pub fn on_hit(
+        &mut self,
+        vcpu: &VcpuFd,
+        ram: &GuestMemoryMmap,
+        mut regs: kvm_regs,
+        sregs: &kvm_sregs,
+        gpa: Gpa,
+        handler: Gva,
+    ) -> Result<ExceptionRecord, TapError> {
+        self.stats.hits += 1;
+        let patch = self.patches.get(gpa).copied().unwrap_or(Patch {
+            original: 0,
+            vectors: 1,
+            lifted: false,
+        });
+        regs.rip = handler.raw();
+        let record = self.record(ram, &regs, sregs, &patch, handler);
+        self.resume(vcpu, ram, regs, sregs, gpa)?;
+        Ok(record)
+    }
+
+    fn record(
+        &mut self,
+        ram: &GuestMemoryMmap,
+        regs: &kvm_regs,
+        sregs: &kvm_sregs,
+        patch: &Patch,
+        handler: Gva,
+    ) -> ExceptionRecord {
+        let vector = patch.vector();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let space = self.space(ram, sregs);
+        let at = Gva::new(regs.rsp);
+        let mut raw = [0u8; 48];
+        let frame = space.read(at, &mut raw).map(|_| {
+            let mut words = [0u64; 6];
+            for (word, bytes) in words.iter_mut().zip(raw.chunks_exact(8)) {
+                *word = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
+            }
+            Frame::parse(at, &words, abi::exception::pushes_error_code(vector))
+        });
+        let (frame, frame_error) = match frame {
+            Ok(frame) => (Some(frame), None),
+            Err(e) => (None, Some(format!("cannot read the exception frame: {e}"))),
+        };
+        let mut interrupted = *regs;
+        if let Some(f) = &frame {
+            interrupted.rip = f.rip.raw();
+            interrupted.rsp = f.rsp.raw();
+            interrupted.rflags = f.rflags;
+        }
+        let outer = self.nesting.enter(seq, frame.as_ref());
+        ExceptionRecord {
+            seq,
+            vector,
+            shared_handler: patch.shared(),
+            handler,
+            frame,
+            frame_error,
+            control: ControlRegisters {
+                cr0: sregs.cr0,
+                cr2: sregs.cr2,
+                cr3: sregs.cr3,
+                cr4: sregs.cr4,
+                efer: sregs.efer,
+            },
+            regs: interrupted,
+            fs_base: sregs.fs.base,
+            gs_base: sregs.gs.base,
+            depth: outer.len() + 1,
+            outer,
+        }
+    }
+
+    /// Run the displaced first instruction on the host if possible, else single-step it.
+    fn resume(
+        &mut self,
+        vcpu: &VcpuFd,
+        ram: &GuestMemoryMmap,
+        regs: kvm_regs,
+        sregs: &kvm_sregs,
+        gpa: Gpa,
+    ) -> Result<(), TapError> {
+        let space = self.space(ram, sregs);
+        let mut bytes = [0u8; 15];
+        let effect = space
+            .read_prefix(Gva::new(regs.rip), &mut bytes)
+            .ok()
+            .and_then(|(_, len)| emulate::emulate(&bytes[..len], &regs, &space));
+        if let Some(effect) = effect {
+            let stored = match effect.store {
+                Some((at, value)) => ram.write_obj(value, at.guest_address()).is_ok(),
+                None => true,
+            };
+            if stored {
+                let mut after = regs;
+                after.rip = effect.rip;
+                after.rsp = effect.rsp;
+                after.rflags = effect.rflags;
+                vcpu.set_regs(&after).map_err(kvm("set registers"))?;
+                self.stats.emulated += 1;
+                return Ok(());
+            }
+        }
+        self.patches.lift(ram, gpa);
+        vcpu.set_regs(&regs).map_err(kvm("set registers"))?;
+        self.set_debug(vcpu, true)?;
+        self.stepping = Some(gpa);
+        self.stats.stepped += 1;
+        Ok(())
+    }
+
+    /// Whether a single-step is in progress.
+    pub fn stepping(&self) -> bool {
+        self.stepping.is_some()
+    }
+
+    /// Called at the exit after a single-step was started, whatever the exit is: re-arm.
+    pub fn end_step(&mut self, vcpu: &VcpuFd, ram: &GuestMemoryMmap) -> Result<(), TapError> {
+        if let Some(gpa) = self.stepping.take() {
+            self.patches.relower(ram, gpa);
+            self.set_debug(vcpu, false)?;
+        }
+        Ok(())
+    }
+
+    /// Give the guest back every byte (at the end of a run, before reports read memory).
+    pub fn disarm(&mut self, ram: &GuestMemoryMmap) {
+        self.patches.disarm_all(ram);
+        self.armed = None;
+    }
+}

@@ -1,0 +1,251 @@
+//! The bytes the tap patched into guest code, and the view of guest RAM that hides them.
+//!
+//! Every host read of guest memory (walks, instruction decoding, reports, gdb) goes through
+//! [`GuestView`], which shows the guest's original bytes where a trap byte sits.
+
+use crate::addr::Gpa;
+use crate::paging::PhysMemory;
+use std::collections::BTreeMap;
+use vm_memory::{Bytes, GuestMemoryMmap};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PatchError {
+    #[error("cannot patch the handler byte at physical {0}: it is not guest RAM")]
+    NotRam(Gpa),
+}
+
+/// One patched handler entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Patch {
+    /// The byte the guest wrote there.
+    pub original: u8,
+    /// Vectors whose gate points here (bit n = vector n); several when handlers are shared.
+    pub vectors: u32,
+    /// True while the original byte is back in place for a single-step.
+    pub lifted: bool,
+}
+
+impl Patch {
+    /// The lowest vector using this handler: the one the tap reports.
+    pub fn vector(&self) -> u8 {
+        self.vectors.trailing_zeros().min(31) as u8
+    }
+
+    pub fn shared(&self) -> bool {
+        self.vectors.count_ones() > 1
+    }
+}
+
+#[derive(Debug)]
+pub struct Patches {
+    trap_byte: u8,
+    by_gpa: BTreeMap<Gpa, Patch>,
+}
+
+impl Patches {
+    pub fn new(trap_byte: u8) -> Self {
+        Self {
+            trap_byte,
+            by_gpa: BTreeMap::new(),
+        }
+    }
+
+    pub fn trap_byte(&self) -> u8 {
+        self.trap_byte
+    }
+
+    pub fn get(&self, gpa: Gpa) -> Option<&Patch> {
+        self.by_gpa.get(&gpa)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_gpa.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_gpa.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Gpa, &Patch)> {
+        self.by_gpa.iter().map(|(&gpa, patch)| (gpa, patch))
+    }
+
+    /// Put the trap byte at `gpa` for `vector`, remembering what was there.
+    pub fn arm(&mut self, ram: &GuestMemoryMmap, gpa: Gpa, vector: u8) -> Result<(), PatchError> {
+        if let Some(patch) = self.by_gpa.get_mut(&gpa) {
+            patch.vectors |= 1 << vector;
+            return Ok(());
+        }
+        let original: u8 = ram
+            .read_obj(gpa.guest_address())
+            .map_err(|_| PatchError::NotRam(gpa))?;
+        ram.write_obj(self.trap_byte, gpa.guest_address())
+            .map_err(|_| PatchError::NotRam(gpa))?;
+        self.by_gpa.insert(
+            gpa,
+            Patch {
+                original,
+                vectors: 1 << vector,
+                lifted: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// Give the guest its byte back for good.
+    pub fn disarm(&mut self, ram: &GuestMemoryMmap, gpa: Gpa) {
+        if let Some(patch) = self.by_gpa.remove(&gpa)
+            && !patch.lifted
+            && self.holds_trap(ram, gpa)
+        {
+            let _ = ram.write_obj(patch.original, gpa.guest_address());
+        }
+    }
+
+    pub fn disarm_all(&mut self, ram: &GuestMemoryMmap) {
+        let all: Vec<Gpa> = self.by_gpa.keys().copied().collect();
+        for gpa in all {
+            self.disarm(ram, gpa);
+        }
+    }
+
+    /// Put the original byte back while its instruction is single-stepped.
+    pub fn lift(&mut self, ram: &GuestMemoryMmap, gpa: Gpa) {
+        if let Some(patch) = self.by_gpa.get_mut(&gpa)
+            && !patch.lifted
+        {
+            let _ = ram.write_obj(patch.original, gpa.guest_address());
+            patch.lifted = true;
+        }
+    }
+
+    /// Re-arm after a single-step. If the guest rewrote the byte meanwhile, its new byte is
+    /// the original from now on.
+    pub fn relower(&mut self, ram: &GuestMemoryMmap, gpa: Gpa) {
+        if let Some(patch) = self.by_gpa.get_mut(&gpa)
+            && patch.lifted
+        {
+            if let Ok(now) = ram.read_obj::<u8>(gpa.guest_address()) {
+                patch.original = now;
+            }
+            let _ = ram.write_obj(self.trap_byte, gpa.guest_address());
+            patch.lifted = false;
+        }
+    }
+
+    /// Whether the trap byte is still in guest RAM at `gpa` (the guest may overwrite it).
+    pub fn holds_trap(&self, ram: &GuestMemoryMmap, gpa: Gpa) -> bool {
+        ram.read_obj::<u8>(gpa.guest_address()).ok() == Some(self.trap_byte)
+    }
+
+    /// Forget a patch the guest overwrote: its byte is the guest's now.
+    pub fn forget(&mut self, gpa: Gpa) {
+        self.by_gpa.remove(&gpa);
+    }
+
+    /// Replace trap bytes inside `[start, start + buf.len())` with the guest's originals.
+    fn hide(&self, start: Gpa, buf: &mut [u8]) {
+        let Some(end) = start.checked_add(buf.len() as u64) else {
+            return;
+        };
+        for (&gpa, patch) in self.by_gpa.range(start..end) {
+            if !patch.lifted {
+                buf[(gpa.raw() - start.raw()) as usize] = patch.original;
+            }
+        }
+    }
+}
+
+/// Guest RAM as the guest believes it is: trap bytes hidden.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestView<'a> {
+    pub ram: &'a GuestMemoryMmap,
+    pub patches: Option<&'a Patches>,
+}
+
+impl<'a> GuestView<'a> {
+    pub fn new(ram: &'a GuestMemoryMmap, patches: Option<&'a Patches>) -> Self {
+        Self { ram, patches }
+    }
+
+    /// Fill `buf` from `gpa`; false when any byte is outside guest RAM.
+    pub fn read(&self, gpa: Gpa, buf: &mut [u8]) -> bool {
+        if self.ram.read_slice(buf, gpa.guest_address()).is_err() {
+            return false;
+        }
+        if let Some(patches) = self.patches {
+            patches.hide(gpa, buf);
+        }
+        true
+    }
+}
+
+impl PhysMemory for GuestView<'_> {
+    fn read_u64(&self, gpa: Gpa) -> Option<u64> {
+        let mut raw = [0u8; 8];
+        self.read(gpa, &mut raw).then(|| u64::from_le_bytes(raw))
+    }
+
+    fn read_table(&self, table: Gpa, out: &mut [u64; 512]) -> bool {
+        let mut raw = [0u8; 4096];
+        if !self.read(table, &mut raw) {
+            return false;
+        }
+        for (entry, bytes) in out.iter_mut().zip(raw.chunks_exact(8)) {
+            *entry = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::GuestAddress;
+
+    fn ram() -> GuestMemoryMmap {
+        let ram = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x2000)]).unwrap();
+        ram.write_slice(&[0x6a, 0x00, 0x6a, 0x0e], GuestAddress(0x100))
+            .unwrap();
+        ram
+    }
+
+    #[test]
+    fn reads_see_the_original_bytes_while_the_guest_sees_the_trap() {
+        let ram = ram();
+        let mut patches = Patches::new(0xf4);
+        patches.arm(&ram, Gpa::new(0x100), 14).unwrap();
+        patches.arm(&ram, Gpa::new(0x100), 13).unwrap();
+        assert_eq!(ram.read_obj::<u8>(GuestAddress(0x100)).unwrap(), 0xf4);
+        let view = GuestView::new(&ram, Some(&patches));
+        let mut buf = [0u8; 4];
+        assert!(view.read(Gpa::new(0xfe), &mut buf));
+        assert_eq!(buf, [0, 0, 0x6a, 0x00]);
+        assert_eq!(view.read_u64(Gpa::new(0x100)), Some(0x0e6a_006a));
+        let patch = patches.get(Gpa::new(0x100)).unwrap();
+        assert_eq!((patch.vector(), patch.shared()), (13, true));
+    }
+
+    #[test]
+    fn lift_and_relower_round_trip_and_disarm_restores() {
+        let ram = ram();
+        let mut patches = Patches::new(0xf4);
+        patches.arm(&ram, Gpa::new(0x102), 14).unwrap();
+        patches.lift(&ram, Gpa::new(0x102));
+        assert_eq!(ram.read_obj::<u8>(GuestAddress(0x102)).unwrap(), 0x6a);
+        patches.relower(&ram, Gpa::new(0x102));
+        assert!(patches.holds_trap(&ram, Gpa::new(0x102)));
+        patches.disarm_all(&ram);
+        assert_eq!(ram.read_obj::<u8>(GuestAddress(0x102)).unwrap(), 0x6a);
+        assert!(patches.is_empty());
+    }
+
+    #[test]
+    fn a_byte_outside_ram_is_an_error_not_a_panic() {
+        let ram = ram();
+        let mut patches = Patches::new(0xf4);
+        assert!(patches.arm(&ram, Gpa::new(0x10_0000), 3).is_err());
+        let view = GuestView::new(&ram, Some(&patches));
+        assert_eq!(view.read_u64(Gpa::new(0x1ffc)), None);
+    }
+}
