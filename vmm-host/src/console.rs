@@ -12,7 +12,7 @@ pub const CAPTURE_LIMIT: usize = 16 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
     #[error("cannot create the serial log `{path}`: {error}: choose a writable path for --serial-log", path = .0.display(), error = .1)]
-    CreateLog(PathBuf, #[source] io::Error),
+    CreateLog(PathBuf, io::Error),
 }
 
 /// The UART's interrupt line. This VM has no interrupt controller, so the guest polls the

@@ -8,7 +8,7 @@ use kvm_ioctls::Kvm;
 #[derive(Debug, thiserror::Error)]
 pub enum CpuidError {
     #[error("KVM_GET_SUPPORTED_CPUID failed: {0}")]
-    Supported(#[source] kvm_ioctls::Error),
+    Supported(kvm_ioctls::Error),
 }
 
 /// Leaf 1, ECX bit 31: "running under a hypervisor".

@@ -27,7 +27,7 @@ pub enum LoadError {
     #[error("kernel `{path}` does not exist: pass --kernel with the path of an ELF kernel", path = .0.display())]
     Missing(PathBuf),
     #[error("cannot read kernel `{path}`: {error}", path = .0.display(), error = .1)]
-    Read(PathBuf, #[source] std::io::Error),
+    Read(PathBuf, std::io::Error),
     #[error("`{path}` is not an ELF file (it starts with {start}): vmm-host boots ELF kernels with a PVH entry note", path = .0.display(), start = .1)]
     NotElf(PathBuf, String),
     #[error("`{path}` is a 32-bit ELF: vmm-host boots x86-64 (ELFCLASS64) kernels", path = .0.display())]
@@ -47,11 +47,11 @@ pub enum LoadError {
     #[error("`{path}`: the PVH entry {entry:#x} is not inside a loaded segment", path = .0.display(), entry = .1)]
     EntryOutsideImage(PathBuf, u64),
     #[error("loading `{path}` into guest RAM failed: {error}", path = .0.display(), error = .1)]
-    Load(PathBuf, #[source] linux_loader::loader::Error),
+    Load(PathBuf, linux_loader::loader::Error),
     #[error("the kernel command line is {0} bytes; at most {max} fit", max = CMDLINE_MAX - 1)]
     CmdlineTooLong(usize),
     #[error("the kernel command line `{0}` is not acceptable: {1}")]
-    Cmdline(String, #[source] linux_loader::cmdline::Error),
+    Cmdline(String, linux_loader::cmdline::Error),
     #[error("writing the PVH boot data failed: {0}")]
     BootData(String),
 }

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("cannot create the report file `{path}`: {error}", path = .0.display(), error = .1)]
-    Create(PathBuf, #[source] std::io::Error),
+    #[error("cannot create the report file `{path}`: {error}; check that its directory exists and is writable", path = .0.display(), error = .1)]
+    Create(PathBuf, std::io::Error),
     #[error("cannot write the report file `{path}`: {error}", path = .0.display(), error = .1)]
-    Write(PathBuf, #[source] std::io::Error),
+    Write(PathBuf, std::io::Error),
 }
 
 fn hex(value: u64) -> String {

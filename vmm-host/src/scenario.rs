@@ -28,9 +28,9 @@ pub enum ScenarioError {
     #[error("unknown scenario `{name}`; available: {available}")]
     Unknown { name: String, available: String },
     #[error("cannot read scenario `{path}`: {error}", path = .0.display(), error = .1)]
-    Read(PathBuf, #[source] std::io::Error),
+    Read(PathBuf, std::io::Error),
     #[error("cannot list scenarios in `{path}`: {error}", path = .0.display(), error = .1)]
-    List(PathBuf, #[source] std::io::Error),
+    List(PathBuf, std::io::Error),
     /// `file:line:col: message`, pointing at the offending text.
     #[error("{0}")]
     Invalid(String),

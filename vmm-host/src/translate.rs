@@ -12,7 +12,7 @@ pub enum TranslateError {
     #[error("{0} is not mapped by the guest's page tables")]
     NotMapped(Gva),
     #[error("KVM_TRANSLATE of {0} failed: {1}")]
-    Kvm(Gva, #[source] kvm_ioctls::Error),
+    Kvm(Gva, kvm_ioctls::Error),
     #[error("{0} maps to {1}, which is not guest RAM")]
     NotRam(Gva, Gpa),
 }

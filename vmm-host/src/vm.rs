@@ -139,13 +139,13 @@ impl Vm {
     pub fn new(config: VmConfig) -> Result<Self, VmError> {
         let layout = RamLayout::new(config.mem, crate::layout::host_ram())?;
         let kernel = KernelImage::inspect(&config.kernel, &layout)?;
-        let kvm = hypervisor::open(&config.kvm_device)?;
-        let sink = ConsoleSink::new(config.echo_serial, config.serial_log.as_deref())?;
         let report = config
             .report
             .as_deref()
             .map(ReportFile::create)
             .transpose()?;
+        let kvm = hypervisor::open(&config.kvm_device)?;
+        let sink = ConsoleSink::new(config.echo_serial, config.serial_log.as_deref())?;
 
         let ranges: Vec<(GuestAddress, usize)> = layout
             .regions()

@@ -102,3 +102,24 @@ fn scenario_list_shows_descriptions() {
     assert!(run.stdout.contains("boots through PVH"), "{}", run.stdout);
     assert!(repo_root().join("scenarios/hello.toml").is_file());
 }
+
+#[test]
+fn a_report_file_that_cannot_be_created() {
+    let run = vmm(&[
+        "run",
+        "--report",
+        "/nonexistent-dir/report.jsonl",
+        "--cmdline",
+        "test=hello",
+    ]);
+    assert_one_line_error(
+        &run,
+        "cannot create the report file `/nonexistent-dir/report.jsonl`: No such file or directory (os error 2); check that its directory exists",
+    );
+}
+
+#[test]
+fn an_unknown_audit_mode_is_a_usage_error() {
+    let run = vmm(&["run", "--audit", "sometimes"]);
+    assert_one_line_error(&run, "invalid value 'sometimes' for '--audit <MODE>'");
+}

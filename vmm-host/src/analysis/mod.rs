@@ -251,7 +251,10 @@ impl fmt::Display for Analysis {
             write!(f, "{diff}")?;
         }
         if let Some(audit) = &self.audit {
-            writeln!(f, "  audit        {}", audit.summary())?;
+            for (i, line) in audit.summary().lines().enumerate() {
+                let label = if i == 0 { "audit" } else { "" };
+                writeln!(f, "  {label:<12} {line}")?;
+            }
         }
         Ok(())
     }

@@ -35,7 +35,6 @@ pub enum TapError {
     #[error("the tap could not {what}: {error}")]
     Kvm {
         what: &'static str,
-        #[source]
         error: kvm_ioctls::Error,
     },
     #[error(transparent)]

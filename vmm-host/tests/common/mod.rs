@@ -65,4 +65,9 @@ pub fn assert_one_line_error(run: &Run, expected: &str) {
         lines[0]
     );
     assert!(!run.stderr.contains("panicked") && !run.stderr.contains("backtrace"));
+    assert!(
+        run.stderr.matches("(os error").count() <= 1,
+        "the cause is said once: {:?}",
+        lines[0]
+    );
 }
