@@ -259,3 +259,6 @@ impl fmt::Display for Analysis {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

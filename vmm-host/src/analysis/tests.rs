@@ -1,0 +1,185 @@
+//! The explanation rules on a small hand-built tree: identity map of 0–2 MiB in 4 KiB pages,
+//! a heap at 0xffff800000000000 whose PT lives at 3 MiB (above the identity map).
+
+use super::*;
+use crate::paging::{Cr3, PagingMode};
+use crate::tap::{ControlRegisters, ExceptionRecord, Frame, GuestView};
+use kvm_bindings::kvm_regs;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+const PML4: u64 = 0x1000;
+const HEAP_PT: u64 = 0x30_0000;
+const HEAP: u64 = 0xffff_8000_0000_0000;
+
+fn ram() -> GuestMemoryMmap {
+    let ram = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 8 << 20)]).unwrap();
+    let put = |at: u64, value: u64| ram.write_obj(value, GuestAddress(at)).unwrap();
+    put(PML4, 0x2003); // PML4[0] -> PDPT 0x2000
+    put(0x2000, 0x3003); // PDPT[0] -> PD 0x3000
+    put(0x3000, 0x4003); // PD[0] -> PT 0x4000: identity 0-2 MiB
+    for page in 0..512u64 {
+        put(0x4000 + page * 8, page << 12 | 0x63);
+    }
+    put(PML4 + 256 * 8, 0x5003); // PML4[256] -> PDPT 0x5000 (heap)
+    put(0x5000, 0x6003); // -> PD 0x6000
+    put(0x6000, HEAP_PT | 0x3); // PD[0] -> PT at 3 MiB
+    put(HEAP_PT, 0x70_0063); // heap page 0 -> 7 MiB
+    ram
+}
+
+fn record(vector: u8, error: Option<u64>, rip: u64, cr2: u64, regs: kvm_regs) -> ExceptionRecord {
+    ExceptionRecord {
+        seq: 1,
+        vector,
+        shared_handler: false,
+        handler: Gva::new(0x1000),
+        frame: Some(Frame {
+            at: Gva::new(0x8000),
+            error,
+            rip: Gva::new(rip),
+            cs: 0x08,
+            rflags: 0x2,
+            rsp: Gva::new(0x8100),
+            ss: 0x10,
+        }),
+        frame_error: None,
+        control: ControlRegisters {
+            cr0: 0x8000_0011,
+            cr2,
+            cr3: PML4,
+            cr4: 0x20,
+            efer: 0xd00,
+        },
+        regs: kvm_regs {
+            rip,
+            rsp: 0x8100,
+            ..regs
+        },
+        fs_base: 0,
+        gs_base: 0,
+        depth: 1,
+        outer: vec![],
+    }
+}
+
+fn explain_on(ram: &GuestMemoryMmap, code: &[u8], record: &ExceptionRecord) -> Analysis {
+    ram.write_slice(code, GuestAddress(record.regs.rip))
+        .unwrap();
+    let regions = [(Gpa::new(0), 8u64 << 20)];
+    let space = AddressSpace {
+        view: GuestView::new(ram, None),
+        mode: PagingMode::new(48, 0xd00),
+        cr3: Cr3::new(PML4),
+    };
+    let ctx = Context::new(space, &regions, None, None, false);
+    analyse(record, &ctx).0
+}
+
+#[test]
+fn a_physical_page_table_frame_used_as_a_pointer() {
+    let ram = ram();
+    // mov [rdi], rax with rdi = the heap PT's physical address.
+    let regs = kvm_regs {
+        rdi: HEAP_PT,
+        ..Default::default()
+    };
+    let r = record(14, Some(0x2), 0x1_0000, HEAP_PT, regs);
+    let a = explain_on(&ram, &[0x48, 0x89, 0x07], &r);
+    assert!(
+        a.explanation.starts_with(
+            "physical address 0x300000 dereferenced as virtual: 0x300000 is a page-table frame (the PT table used to map 0xffff800000000000)"
+        ),
+        "{}",
+        a.explanation
+    );
+    assert_eq!(a.walks[0].what, "cr2");
+    assert_eq!(
+        a.walks[0].walk.end,
+        WalkEnd::NotPresent {
+            level: crate::paging::Level::Pd
+        }
+    );
+}
+
+#[test]
+fn ram_above_the_identity_map_used_as_a_pointer() {
+    let ram = ram();
+    let regs = kvm_regs {
+        rdi: 0x50_0000,
+        ..Default::default()
+    };
+    let r = record(14, Some(0x2), 0x1_0000, 0x50_0000, regs);
+    let a = explain_on(&ram, &[0x48, 0x89, 0x07], &r);
+    assert!(
+        a.explanation
+            .contains("0x500000 lies in RAM above the identity map, which ends at 0x200000"),
+        "{}",
+        a.explanation
+    );
+}
+
+#[test]
+fn an_entry_value_with_nx_used_as_a_pointer_is_non_canonical() {
+    let ram = ram();
+    // mov rax, [r12+rax*8] with r12 = the heap PML4 entry's value with NX kept.
+    let regs = kvm_regs {
+        r12: 0x8000_0000_0000_5003,
+        rax: 0,
+        ..Default::default()
+    };
+    let r = record(13, Some(0), 0x1_0000, 0, regs);
+    let a = explain_on(&ram, &[0x49, 0x8b, 0x04, 0xc4], &r);
+    assert!(
+        a.explanation.starts_with("operand [r12+rax*8] of `mov rax,[r12+rax*8]` addresses 0x8000000000005003, which is not canonical"),
+        "{}",
+        a.explanation
+    );
+    assert!(
+        a.explanation.contains("r12 = 0x8000000000005003 is a page-table entry value used as a pointer: frame 0x5000 with flag bits P RW NX; the frame is itself a PDPT table (for 0xffff800000000000)"),
+        "{}",
+        a.explanation
+    );
+}
+
+#[test]
+fn a_write_to_a_read_only_page_is_a_protection_fault() {
+    let ram = ram();
+    ram.write_obj(0x20_0061u64, GuestAddress(HEAP_PT + 8))
+        .unwrap(); // heap page 1: read-only
+    let regs = kvm_regs {
+        rdi: HEAP + 0x1010,
+        ..Default::default()
+    };
+    let r = record(14, Some(0x3), 0x1_0000, HEAP + 0x1010, regs);
+    let a = explain_on(&ram, &[0x48, 0x89, 0x07], &r);
+    assert_eq!(
+        a.explanation,
+        "protection fault at 0xffff800000001010: a write to a read-only page (the page maps to 0x200010)."
+    );
+}
+
+#[test]
+fn garbage_in_the_tables_is_explained_not_a_panic() {
+    let ram = ram();
+    // PD[0] of the heap points outside RAM; PD[1] has reserved bits.
+    ram.write_obj(0x1_0000_0003u64, GuestAddress(0x6000))
+        .unwrap();
+    ram.write_obj(0x000f_0000_0000_2003u64, GuestAddress(0x6008))
+        .unwrap();
+    let r = record(14, Some(0x0), 0x1_0000, HEAP, kvm_regs::default());
+    let a = explain_on(&ram, &[0x48, 0x8b, 0x07], &r);
+    assert!(
+        a.explanation.contains("outside guest RAM"),
+        "{}",
+        a.explanation
+    );
+    let r = record(
+        14,
+        Some(0x9),
+        0x1_0000,
+        HEAP + (2 << 20),
+        kvm_regs::default(),
+    );
+    let a = explain_on(&ram, &[0x48, 0x8b, 0x07], &r);
+    assert!(a.explanation.contains("reserved bits"), "{}", a.explanation);
+}
