@@ -55,6 +55,8 @@ pub struct ExceptionLog {
     pub active: Vec<Captured>,
     /// The whole page-table tree under the CR3 the run ended with.
     pub final_audit: Option<crate::paging::Audit>,
+    /// After a triple fault: what the IDT offered the CPU for the vectors that escalate.
+    pub idt_at_end: Option<String>,
     kinds: HashSet<Kind>,
 }
 
@@ -156,6 +158,10 @@ impl fmt::Display for ExceptionReport<'_> {
             for captured in &log.active {
                 write!(f, "{}", Detailed(captured))?;
             }
+        }
+        if let Some(idt) = &log.idt_at_end {
+            writeln!(f, "\n-- the IDT when the CPU shut down")?;
+            write!(f, "{idt}")?;
         }
         if let Some(audit) = &log.final_audit {
             writeln!(f, "\n-- page tables when the run ended")?;

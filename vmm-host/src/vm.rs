@@ -342,7 +342,7 @@ impl Vm {
         drop(watchdog);
         let elapsed = started.elapsed();
         let _ = self.uart.writer_mut().flush();
-        self.finish_tap();
+        self.finish_tap(matches!(ending, Ending::TripleFault));
         let state = match ending {
             Ending::GuestExit { .. } => None,
             _ => CpuState::capture(&self.vcpu, &self.mem).ok(),
@@ -512,9 +512,12 @@ impl Vm {
 
     /// At the end of a run: the last diff, the whole-tree audit under the final CR3, and the
     /// guest's bytes back in place.
-    fn finish_tap(&mut self) {
-        if self.tap.is_none() {
+    fn finish_tap(&mut self, triple_fault: bool) {
+        let Some(tap) = &self.tap else {
             return;
+        };
+        if triple_fault && let Ok(sregs) = self.vcpu.get_sregs() {
+            self.exceptions.idt_at_end = Some(tap.describe_idt(&self.mem, &sregs));
         }
         self.resolve_diff(true);
         if self.config.audit != AuditMode::Off

@@ -76,6 +76,15 @@ fn triple_fault_reports_registers_and_the_faulting_instruction() {
         "{out}"
     );
     assert!(out.contains("mode   64-bit long mode, CPL 0"), "{out}");
+    // The tap's account of why: no gate could take the #UD, nor the #GP and #DF after it.
+    assert!(
+        out.contains("IDTR base 0x0 limit 0x0: 0 of the 32 exception gates inside the limit"),
+        "{out}"
+    );
+    assert!(
+        out.contains("#DF  outside the IDT limit: delivering it raises #GP"),
+        "{out}"
+    );
     assert!(
         out.contains("cr0    0x0000000080010011 [PE ET WP PG]"),
         "{out}"

@@ -431,6 +431,48 @@ impl Tap {
         Ok(())
     }
 
+    /// Why exceptions could not be delivered: IDTR and the gates of the vectors a triple
+    /// fault escalates through (#UD, #DF, #TS, #NP, #SS, #GP, #PF).
+    pub fn describe_idt(&self, ram: &GuestMemoryMmap, sregs: &kvm_sregs) -> String {
+        let idtr = Idtr {
+            base: Gva::new(sregs.idt.base),
+            limit: sregs.idt.limit,
+        };
+        let mut text = format!(
+            "  IDTR base {} limit {:#x}: {} of the 32 exception gates inside the limit\n",
+            idtr.base,
+            idtr.limit,
+            idtr.covered_vectors()
+        );
+        let space = self.space(ram, sregs);
+        for vector in [6u8, 8, 10, 11, 12, 13, 14] {
+            let name = abi::exception::mnemonic(vector);
+            let line = match idtr.gate_address(vector) {
+                None => "outside the IDT limit: delivering it raises #GP".to_string(),
+                Some(at) => {
+                    let mut raw = [0u8; 16];
+                    match space.read(at, &mut raw) {
+                        Err(e) => format!("gate unreadable: {e}"),
+                        Ok(_) => {
+                            let gate = Gate::parse(vector, &raw);
+                            let handler = if gate.usable() {
+                                match space.translate(gate.handler) {
+                                    Ok(gpa) => format!(", handler at physical {gpa}"),
+                                    Err(e) => format!(", handler {e}"),
+                                }
+                            } else {
+                                " — not usable".to_string()
+                            };
+                            format!("{gate}{handler}")
+                        }
+                    }
+                }
+            };
+            text.push_str(&format!("  {name:<4} {line}\n"));
+        }
+        text
+    }
+
     /// Give the guest back every byte (at the end of a run, before reports read memory).
     pub fn disarm(&mut self, ram: &GuestMemoryMmap) {
         self.patches.disarm_all(ram);
