@@ -130,6 +130,15 @@ impl fmt::Display for ExceptionReport<'_> {
             s.emulated,
             s.stepped
         )?;
+        if s.checks > 0 {
+            writeln!(
+                f,
+                "  IDT re-checked at {} other exits, {:.1} µs each; handlers armed {} time(s)",
+                s.checks,
+                s.check_time.as_secs_f64() * 1e6 / s.checks as f64,
+                s.arms
+            )?;
+        }
         for line in &s.unarmed {
             writeln!(f, "  not armed: {line}")?;
         }
