@@ -494,16 +494,23 @@ impl Vm {
         Ok(())
     }
 
+    /// Guest memory under `cr3` as the guest sees it (the tap's bytes hidden).
+    fn address_space(&self, mode: PagingMode, cr3: Cr3) -> AddressSpace<'_> {
+        AddressSpace {
+            view: GuestView::new(&self.mem, self.tap.as_ref().map(Tap::patches)),
+            mode,
+            cr3,
+        }
+    }
+
     fn resolve_diff(&mut self, at_end: bool) {
         let Some(snapshot) = self.pending_diff.take() else {
             return;
         };
-        let space = AddressSpace {
-            view: GuestView::new(&self.mem, self.tap.as_ref().map(Tap::patches)),
-            mode: snapshot.mode,
-            cr3: snapshot.walk.cr3,
-        };
-        let diff = snapshot.resolve(&space, at_end);
+        let diff = snapshot.resolve(
+            &self.address_space(snapshot.mode, snapshot.walk.cr3),
+            at_end,
+        );
         if let Some(file) = &mut self.report {
             file.line(&report::diff_json(snapshot.seq, &diff));
         }
@@ -524,9 +531,9 @@ impl Vm {
             && let Ok(sregs) = self.vcpu.get_sregs()
             && sregs.cr0 & (1 << 31) != 0
         {
-            let view = GuestView::new(&self.mem, self.tap.as_ref().map(Tap::patches));
             let mode = PagingMode::new(self.max_phys_addr, sregs.efer);
-            let audit = paging::audit(&view, mode, Cr3::new(sregs.cr3), &self.ram);
+            let space = self.address_space(mode, Cr3::new(sregs.cr3));
+            let audit = paging::audit(&space.view, mode, space.cr3, &self.ram);
             if let Some(file) = &mut self.report {
                 file.line(&report::audit_json(None, &audit));
             }

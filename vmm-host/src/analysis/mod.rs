@@ -11,7 +11,7 @@ pub use instruction::{Instruction, MemoryOperand, RegisterFile, decode_bytes};
 
 use crate::addr::{Gpa, Gva};
 use crate::exceptions::Captured;
-use crate::paging::{self, Audit, Walk, WalkEnd};
+use crate::paging::{self, Audit, Walk};
 use crate::symbols::{Location, Symbolizer};
 use crate::tap::ExceptionRecord;
 use crate::virt::AddressSpace;
@@ -49,13 +49,7 @@ impl Analysis {
         let stop = self
             .walks
             .first()
-            .map(|w| match w.walk.end {
-                WalkEnd::Mapped(_) => "mapped".to_string(),
-                WalkEnd::NonCanonical => "non-canonical".to_string(),
-                WalkEnd::NotPresent { level } => format!("not-present {level}"),
-                WalkEnd::ReservedBits { level, .. } => format!("reserved {level}"),
-                WalkEnd::TableOutsideRam { level, .. } => format!("outside-ram {level}"),
-            })
+            .map(|w| crate::virt::walk_failure(&w.walk))
             .unwrap_or_default();
         let function = self
             .location

@@ -2,7 +2,7 @@
 //! a heap at 0xffff800000000000 whose PT lives at 3 MiB (above the identity map).
 
 use super::*;
-use crate::paging::{Cr3, PagingMode};
+use crate::paging::{Cr3, PagingMode, WalkEnd};
 use crate::tap::{ControlRegisters, ExceptionRecord, Frame, GuestView};
 use kvm_bindings::kvm_regs;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};

@@ -113,8 +113,12 @@ pub struct TapStats {
 struct Armed {
     idtr: Idtr,
     cr3: u64,
-    gates: Vec<u8>,
+    /// Gates 0..idtr.covered_vectors(); the rest stays zero.
+    gates: [u8; GATES_BYTES],
 }
+
+/// The 32 exception gates' bytes.
+const GATES_BYTES: usize = EXCEPTION_VECTORS as usize * idt::GATE_SIZE as usize;
 
 #[derive(Debug)]
 pub struct Tap {
@@ -203,25 +207,29 @@ impl Tap {
             base: Gva::new(sregs.idt.base),
             limit: sregs.idt.limit,
         };
-        let mut gates = vec![0u8; usize::from(idtr.covered_vectors()) * 16];
+        // Runs at every exit that is not the tap's: no allocation unless something changed.
+        let mut gates = [0u8; GATES_BYTES];
+        let covered = usize::from(idtr.covered_vectors()) * idt::GATE_SIZE as usize;
         let space = self.space(ram, sregs);
-        if !gates.is_empty() && space.read(idtr.base, &mut gates).is_err() {
-            gates.clear();
+        if covered > 0 && space.read(idtr.base, &mut gates[..covered]).is_err() {
+            gates = [0; GATES_BYTES];
         }
         let current = Armed {
             idtr,
             cr3: sregs.cr3 & mm::paging::ADDR_MASK,
             gates,
         };
+        let overwritten =
+            |(gpa, p): &(Gpa, &Patch)| !p.lifted && !self.patches.holds_trap(ram, *gpa);
+        if self.armed.as_ref() == Some(&current) && !self.patches.iter().any(|e| overwritten(&e)) {
+            return Ok(());
+        }
         let overwritten: Vec<Gpa> = self
             .patches
             .iter()
-            .filter(|(gpa, p)| !p.lifted && !self.patches.holds_trap(ram, *gpa))
+            .filter(|e| overwritten(e))
             .map(|(gpa, _)| gpa)
             .collect();
-        if self.armed.as_ref() == Some(&current) && overwritten.is_empty() {
-            return Ok(());
-        }
         for gpa in overwritten {
             self.patches.forget(gpa);
         }
@@ -240,7 +248,8 @@ impl Tap {
         let space = self.space(ram, sregs);
         let mut wanted: Vec<(Gpa, u8)> = Vec::new();
         let mut unarmed = Vec::new();
-        for (vector, raw) in armed.gates.chunks_exact(16).enumerate() {
+        let covered = usize::from(armed.idtr.covered_vectors()) * idt::GATE_SIZE as usize;
+        for (vector, raw) in armed.gates[..covered].chunks_exact(16).enumerate() {
             let vector = vector as u8;
             let raw: &[u8; 16] = raw.try_into().unwrap_or(&[0; 16]);
             let gate = Gate::parse(vector, raw);
