@@ -126,3 +126,32 @@ fn the_tap_is_invisible_to_the_guest() {
     assert_eq!(tapped, untapped);
     assert!(tapped.contains("[kernel] exceptions taken: 4"), "{tapped}");
 }
+
+#[test]
+fn audit_full_audits_the_whole_tree_at_every_exception() {
+    let Some((run, lines)) = scenario_with_report("journey", &["--audit", "full"]) else {
+        return;
+    };
+    let exceptions = of_type(&lines, "exception");
+    let audits = of_type(&lines, "audit");
+    // One per exception, then the end of the run's (seq null).
+    assert_eq!(audits.len(), exceptions.len() + 1, "{audits:?}");
+    for (audit, exception) in audits.iter().zip(&exceptions) {
+        assert_eq!(audit["seq"], exception["seq"]);
+        assert_eq!(audit["cr3"], exception["cr3"]);
+        assert_eq!(audit["identity"][0]["size"], "0x4000000", "{audit}");
+    }
+    assert!(audits.last().unwrap()["seq"].is_null());
+    // The console shows the audit summary under each exception and what re-arming cost.
+    assert!(
+        run.stdout
+            .contains("  audit        page tables under CR3 0x"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("  IDT re-checked at "),
+        "{}",
+        run.stdout
+    );
+}
