@@ -24,6 +24,8 @@ pub mod status {
     pub const HOST_ERROR: i32 = 85;
     /// The guest executed `hlt` with interrupts enabled, but this VM has no interrupt source.
     pub const IDLE: i32 = 86;
+    /// gdb killed the guest (`kill`, or quitting gdb while attached).
+    pub const KILLED: i32 = 87;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +52,8 @@ pub enum Ending {
     HostError {
         what: String,
     },
+    /// gdb ended the run.
+    Killed,
 }
 
 impl Ending {
@@ -67,6 +71,7 @@ impl Ending {
             } => status::IDLE,
             Self::Timeout { .. } => status::TIMEOUT,
             Self::HostError { .. } => status::HOST_ERROR,
+            Self::Killed => status::KILLED,
         }
     }
 
@@ -85,6 +90,7 @@ impl Ending {
             } => "idle",
             Self::Timeout { .. } => "timeout",
             Self::HostError { .. } => "host-error",
+            Self::Killed => "killed",
         }
     }
 
@@ -107,6 +113,7 @@ impl Ending {
             }
             Self::Timeout { limit } => format!("watchdog: the guest was still running after {}", seconds(*limit)),
             Self::HostError { what } => format!("host error: {what}"),
+            Self::Killed => "gdb killed the guest".into(),
         }
     }
 }
@@ -216,6 +223,7 @@ mod tests {
                 limit: Duration::from_secs(1),
             },
             Ending::HostError { what: "x".into() },
+            Ending::Killed,
         ];
         let mut statuses: Vec<i32> = endings.iter().map(Ending::exit_status).collect();
         statuses.extend([

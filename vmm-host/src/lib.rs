@@ -2,12 +2,14 @@
 pub mod addr;
 pub mod analysis;
 pub mod boot_cpu;
+pub mod catch;
 pub mod console;
 pub mod cpu_state;
 pub mod cpuid;
 pub mod doctor;
 pub mod ending;
 pub mod exceptions;
+pub mod gdb;
 pub mod hypervisor;
 pub mod layout;
 pub mod loader;

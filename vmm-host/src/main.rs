@@ -4,7 +4,9 @@ use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
-use vmm_host::ending::status;
+use vmm_host::catch::VectorSet;
+use vmm_host::ending::{RunReport, status};
+use vmm_host::gdb::{GdbServer, ListenAddr, SessionEnd};
 use vmm_host::scenario::{self, Scenario};
 use vmm_host::vm::{AuditMode, Vm, VmConfig, VmError};
 use vmm_host::{hypervisor, layout};
@@ -15,7 +17,8 @@ use vmm_host::{hypervisor, layout};
 #[command(
     after_help = "Exit statuses: 0 or the guest's exit code; 1 scenario mismatch; 2 bad input; \
 80 triple fault; 81 KVM entry failure; 82 KVM internal error; 83 halted with interrupts off; \
-84 watchdog timeout; 85 host error; 86 halted with no interrupt source (docs/exit-status.md)."
+84 watchdog timeout; 85 host error; 86 halted with no interrupt source; 87 killed from gdb \
+(docs/exit-status.md)."
 )]
 struct Cli {
     /// KVM device to use.
@@ -72,6 +75,8 @@ struct ScenarioArgs {
     quiet: bool,
     #[command(flatten)]
     tap: TapArgs,
+    #[command(flatten)]
+    gdb: GdbArgs,
 }
 
 /// What the host does at each exception the guest takes.
@@ -89,6 +94,22 @@ struct TapArgs {
     report: Option<PathBuf>,
 }
 
+/// Debugging the guest with gdb.
+#[derive(Debug, Args)]
+struct GdbArgs {
+    /// Serve gdb on [ADDR:]PORT (loopback unless ADDR is given). The guest runs until gdb
+    /// connects or an exception in --break-on stops it, then waits for gdb.
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    gdb: Option<ListenAddr>,
+    /// Hold the guest at its first instruction until gdb continues it (like QEMU's -S).
+    #[arg(long, requires = "gdb")]
+    gdb_wait: bool,
+    /// Exceptions that stop the guest for gdb before their handler runs: mnemonics or
+    /// numbers (gp,pf,df or 13,14), `all` or `none`.
+    #[arg(long, value_name = "VECTORS", requires = "gdb", default_value = "de,ud,df,ts,np,ss,gp,ac", value_parser = parse_vectors)]
+    break_on: VectorSet,
+}
+
 #[derive(Debug, Args)]
 struct CommonArgs {
     /// Watchdog: end the run after this many seconds.
@@ -102,6 +123,12 @@ struct CommonArgs {
     quiet: bool,
     #[command(flatten)]
     tap: TapArgs,
+    #[command(flatten)]
+    gdb: GdbArgs,
+}
+
+fn parse_vectors(text: &str) -> Result<VectorSet, String> {
+    VectorSet::parse(text).map_err(|e| e.to_string())
 }
 
 fn parse_mem(text: &str) -> Result<u64, String> {
@@ -227,12 +254,28 @@ fn run(args: RunArgs, kvm_device: &Path) -> Result<i32, Failure> {
         report: args.common.tap.report,
     };
     let mut vm = Vm::new(config)?;
-    let report = vm.run();
+    let report = execute(&mut vm, &args.common.gdb)?;
     print!("{report}");
     print_exceptions(&vm);
     vm.finish_report()
         .map_err(|e| Failure::from(VmError::from(e)))?;
     Ok(report.exit_status())
+}
+
+/// Run the guest to its end, with a gdb session first when --gdb asks for one.
+fn execute(vm: &mut Vm, gdb: &GdbArgs) -> Result<RunReport, Failure> {
+    if let Some(listen) = gdb.gdb {
+        let server = GdbServer::bind(listen).map_err(bad_input)?;
+        vm.stop_on.catch = gdb.break_on;
+        match server.serve(vm, gdb.gdb_wait).map_err(bad_input)? {
+            SessionEnd::Detached => eprintln!("gdb: detached; the guest runs on to its end"),
+            SessionEnd::Lost(why) => {
+                eprintln!("gdb: connection lost ({why}); the guest runs on to its end")
+            }
+            SessionEnd::NoClient | SessionEnd::RunEnded | SessionEnd::Killed => {}
+        }
+    }
+    Ok(vm.run())
 }
 
 fn print_exceptions(vm: &Vm) {
@@ -284,7 +327,7 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
     };
     let mut vm = Vm::new(config)
         .map_err(|e| Failure::from(e).context(format!("scenario {}", scenario.name)))?;
-    let report = vm.run();
+    let report = execute(&mut vm, &args.gdb)?;
     print!("{report}");
     print_exceptions(&vm);
     vm.finish_report()

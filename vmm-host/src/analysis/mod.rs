@@ -7,7 +7,7 @@ mod explain;
 mod instruction;
 
 pub use diff::{Change, Diff, Snapshot};
-pub use instruction::{Instruction, MemoryOperand, RegisterFile, decode_bytes};
+pub use instruction::{Instruction, MemoryOperand, RegisterFile, decode_at, decode_bytes};
 
 use crate::addr::{Gpa, Gva};
 use crate::exceptions::Captured;

@@ -49,6 +49,8 @@ pub struct Capabilities {
     pub long_mode_switch: bool,
     pub single_step: bool,
     pub hw_breakpoints: bool,
+    /// Write watchpoints in DR0–DR3 report a debug exit.
+    pub data_breakpoints: bool,
     /// `int3` with KVM_GUESTDBG_USE_SW_BP exits to the host (false on nested KVM here).
     pub int3_breakpoints: bool,
     pub ring3_iretq: bool,
@@ -111,6 +113,7 @@ pub fn examine(device: &Path) -> DoctorReport {
     measure(probes::mode_switch(&kvm), &mut caps.long_mode_switch);
     measure(probes::single_step(&kvm), &mut caps.single_step);
     measure(probes::hw_breakpoint(&kvm), &mut caps.hw_breakpoints);
+    measure(probes::data_breakpoint(&kvm), &mut caps.data_breakpoints);
     measure(probes::int3(&kvm), &mut caps.int3_breakpoints);
     measure(probes::ring3_iretq(&kvm), &mut caps.ring3_iretq);
     measure(probes::int_n_from_ring3(&kvm), &mut caps.int_n_from_ring3);

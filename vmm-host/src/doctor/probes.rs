@@ -163,11 +163,16 @@ pub fn mode_switch(kvm: &Kvm) -> Probe {
     }
 }
 
+/// DR7 for DR0 as an execute breakpoint.
+const DR7_EXECUTE: u64 = 0x1;
+/// DR7 for DR0 watching writes of 8 bytes: L0, R/W0 = 01, LEN0 = 10.
+const DR7_WRITE_8: u64 = 0x1 | 0b01 << 16 | 0b10 << 18;
+
 fn debug_run(
     kvm: &Kvm,
     name: &'static str,
     control: u32,
-    breakpoint: Option<u64>,
+    breakpoint: Option<(u64, u64)>,
     main: &[u8],
 ) -> Result<Trace, Probe> {
     let mut vm = vm(kvm, name, main)?;
@@ -175,9 +180,9 @@ fn debug_run(
         control,
         ..Default::default()
     };
-    if let Some(address) = breakpoint {
+    if let Some((address, control_bits)) = breakpoint {
         debug.arch.debugreg[0] = address;
-        debug.arch.debugreg[7] = 0x1; // L0, execute, 1 byte
+        debug.arch.debugreg[7] = control_bits;
     }
     vm.vcpu
         .set_guest_debug(&debug)
@@ -234,7 +239,7 @@ pub fn hw_breakpoint(kvm: &Kvm) -> Probe {
             kvm,
             NAME,
             KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP,
-            Some(target),
+            Some((target, DR7_EXECUTE)),
             &main,
         )
     }) {
@@ -253,6 +258,46 @@ pub fn hw_breakpoint(kvm: &Kvm) -> Probe {
             name: NAME,
             verdict: Verdict::No,
             evidence: describe(&stop),
+        },
+    }
+}
+
+/// A write watchpoint in DR0 on a stack word the guest then stores to.
+pub fn data_breakpoint(kvm: &Kvm) -> Probe {
+    const NAME: &str = "data breakpoints (watchpoints)";
+    let watched = KERNEL_STACK - 8;
+    let trace = match code(64, CODE, |a| {
+        a.mov(rax, watched)?;
+        a.mov(qword_ptr(rax), rcx)?;
+        a.nop()?;
+        a.mov(dx, u32::from(DONE_PORT))?;
+        a.out(dx, al)
+    })
+    .and_then(|main| {
+        debug_run(
+            kvm,
+            NAME,
+            KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP,
+            Some((watched, DR7_WRITE_8)),
+            &main,
+        )
+    }) {
+        Ok(t) => t,
+        Err(p) => return p,
+    };
+    match trace.stop {
+        Stop::Debug(arch) if arch.exception == 1 && arch.dr6 & 1 != 0 => Probe {
+            name: NAME,
+            verdict: Verdict::Yes,
+            evidence: format!("KVM_EXIT_DEBUG after the store to {watched:#x}, DR6.B0 set"),
+        },
+        stop => Probe {
+            name: NAME,
+            verdict: Verdict::No,
+            evidence: format!(
+                "a store to the watched {watched:#x} ended as: {} (gdb watchpoints fall back to host single-stepping)",
+                describe(&stop)
+            ),
         },
     }
 }

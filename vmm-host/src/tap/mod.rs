@@ -128,6 +128,8 @@ pub struct Tap {
     armed: Option<Armed>,
     /// The patch lifted for a single-step in progress.
     stepping: Option<Gpa>,
+    /// What gdb adds to the vCPU's debug state (hardware breakpoints, its own single-step).
+    extra_debug: kvm_guest_debug,
     nesting: Nesting,
     next_seq: u64,
     pub stats: TapStats,
@@ -136,12 +138,28 @@ pub struct Tap {
 /// How an exit relates to the tap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hit {
-    /// The guest reached the armed handler at this physical address.
+    /// The guest reached the armed handler at this physical address (where a gdb breakpoint
+    /// may sit too).
     Handler {
         gpa: Gpa,
         handler: Gva,
+        breakpoint: bool,
+    },
+    /// The guest reached a gdb software breakpoint.
+    Breakpoint {
+        gpa: Gpa,
+        at: Gva,
     },
     NotOurs,
+}
+
+/// How the instruction displaced by a trap byte was run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Displaced {
+    /// On the host: the vCPU is already past it.
+    Emulated,
+    /// By a single-step now under way: the next exit ends it.
+    Stepping,
 }
 
 impl Tap {
@@ -152,6 +170,7 @@ impl Tap {
             patches: Patches::new(kind.byte()),
             armed: None,
             stepping: None,
+            extra_debug: kvm_guest_debug::default(),
             nesting: Nesting::default(),
             next_seq: 1,
             stats: TapStats::default(),
@@ -264,11 +283,11 @@ impl Tap {
         let stale: Vec<Gpa> = self
             .patches
             .iter()
-            .filter(|(gpa, _)| !wanted.iter().any(|(w, _)| w == gpa))
+            .filter(|(gpa, p)| p.is_handler() && !wanted.iter().any(|(w, _)| w == gpa))
             .map(|(gpa, _)| gpa)
             .collect();
         for gpa in stale {
-            self.patches.disarm(ram, gpa);
+            self.patches.release_handler(ram, gpa);
         }
         for (gpa, vector) in wanted {
             if let Err(e) = self.patches.arm(ram, gpa, vector) {
@@ -279,22 +298,53 @@ impl Tap {
             self.set_debug(vcpu, false)?;
         }
         self.stats.arms += 1;
-        self.stats.handlers = self.patches.len();
+        self.stats.handlers = self.patches.handlers();
         self.stats.unarmed = unarmed;
         Ok(())
     }
 
     fn set_debug(&self, vcpu: &VcpuFd, single_step: bool) -> Result<(), TapError> {
-        let mut control = self.kind.debug_control();
+        let mut debug = self.extra_debug;
+        debug.control |= self.kind.debug_control();
         if single_step {
-            control |= KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP;
+            debug.control |= KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP;
         }
-        let debug = kvm_guest_debug {
-            control,
-            ..Default::default()
-        };
         vcpu.set_guest_debug(&debug)
             .map_err(kvm("set KVM_SET_GUEST_DEBUG"))
+    }
+
+    /// Debug state gdb wants on top of the tap's own (debug registers, single-step); the
+    /// tap keeps it through its own steps.
+    pub fn set_extra_debug(
+        &mut self,
+        vcpu: &VcpuFd,
+        extra: kvm_guest_debug,
+    ) -> Result<(), TapError> {
+        self.extra_debug = extra;
+        self.set_debug(vcpu, self.stepping.is_some())
+    }
+
+    /// Plant a gdb software breakpoint at `gpa`.
+    pub fn add_breakpoint(
+        &mut self,
+        vcpu: &VcpuFd,
+        ram: &GuestMemoryMmap,
+        gpa: Gpa,
+    ) -> Result<(), TapError> {
+        self.patches.add_breakpoint(ram, gpa)?;
+        if self.kind == TrapKind::Int3 {
+            self.set_debug(vcpu, self.stepping.is_some())?;
+        }
+        Ok(())
+    }
+
+    pub fn remove_breakpoint(&mut self, ram: &GuestMemoryMmap, gpa: Gpa) -> bool {
+        self.patches.remove_breakpoint(ram, gpa)
+    }
+
+    /// A host write into guest RAM (gdb) that keeps trap bytes planted.
+    pub fn write_through(&mut self, ram: &GuestMemoryMmap, gpa: Gpa, data: &[u8]) -> bool {
+        self.patches.write_through(ram, gpa, data)
     }
 
     /// Whether a `hlt` exit (RIP after the instruction) or an int3 debug exit (RIP at it) is
@@ -303,35 +353,83 @@ impl Tap {
         if self.patches.is_empty() {
             return Hit::NotOurs;
         }
-        let handler = Gva::new(trap_at);
-        match self.space(ram, sregs).translate(handler) {
-            Ok(gpa) if self.patches.get(gpa).is_some_and(|p| !p.lifted) => {
-                Hit::Handler { gpa, handler }
-            }
-            _ => Hit::NotOurs,
+        let at = Gva::new(trap_at);
+        let Ok(gpa) = self.space(ram, sregs).translate(at) else {
+            return Hit::NotOurs;
+        };
+        match self.patches.get(gpa) {
+            Some(p) if p.lifted => Hit::NotOurs,
+            Some(p) if p.is_handler() => Hit::Handler {
+                gpa,
+                handler: at,
+                breakpoint: p.breakpoint,
+            },
+            Some(_) => Hit::Breakpoint { gpa, at },
+            None => Hit::NotOurs,
         }
     }
 
-    /// Record the exception whose handler was just reached, then let the handler run.
-    pub fn on_hit(
+    pub fn has_breakpoints(&self) -> bool {
+        self.patches.iter().any(|(_, p)| p.breakpoint)
+    }
+
+    /// Whether an unlifted trap byte sits at `gpa` (the vCPU must step over it to go on).
+    pub fn trap_at(&self, gpa: Gpa) -> bool {
+        self.patches.get(gpa).is_some_and(|p| !p.lifted)
+    }
+
+    /// Record the exception whose handler was just reached without letting the handler run:
+    /// `regs` must hold RIP at the handler. [`Tap::deliver`] or [`Tap::run_displaced`] let
+    /// the handler go on.
+    pub fn record_hit(
         &mut self,
-        vcpu: &VcpuFd,
         ram: &GuestMemoryMmap,
-        mut regs: kvm_regs,
+        regs: &kvm_regs,
         sregs: &kvm_sregs,
         gpa: Gpa,
         handler: Gva,
-    ) -> Result<ExceptionRecord, TapError> {
+    ) -> ExceptionRecord {
         self.stats.hits += 1;
         let patch = self.patches.get(gpa).copied().unwrap_or(Patch {
             original: 0,
             vectors: 1,
+            breakpoint: false,
             lifted: false,
         });
-        regs.rip = handler.raw();
-        let record = self.record(ram, &regs, sregs, &patch, handler);
-        self.resume(vcpu, ram, regs, sregs, gpa)?;
-        Ok(record)
+        self.record(ram, regs, sregs, &patch, handler)
+    }
+
+    /// Run the instruction displaced by the trap byte at `gpa`, where the vCPU stands: on the
+    /// host when it can be emulated, else by a single-step.
+    pub fn run_displaced(
+        &mut self,
+        vcpu: &VcpuFd,
+        ram: &GuestMemoryMmap,
+        gpa: Gpa,
+    ) -> Result<Displaced, TapError> {
+        let regs = vcpu.get_regs().map_err(kvm("read registers"))?;
+        let sregs = vcpu.get_sregs().map_err(kvm("read system registers"))?;
+        self.deliver(vcpu, ram, regs, &sregs, gpa)?;
+        Ok(if self.stepping.is_some() {
+            Displaced::Stepping
+        } else {
+            Displaced::Emulated
+        })
+    }
+
+    /// Single-step the original instruction under the trap byte at `gpa` (a breakpoint gdb
+    /// continues from): no emulation, so a hardware breakpoint or watchpoint on it still fires.
+    pub fn step_over(
+        &mut self,
+        vcpu: &VcpuFd,
+        ram: &GuestMemoryMmap,
+        gpa: Gpa,
+    ) -> Result<(), TapError> {
+        self.patches.lift(ram, gpa);
+        self.set_debug(vcpu, true)?;
+        self.stepping = Some(gpa);
+        self.stats.stepped += 1;
+        Ok(())
     }
 
     fn record(
@@ -388,8 +486,9 @@ impl Tap {
         }
     }
 
-    /// Run the displaced first instruction on the host if possible, else single-step it.
-    fn resume(
+    /// Let the handler whose entry `regs` stands at run on: its displaced first instruction
+    /// on the host if possible, else single-stepped.
+    pub fn deliver(
         &mut self,
         vcpu: &VcpuFd,
         ram: &GuestMemoryMmap,

@@ -1,5 +1,8 @@
 //! The bytes the tap patched into guest code, and the view of guest RAM that hides them.
 //!
+//! A patched byte belongs to exception handlers (the tap's own traps), to a gdb software
+//! breakpoint, or to both; it goes back to the guest only when no owner is left.
+//!
 //! Every host read of guest memory (walks, instruction decoding, reports, gdb) goes through
 //! [`GuestView`], which shows the guest's original bytes where a trap byte sits.
 
@@ -21,6 +24,8 @@ pub struct Patch {
     pub original: u8,
     /// Vectors whose gate points here (bit n = vector n); several when handlers are shared.
     pub vectors: u32,
+    /// A gdb software breakpoint sits here.
+    pub breakpoint: bool,
     /// True while the original byte is back in place for a single-step.
     pub lifted: bool,
 }
@@ -33,6 +38,11 @@ impl Patch {
 
     pub fn shared(&self) -> bool {
         self.vectors.count_ones() > 1
+    }
+
+    /// Whether this byte traps exceptions (as opposed to only a breakpoint).
+    pub fn is_handler(&self) -> bool {
+        self.vectors != 0
     }
 }
 
@@ -58,8 +68,9 @@ impl Patches {
         self.by_gpa.get(&gpa)
     }
 
-    pub fn len(&self) -> usize {
-        self.by_gpa.len()
+    /// Handler entries armed (breakpoints not counted).
+    pub fn handlers(&self) -> usize {
+        self.by_gpa.values().filter(|p| p.is_handler()).count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -72,24 +83,76 @@ impl Patches {
 
     /// Put the trap byte at `gpa` for `vector`, remembering what was there.
     pub fn arm(&mut self, ram: &GuestMemoryMmap, gpa: Gpa, vector: u8) -> Result<(), PatchError> {
-        if let Some(patch) = self.by_gpa.get_mut(&gpa) {
-            patch.vectors |= 1 << vector;
-            return Ok(());
-        }
-        let original: u8 = ram
-            .read_obj(gpa.guest_address())
-            .map_err(|_| PatchError::NotRam(gpa))?;
-        ram.write_obj(self.trap_byte, gpa.guest_address())
-            .map_err(|_| PatchError::NotRam(gpa))?;
-        self.by_gpa.insert(
-            gpa,
-            Patch {
-                original,
-                vectors: 1 << vector,
-                lifted: false,
-            },
-        );
+        self.plant(ram, gpa)?.vectors |= 1 << vector;
         Ok(())
+    }
+
+    /// Put the trap byte at `gpa` for a gdb breakpoint.
+    pub fn add_breakpoint(&mut self, ram: &GuestMemoryMmap, gpa: Gpa) -> Result<(), PatchError> {
+        self.plant(ram, gpa)?.breakpoint = true;
+        Ok(())
+    }
+
+    fn plant(&mut self, ram: &GuestMemoryMmap, gpa: Gpa) -> Result<&mut Patch, PatchError> {
+        if !self.by_gpa.contains_key(&gpa) {
+            let original: u8 = ram
+                .read_obj(gpa.guest_address())
+                .map_err(|_| PatchError::NotRam(gpa))?;
+            ram.write_obj(self.trap_byte, gpa.guest_address())
+                .map_err(|_| PatchError::NotRam(gpa))?;
+            self.by_gpa.insert(
+                gpa,
+                Patch {
+                    original,
+                    vectors: 0,
+                    breakpoint: false,
+                    lifted: false,
+                },
+            );
+        }
+        self.by_gpa.get_mut(&gpa).ok_or(PatchError::NotRam(gpa))
+    }
+
+    /// The handlers no longer point here; a breakpoint keeps the byte planted.
+    pub fn release_handler(&mut self, ram: &GuestMemoryMmap, gpa: Gpa) {
+        match self.by_gpa.get_mut(&gpa) {
+            Some(patch) if patch.breakpoint => patch.vectors = 0,
+            Some(_) => self.disarm(ram, gpa),
+            None => {}
+        }
+    }
+
+    /// The breakpoint is gone; handlers keep the byte planted.
+    pub fn remove_breakpoint(&mut self, ram: &GuestMemoryMmap, gpa: Gpa) -> bool {
+        match self.by_gpa.get_mut(&gpa) {
+            Some(patch) if patch.breakpoint && patch.is_handler() => {
+                patch.breakpoint = false;
+                true
+            }
+            Some(patch) if patch.breakpoint => {
+                self.disarm(ram, gpa);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A write to guest RAM on the host's behalf (gdb): where a trap byte sits, the new
+    /// value becomes the original the guest will see, and the trap stays.
+    pub fn write_through(&mut self, ram: &GuestMemoryMmap, gpa: Gpa, data: &[u8]) -> bool {
+        if ram.write_slice(data, gpa.guest_address()).is_err() {
+            return false;
+        }
+        let Some(end) = gpa.checked_add(data.len() as u64) else {
+            return true;
+        };
+        for (&at, patch) in self.by_gpa.range_mut(gpa..end) {
+            if !patch.lifted {
+                patch.original = data[(at.raw() - gpa.raw()) as usize];
+                let _ = ram.write_obj(self.trap_byte, at.guest_address());
+            }
+        }
+        true
     }
 
     /// Give the guest its byte back for good.
@@ -238,6 +301,42 @@ mod tests {
         patches.disarm_all(&ram);
         assert_eq!(ram.read_obj::<u8>(GuestAddress(0x102)).unwrap(), 0x6a);
         assert!(patches.is_empty());
+    }
+
+    #[test]
+    fn a_breakpoint_and_a_handler_share_a_byte_until_both_let_go() {
+        let ram = ram();
+        let mut patches = Patches::new(0xf4);
+        let at = Gpa::new(0x100);
+        patches.arm(&ram, at, 14).unwrap();
+        patches.add_breakpoint(&ram, at).unwrap();
+        patches.release_handler(&ram, at);
+        assert!(
+            patches.holds_trap(&ram, at),
+            "the breakpoint keeps the trap"
+        );
+        assert_eq!(patches.handlers(), 0);
+        assert!(patches.remove_breakpoint(&ram, at));
+        assert_eq!(ram.read_obj::<u8>(GuestAddress(0x100)).unwrap(), 0x6a);
+        assert!(patches.is_empty());
+        assert!(
+            !patches.remove_breakpoint(&ram, at),
+            "nothing left to remove"
+        );
+    }
+
+    #[test]
+    fn a_host_write_over_a_trap_changes_what_the_guest_will_see_not_the_trap() {
+        let ram = ram();
+        let mut patches = Patches::new(0xf4);
+        patches.add_breakpoint(&ram, Gpa::new(0x101)).unwrap();
+        assert!(patches.write_through(&ram, Gpa::new(0x100), &[0x90, 0x91, 0x92]));
+        assert!(patches.holds_trap(&ram, Gpa::new(0x101)));
+        let mut buf = [0u8; 3];
+        assert!(GuestView::new(&ram, Some(&patches)).read(Gpa::new(0x100), &mut buf));
+        assert_eq!(buf, [0x90, 0x91, 0x92]);
+        patches.disarm_all(&ram);
+        assert_eq!(ram.read_obj::<u8>(GuestAddress(0x101)).unwrap(), 0x91);
     }
 
     #[test]

@@ -1,13 +1,18 @@
-//! A VM booting one kernel through PVH: guest RAM, one vCPU, COM1 and the debug-exit port,
-//! and the loop that runs it until it ends.
+//! A VM booting one kernel through PVH: guest RAM, one vCPU, COM1 and the debug-exit port.
+//! [`run`] holds the loop that runs it; [`debug`] what gdb reads and changes while it stands.
+
+mod debug;
+mod run;
+
+pub use debug::{DebugError, HwKind, Registers};
+pub use run::{Resume, Stop, StopOn};
 
 use crate::addr::{Gpa, Gva};
 use crate::analysis::{self, Context, Snapshot};
 use crate::boot_cpu;
 use crate::console::{self, ConsoleError, ConsoleSink, Uart};
-use crate::cpu_state::CpuState;
 use crate::cpuid::{self, CpuidError};
-use crate::ending::{Ending, RunReport};
+use crate::ending::Ending;
 use crate::exceptions::{Captured, ExceptionLog, ExceptionReport};
 use crate::hypervisor::{self, KvmError};
 use crate::layout::{LayoutError, RamLayout};
@@ -15,14 +20,11 @@ use crate::loader::{self, KernelImage, LoadError};
 use crate::paging::{self, Cr3, PagingMode, Walk};
 use crate::report::{self, ReportError, ReportFile};
 use crate::symbols::Symbolizer;
-use crate::tap::{GuestView, Hit, Tap, TrapKind};
+use crate::tap::{ExceptionRecord, GuestView, Tap, TrapKind};
 use crate::virt::AddressSpace;
-use crate::watchdog::Watchdog;
-use kvm_bindings::kvm_regs;
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
-use std::io::Write;
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 /// Where KVM on Intel keeps its real-mode TSS: three pages inside the hole below 4 GiB.
@@ -98,22 +100,6 @@ fn setup(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |error| VmError::Setup { step, error }
 }
 
-/// Counts and describes guest accesses that reached no device.
-#[derive(Debug, Default)]
-struct StrayAccesses {
-    count: u64,
-    first: Option<String>,
-}
-
-impl StrayAccesses {
-    fn note(&mut self, what: impl FnOnce() -> String) {
-        self.count += 1;
-        if self.first.is_none() {
-            self.first = Some(what());
-        }
-    }
-}
-
 #[derive(Debug)]
 pub struct Vm {
     // Field order is drop order: the vCPU and VM go before /dev/kvm, and guest RAM last.
@@ -129,6 +115,14 @@ pub struct Vm {
     exceptions: ExceptionLog,
     /// The walk of the last exception, whose diff is due at the next stop.
     pending_diff: Option<Snapshot>,
+    /// Set while the vCPU stands at a handler entry whose exception gdb was shown.
+    held: Option<run::Held>,
+    progress: run::Progress,
+    pub stop_on: StopOn,
+    hw: debug::HwSlots,
+    sw_breakpoints: debug::SwBreakpoints,
+    /// The gdb debug state last given to KVM (and whether it single-stepped).
+    applied_debug: Option<(debug::HwSlots, bool)>,
     symbols: Option<Symbolizer>,
     report: Option<ReportFile>,
     mem: GuestMemoryMmap,
@@ -193,6 +187,12 @@ impl Vm {
             tap,
             exceptions: ExceptionLog::default(),
             pending_diff: None,
+            held: None,
+            progress: run::Progress::default(),
+            stop_on: StopOn::default(),
+            hw: debug::HwSlots::default(),
+            sw_breakpoints: debug::SwBreakpoints::new(),
+            applied_debug: None,
             symbols,
             report,
             mem,
@@ -234,134 +234,6 @@ impl Vm {
         })
     }
 
-    /// Run the guest until it ends, one way or another. Never panics on guest behaviour.
-    pub fn run(&mut self) -> RunReport {
-        let started = Instant::now();
-        let watchdog = Watchdog::arm(self.config.timeout);
-        let mut exits = 0u64;
-        let mut stray = StrayAccesses::default();
-        let ending = loop {
-            let stepping = self.tap.as_ref().is_some_and(Tap::stepping);
-            let exit = self.vcpu.run();
-            exits += 1;
-            // Exits the tap may have to look at once `exit` no longer borrows the vCPU.
-            let mut idt_may_have_changed = false;
-            let mut halted = false;
-            let mut debug = None;
-            match exit {
-                Ok(VcpuExit::IoOut(port, data)) => {
-                    idt_may_have_changed = true;
-                    if port == abi::ports::DEBUG_EXIT {
-                        break Ending::GuestExit {
-                            code: data.first().copied().unwrap_or(0),
-                        };
-                    } else if COM1.contains(&port) {
-                        let offset = (port - COM1.start) as u8;
-                        // The UART's only error is a failed trigger, and ours cannot fail.
-                        let _ = self.uart.write(offset, data.first().copied().unwrap_or(0));
-                    } else {
-                        let value = data.iter().rev().fold(0u64, |v, &b| v << 8 | u64::from(b));
-                        stray.note(|| format!("out {value:#x} to port {port:#x}"));
-                    }
-                }
-                Ok(VcpuExit::IoIn(port, data)) => {
-                    idt_may_have_changed = true;
-                    if COM1.contains(&port) {
-                        let value = self.uart.read((port - COM1.start) as u8);
-                        data.fill(0);
-                        if let Some(first) = data.first_mut() {
-                            *first = value;
-                        }
-                    } else {
-                        // Absent ISA hardware reads as all ones.
-                        data.fill(0xff);
-                        stray.note(|| format!("in from port {port:#x}"));
-                    }
-                }
-                Ok(VcpuExit::MmioRead(address, data)) => {
-                    idt_may_have_changed = true;
-                    data.fill(0xff);
-                    stray.note(|| format!("read of {} bytes at physical {address:#x}", data.len()));
-                }
-                Ok(VcpuExit::MmioWrite(address, data)) => {
-                    idt_may_have_changed = true;
-                    stray
-                        .note(|| format!("write of {} bytes at physical {address:#x}", data.len()));
-                }
-                Ok(VcpuExit::Hlt) => halted = true,
-                Ok(VcpuExit::Debug(arch)) => debug = Some(arch),
-                Ok(VcpuExit::Shutdown) => break Ending::TripleFault,
-                Ok(VcpuExit::FailEntry(reason, cpu)) => break Ending::EntryFailure { reason, cpu },
-                Ok(VcpuExit::InternalError) => break self.internal_error(),
-                Ok(other) => {
-                    break Ending::HostError {
-                        what: format!("unexpected VM exit {other:?}"),
-                    };
-                }
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                    if watchdog.fired() {
-                        break Ending::Timeout {
-                            limit: self.config.timeout,
-                        };
-                    }
-                    idt_may_have_changed = true;
-                }
-                Err(e) => {
-                    break Ending::HostError {
-                        what: format!("KVM_RUN failed: {e}"),
-                    };
-                }
-            }
-            if let Err(what) = self.after_exit(stepping, idt_may_have_changed) {
-                break Ending::HostError { what };
-            }
-            if stepping && debug.is_some_and(|arch| arch.exception == 1) {
-                continue;
-            }
-            if halted {
-                match self.on_hlt() {
-                    Ok(true) => continue,
-                    Ok(false) => {
-                        let interrupts_enabled = self
-                            .vcpu
-                            .get_regs()
-                            .map(|r| r.rflags & (1 << 9) != 0)
-                            .unwrap_or(false);
-                        break Ending::Halted { interrupts_enabled };
-                    }
-                    Err(what) => break Ending::HostError { what },
-                }
-            }
-            if let Some(arch) = debug {
-                match self.on_debug(arch) {
-                    Ok(()) => continue,
-                    Err(what) => break Ending::HostError { what },
-                }
-            }
-        };
-        drop(watchdog);
-        let elapsed = started.elapsed();
-        let _ = self.uart.writer_mut().flush();
-        self.finish_tap(matches!(ending, Ending::TripleFault));
-        let state = match ending {
-            Ending::GuestExit { .. } => None,
-            _ => CpuState::capture(&self.vcpu, &self.mem).ok(),
-        };
-        let report = RunReport {
-            ending,
-            state,
-            elapsed,
-            vm_exits: exits,
-            stray_accesses: stray.count,
-            first_stray: stray.first,
-            serial_dropped: self.uart.writer().dropped(),
-        };
-        if let Some(file) = &mut self.report {
-            file.line(&report::run_json(&report, self.exceptions.total));
-        }
-        report
-    }
-
     /// Close the report file; a write error that happened during the run surfaces here.
     pub fn finish_report(&mut self) -> Result<(), ReportError> {
         match self.report.take() {
@@ -370,104 +242,11 @@ impl Vm {
         }
     }
 
-    /// Tap work at every exit: end a single-step, and re-check the IDT where it may have
-    /// changed.
-    fn after_exit(&mut self, stepping: bool, idt_may_have_changed: bool) -> Result<(), String> {
-        let Some(tap) = &mut self.tap else {
-            return Ok(());
-        };
-        if stepping {
-            tap.end_step(&self.vcpu, &self.mem)
-                .map_err(|e| e.to_string())?;
-        }
-        if idt_may_have_changed {
-            tap.check(&self.vcpu, &self.mem)
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
-    }
-
-    /// A `hlt` exit: the tap's trap (RIP is past the one-byte `hlt`), or the guest halting.
-    fn on_hlt(&mut self) -> Result<bool, String> {
+    /// Analyse, report and log an exception the tap just recorded.
+    fn log_exception(&mut self, record: ExceptionRecord, sregs: &kvm_bindings::kvm_sregs) {
         let Some(tap) = &self.tap else {
-            return Ok(false);
+            return;
         };
-        if tap.kind() != TrapKind::Hlt {
-            return Ok(false);
-        }
-        let regs = self
-            .vcpu
-            .get_regs()
-            .map_err(|e| format!("KVM_GET_REGS: {e}"))?;
-        let sregs = self
-            .vcpu
-            .get_sregs()
-            .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
-        let hit = [regs.rip.wrapping_sub(1), regs.rip]
-            .into_iter()
-            .map(|at| tap.classify(&self.mem, &sregs, at))
-            .find(|hit| matches!(hit, Hit::Handler { .. }));
-        let Some(Hit::Handler { gpa, handler }) = hit else {
-            return Ok(false);
-        };
-        self.capture(regs, &sregs, gpa, handler)?;
-        Ok(true)
-    }
-
-    /// A debug exit outside a single-step: an int3 trap of the tap, or the guest's own int3,
-    /// which goes back to the guest as the #BP it would have raised.
-    fn on_debug(&mut self, arch: kvm_bindings::kvm_debug_exit_arch) -> Result<(), String> {
-        let sregs = self
-            .vcpu
-            .get_sregs()
-            .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
-        let hit = match &self.tap {
-            Some(tap) if arch.exception == 3 => tap.classify(&self.mem, &sregs, arch.pc),
-            _ => Hit::NotOurs,
-        };
-        match hit {
-            Hit::Handler { gpa, handler } => {
-                let regs = self
-                    .vcpu
-                    .get_regs()
-                    .map_err(|e| format!("KVM_GET_REGS: {e}"))?;
-                self.capture(regs, &sregs, gpa, handler)
-            }
-            Hit::NotOurs if arch.exception == 3 => {
-                let mut events = self
-                    .vcpu
-                    .get_vcpu_events()
-                    .map_err(|e| format!("KVM_GET_VCPU_EVENTS: {e}"))?;
-                events.exception.injected = 1;
-                events.exception.nr = 3;
-                events.exception.has_error_code = 0;
-                self.vcpu
-                    .set_vcpu_events(&events)
-                    .map_err(|e| format!("re-injecting the guest's own #BP: {e}"))
-            }
-            Hit::NotOurs => Err(format!(
-                "unexpected debug exit (exception {} at {:#x})",
-                arch.exception, arch.pc
-            )),
-        }
-    }
-
-    /// Record, analyse and log the exception whose handler the guest just reached.
-    fn capture(
-        &mut self,
-        regs: kvm_regs,
-        sregs: &kvm_bindings::kvm_sregs,
-        gpa: Gpa,
-        handler: Gva,
-    ) -> Result<(), String> {
-        // The previous handler has run since its exception: its diff is due.
-        self.resolve_diff(false);
-        let Some(tap) = &mut self.tap else {
-            return Ok(());
-        };
-        let record = tap
-            .on_hit(&self.vcpu, &self.mem, regs, sregs, gpa, handler)
-            .map_err(|e| e.to_string())?;
         let analysis = (self.config.audit != AuditMode::Off).then(|| {
             let outer = record
                 .outer
@@ -491,7 +270,6 @@ impl Vm {
             }
         }
         self.exceptions.push(Captured { record, analysis });
-        Ok(())
     }
 
     /// Guest memory under `cr3` as the guest sees it (the tap's bytes hidden).

@@ -1,0 +1,238 @@
+//! The GDB stub: `--gdb [ADDR:]PORT` serves the GDB remote protocol (gdbstub) for the VM.
+//!
+//! gdb stops on the exceptions in `--break-on` at the faulting instruction, before the
+//! handler runs; software breakpoints use the tap's trap byte (so they work where int3 does
+//! not), hardware breakpoints and watchpoints DR0–DR3; `monitor` commands show what the
+//! host sees. See docs/gdb.md.
+
+mod arch;
+mod connection;
+mod interrupt;
+mod monitor;
+mod tables;
+mod target;
+
+pub use arch::{GdbRegisters, X86_64Kvm};
+pub use connection::{GdbConnection, PACKET_SIZE};
+pub use monitor::parse_number;
+pub use target::signal_for;
+
+use crate::ending::Ending;
+use crate::vm::{Resume, Stop, StopOn, Vm};
+use gdbstub::stub::{DisconnectReason, GdbStub};
+use interrupt::Interrupter;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use target::{EventLoop, GdbTarget};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GdbError {
+    #[error("`{0}` is not [ADDR:]PORT (e.g. 1234 or 0.0.0.0:1234)")]
+    BadAddress(String),
+    #[error("cannot listen for gdb on {addr}: {error} (is another debugger using the port?)")]
+    Listen { addr: SocketAddr, error: String },
+    #[error("waiting for a gdb connection on {addr} failed: {error}")]
+    Accept { addr: SocketAddr, error: String },
+    #[error("--gdb needs the tap for breakpoints and exception stops: drop --no-tap")]
+    NoTap,
+}
+
+/// Where to listen: loopback unless an address is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr {
+    pub addr: SocketAddr,
+    /// An address was given explicitly (the user is warned if it is not loopback).
+    pub explicit: bool,
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = GdbError;
+
+    fn from_str(text: &str) -> Result<Self, GdbError> {
+        let bad = || GdbError::BadAddress(text.into());
+        let text = text.trim();
+        if let Ok(port) = text.trim_start_matches(':').parse::<u16>() {
+            return Ok(Self {
+                addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+                explicit: false,
+            });
+        }
+        let text = text.strip_prefix("tcp:").unwrap_or(text);
+        let addr = text.parse::<SocketAddr>().map_err(|_| bad())?;
+        Ok(Self {
+            addr,
+            explicit: true,
+        })
+    }
+}
+
+/// How the gdb session went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The run ended before any gdb connected.
+    NoClient,
+    /// gdb detached: the guest runs on to its end.
+    Detached,
+    /// gdb saw the run end.
+    RunEnded,
+    /// gdb killed the guest.
+    Killed,
+    /// The connection broke: the guest runs on to its end.
+    Lost(String),
+}
+
+/// A listening gdb stub.
+#[derive(Debug)]
+pub struct GdbServer {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl GdbServer {
+    pub fn bind(listen: ListenAddr) -> Result<Self, GdbError> {
+        if listen.explicit && !listen.addr.ip().is_loopback() {
+            eprintln!(
+                "gdb: warning: listening on {}: anyone who can reach it controls the guest and reads its memory",
+                listen.addr
+            );
+        }
+        let listener = TcpListener::bind(listen.addr).map_err(|e| GdbError::Listen {
+            addr: listen.addr,
+            error: e.to_string(),
+        })?;
+        let addr = listener.local_addr().unwrap_or(listen.addr);
+        Ok(Self { listener, addr })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn accept(&self) -> Result<TcpStream, GdbError> {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => return Ok(stream),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(GdbError::Accept {
+                        addr: self.addr,
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Serve one gdb session for `vm`. With `wait`, the guest stays at its first
+    /// instruction until gdb lets it go; without, it runs until gdb connects, an exception
+    /// in `vm.stop_on.catch` stops it (the host then waits for gdb), or it ends. Afterwards
+    /// `vm.run()` takes the guest to its end (at once if it already ended).
+    pub fn serve(self, vm: &mut Vm, wait: bool) -> Result<SessionEnd, GdbError> {
+        if !vm.tap_enabled() {
+            return Err(GdbError::NoTap);
+        }
+        let addr = self.addr;
+        let stream = if wait {
+            eprintln!(
+                "gdb: the guest waits at its first instruction; connect with `target remote {addr}`"
+            );
+            self.accept()?
+        } else {
+            eprintln!(
+                "gdb: listening on {addr}; the guest runs (connect with `target remote {addr}`)"
+            );
+            let watcher = Interrupter::new(self.listener.as_raw_fd());
+            vm.stop_on.interrupt = Some(watcher.flag());
+            loop {
+                watcher.arm();
+                let stop = vm.resume(Resume::Continue);
+                watcher.disarm();
+                match stop {
+                    Stop::Interrupted => break,
+                    Stop::Exception { seq, vector } => {
+                        eprintln!(
+                            "gdb: exception [{seq}] {} stopped the guest before its handler; waiting for gdb on {addr}",
+                            abi::exception::name(vector)
+                        );
+                        break;
+                    }
+                    Stop::Ended(Ending::TripleFault) => {
+                        eprintln!(
+                            "gdb: the guest triple-faulted; its final state waits for gdb on {addr}"
+                        );
+                        break;
+                    }
+                    Stop::Ended(_) => {
+                        vm.stop_on = StopOn::default();
+                        return Ok(SessionEnd::NoClient);
+                    }
+                    _ => {}
+                }
+            }
+            drop(watcher);
+            self.accept()?
+        };
+        // One client at a time: later connections are refused once the listener is gone.
+        drop(self.listener);
+        let end = session(vm, stream);
+        vm.stop_on = StopOn::default();
+        if matches!(end, SessionEnd::Detached | SessionEnd::Lost(_)) {
+            vm.clear_debug_state();
+        }
+        if end == SessionEnd::Killed {
+            vm.kill();
+        }
+        Ok(end)
+    }
+}
+
+fn session(vm: &mut Vm, stream: TcpStream) -> SessionEnd {
+    let physical = Arc::new(AtomicBool::new(false));
+    let conn = match GdbConnection::new(stream, physical.clone()) {
+        Ok(conn) => conn,
+        Err(e) => return SessionEnd::Lost(e.to_string()),
+    };
+    let interrupter = Interrupter::new(conn.raw_fd());
+    let mut target = GdbTarget::new(vm, physical, interrupter);
+    let stub = match GdbStub::<GdbTarget<'_>, GdbConnection>::builder(conn)
+        .packet_buffer_size(PACKET_SIZE)
+        .build()
+    {
+        Ok(stub) => stub,
+        Err(e) => return SessionEnd::Lost(e.to_string()),
+    };
+    match stub.run_blocking::<EventLoop<'_>>(&mut target) {
+        Ok(DisconnectReason::Disconnect) => SessionEnd::Detached,
+        Ok(DisconnectReason::Kill) => SessionEnd::Killed,
+        Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => {
+            SessionEnd::RunEnded
+        }
+        Err(e) => SessionEnd::Lost(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_port_listens_on_loopback() {
+        let listen: ListenAddr = "1234".parse().unwrap();
+        assert_eq!(listen.addr, "127.0.0.1:1234".parse().unwrap());
+        assert!(!listen.explicit);
+        let listen: ListenAddr = "0.0.0.0:99".parse().unwrap();
+        assert!(listen.explicit);
+        let listen: ListenAddr = "[::1]:99".parse().unwrap();
+        assert!(listen.addr.ip().is_loopback());
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        for bad in ["", "host", "1234567", "1.2.3.4", "localhost:x"] {
+            let err = bad.parse::<ListenAddr>().unwrap_err();
+            assert!(err.to_string().contains("is not [ADDR:]PORT"), "{err}");
+        }
+    }
+}

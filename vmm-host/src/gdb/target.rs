@@ -1,0 +1,423 @@
+//! The VM as a gdbstub target: one gdb thread per vCPU, memory by virtual address (or
+//! physical in QEMU's PhyMemMode), breakpoints through the tap, monitor commands.
+
+use super::arch::{GdbRegId, GdbRegisters, X86_64Kvm};
+use super::connection::GdbConnection;
+use super::interrupt::Interrupter;
+use super::monitor;
+use crate::addr::{Gpa, Gva};
+use crate::catch::VectorSet;
+use crate::ending::Ending;
+use crate::vm::{HwKind, Resume, Stop, Vm};
+use gdbstub::common::{Signal, Tid};
+use gdbstub::stub::MultiThreadStopReason;
+use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
+use gdbstub::target::ext::base::BaseOps;
+use gdbstub::target::ext::base::multithread::{
+    MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
+    MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
+};
+use gdbstub::target::ext::base::single_register_access::{
+    SingleRegisterAccess, SingleRegisterAccessOps,
+};
+use gdbstub::target::ext::breakpoints::{
+    Breakpoints, BreakpointsOps, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps,
+    SwBreakpoint, SwBreakpointOps, WatchKind,
+};
+use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps};
+use gdbstub::target::{Target, TargetError, TargetResult};
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// gdb numbers threads from 1; vCPU n is thread n + 1.
+fn tid_of(vcpu: usize) -> Tid {
+    Tid::new(vcpu + 1).unwrap_or(Tid::MIN)
+}
+
+/// The signal gdb shows for an exception (as a Unix kernel would deliver it).
+pub fn signal_for(vector: u8) -> Signal {
+    match vector {
+        13 | 14 => Signal::SIGSEGV,
+        6 => Signal::SIGILL,
+        0 | 16 | 19 => Signal::SIGFPE,
+        1 | 3 => Signal::SIGTRAP,
+        _ => Signal::SIGBUS,
+    }
+}
+
+/// The signal of a run that ended without the guest exiting.
+fn signal_for_ending(ending: &Ending) -> Signal {
+    match ending {
+        Ending::Timeout { .. } => Signal::SIGXCPU,
+        Ending::Killed => Signal::SIGKILL,
+        _ => Signal::SIGABRT,
+    }
+}
+
+pub struct GdbTarget<'a> {
+    pub vm: &'a mut Vm,
+    /// QEMU's `Qqemu.PhyMemMode:1`: memory packets address guest-physical memory.
+    pub physical: Arc<AtomicBool>,
+    pub interrupter: Interrupter,
+    mode: Resume,
+    /// The end of the run was shown as a stop; the next resume reports it as final.
+    end_shown: bool,
+    /// Host-side notes for the user (why a write was refused), shown by `monitor` too.
+    pub notes: Vec<String>,
+}
+
+impl<'a> GdbTarget<'a> {
+    pub fn new(vm: &'a mut Vm, physical: Arc<AtomicBool>, interrupter: Interrupter) -> Self {
+        vm.stop_on.interrupt = Some(interrupter.flag());
+        Self {
+            vm,
+            physical,
+            interrupter,
+            mode: Resume::Continue,
+            end_shown: false,
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn catch(&mut self) -> &mut VectorSet {
+        &mut self.vm.stop_on.catch
+    }
+
+    fn note(&mut self, text: String) {
+        eprintln!("gdb: {text}");
+        self.notes.push(text);
+    }
+
+    fn stop_reason(&mut self, stop: Stop) -> MultiThreadStopReason<u64> {
+        let tid = tid_of(0);
+        match stop {
+            Stop::Ended(Ending::GuestExit { code }) => MultiThreadStopReason::Exited(code),
+            Stop::Ended(ending) => {
+                let signal = signal_for_ending(&ending);
+                if std::mem::replace(&mut self.end_shown, true) {
+                    MultiThreadStopReason::Terminated(signal)
+                } else {
+                    MultiThreadStopReason::SignalWithThread { tid, signal }
+                }
+            }
+            Stop::Exception { vector, .. } => MultiThreadStopReason::SignalWithThread {
+                tid,
+                signal: signal_for(vector),
+            },
+            Stop::Breakpoint => MultiThreadStopReason::SwBreak(tid),
+            Stop::HwBreakpoint { .. } => MultiThreadStopReason::HwBreak(tid),
+            Stop::Watchpoint { slot } => match self.vm.hw_slot(slot) {
+                Some((kind, at)) => MultiThreadStopReason::Watch {
+                    tid,
+                    kind: if kind == HwKind::Write {
+                        WatchKind::Write
+                    } else {
+                        WatchKind::ReadWrite
+                    },
+                    addr: at.raw(),
+                },
+                None => MultiThreadStopReason::HwBreak(tid),
+            },
+            Stop::Stepped => MultiThreadStopReason::DoneStep,
+            Stop::Interrupted => MultiThreadStopReason::SignalWithThread {
+                tid,
+                signal: Signal::SIGINT,
+            },
+        }
+    }
+
+    fn read_memory(&self, start: u64, data: &mut [u8]) -> Result<usize, crate::vm::DebugError> {
+        if self.physical.load(Ordering::SeqCst) {
+            self.vm.read_physical(Gpa::new(start), data)
+        } else {
+            self.vm.read_virtual(Gva::new(start), data)
+        }
+    }
+}
+
+impl Target for GdbTarget<'_> {
+    type Arch = X86_64Kvm;
+    type Error = String;
+
+    fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
+        BaseOps::MultiThread(self)
+    }
+
+    fn support_breakpoints(&mut self) -> Option<BreakpointsOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_monitor_cmd(&mut self) -> Option<MonitorCmdOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+/// One vCPU today; every request still names the one it means, and others are refused.
+fn check_vcpu(tid: Tid) -> Result<(), ()> {
+    if tid.get() == 1 { Ok(()) } else { Err(()) }
+}
+
+impl MultiThreadBase for GdbTarget<'_> {
+    fn read_registers(&mut self, regs: &mut GdbRegisters, tid: Tid) -> TargetResult<(), Self> {
+        check_vcpu(tid).map_err(|_| TargetError::NonFatal)?;
+        let cpu = self
+            .vm
+            .registers()
+            .map_err(|e| TargetError::Fatal(e.to_string()))?;
+        *regs = GdbRegisters::from_vcpu(&cpu);
+        Ok(())
+    }
+
+    fn write_registers(&mut self, regs: &GdbRegisters, tid: Tid) -> TargetResult<(), Self> {
+        check_vcpu(tid).map_err(|_| TargetError::NonFatal)?;
+        let base = self
+            .vm
+            .registers()
+            .map_err(|e| TargetError::Fatal(e.to_string()))?;
+        if let Err(e) = self.vm.set_registers(&regs.to_vcpu(&base)) {
+            self.note(e.to_string());
+            return Err(TargetError::NonFatal);
+        }
+        Ok(())
+    }
+
+    fn support_single_register_access(&mut self) -> Option<SingleRegisterAccessOps<'_, Tid, Self>> {
+        Some(self)
+    }
+
+    fn read_addrs(&mut self, start: u64, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {
+        check_vcpu(tid).map_err(|_| TargetError::NonFatal)?;
+        // EFAULT: gdb says "Cannot access memory at address …".
+        self.read_memory(start, data)
+            .map_err(|_| TargetError::Errno(14))
+    }
+
+    fn write_addrs(&mut self, start: u64, data: &[u8], tid: Tid) -> TargetResult<(), Self> {
+        check_vcpu(tid).map_err(|_| TargetError::NonFatal)?;
+        let result = if self.physical.load(Ordering::SeqCst) {
+            self.vm.write_physical(Gpa::new(start), data)
+        } else {
+            self.vm.write_virtual(Gva::new(start), data)
+        };
+        result.map_err(|_| TargetError::Errno(14))
+    }
+
+    fn list_active_threads(
+        &mut self,
+        thread_is_active: &mut dyn FnMut(Tid),
+    ) -> Result<(), Self::Error> {
+        for vcpu in 0..self.vm.vcpu_count() {
+            thread_is_active(tid_of(vcpu));
+        }
+        Ok(())
+    }
+
+    fn support_resume(&mut self) -> Option<MultiThreadResumeOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SingleRegisterAccess<Tid> for GdbTarget<'_> {
+    fn read_register(
+        &mut self,
+        tid: Tid,
+        reg_id: GdbRegId,
+        buf: &mut [u8],
+    ) -> TargetResult<usize, Self> {
+        check_vcpu(tid).map_err(|_| TargetError::NonFatal)?;
+        let cpu = self
+            .vm
+            .registers()
+            .map_err(|e| TargetError::Fatal(e.to_string()))?;
+        let value = GdbRegisters::from_vcpu(&cpu);
+        let bytes = value.get(reg_id.0);
+        let n = bytes.len().min(buf.len());
+        buf[..n].copy_from_slice(&bytes[..n]);
+        Ok(n)
+    }
+
+    fn write_register(&mut self, tid: Tid, reg_id: GdbRegId, val: &[u8]) -> TargetResult<(), Self> {
+        check_vcpu(tid).map_err(|_| TargetError::NonFatal)?;
+        let base = self
+            .vm
+            .registers()
+            .map_err(|e| TargetError::Fatal(e.to_string()))?;
+        let mut regs = GdbRegisters::from_vcpu(&base);
+        if !regs.set(reg_id.0, val) {
+            return Err(TargetError::NonFatal);
+        }
+        if let Err(e) = self.vm.set_registers(&regs.to_vcpu(&base)) {
+            self.note(e.to_string());
+            return Err(TargetError::NonFatal);
+        }
+        Ok(())
+    }
+}
+
+impl MultiThreadResume for GdbTarget<'_> {
+    fn resume(&mut self) -> Result<(), Self::Error> {
+        // The guest runs in the event loop, where a Ctrl-C can reach it.
+        Ok(())
+    }
+
+    fn clear_resume_actions(&mut self) -> Result<(), Self::Error> {
+        self.mode = Resume::Continue;
+        Ok(())
+    }
+
+    fn set_resume_action_continue(
+        &mut self,
+        _tid: Tid,
+        _signal: Option<Signal>,
+    ) -> Result<(), Self::Error> {
+        // A pending exception is delivered as it was raised, whatever signal gdb passes.
+        Ok(())
+    }
+
+    fn support_single_step(&mut self) -> Option<MultiThreadSingleStepOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_scheduler_locking(&mut self) -> Option<MultiThreadSchedulerLockingOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl MultiThreadSchedulerLocking for GdbTarget<'_> {
+    fn set_resume_action_scheduler_lock(&mut self) -> Result<(), Self::Error> {
+        // Only the vCPUs gdb resumes run; with one vCPU there is nothing else to hold.
+        Ok(())
+    }
+}
+
+impl MultiThreadSingleStep for GdbTarget<'_> {
+    fn set_resume_action_step(
+        &mut self,
+        _tid: Tid,
+        _signal: Option<Signal>,
+    ) -> Result<(), Self::Error> {
+        self.mode = Resume::Step;
+        Ok(())
+    }
+}
+
+impl Breakpoints for GdbTarget<'_> {
+    fn support_sw_breakpoint(&mut self) -> Option<SwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_hw_breakpoint(&mut self) -> Option<HwBreakpointOps<'_, Self>> {
+        Some(self)
+    }
+
+    fn support_hw_watchpoint(&mut self) -> Option<HwWatchpointOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+impl SwBreakpoint for GdbTarget<'_> {
+    fn add_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        match self.vm.add_breakpoint(Gva::new(addr)) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.note(format!("breakpoint at {addr:#x}: {e}"));
+                Ok(false)
+            }
+        }
+    }
+
+    fn remove_sw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        Ok(self.vm.remove_breakpoint(Gva::new(addr)))
+    }
+}
+
+impl HwBreakpoint for GdbTarget<'_> {
+    fn add_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        Ok(self.vm.add_hw(HwKind::Execute, Gva::new(addr), 1))
+    }
+
+    fn remove_hw_breakpoint(&mut self, addr: u64, _kind: usize) -> TargetResult<bool, Self> {
+        Ok(self.vm.remove_hw(HwKind::Execute, Gva::new(addr)))
+    }
+}
+
+impl HwWatchpoint for GdbTarget<'_> {
+    fn add_hw_watchpoint(
+        &mut self,
+        addr: u64,
+        len: u64,
+        kind: WatchKind,
+    ) -> TargetResult<bool, Self> {
+        let kind = match kind {
+            WatchKind::Write => HwKind::Write,
+            WatchKind::ReadWrite => HwKind::Access,
+            // x86 debug registers cannot watch reads alone.
+            WatchKind::Read => return Ok(false),
+        };
+        Ok(self.vm.add_hw(kind, Gva::new(addr), len))
+    }
+
+    fn remove_hw_watchpoint(
+        &mut self,
+        addr: u64,
+        _len: u64,
+        kind: WatchKind,
+    ) -> TargetResult<bool, Self> {
+        let kind = match kind {
+            WatchKind::Write => HwKind::Write,
+            _ => HwKind::Access,
+        };
+        Ok(self.vm.remove_hw(kind, Gva::new(addr)))
+    }
+}
+
+impl MonitorCmd for GdbTarget<'_> {
+    fn handle_monitor_cmd(
+        &mut self,
+        cmd: &[u8],
+        mut out: ConsoleOutput<'_>,
+    ) -> Result<(), Self::Error> {
+        let line = String::from_utf8_lossy(cmd);
+        let text = monitor::run(self, &line);
+        for line in text.lines() {
+            gdbstub::outputln!(out, "{}", line);
+        }
+        Ok(())
+    }
+}
+
+/// Runs the guest between gdb's requests.
+pub struct EventLoop<'a>(PhantomData<&'a ()>);
+
+impl<'a> BlockingEventLoop for EventLoop<'a> {
+    type Target = GdbTarget<'a>;
+    type Connection = GdbConnection;
+    type StopReason = MultiThreadStopReason<u64>;
+
+    fn wait_for_stop_reason(
+        target: &mut Self::Target,
+        conn: &mut Self::Connection,
+    ) -> Result<Event<Self::StopReason>, WaitForStopReasonError<String, std::io::Error>> {
+        use gdbstub::conn::ConnectionExt;
+        if conn.has_pending() {
+            let byte = conn.read().map_err(WaitForStopReasonError::Connection)?;
+            return Ok(Event::IncomingData(byte));
+        }
+        target.interrupter.arm();
+        let stop = target.vm.resume(target.mode);
+        target.interrupter.disarm();
+        if stop == Stop::Interrupted {
+            let byte = conn.read().map_err(WaitForStopReasonError::Connection)?;
+            return Ok(Event::IncomingData(byte));
+        }
+        Ok(Event::TargetStopped(target.stop_reason(stop)))
+    }
+
+    fn on_interrupt(_target: &mut Self::Target) -> Result<Option<Self::StopReason>, String> {
+        Ok(Some(MultiThreadStopReason::SignalWithThread {
+            tid: tid_of(0),
+            signal: Signal::SIGINT,
+        }))
+    }
+}
