@@ -24,6 +24,8 @@ pub struct GdbConnection {
     last_sent: Vec<u8>,
     sending: Vec<u8>,
     no_ack: bool,
+    /// gdbstub acknowledged the packet it was given last.
+    acked: bool,
     /// QEMU's physical-memory mode, shared with the target.
     physical: Arc<AtomicBool>,
     pub stats: ConnectionStats,
@@ -47,6 +49,7 @@ impl GdbConnection {
             last_sent: Vec::new(),
             sending: Vec::new(),
             no_ack: false,
+            acked: false,
             physical,
             stats: ConnectionStats::default(),
         })
@@ -144,15 +147,30 @@ impl GdbConnection {
             };
             return self.reply(mode);
         }
+        if too_long_read(&body) {
+            // gdbstub would loop over the whole length; QEMU refuses such reads the same way.
+            self.stats.oversized += 1;
+            self.ack()?;
+            return self.reply(b"E22");
+        }
         if body == b"QStartNoAckMode" {
             // gdb acks gdbstub's OK to this, then neither side acks again.
             self.no_ack = true;
         }
+        self.acked = false;
         self.ready.push_back(b'$');
         self.ready.extend(body);
         self.ready.push_back(b'#');
         self.ready.extend(checksum);
         Ok(())
+    }
+
+    /// Answer a packet gdbstub could not parse: acknowledged, and refused with an error.
+    pub fn refuse_unparsed(&mut self) -> io::Result<()> {
+        if !self.acked {
+            self.ack()?;
+        }
+        self.reply(b"E01")
     }
 
     fn ack(&mut self) -> io::Result<()> {
@@ -179,6 +197,10 @@ impl GdbConnection {
 
     /// Remember what gdbstub sends, packet by packet, for retransmission.
     fn track_sent(&mut self, bytes: &[u8]) {
+        if bytes == b"+" {
+            self.acked = true;
+            return;
+        }
         for &byte in bytes {
             if byte == b'$' {
                 self.sending.clear();
@@ -189,6 +211,51 @@ impl GdbConnection {
         if n >= 3 && self.sending[0] == b'$' && self.sending[n - 3] == b'#' {
             self.last_sent = std::mem::take(&mut self.sending);
         }
+    }
+}
+
+/// An `m ADDR,LEN` whose reply could not fit one packet: no gdb asks for that.
+fn too_long_read(body: &[u8]) -> bool {
+    let Some(args) = body.strip_prefix(b"m") else {
+        return false;
+    };
+    let Some(len) = args.split(|&b| b == b',').nth(1) else {
+        return false;
+    };
+    let len = std::str::from_utf8(len)
+        .ok()
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok());
+    len.is_none_or(|len| len > (PACKET_SIZE as u64 - 4) / 2)
+}
+
+/// A borrowed connection, so the session can outlive one gdbstub instance: a packet gdbstub
+/// cannot parse ends that instance, not the session.
+#[derive(Debug)]
+pub struct GdbLink<'c>(pub &'c mut GdbConnection);
+
+impl Connection for GdbLink<'_> {
+    type Error = io::Error;
+
+    fn write(&mut self, byte: u8) -> io::Result<()> {
+        Connection::write(self.0, byte)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        Connection::write_all(self.0, buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Connection::flush(self.0)
+    }
+}
+
+impl ConnectionExt for GdbLink<'_> {
+    fn read(&mut self) -> io::Result<u8> {
+        ConnectionExt::read(self.0)
+    }
+
+    fn peek(&mut self) -> io::Result<Option<u8>> {
+        ConnectionExt::peek(self.0)
     }
 }
 
@@ -304,6 +371,14 @@ mod tests {
             String::from_utf8(drain(&mut client)).unwrap(),
             format!("+{}", packet("E16"))
         );
+    }
+
+    #[test]
+    fn a_read_longer_than_a_packet_is_refused_before_gdbstub_sees_it() {
+        assert!(too_long_read(b"m0,ffffffffffffffff"));
+        assert!(too_long_read(b"m0,zz"));
+        assert!(!too_long_read(b"m100000,1000"));
+        assert!(!too_long_read(b"M0,ffff:00"), "only reads");
     }
 
     #[test]

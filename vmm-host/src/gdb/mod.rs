@@ -13,7 +13,7 @@ mod tables;
 mod target;
 
 pub use arch::{GdbRegisters, X86_64Kvm};
-pub use connection::{GdbConnection, PACKET_SIZE};
+pub use connection::{GdbConnection, GdbLink, PACKET_SIZE};
 pub use monitor::parse_number;
 pub use target::signal_for;
 
@@ -188,28 +188,47 @@ impl GdbServer {
     }
 }
 
+/// Packets gdbstub cannot parse that a session survives before it gives up on the client.
+const MAX_REFUSED_PACKETS: u32 = 1000;
+
 fn session(vm: &mut Vm, stream: TcpStream) -> SessionEnd {
     let physical = Arc::new(AtomicBool::new(false));
-    let conn = match GdbConnection::new(stream, physical.clone()) {
+    let mut conn = match GdbConnection::new(stream, physical.clone()) {
         Ok(conn) => conn,
         Err(e) => return SessionEnd::Lost(e.to_string()),
     };
     let interrupter = Interrupter::new(conn.raw_fd());
     let mut target = GdbTarget::new(vm, physical, interrupter);
-    let stub = match GdbStub::<GdbTarget<'_>, GdbConnection>::builder(conn)
-        .packet_buffer_size(PACKET_SIZE)
-        .build()
-    {
-        Ok(stub) => stub,
-        Err(e) => return SessionEnd::Lost(e.to_string()),
-    };
-    match stub.run_blocking::<EventLoop<'_>>(&mut target) {
-        Ok(DisconnectReason::Disconnect) => SessionEnd::Detached,
-        Ok(DisconnectReason::Kill) => SessionEnd::Killed,
-        Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => {
-            SessionEnd::RunEnded
+    let mut refused = 0;
+    loop {
+        let stub = match GdbStub::<GdbTarget<'_>, GdbLink<'_>>::builder(GdbLink(&mut conn))
+            .packet_buffer_size(PACKET_SIZE)
+            .build()
+        {
+            Ok(stub) => stub,
+            Err(e) => return SessionEnd::Lost(e.to_string()),
+        };
+        match stub.run_blocking::<EventLoop<'_, '_>>(&mut target) {
+            Ok(DisconnectReason::Disconnect) => return SessionEnd::Detached,
+            Ok(DisconnectReason::Kill) => return SessionEnd::Killed,
+            Ok(DisconnectReason::TargetExited(_) | DisconnectReason::TargetTerminated(_)) => {
+                return SessionEnd::RunEnded;
+            }
+            Err(e) if e.is_connection_error() || e.is_target_error() => {
+                return SessionEnd::Lost(e.to_string());
+            }
+            // A packet gdbstub could not parse: refuse it and serve the client on.
+            Err(e) => {
+                refused += 1;
+                eprintln!("gdb: refused a packet: {e}");
+                if refused > MAX_REFUSED_PACKETS {
+                    return SessionEnd::Lost(format!("{refused} malformed packets"));
+                }
+                if let Err(e) = conn.refuse_unparsed() {
+                    return SessionEnd::Lost(e.to_string());
+                }
+            }
         }
-        Err(e) => SessionEnd::Lost(e.to_string()),
     }
 }
 

@@ -2,7 +2,7 @@
 //! physical in QEMU's PhyMemMode), breakpoints through the tap, monitor commands.
 
 use super::arch::{GdbRegId, GdbRegisters, X86_64Kvm};
-use super::connection::GdbConnection;
+use super::connection::GdbLink;
 use super::interrupt::Interrupter;
 use super::monitor;
 use crate::addr::{Gpa, Gva};
@@ -388,11 +388,11 @@ impl MonitorCmd for GdbTarget<'_> {
 }
 
 /// Runs the guest between gdb's requests.
-pub struct EventLoop<'a>(PhantomData<&'a ()>);
+pub struct EventLoop<'a, 'c>(PhantomData<(&'a (), &'c ())>);
 
-impl<'a> BlockingEventLoop for EventLoop<'a> {
+impl<'a, 'c> BlockingEventLoop for EventLoop<'a, 'c> {
     type Target = GdbTarget<'a>;
-    type Connection = GdbConnection;
+    type Connection = GdbLink<'c>;
     type StopReason = MultiThreadStopReason<u64>;
 
     fn wait_for_stop_reason(
@@ -400,7 +400,7 @@ impl<'a> BlockingEventLoop for EventLoop<'a> {
         conn: &mut Self::Connection,
     ) -> Result<Event<Self::StopReason>, WaitForStopReasonError<String, std::io::Error>> {
         use gdbstub::conn::ConnectionExt;
-        if conn.has_pending() {
+        if conn.0.has_pending() {
             let byte = conn.read().map_err(WaitForStopReasonError::Connection)?;
             return Ok(Event::IncomingData(byte));
         }

@@ -1,0 +1,345 @@
+//! The GDB stub with the real gdb in batch mode: what a kernel developer types, and what
+//! they must see. Plus a raw client sending hostile packets.
+
+mod common;
+use common::{kvm_or_skip, vmm_host};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BOXKERNEL_NX: &str = "test=heap vmm=boxkernel-nx log=quiet";
+const IDENTITY_HEAP: &str = "test=heap vmm=identity4g log=quiet";
+
+fn gdb_or_skip(test: &str) -> Option<()> {
+    kvm_or_skip(test)?;
+    let found = Command::new("gdb")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        println!("SKIPPED {test}: gdb is not installed (.ci/run installs it)");
+    }
+    found.then_some(())
+}
+
+/// A vmm-host serving gdb on a free loopback port.
+struct Host {
+    child: Child,
+    addr: String,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Host {
+    fn start(cmdline: &str, extra: &[&str]) -> Self {
+        let mut child = vmm_host()
+            .args(["run", "--mem", "256M", "--quiet", "--cmdline", cmdline])
+            .args(["--gdb", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vmm-host");
+        let (lines, stderr) = mpsc::channel();
+        let reader = BufReader::new(child.stderr.take().expect("stderr"));
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let mut seen = Vec::new();
+        let addr = loop {
+            let line = stderr
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("vmm-host never said where gdb connects: {seen:?}"));
+            if let Some((_, rest)) = line.split_once("target remote ") {
+                break rest.trim_end_matches(['`', ')']).to_string();
+            }
+            seen.push(line);
+        };
+        Self {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    /// Run gdb in batch mode against this host with the kernel's symbols.
+    fn gdb(&self, commands: &[&str]) -> String {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["120", "gdb", "-batch", "-nx"])
+            .args(["-ex", "set confirm off", "-ex", "set pagination off"])
+            .args(["-ex", &format!("file {}", vmm_host::GUEST_KERNEL_ELF)])
+            .args(["-ex", &format!("target remote {}", self.addr)]);
+        for c in commands {
+            cmd.args(["-ex", c]);
+        }
+        let out = cmd.output().expect("run gdb");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    /// Wait for the host to end; its exit status, stdout and the rest of stderr.
+    fn finish(mut self) -> (i32, String, String) {
+        let mut stdout = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            let _ = out.read_to_string(&mut stdout);
+        }
+        let status = self.child.wait().expect("wait").code().unwrap_or(-1);
+        let stderr: Vec<String> = self.stderr.try_iter().collect();
+        (status, stdout, stderr.join("\n"))
+    }
+}
+
+#[test]
+fn break_on_gp_stops_at_the_faulting_instruction_and_shows_what_the_host_sees() {
+    if gdb_or_skip("break_on_gp").is_none() {
+        return;
+    }
+    let host = Host::start(BOXKERNEL_NX, &["--gdb-wait", "--break-on", "gp"]);
+    let out = host.gdb(&[
+        "continue",
+        "x/i $pc",
+        "info registers rip cr2 cr3 efer",
+        "monitor walk rip",
+        "monitor explain",
+        "monitor regs",
+        "monitor idt",
+        "monitor gdt",
+        "monitor history 2",
+        "monitor catch",
+        "detach",
+    ]);
+    assert!(
+        out.contains("Program received signal SIGSEGV, Segmentation fault."),
+        "{out}"
+    );
+    // The faulting instruction, not the handler: mov rax, [r12+rax*8].
+    assert!(
+        out.contains("=> 0x101143 <") && out.contains("mov    (%r12,%rax,8),%rax"),
+        "{out}"
+    );
+    assert!(
+        out.contains("efer           0xd00               [ NXE LMA LME ]"),
+        "{out}"
+    );
+    assert!(out.contains("cr3            0x31f000"), "{out}");
+    // The walk names each level with index, table, entry and flags.
+    assert!(
+        out.contains("  PML4 [  0]  table 0x000031f000  entry 0x0000000000320023  P RW A"),
+        "{out}"
+    );
+    assert!(
+        out.contains("r12 = 0x8000000000344000 is a page-table entry value used as a pointer"),
+        "{out}"
+    );
+    assert!(
+        out.contains("EFER   0x0000000000000d00  SCE=0 LME LMA NXE")
+            || out.contains("EFER   0x0000000000000d00"),
+        "{out}"
+    );
+    assert!(out.contains("vector 13: interrupt gate"), "{out}");
+    assert!(out.contains("code 64-bit readable ring 0"), "{out}");
+    assert!(out.contains("#GP  err 0x0"), "{out}");
+    assert!(out.contains("exceptions that stop the guest: gp"), "{out}");
+    // Detached, the guest goes on: its own #GP handler reports and exits with 4.
+    let (status, stdout, stderr) = host.finish();
+    assert_eq!(status, 4, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("gdb: detached; the guest runs on to its end"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn breakpoint_stepping_and_a_register_write_on_boxkernel_nx() {
+    if gdb_or_skip("breakpoint_stepping").is_none() {
+        return;
+    }
+    let host = Host::start(BOXKERNEL_NX, &["--gdb-wait"]);
+    let out = host.gdb(&[
+        "break guest_kernel::vmm::vmm_get_or_create_table",
+        "continue",
+        "delete",
+        "stepi 100",
+        "p/x $pc",
+        "set $rbx = 0x1234abcd",
+        "maint flush register-cache",
+        "p/x $rbx",
+        "stepi",
+        "hbreak guest_kernel::vmm::vmm_get_or_create_table",
+        "continue",
+        "info registers rip",
+        "kill",
+    ]);
+    assert!(
+        out.contains("Breakpoint 1, guest_kernel::vmm::vmm_get_or_create_table"),
+        "{out}"
+    );
+    assert!(
+        out.contains("$2 = 0x1234abcd"),
+        "the write reached the vCPU: {out}"
+    );
+    assert!(
+        out.contains("Breakpoint 2, guest_kernel::vmm::vmm_get_or_create_table"),
+        "the hardware breakpoint fires on the next call: {out}"
+    );
+    let (status, stdout, stderr) = host.finish();
+    assert_eq!(status, 87, "killed from gdb: {stdout}{stderr}");
+}
+
+#[test]
+fn a_watchpoint_on_a_heap_word_fires_and_physical_reads_equal_virtual_ones() {
+    if gdb_or_skip("watchpoint").is_none() {
+        return;
+    }
+    let host = Host::start(IDENTITY_HEAP, &["--gdb-wait", "--timeout", "60"]);
+    let out = host.gdb(&[
+        "set language c",
+        "watch *(unsigned long *)0xffff800000085aa0",
+        "continue",
+        "delete",
+        "python import re",
+        "python v = bytes(gdb.selected_inferior().read_memory(0xffff800000085aa0, 8))",
+        "python w = gdb.execute('monitor walk 0xffff800000085aa0', to_string=True)",
+        "python p = int(re.search(r'-> (0x[0-9a-f]+) ', w).group(1), 16)",
+        "maint packet Qqemu.PhyMemMode:1",
+        "python print('phys', hex(p), 'equal' if bytes(gdb.selected_inferior().read_memory(p, 8)) == v else 'DIFFERENT')",
+        "x/gx 0xffff800000085aa0",
+        "maint packet Qqemu.PhyMemMode:0",
+        "detach",
+    ]);
+    assert!(out.contains("Hardware watchpoint 1"), "{out}");
+    assert!(out.contains("Old value = <unreadable>"), "{out}");
+    assert!(out.contains("New value = 1663341876833526392"), "{out}");
+    assert!(
+        out.contains("src/workloads.rs:190"),
+        "stops after the write: {out}"
+    );
+    assert!(out.contains(" equal"), "{out}");
+    assert!(
+        out.contains("Cannot access memory at address 0xffff800000085aa0"),
+        "in physical mode the virtual address is no RAM: {out}"
+    );
+    let (status, stdout, stderr) = host.finish();
+    assert_eq!(status, 0, "{stdout}{stderr}");
+}
+
+#[test]
+fn ctrl_c_interrupts_a_running_guest() {
+    if gdb_or_skip("interrupt").is_none() {
+        return;
+    }
+    let host = Host::start(IDENTITY_HEAP, &["--gdb-wait", "--timeout", "60"]);
+    let mut gdb = Command::new("gdb")
+        .args(["-batch", "-nx", "-ex", "set confirm off"])
+        .args(["-ex", &format!("file {}", vmm_host::GUEST_KERNEL_ELF)])
+        .args(["-ex", &format!("target remote {}", host.addr)])
+        .args([
+            "-ex",
+            "continue",
+            "-ex",
+            "monitor history 1",
+            "-ex",
+            "detach",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gdb");
+    std::thread::sleep(Duration::from_secs(2));
+    // SAFETY: kill(2) on the gdb child we spawned, with SIGINT (what Ctrl-C sends).
+    unsafe { libc::kill(gdb.id() as i32, libc::SIGINT) };
+    let mut out = String::new();
+    gdb.stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .ok();
+    gdb.stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut out)
+        .ok();
+    let _ = gdb.wait();
+    assert!(out.contains("Program received signal SIGINT"), "{out}");
+    assert!(out.contains("exceptions captured; the last 1:"), "{out}");
+    let (status, stdout, stderr) = host.finish();
+    assert_eq!(
+        status, 0,
+        "detached, the heap run completes: {stdout}{stderr}"
+    );
+}
+
+/// One packet with its checksum.
+fn packet(body: &str) -> String {
+    let sum = body.bytes().fold(0u8, |s, b| s.wrapping_add(b));
+    format!("${body}#{sum:02x}")
+}
+
+fn exchange(stream: &mut TcpStream, raw: &str) -> String {
+    stream.write_all(raw.as_bytes()).expect("send");
+    let mut reply = Vec::new();
+    let mut byte = [0u8];
+    // Read up to the end of one reply packet (or a lone nack).
+    loop {
+        stream.read_exact(&mut byte).expect("a reply");
+        reply.push(byte[0]);
+        if byte[0] == b'-' && reply.len() == 1 {
+            break;
+        }
+        let n = reply.len();
+        if n >= 3 && reply[n - 3] == b'#' {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+#[test]
+fn hostile_packets_get_errors_and_a_second_client_is_refused() {
+    if kvm_or_skip("hostile_packets").is_none() {
+        return;
+    }
+    let host = Host::start(BOXKERNEL_NX, &["--gdb-wait"]);
+    let mut gdb = TcpStream::connect(&host.addr).expect("connect");
+    gdb.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    assert_eq!(exchange(&mut gdb, "$g#00"), "-", "bad checksum");
+    assert_eq!(
+        exchange(&mut gdb, &packet("qSupported")),
+        "+$E01#a6",
+        "malformed"
+    );
+    assert!(exchange(&mut gdb, &packet("qSupported:multiprocess+")).contains("PacketSize="));
+    // Unmapped, non-canonical and huge reads are errors, not zeros and not a crash.
+    assert!(exchange(&mut gdb, &packet("mffff900000000000,10")).starts_with("+$E"));
+    assert!(exchange(&mut gdb, &packet("m8000000000000000,8")).starts_with("+$E"));
+    assert_eq!(
+        exchange(&mut gdb, &packet("m0,ffffffffffffffff")),
+        "+$E22#a9"
+    );
+    // A read running off the end of RAM returns what there is.
+    let tail = exchange(&mut gdb, &packet("mfffff00,200"));
+    assert!(tail.starts_with("+$") && !tail.starts_with("+$E"), "{tail}");
+    assert!(exchange(&mut gdb, &packet("Z0,ffff900000000000,1")).starts_with("+$E"));
+    let oversized = exchange(&mut gdb, &packet(&"X".repeat(300_000)));
+    assert!(oversized.contains("$E16"), "{oversized}");
+    assert!(
+        exchange(&mut gdb, &packet("G00")).starts_with("+$E"),
+        "short G"
+    );
+    // The session is still alive and sane.
+    let stop = exchange(&mut gdb, &packet("?"));
+    assert!(
+        stop.starts_with("+$T05") || stop.starts_with("+$S05"),
+        "{stop}"
+    );
+    // Nobody else gets in while a client is attached.
+    assert!(
+        TcpStream::connect(&host.addr).is_err(),
+        "second client refused"
+    );
+    exchange(&mut gdb, &packet("D"));
+    let (status, stdout, stderr) = host.finish();
+    assert_eq!(status, 4, "{stdout}{stderr}");
+}
