@@ -5,7 +5,7 @@
 
 use gdbstub::conn::{Connection, ConnectionExt};
 use std::collections::VecDeque;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -17,7 +17,8 @@ pub const PACKET_SIZE: usize = 0x2_0000;
 #[derive(Debug)]
 pub struct GdbConnection {
     reader: BufReader<TcpStream>,
-    writer: TcpStream,
+    /// gdbstub writes a packet byte by byte and flushes at its end: one segment per packet.
+    writer: BufWriter<TcpStream>,
     /// Bytes framed and ready for gdbstub.
     ready: VecDeque<u8>,
     /// The last packet sent, for a retransmission when gdb answers `-`.
@@ -44,7 +45,7 @@ impl GdbConnection {
         stream.set_nodelay(true)?;
         Ok(Self {
             reader: BufReader::with_capacity(PACKET_SIZE, stream.try_clone()?),
-            writer: stream,
+            writer: BufWriter::with_capacity(2 * PACKET_SIZE, stream),
             ready: VecDeque::new(),
             last_sent: Vec::new(),
             sending: Vec::new(),
@@ -56,7 +57,7 @@ impl GdbConnection {
     }
 
     pub fn raw_fd(&self) -> RawFd {
-        self.writer.as_raw_fd()
+        self.reader.get_ref().as_raw_fd()
     }
 
     /// Whether bytes from gdb are already buffered (polling the socket would not see them).
@@ -83,8 +84,16 @@ impl GdbConnection {
         }
     }
 
+    /// Send whatever gdbstub wrote and did not flush (an ack before a long resume).
+    pub fn flush_pending(&mut self) -> io::Result<()> {
+        Write::flush(&mut self.writer)
+    }
+
     /// Read until one unit for gdbstub is ready (a packet, an interrupt) or handled here.
     fn frame(&mut self) -> io::Result<()> {
+        if self.ready.is_empty() {
+            self.flush_pending()?;
+        }
         while self.ready.is_empty() {
             match self.next_byte()? {
                 b'$' => self.packet()?,
@@ -192,7 +201,8 @@ impl GdbConnection {
     }
 
     fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        Write::write_all(&mut self.writer, bytes)
+        Write::write_all(&mut self.writer, bytes)?;
+        Write::flush(&mut self.writer)
     }
 
     /// Remember what gdbstub sends, packet by packet, for retransmission.
@@ -214,7 +224,8 @@ impl GdbConnection {
     }
 }
 
-/// An `m ADDR,LEN` whose reply could not fit one packet: no gdb asks for that.
+/// An `m ADDR,LEN` asking for more than a packet holds: gdb never does (it reads at most
+/// PacketSize bytes at a time), and gdbstub would loop over any length it is given.
 fn too_long_read(body: &[u8]) -> bool {
     let Some(args) = body.strip_prefix(b"m") else {
         return false;
@@ -225,7 +236,7 @@ fn too_long_read(body: &[u8]) -> bool {
     let len = std::str::from_utf8(len)
         .ok()
         .and_then(|hex| u64::from_str_radix(hex, 16).ok());
-    len.is_none_or(|len| len > (PACKET_SIZE as u64 - 4) / 2)
+    len.is_none_or(|len| len > PACKET_SIZE as u64)
 }
 
 /// A borrowed connection, so the session can outlive one gdbstub instance: a packet gdbstub
@@ -290,9 +301,10 @@ impl ConnectionExt for GdbConnection {
             return Ok(Some(byte));
         }
         let mut one = [0u8];
-        self.writer.set_nonblocking(true)?;
-        let peeked = self.writer.peek(&mut one);
-        self.writer.set_nonblocking(false)?;
+        let stream = self.reader.get_ref();
+        stream.set_nonblocking(true)?;
+        let peeked = stream.peek(&mut one);
+        stream.set_nonblocking(false)?;
         match peeked {
             Ok(0) => Ok(None),
             Ok(_) => Ok(Some(one[0])),

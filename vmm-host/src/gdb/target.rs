@@ -404,6 +404,9 @@ impl<'a, 'c> BlockingEventLoop for EventLoop<'a, 'c> {
             let byte = conn.read().map_err(WaitForStopReasonError::Connection)?;
             return Ok(Event::IncomingData(byte));
         }
+        conn.0
+            .flush_pending()
+            .map_err(WaitForStopReasonError::Connection)?;
         target.interrupter.arm();
         let stop = target.vm.resume(target.mode);
         target.interrupter.disarm();
