@@ -108,6 +108,7 @@ fn break_on_gp_stops_at_the_faulting_instruction_and_shows_what_the_host_sees() 
         "monitor gdt",
         "monitor history 2",
         "monitor catch",
+        "monitor maps",
         "detach",
     ]);
     assert!(
@@ -142,6 +143,13 @@ fn break_on_gp_stops_at_the_faulting_instruction_and_shows_what_the_host_sees() 
     assert!(out.contains("code 64-bit readable ring 0"), "{out}");
     assert!(out.contains("#GP  err 0x0"), "{out}");
     assert!(out.contains("exceptions that stop the guest: gp"), "{out}");
+    // `maps` lists what is mapped; the findings belong to `audit`.
+    assert!(
+        out.contains("identity map: 0x0-0x4000000 (64 MiB)"),
+        "{out}"
+    );
+    assert!(out.contains("recursive slot: none"), "{out}");
+    assert!(!out.contains("W+X"), "{out}");
     // Detached, the guest goes on: its own #GP handler reports and exits with 4.
     let (status, stdout, stderr) = host.finish();
     assert_eq!(status, 4, "{stdout}{stderr}");

@@ -98,13 +98,7 @@ fn audit(target: &mut GdbTarget<'_>, maps: bool) -> Result<String, String> {
         .ok_or("paging is off (CR0.PG = 0): there are no page tables to audit")?;
     let audit = paging::audit(&space.view, space.mode, space.cr3, target.vm.ram_regions());
     if maps {
-        let mut text = String::new();
-        for line in audit.to_string().lines() {
-            if !line.starts_with("finding") {
-                let _ = writeln!(text, "{line}");
-            }
-        }
-        return Ok(text);
+        return Ok(audit.maps());
     }
     let mut text = audit.summary();
     for finding in &audit.findings {

@@ -28,12 +28,13 @@ pub fn idt(vm: &Vm) -> Result<String, String> {
             continue;
         };
         let mut raw = [0u8; 16];
-        if let Err(e) = vm.read_virtual(at, &mut raw).and_then(|n| {
-            (n == raw.len())
-                .then_some(())
-                .ok_or(crate::vm::DebugError::NotRam(crate::addr::Gpa::new(0)))
-        }) {
-            let _ = writeln!(text, "vector {vector:>2} gate at {at} unreadable: {e}");
+        let unreadable = match vm.read_virtual(at, &mut raw) {
+            Ok(n) if n == raw.len() => None,
+            Ok(n) => Some(format!("only {n} of its 16 bytes are mapped")),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = unreadable {
+            let _ = writeln!(text, "vector {vector:>2} gate at {at} unreadable: {why}");
             continue;
         }
         let gate = Gate::parse(vector, &raw);

@@ -55,6 +55,11 @@ fn signal_for_ending(ending: &Ending) -> Signal {
     }
 }
 
+/// gdb only sees an error code; the reason goes to the host's terminal.
+fn note(text: String) {
+    eprintln!("gdb: {text}");
+}
+
 pub struct GdbTarget<'a> {
     pub vm: &'a mut Vm,
     /// QEMU's `Qqemu.PhyMemMode:1`: memory packets address guest-physical memory.
@@ -63,8 +68,6 @@ pub struct GdbTarget<'a> {
     mode: Resume,
     /// The end of the run was shown as a stop; the next resume reports it as final.
     end_shown: bool,
-    /// Host-side notes for the user (why a write was refused), shown by `monitor` too.
-    pub notes: Vec<String>,
 }
 
 impl<'a> GdbTarget<'a> {
@@ -76,17 +79,11 @@ impl<'a> GdbTarget<'a> {
             interrupter,
             mode: Resume::Continue,
             end_shown: false,
-            notes: Vec::new(),
         }
     }
 
     pub fn catch(&mut self) -> &mut VectorSet {
         &mut self.vm.stop_on.catch
-    }
-
-    fn note(&mut self, text: String) {
-        eprintln!("gdb: {text}");
-        self.notes.push(text);
     }
 
     fn stop_reason(&mut self, stop: Stop) -> MultiThreadStopReason<u64> {
@@ -176,7 +173,7 @@ impl MultiThreadBase for GdbTarget<'_> {
             .registers()
             .map_err(|e| TargetError::Fatal(e.to_string()))?;
         if let Err(e) = self.vm.set_registers(&regs.to_vcpu(&base)) {
-            self.note(e.to_string());
+            note(e.to_string());
             return Err(TargetError::NonFatal);
         }
         Ok(())
@@ -248,7 +245,7 @@ impl SingleRegisterAccess<Tid> for GdbTarget<'_> {
             return Err(TargetError::NonFatal);
         }
         if let Err(e) = self.vm.set_registers(&regs.to_vcpu(&base)) {
-            self.note(e.to_string());
+            note(e.to_string());
             return Err(TargetError::NonFatal);
         }
         Ok(())
@@ -321,7 +318,7 @@ impl SwBreakpoint for GdbTarget<'_> {
         match self.vm.add_breakpoint(Gva::new(addr)) {
             Ok(()) => Ok(true),
             Err(e) => {
-                self.note(format!("breakpoint at {addr:#x}: {e}"));
+                note(format!("breakpoint at {addr:#x}: {e}"));
                 Ok(false)
             }
         }

@@ -532,12 +532,14 @@ impl Vm {
     }
 
     fn next_access_touches(&self, slot: HwSlot) -> bool {
-        let (Ok(regs), Ok(Some(space))) = (self.vcpu.get_regs(), self.current_space()) else {
+        let (Ok(regs), Ok(sregs)) = (self.vcpu.get_regs(), self.vcpu.get_sregs()) else {
             return false;
         };
-        let Ok(sregs) = self.vcpu.get_sregs() else {
+        if sregs.cr0 & CR0_PG == 0 {
             return false;
-        };
+        }
+        let mode = PagingMode::new(self.max_phys_addr, sregs.efer);
+        let space = self.address_space(mode, Cr3::new(sregs.cr3));
         let registers = crate::analysis::RegisterFile {
             regs: &regs,
             fs_base: sregs.fs.base,

@@ -146,9 +146,8 @@ impl Vm {
             },
             Err(what) => Stop::Ended(Ending::HostError { what }),
         };
-        if step && let Err(what) = self.apply_debug(false) {
-            return self.end(Ending::HostError { what });
-        }
+        // The single-step flag stays set while the guest stands; every resume applies what
+        // it needs before KVM_RUN, so clearing it here would cost an ioctl per step.
         match stop {
             Stop::Ended(ending) => self.end(ending),
             other => other,

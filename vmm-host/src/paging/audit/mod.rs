@@ -262,8 +262,16 @@ fn extent(start: Gva, size: u64) -> String {
     )
 }
 
-impl fmt::Display for Audit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Audit {
+    /// What is mapped: the ranges with their rights, the identity and direct maps and the
+    /// recursive slot (the first part of the full listing, without frames and findings).
+    pub fn maps(&self) -> String {
+        let mut text = String::new();
+        let _ = self.write_maps(&mut text);
+        text
+    }
+
+    fn write_maps(&self, f: &mut impl fmt::Write) -> fmt::Result {
         writeln!(
             f,
             "page tables under CR3 {}: {} entries visited, {} ranges",
@@ -314,6 +322,13 @@ impl fmt::Display for Audit {
             }
             None => writeln!(f, "recursive slot: none")?,
         }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Audit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_maps(f)?;
         writeln!(f, "page-table frames: {}", self.table_frames.len())?;
         write!(f, "findings: {}", self.findings.len())?;
         for finding in &self.findings {
