@@ -77,13 +77,25 @@ fn start_qemu() -> (Child, String) {
     (child, format!("127.0.0.1:{port}"))
 }
 
-/// Seconds for `stepi STEPS` and for the dump, measured inside gdb.
-fn measure(addr: &str) -> (f64, f64) {
+/// What gdb measured against one stub.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    /// Seconds for `stepi STEPS`.
+    stepi: f64,
+    /// Seconds for the dump.
+    dump: f64,
+    /// CPU seconds gdb itself used during the `stepi`s.
+    gdb_cpu: f64,
+}
+
+/// Times for `stepi STEPS` and for the dump, measured inside gdb.
+fn measure(addr: &str) -> Measured {
     let script = format!(
-        "import time\n\
-         t = time.time(); gdb.execute('stepi {STEPS}', to_string=True); s = time.time() - t\n\
+        "import os, time\n\
+         c = sum(os.times()[:2]); t = time.time(); gdb.execute('stepi {STEPS}', to_string=True)\n\
+         s = time.time() - t; c = sum(os.times()[:2]) - c\n\
          t = time.time(); gdb.execute('dump binary memory /dev/null {DUMP_START:#x} {:#x}'); d = time.time() - t\n\
-         print('MEASURED', s, d)\n",
+         print('MEASURED', s, d, c)\n",
         DUMP_START + DUMP_BYTES
     );
     let dir = tempfile::tempdir().expect("tempdir");
@@ -101,7 +113,7 @@ fn measure(addr: &str) -> (f64, f64) {
     let text = String::from_utf8_lossy(&out.stdout);
     let line = text
         .lines()
-        .find(|l| l.starts_with("MEASURED"))
+        .find_map(|l| l.split_once("MEASURED").map(|(_, numbers)| numbers))
         .unwrap_or_else(|| {
             panic!(
                 "gdb did not measure: {text}{}",
@@ -110,12 +122,13 @@ fn measure(addr: &str) -> (f64, f64) {
         });
     let mut numbers = line
         .split_whitespace()
-        .skip(1)
         .map(|n| n.parse::<f64>().unwrap_or(f64::NAN));
-    (
-        numbers.next().unwrap_or(f64::NAN),
-        numbers.next().unwrap_or(f64::NAN),
-    )
+    let mut next = || numbers.next().unwrap_or(f64::NAN);
+    Measured {
+        stepi: next(),
+        dump: next(),
+        gdb_cpu: next(),
+    }
 }
 
 fn main() {
@@ -129,29 +142,34 @@ fn main() {
         qemu.push(measure(&addr));
         let _ = child.kill();
         let _ = child.wait();
+        let (o, q) = (ours[round - 1], qemu[round - 1]);
         println!(
-            "round {round}: vmm-host {:?}, qemu-tcg {:?}",
-            ours[round - 1],
-            qemu[round - 1]
+            "round {round}: stepi {:.3} s vs {:.3} s, dump {:.3} s vs {:.3} s (vmm-host vs qemu-tcg)",
+            o.stepi, q.stepi, o.dump, q.dump
         );
     }
-    let median = |v: &mut Vec<f64>| {
+    let median = |pick: fn(&Measured) -> f64, of: &[Measured]| {
+        let mut v: Vec<f64> = of.iter().map(pick).collect();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (mut os, mut od): (Vec<f64>, Vec<f64>) = ours.iter().copied().unzip();
-    let (mut qs, mut qd): (Vec<f64>, Vec<f64>) = qemu.iter().copied().unzip();
-    let (os, od, qs, qd) = (
-        median(&mut os),
-        median(&mut od),
-        median(&mut qs),
-        median(&mut qd),
-    );
+    let (os, od) = (median(|m| m.stepi, &ours), median(|m| m.dump, &ours));
+    let (qs, qd) = (median(|m| m.stepi, &qemu), median(|m| m.dump, &qemu));
+    let gdb_cpu = median(|m| m.gdb_cpu, &ours);
+    let steps = f64::from(STEPS);
     let mib = DUMP_BYTES as f64 / f64::from(1 << 20);
     println!("stepi from kmain, {STEPS} steps (median of {ROUNDS}):");
-    println!("  vmm-host  {:>8.0} steps/s", f64::from(STEPS) / os);
-    println!("  qemu-tcg  {:>8.0} steps/s", f64::from(STEPS) / qs);
+    println!("  vmm-host  {:>8.0} steps/s", steps / os);
+    println!("  qemu-tcg  {:>8.0} steps/s", steps / qs);
     println!("  ratio     {:>8.2}x  (target >= 2x)", qs / os);
+    // gdb works between a stop reply and its next request, so its own CPU time per step
+    // bounds any stub's rate from above.
+    println!(
+        "  gdb's own CPU per stepi {:.0} us: no stub can pass {:.0} steps/s ({:.2}x qemu-tcg)",
+        gdb_cpu / steps * 1e6,
+        steps / gdb_cpu,
+        qs / gdb_cpu
+    );
     println!("dump binary memory, {mib} MiB (median of {ROUNDS}):");
     println!("  vmm-host  {:>8.1} MiB/s", mib / od);
     println!("  qemu-tcg  {:>8.1} MiB/s", mib / qd);

@@ -45,10 +45,20 @@ const REGISTERS: usize = 66;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GdbRegId(pub usize);
 
+impl GdbRegId {
+    pub const RBP: Self = Self(6);
+    pub const RSP: Self = Self(7);
+    pub const RIP: Self = Self(16);
+}
+
 impl RegId for GdbRegId {
     fn from_raw_id(id: usize) -> Option<(Self, Option<NonZeroUsize>)> {
         let size = *SIZES.get(id)?;
         Some((Self(id), NonZeroUsize::new(size)))
+    }
+
+    fn to_raw_id(&self) -> Option<usize> {
+        Some(self.0)
     }
 }
 

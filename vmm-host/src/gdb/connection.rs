@@ -10,6 +10,7 @@ use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// Largest packet accepted, and the size gdbstub advertises (`PacketSize`).
 pub const PACKET_SIZE: usize = 0x2_0000;
@@ -30,6 +31,45 @@ pub struct GdbConnection {
     /// QEMU's physical-memory mode, shared with the target.
     physical: Arc<AtomicBool>,
     pub stats: ConnectionStats,
+    /// How long a read busy-waits for gdb's next packet before it sleeps.
+    spin_window: Duration,
+}
+
+/// gdb's next request usually follows a reply within a tenth of a millisecond while it
+/// steps or reads memory. A thread that sleeps for it pays a wake-up, which on a nested
+/// KVM is an IPI through the outer hypervisor: sleeping cost a third of every `stepi`
+/// (4,100 against 6,800 steps/s here). So a read first polls the socket for this long.
+/// A person typing costs one window per command.
+const SPIN_WINDOW: Duration = Duration::from_micros(200);
+
+/// No busy-wait on one CPU: it would hold the CPU gdb needs to answer.
+fn spin_window() -> Duration {
+    match std::thread::available_parallelism() {
+        Ok(cpus) if cpus.get() > 1 => SPIN_WINDOW,
+        _ => Duration::ZERO,
+    }
+}
+
+/// Poll `fd` without sleeping until it has data (or a hang-up) or `window` has passed.
+fn spin_until_readable(fd: RawFd, window: Duration) {
+    let started = Instant::now();
+    let mut byte = 0u8;
+    while started.elapsed() < window {
+        // SAFETY: a one-byte peek into a local; MSG_DONTWAIT never blocks, and the fd is
+        // the connection's own socket, open for as long as `self`.
+        let seen = unsafe {
+            libc::recv(
+                fd,
+                (&raw mut byte).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if seen >= 0 {
+            return;
+        }
+        std::hint::spin_loop();
+    }
 }
 
 /// What the framing threw away.
@@ -53,6 +93,7 @@ impl GdbConnection {
             acked: false,
             physical,
             stats: ConnectionStats::default(),
+            spin_window: spin_window(),
         })
     }
 
@@ -66,6 +107,9 @@ impl GdbConnection {
     }
 
     fn next_byte(&mut self) -> io::Result<u8> {
+        if self.spin_window > Duration::ZERO && self.reader.buffer().is_empty() {
+            spin_until_readable(self.raw_fd(), self.spin_window);
+        }
         loop {
             let buf = match self.reader.fill_buf() {
                 Ok(buf) => buf,

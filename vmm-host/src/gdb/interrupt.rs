@@ -123,15 +123,16 @@ fn watch(fd: RawFd, vcpu_thread: libc::pthread_t, shared: &Shared, flag: &Atomic
         if ready <= 0 {
             continue;
         }
-        flag.store(true, Ordering::SeqCst);
-        // Kick until the vCPU thread notices and disarms; each kick is sent under the lock
-        // so none arrives after disarm() returns.
+        // Kick until the vCPU thread notices and disarms. The flag and each kick are set
+        // under the lock, so neither outlives disarm(): data that arrives once the guest
+        // stands is a request for the stub, not an interrupt.
         loop {
             {
                 let state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
                 if *state != State::Watching {
                     break;
                 }
+                flag.store(true, Ordering::SeqCst);
                 watchdog::kick(vcpu_thread);
             }
             std::thread::sleep(KICK_INTERVAL);

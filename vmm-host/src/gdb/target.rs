@@ -2,7 +2,6 @@
 //! physical in QEMU's PhyMemMode), breakpoints through the tap, monitor commands.
 
 use super::arch::{GdbRegId, GdbRegisters, X86_64Kvm};
-use super::connection::GdbLink;
 use super::interrupt::Interrupter;
 use super::monitor;
 use crate::addr::{Gpa, Gva};
@@ -11,7 +10,6 @@ use crate::ending::Ending;
 use crate::vm::{HwKind, Resume, Stop, Vm};
 use gdbstub::common::{Signal, Tid};
 use gdbstub::stub::MultiThreadStopReason;
-use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
 use gdbstub::target::ext::base::BaseOps;
 use gdbstub::target::ext::base::multithread::{
     MultiThreadBase, MultiThreadResume, MultiThreadResumeOps, MultiThreadSchedulerLocking,
@@ -26,12 +24,11 @@ use gdbstub::target::ext::breakpoints::{
 };
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps};
 use gdbstub::target::{Target, TargetError, TargetResult};
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// gdb numbers threads from 1; vCPU n is thread n + 1.
-fn tid_of(vcpu: usize) -> Tid {
+pub(super) fn tid_of(vcpu: usize) -> Tid {
     Tid::new(vcpu + 1).unwrap_or(Tid::MIN)
 }
 
@@ -65,7 +62,7 @@ pub struct GdbTarget<'a> {
     /// QEMU's `Qqemu.PhyMemMode:1`: memory packets address guest-physical memory.
     pub physical: Arc<AtomicBool>,
     pub interrupter: Interrupter,
-    mode: Resume,
+    pub(super) mode: Resume,
     /// The end of the run was shown as a stop; the next resume reports it as final.
     end_shown: bool,
 }
@@ -86,7 +83,7 @@ impl<'a> GdbTarget<'a> {
         &mut self.vm.stop_on.catch
     }
 
-    fn stop_reason(&mut self, stop: Stop) -> MultiThreadStopReason<u64> {
+    pub(super) fn stop_reason(&mut self, stop: Stop) -> MultiThreadStopReason<u64> {
         let tid = tid_of(0);
         match stop {
             Stop::Ended(Ending::GuestExit { code }) => MultiThreadStopReason::Exited(code),
@@ -116,7 +113,11 @@ impl<'a> GdbTarget<'a> {
                 },
                 None => MultiThreadStopReason::HwBreak(tid),
             },
-            Stop::Stepped => MultiThreadStopReason::DoneStep,
+            // A T packet rather than gdbstub's bare S05, so the reply can carry registers.
+            Stop::Stepped => MultiThreadStopReason::SignalWithThread {
+                tid,
+                signal: Signal::SIGTRAP,
+            },
             Stop::Interrupted => MultiThreadStopReason::SignalWithThread {
                 tid,
                 signal: Signal::SIGINT,
@@ -381,43 +382,5 @@ impl MonitorCmd for GdbTarget<'_> {
             gdbstub::outputln!(out, "{}", line);
         }
         Ok(())
-    }
-}
-
-/// Runs the guest between gdb's requests.
-pub struct EventLoop<'a, 'c>(PhantomData<(&'a (), &'c ())>);
-
-impl<'a, 'c> BlockingEventLoop for EventLoop<'a, 'c> {
-    type Target = GdbTarget<'a>;
-    type Connection = GdbLink<'c>;
-    type StopReason = MultiThreadStopReason<u64>;
-
-    fn wait_for_stop_reason(
-        target: &mut Self::Target,
-        conn: &mut Self::Connection,
-    ) -> Result<Event<Self::StopReason>, WaitForStopReasonError<String, std::io::Error>> {
-        use gdbstub::conn::ConnectionExt;
-        if conn.0.has_pending() {
-            let byte = conn.read().map_err(WaitForStopReasonError::Connection)?;
-            return Ok(Event::IncomingData(byte));
-        }
-        conn.0
-            .flush_pending()
-            .map_err(WaitForStopReasonError::Connection)?;
-        target.interrupter.arm();
-        let stop = target.vm.resume(target.mode);
-        target.interrupter.disarm();
-        if stop == Stop::Interrupted {
-            let byte = conn.read().map_err(WaitForStopReasonError::Connection)?;
-            return Ok(Event::IncomingData(byte));
-        }
-        Ok(Event::TargetStopped(target.stop_reason(stop)))
-    }
-
-    fn on_interrupt(_target: &mut Self::Target) -> Result<Option<Self::StopReason>, String> {
-        Ok(Some(MultiThreadStopReason::SignalWithThread {
-            tid: tid_of(0),
-            signal: Signal::SIGINT,
-        }))
     }
 }

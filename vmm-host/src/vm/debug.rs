@@ -3,6 +3,7 @@
 //! breakpoints planted like the tap's traps, and hardware breakpoints in DR0–DR3.
 
 use super::Vm;
+use super::stopped::{MSR_KERNEL_GS_BASE, ReadError};
 use crate::addr::{Gpa, Gva};
 use crate::paging::{Cr3, PagingMode};
 use crate::tap::{GuestView, TapError};
@@ -13,7 +14,6 @@ use kvm_bindings::{
 };
 use std::collections::BTreeMap;
 
-const MSR_KERNEL_GS_BASE: u32 = 0xc000_0102;
 const CR0_PG: u64 = 1 << 31;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,15 @@ pub enum DebugError {
     CannotRewind { ring: u8, handler_ring: u8 },
     #[error(transparent)]
     Tap(#[from] TapError),
+}
+
+impl From<ReadError> for DebugError {
+    fn from(e: ReadError) -> Self {
+        Self::Kvm {
+            what: e.what,
+            error: e.error,
+        }
+    }
 }
 
 fn kvm(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> DebugError {
@@ -248,31 +257,11 @@ impl Vm {
     /// The registers as gdb should see them: at a caught exception, those of the code it
     /// interrupted (RIP at the faulting instruction), with the CPU's CR2.
     pub fn registers(&self) -> Result<Registers, DebugError> {
-        let mut regs = self.vcpu.get_regs().map_err(kvm("read registers"))?;
-        let mut sregs = self
-            .vcpu
-            .get_sregs()
-            .map_err(kvm("read system registers"))?;
-        let fpu = self.vcpu.get_fpu().map_err(kvm("read FPU registers"))?;
-        let mut msrs = Msrs::from_entries(&[kvm_msr_entry {
-            index: MSR_KERNEL_GS_BASE,
-            ..Default::default()
-        }])
-        .map_err(|_| DebugError::Kvm {
-            what: "build an MSR list",
-            error: kvm_ioctls::Error::new(libc::ENOMEM),
-        })?;
-        let read = self
-            .vcpu
-            .get_msrs(&mut msrs)
-            .map_err(kvm("read KERNEL_GS_BASE"))?;
-        let kernel_gs_base = if read == 1 {
-            msrs.as_slice()[0].data
-        } else {
-            0
-        };
+        let regs = self.general_registers()?;
+        let mut sregs = self.stopped.sregs(&self.vcpu)?;
+        let fpu = self.stopped.fpu(&self.vcpu)?;
+        let kernel_gs_base = self.stopped.kernel_gs_base(&self.vcpu)?;
         if let Some(held) = self.held.filter(|h| h.presented) {
-            regs = held.interrupted;
             sregs.cs.selector = held.interrupted_cs;
             sregs.ss.selector = held.interrupted_ss;
         }
@@ -284,6 +273,15 @@ impl Vm {
         })
     }
 
+    /// Just the general-purpose registers and RIP of [`Vm::registers`]: one ioctl, for
+    /// stop replies.
+    pub fn general_registers(&self) -> Result<kvm_regs, DebugError> {
+        match self.held.filter(|h| h.presented) {
+            Some(held) => Ok(held.interrupted),
+            None => Ok(self.stopped.regs(&self.vcpu)?),
+        }
+    }
+
     /// Change registers. At a caught exception this rewinds it: the guest goes back to the
     /// interrupted code with the new values, as if the exception had not been raised yet.
     pub fn set_registers(&mut self, new: &Registers) -> Result<(), DebugError> {
@@ -291,10 +289,9 @@ impl Vm {
         if *new == shown {
             return Ok(());
         }
-        let mut actual_sregs = self
-            .vcpu
-            .get_sregs()
-            .map_err(kvm("read system registers"))?;
+        let mut actual_sregs = self.stopped.sregs(&self.vcpu)?;
+        // Whatever happens below, what was read before may no longer be what KVM holds.
+        self.stopped.forget();
         if let Some(held) = self.held.filter(|h| h.presented) {
             let ring = (held.interrupted_cs & 3) as u8;
             let handler_ring = (actual_sregs.cs.selector & 3) as u8;
@@ -354,10 +351,7 @@ impl Vm {
 
     /// The address space the vCPU is in now; `None` while paging is off (virtual is physical).
     pub fn current_space(&self) -> Result<Option<AddressSpace<'_>>, DebugError> {
-        let sregs = self
-            .vcpu
-            .get_sregs()
-            .map_err(kvm("read system registers"))?;
+        let sregs = self.stopped.sregs(&self.vcpu)?;
         if sregs.cr0 & CR0_PG == 0 {
             return Ok(None);
         }

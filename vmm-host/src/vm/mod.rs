@@ -3,6 +3,7 @@
 
 mod debug;
 mod run;
+mod stopped;
 
 pub use debug::{DebugError, HwKind, Registers};
 pub use run::{Resume, Stop, StopOn};
@@ -123,6 +124,8 @@ pub struct Vm {
     sw_breakpoints: debug::SwBreakpoints,
     /// The gdb debug state last given to KVM (and whether it single-stepped).
     applied_debug: Option<(debug::HwSlots, bool)>,
+    /// Registers read while the guest stands, kept until it runs again.
+    stopped: stopped::StoppedState,
     symbols: Option<Symbolizer>,
     report: Option<ReportFile>,
     mem: GuestMemoryMmap,
@@ -193,6 +196,7 @@ impl Vm {
             hw: debug::HwSlots::default(),
             sw_breakpoints: debug::SwBreakpoints::new(),
             applied_debug: None,
+            stopped: stopped::StoppedState::default(),
             symbols,
             report,
             mem,

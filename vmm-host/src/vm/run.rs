@@ -135,7 +135,9 @@ impl Vm {
             return Stop::Ended(ending.clone());
         }
         let step = mode == Resume::Step;
-        let stop = match self.leave_current(step) {
+        let left = self.leave_current(step);
+        self.stopped.forget();
+        let stop = match left {
             Ok(Some(stop)) => stop,
             Ok(None) => match self.apply_debug(step) {
                 Ok(()) => {
@@ -148,6 +150,7 @@ impl Vm {
         };
         // The single-step flag stays set while the guest stands; every resume applies what
         // it needs before KVM_RUN, so clearing it here would cost an ioctl per step.
+        self.stopped.forget();
         match stop {
             Stop::Ended(ending) => self.end(ending),
             other => other,
@@ -210,19 +213,13 @@ impl Vm {
         if self.hw.is_empty() && self.tap.as_ref().is_none_or(|t| !t.has_breakpoints()) && !step {
             return Ok(None);
         }
-        let regs = self
-            .vcpu
-            .get_regs()
-            .map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+        let regs = self.stopped.regs(&self.vcpu).map_err(|e| e.to_string())?;
         if let Some(slot) = self.hw.execute_slot_at(Gva::new(regs.rip)) {
             // Resuming with RF set does not help on every KVM: step past with the slot off.
             self.hw.suspend(slot);
             return Ok(None);
         }
-        let sregs = self
-            .vcpu
-            .get_sregs()
-            .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+        let sregs = self.stopped.sregs(&self.vcpu).map_err(|e| e.to_string())?;
         let Some(tap) = &mut self.tap else {
             return Ok(None);
         };
@@ -258,6 +255,7 @@ impl Vm {
             let tap_stepping = self.tap.as_ref().is_some_and(Tap::stepping);
             let suspended = self.hw.suspended();
             let exit = self.vcpu.run();
+            self.stopped.forget();
             self.progress.exits += 1;
             // Exits the tap may have to look at once `exit` no longer borrows the vCPU.
             let mut idt_may_have_changed = false;
