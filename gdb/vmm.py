@@ -6,7 +6,7 @@
     (gdb) vmm phys $cr3 64       # the PML4's first entries
     (gdb) vmm explain | history 5 | audit | maps | idt | gdt | regs | diff
     (gdb) vmm catch gp,pf        # stop on these exceptions from now on
-    (gdb) vmm pte $rip           # just the leaf entry that maps an address
+    (gdb) vmm-pte $rip           # just the leaf entry that maps an address
 
 `monitor ...` works too; these commands add gdb expressions ($cr2, symbols, arithmetic)
 where the monitor only understands numbers.

@@ -351,3 +351,68 @@ fn hostile_packets_get_errors_and_a_second_client_is_refused() {
     let (status, stdout, stderr) = host.finish();
     assert_eq!(status, 4, "{stdout}{stderr}");
 }
+
+#[test]
+fn the_repository_command_file_connects_and_the_python_helpers_take_gdb_expressions() {
+    if gdb_or_skip("connect_gdb").is_none() {
+        return;
+    }
+    let host = Host::start(BOXKERNEL_NX, &["--gdb-wait", "--break-on", "gp"]);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root");
+    let port = host.addr.rsplit(':').next().expect("a port").to_string();
+    let mut cmd = Command::new("timeout");
+    cmd.current_dir(root)
+        .args(["120", "gdb", "-batch", "-nx"])
+        .args(["-ex", &format!("set $vmm_port = {port}")]);
+    // connect.gdb finds the kernel under target/ itself; a relocated target dir needs `file`.
+    if !root
+        .join("target/guest-kernel/x86_64-unknown-none/release/guest-kernel")
+        .exists()
+    {
+        cmd.args(["-ex", &format!("file {}", vmm_host::GUEST_KERNEL_ELF)]);
+    }
+    cmd.args(["-x", "gdb/connect.gdb"]);
+    for c in [
+        "continue",
+        "vmm walk $pc",
+        "vmm-pte $pc",
+        "vmm phys $cr3 8",
+        "vmm",
+        "detach",
+    ] {
+        cmd.args(["-ex", c]);
+    }
+    let out = cmd.output().expect("run gdb");
+    let out =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // Symbols came from the file connect.gdb loaded.
+    assert!(
+        out.contains("Program received signal SIGSEGV")
+            && out.contains("guest_kernel::vmm::vmm_get_or_create_table (ctx="),
+        "{out}"
+    );
+    // `vmm walk $pc` passed the expression's value to the monitor.
+    assert!(out.contains("walk of 0x101143"), "{out}");
+    assert!(
+        out.contains("PML4 [  0]  table 0x000031f000  entry 0x0000000000320023"),
+        "{out}"
+    );
+    // `vmm-pte` shows only the last level.
+    let pte = out
+        .lines()
+        .find(|l| l.starts_with("PT   [257]"))
+        .unwrap_or_else(|| panic!("no leaf entry line: {out}"));
+    assert!(pte.contains("table 0x"), "{pte}");
+    assert!(
+        out.contains("000000000031f000  23 00 32 00 00 00 00 00"),
+        "`vmm phys $cr3 8`: {out}"
+    );
+    assert!(
+        out.contains("monitor commands"),
+        "`vmm` alone is help: {out}"
+    );
+    let (status, stdout, stderr) = host.finish();
+    assert_eq!(status, 4, "{stdout}{stderr}");
+}
