@@ -416,3 +416,26 @@ fn the_repository_command_file_connects_and_the_python_helpers_take_gdb_expressi
     let (status, stdout, stderr) = host.finish();
     assert_eq!(status, 4, "{stdout}{stderr}");
 }
+
+#[test]
+fn a_triple_fault_stops_with_the_final_state_before_the_run_ends() {
+    if gdb_or_skip("triple_fault").is_none() {
+        return;
+    }
+    let host = Host::start("test=triple-fault", &["--gdb-wait"]);
+    let out = host.gdb(&["continue", "x/i $pc", "info registers cr3", "continue"]);
+    // The CPU shut down on the ud2 after the guest emptied its IDT: gdb sees where.
+    assert!(
+        out.contains("Program received signal SIGABRT, Aborted."),
+        "{out}"
+    );
+    assert!(out.contains("ud2"), "x/i $pc shows the instruction: {out}");
+    assert!(out.contains("cr3            0x31f000"), "{out}");
+    assert!(
+        out.contains("Program terminated with signal SIGABRT, Aborted."),
+        "continuing after the final state ends the session: {out}"
+    );
+    let (status, stdout, stderr) = host.finish();
+    assert_eq!(status, 80, "{stdout}{stderr}");
+    assert!(stdout.contains("triple fault"), "{stdout}");
+}
