@@ -197,21 +197,24 @@ impl Gate {
 struct Idt([Gate; 256]);
 
 static IDT: Once<Idt> = Once::new();
+/// The same gates with #DF on the interrupted stack, for the stack-overflow workload.
+static IDT_WITHOUT_IST: Once<Idt> = Once::new();
 
-/// Build and load the IDT: the 32 exceptions for ring 0, #DF on its own IST stack, and
-/// `int 0x80` callable from ring 3.
-pub fn init(selectors: &Selectors) {
+fn gates(selectors: &Selectors, double_fault_ist: u8) -> Idt {
     let mut gates = [Gate::default(); 256];
     for (vector, stub) in EXCEPTION_STUBS.into_iter().enumerate() {
         let ist = if vector == DOUBLE_FAULT {
-            DOUBLE_FAULT_IST as u8 + 1
+            double_fault_ist
         } else {
             0
         };
         gates[vector] = Gate::new(stub, selectors, 0, ist);
     }
     gates[usize::from(SYSCALL_VECTOR)] = Gate::new(vector_syscall, selectors, 3, 0);
-    let idt = IDT.init(Idt(gates));
+    Idt(gates)
+}
+
+fn load(idt: &'static Idt) {
     let pointer = DescriptorTablePointer {
         limit: (core::mem::size_of::<Idt>() - 1) as u16,
         base: VirtAddr::from_ptr(idt),
@@ -219,4 +222,15 @@ pub fn init(selectors: &Selectors) {
     // SAFETY: the IDT lives in a static for ever and every present gate points at a stub
     // above, in the kernel code segment.
     unsafe { x86_64::instructions::tables::lidt(&pointer) };
+}
+
+/// Build and load the IDT: the 32 exceptions for ring 0, #DF on its own IST stack, and
+/// `int 0x80` callable from ring 3.
+pub fn init(selectors: &Selectors) {
+    load(IDT.init(gates(selectors, DOUBLE_FAULT_IST as u8 + 1)));
+}
+
+/// Load an IDT whose #DF gate has no IST: a #DF then runs on the stack that faulted.
+pub fn load_without_double_fault_stack(selectors: &Selectors) {
+    load(IDT_WITHOUT_IST.init(gates(selectors, 0)));
 }

@@ -7,6 +7,7 @@ mod boot;
 mod bootinfo;
 mod cpu;
 mod exit;
+mod faults;
 mod idt;
 mod log;
 mod pmm;

@@ -11,6 +11,8 @@ pub enum Program {
     Journey = 0,
     /// mmap the same page, then write one page past its end: outside every VMA.
     Segv = 1,
+    /// Read the kernel's first page (0x100000): mapped, but for the supervisor only.
+    Peek = 2,
 }
 
 impl Program {
@@ -18,6 +20,7 @@ impl Program {
         match self {
             Program::Journey => "journey",
             Program::Segv => "segv",
+            Program::Peek => "peek",
         }
     }
 }
@@ -30,6 +33,8 @@ global_asm!(
     ".global user_program_end",
     "user_program_start:",
     "    mov r12, rdi",
+    "    cmp r12, 2",
+    "    je 6f",
     // mmap(NULL, 4096, PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS, -1, 0)
     "    mov eax, 9",
     "    xor edi, edi",
@@ -70,6 +75,13 @@ global_asm!(
     "    mov byte ptr [rbx + 0x1100], 1",
     "    mov eax, 60",
     "    mov edi, 2",
+    "    int 0x80",
+    "    ud2",
+    // A user read of the kernel image.
+    "6:",
+    "    mov rax, qword ptr [0x100000]",
+    "    mov eax, 60",
+    "    mov edi, 3",
     "    int 0x80",
     "    ud2",
     "8:",

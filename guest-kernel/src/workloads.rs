@@ -45,6 +45,36 @@ pub const NAMES: &[(&str, &str)] = &[
         "int3",
         "execute int3 in ring 0 with an empty IDT (a nested KVM may fail to emulate it)",
     ),
+    (
+        "stack-overflow",
+        "recurse into a guard page: #PF cannot be delivered, #DF runs on its IST stack",
+    ),
+    (
+        "stack-overflow-no-ist",
+        "the same with #DF on the faulting stack: #DF cannot be delivered, triple fault",
+    ),
+    (
+        "nx",
+        "call code written to an NX data page: #PF on the fetch",
+    ),
+    (
+        "write-read-only",
+        "write to a read-only kernel page with CR0.WP set: #PF, present and write",
+    ),
+    (
+        "user-peek",
+        "a ring-3 process reads the kernel image, a supervisor page: SIGSEGV",
+    ),
+    (
+        "null",
+        "unmap page 0, then read through a null pointer: #PF at 0x10",
+    ),
+    ("ud", "execute ud2 in the kernel: #UD"),
+    ("divide", "divide by zero with div: #DE"),
+    (
+        "non-canonical",
+        "read through 0x8000000000000000: #GP, not #PF",
+    ),
 ];
 
 /// The heap workload's default size: enough to push the PMM past the 64 MiB identity map
@@ -74,16 +104,7 @@ pub fn run(settings: &Settings) -> ! {
                 finish(FAILURE)
             }
         },
-        "segv" => match process::run(Program::Segv, &settings.selectors) {
-            Outcome::Killed(SIGSEGV) => {
-                kprintln!("[kernel] process 1 was killed by SIGSEGV; the kernel carries on");
-                finish(SUCCESS)
-            }
-            other => {
-                kprintln!("[kernel] expected SIGSEGV, the process ended with {other:?}");
-                finish(FAILURE)
-            }
-        },
+        "segv" => expect_sigsegv(Program::Segv, settings),
         "dump" => {
             let buf = vmalloc_or_exit(8192);
             kprintln!("[heap] vmalloc(8192) = {buf:#x}");
@@ -115,15 +136,38 @@ pub fn run(settings: &Settings) -> ! {
             unsafe { core::arch::asm!("int3", options(nomem, nostack)) };
             unreachable!("int3 returned")
         }
+        "stack-overflow" => crate::faults::stack_overflow(true, &settings.selectors),
+        "stack-overflow-no-ist" => crate::faults::stack_overflow(false, &settings.selectors),
+        "nx" => crate::faults::execute_nx(),
+        "write-read-only" => crate::faults::write_read_only(),
+        "user-peek" => expect_sigsegv(Program::Peek, settings),
+        "null" => crate::faults::null_dereference(),
+        "ud" => crate::faults::invalid_opcode(),
+        "divide" => crate::faults::divide_by_zero(),
+        "non-canonical" => crate::faults::non_canonical(),
         "help" => {
             for (name, what) in NAMES {
-                kprintln!("  test={name:<13} {what}");
+                kprintln!("  test={name:<21} {what}");
             }
             exit(SUCCESS)
         }
         other => {
             kprintln!("unknown workload test={other}; test=help lists them");
             exit(BAD_COMMAND_LINE)
+        }
+    }
+}
+
+/// Run a process that must be killed by SIGSEGV while the kernel carries on.
+fn expect_sigsegv(program: Program, settings: &Settings) -> ! {
+    match process::run(program, &settings.selectors) {
+        Outcome::Killed(SIGSEGV) => {
+            kprintln!("[kernel] process 1 was killed by SIGSEGV; the kernel carries on");
+            finish(SUCCESS)
+        }
+        other => {
+            kprintln!("[kernel] expected SIGSEGV, the process ended with {other:?}");
+            finish(FAILURE)
         }
     }
 }

@@ -10,6 +10,7 @@ pub const PAGE_FAULT: u8 = 14;
 pub const GENERAL_PROTECTION: u8 = 13;
 pub const DOUBLE_FAULT: u8 = 8;
 pub const INVALID_OPCODE: u8 = 6;
+pub const DIVIDE_ERROR: u8 = 0;
 
 /// Vector number, mnemonic and name, as the SDM lists them.
 pub const NAMES: [&str; 32] = [
