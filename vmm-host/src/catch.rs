@@ -58,6 +58,11 @@ impl Default for VectorSet {
     }
 }
 
+/// One vector by number (0–31) or mnemonic (`gp`, `#GP`, `PF`).
+pub fn parse_vector(word: &str) -> Option<u8> {
+    vector(&word.trim().trim_start_matches('#').to_ascii_lowercase())
+}
+
 fn vector(word: &str) -> Option<u8> {
     if let Ok(n) = word.parse::<u8>() {
         return (n < 32).then_some(n);

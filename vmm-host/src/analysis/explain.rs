@@ -7,6 +7,9 @@ use crate::tap::ExceptionRecord;
 use abi::exception::{self, PfError, SelectorError, pf};
 use mm::paging::{ADDR_MASK, Flags, NO_EXECUTE, PRESENT};
 
+/// Accesses below this address are null pointers plus a field offset.
+const NULL_PAGE_END: u64 = 0x1000;
+
 fn level_entry(level: Level, index: usize) -> String {
     format!("{}[{index}]", level.linux_name())
 }
@@ -39,7 +42,9 @@ fn physical_address_facts(ctx: &Context<'_>, x: u64) -> String {
 /// A value with P or NX set whose frame is RAM: an entry, not a pointer.
 fn entry_value_facts(ctx: &Context<'_>, name: &str, value: u64) -> Option<String> {
     let frame = value & ADDR_MASK;
-    let looks_like_entry = value & (PRESENT | NO_EXECUTE) != 0 && ctx.in_ram(Gpa::new(frame));
+    // Frame 0 would make any value with bit 63 set (a non-canonical pointer) an "entry".
+    let looks_like_entry =
+        value & (PRESENT | NO_EXECUTE) != 0 && frame != 0 && ctx.in_ram(Gpa::new(frame));
     if !looks_like_entry {
         return None;
     }
@@ -77,7 +82,13 @@ fn page_fault(record: &ExceptionRecord, analysis: &Analysis, ctx: &Context<'_>) 
             let index = step.map_or(0, |s| s.index);
             let table = step.map_or(0, |s| s.table.raw());
             let upper_half = cr2 >= 0xffff_8000_0000_0000;
-            if who == "kernel" && !upper_half && ctx.in_ram(Gpa::new(cr2)) {
+            if cr2 < NULL_PAGE_END {
+                format!(
+                    "null pointer dereference: a {who} {access} at {cr2:#x}, offset {cr2:#x} from address 0, in the page nothing maps so that this faults (the walk stops at {} in the {} at {table:#x}); look for a pointer left null, or a field of a struct reached through one",
+                    level_entry(level, index),
+                    level,
+                )
+            } else if who == "kernel" && !upper_half && ctx.in_ram(Gpa::new(cr2)) {
                 format!(
                     "physical address {cr2:#x} dereferenced as virtual: {}. The kernel {access} went through an address nothing maps at that virtual address (the walk stops at {} in the {} at {table:#x}); convert physical addresses through the identity or direct map before using them",
                     physical_address_facts(ctx, cr2),
@@ -181,13 +192,36 @@ fn invalid_opcode(record: &ExceptionRecord, analysis: &Analysis) -> String {
     }
 }
 
+fn double_fault(record: &ExceptionRecord) -> String {
+    let mut text = "double fault: the CPU raised an exception while delivering another one (a fault on the kernel stack or in the IDT); the saved RIP is not reliable".to_string();
+    let (cr2, rsp) = (record.control.cr2, record.regs.rsp);
+    // A push below the guard page's top faults at RSP - 8 or lower, within a page.
+    if cr2 < rsp && rsp - cr2 <= 0x1000 {
+        text.push_str(&format!(
+            ". CR2 {cr2:#x} lies just below the interrupted RSP {rsp:#x}: a kernel stack overflow into an unmapped guard page, and the page fault's own frame could not be pushed on that stack either"
+        ));
+    }
+    text
+}
+
+fn divide_error(record: &ExceptionRecord, analysis: &Analysis) -> String {
+    match &analysis.instruction {
+        Ok(i) if i.text.starts_with("div") || i.text.starts_with("idiv") => format!(
+            "`{}` raised #DE: the divisor is zero, or the quotient does not fit the destination (a 128-by-64-bit divide with RDX too large)",
+            i.text
+        ),
+        _ => format!("#DE divide error at {}", record.rip()),
+    }
+}
+
 /// The paragraph for `record`.
 pub fn explain(record: &ExceptionRecord, analysis: &Analysis, ctx: &Context<'_>) -> String {
     let mut text = match record.vector {
         exception::PAGE_FAULT => page_fault(record, analysis, ctx),
         exception::GENERAL_PROTECTION => general_protection(record, analysis, ctx),
         exception::INVALID_OPCODE => invalid_opcode(record, analysis),
-        exception::DOUBLE_FAULT => "double fault: the CPU raised an exception while delivering another one (a fault on the kernel stack or in the IDT); the saved RIP is not reliable".into(),
+        exception::DOUBLE_FAULT => double_fault(record),
+        exception::DIVIDE_ERROR => divide_error(record, analysis),
         v => format!("{} at {}", exception::name(v), record.rip()),
     };
     if let Some(location) = &analysis.location {
