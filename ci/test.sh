@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The one entry point CI systems call: formatting, lints for host and guest, then every test.
+# The one entry point CI systems call: formatting, lints for host and guest, every test, then
+# the scenario suite with a JUnit report (target/junit.xml).
 # KVM tests print SKIPPED (and pass) where /dev/kvm is unusable; the QEMU oracle likewise
 # without qemu-system-x86_64.
 set -euo pipefail
@@ -19,3 +20,11 @@ step "cargo clippy -D warnings (guest-kernel, x86_64-unknown-none)"
 
 step "cargo test (workspace)"
 cargo test --locked --workspace
+
+# Every scenario of the catalogue, as a regression suite with a JUnit report for CI.
+step "scenario suite (JUnit report: target/junit.xml)"
+if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+  cargo run --locked -q -p vmm-host -- scenario --all --jobs 2 --junit target/junit.xml --json target/scenarios.json
+else
+  echo "SKIPPED scenario suite: /dev/kvm is missing or not readable and writable"
+fi

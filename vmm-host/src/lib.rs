@@ -16,6 +16,7 @@ pub mod loader;
 pub mod paging;
 pub mod report;
 pub mod scenario;
+pub mod suite;
 pub mod symbols;
 pub mod tap;
 pub mod translate;

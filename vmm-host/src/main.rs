@@ -8,6 +8,7 @@ use vmm_host::catch::VectorSet;
 use vmm_host::ending::{RunReport, status};
 use vmm_host::gdb::{GdbServer, ListenAddr, SessionEnd};
 use vmm_host::scenario::{self, Scenario};
+use vmm_host::suite::{self, SuiteOptions};
 use vmm_host::vm::{AuditMode, Vm, VmConfig, VmError};
 use vmm_host::{hypervisor, layout};
 
@@ -56,11 +57,26 @@ struct RunArgs {
 #[derive(Debug, Args)]
 struct ScenarioArgs {
     /// Scenario name (scenarios/NAME.toml) or path to a scenario file.
-    #[arg(value_name = "NAME|PATH", required_unless_present = "list")]
+    #[arg(value_name = "NAME|PATH", required_unless_present_any = ["list", "all"])]
     scenario: Option<String>,
     /// List the available scenarios with their descriptions.
-    #[arg(long, conflicts_with = "scenario")]
+    #[arg(long, conflicts_with_all = ["scenario", "all"])]
     list: bool,
+    /// Run every scenario (or those --filter picks) and print a table; status 1 if any fails.
+    #[arg(long, conflicts_with = "scenario")]
+    all: bool,
+    /// With --all: only scenarios whose names match this glob (`boxkernel-*`).
+    #[arg(long, value_name = "GLOB")]
+    filter: Option<String>,
+    /// With --all: scenarios run at once, each in a VM of its own [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: Option<u16>,
+    /// With --all: write a JUnit XML report (one testcase per scenario) to FILE.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+    /// With --all: write the outcomes as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
     /// Directory holding scenario files [default: ./scenarios, else the source tree's].
     #[arg(long, value_name = "DIR")]
     scenarios: Option<PathBuf>,
@@ -298,7 +314,7 @@ fn scenarios_dir(explicit: Option<PathBuf>) -> PathBuf {
 }
 
 fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
-    let dir = scenarios_dir(args.scenarios);
+    let dir = scenarios_dir(args.scenarios.clone());
     if args.list {
         for name in scenario::list(&dir).map_err(bad_input)? {
             let path = dir.join(format!("{name}.toml"));
@@ -308,6 +324,15 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
             println!("{name:<20} {description}");
         }
         return Ok(0);
+    }
+    if args.all {
+        return run_suite(&args, &dir, kvm_device);
+    }
+    // clap's `requires` counts --all's default as given, so the check is made here.
+    if args.filter.is_some() || args.jobs.is_some() || args.junit.is_some() || args.json.is_some() {
+        return Err(bad_input(anyhow::anyhow!(
+            "--filter, --jobs, --junit and --json go with --all, not with one scenario"
+        )));
     }
     let name = args.scenario.unwrap_or_default();
     let path = scenario::resolve(&name, &dir).map_err(bad_input)?;
@@ -332,11 +357,16 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
     print_exceptions(&vm);
     vm.finish_report()
         .map_err(|e| Failure::from(VmError::from(e)))?;
-    let serial = String::from_utf8_lossy(vm.serial_output());
-    let failures = scenario.check(&report, &serial);
+    let failures = suite::check(&vm, &scenario, &report);
+    let budget = scenario
+        .expect
+        .budget
+        .as_ref()
+        .map(|b| format!(" of a {} budget", vmm_host::ending::seconds(b.value)))
+        .unwrap_or_default();
     if failures.is_empty() {
         println!(
-            "== scenario {}: PASS ({}, {})",
+            "== scenario {}: PASS ({}, {}{budget})",
             scenario.name,
             report.ending.kind(),
             vmm_host::ending::seconds(report.elapsed)
@@ -349,4 +379,45 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
         }
         Ok(status::SCENARIO_FAILED)
     }
+}
+
+/// `scenario --all`: every scenario, a progress line each, then the table.
+fn run_suite(args: &ScenarioArgs, dir: &Path, kvm_device: &Path) -> Result<i32, Failure> {
+    if args.gdb.gdb.is_some() || args.tap.report.is_some() || args.serial_log.is_some() {
+        return Err(bad_input(anyhow::anyhow!(
+            "--gdb, --report and --serial-log follow one scenario: give its name instead of --all"
+        )));
+    }
+    let paths = suite::select(dir, args.filter.as_deref()).map_err(bad_input)?;
+    let options = SuiteOptions {
+        kvm_device: kvm_device.to_path_buf(),
+        kernel: bundled_kernel(),
+        timeout: args.timeout,
+        tap: !args.tap.no_tap,
+        audit: args.tap.audit,
+    };
+    let jobs = args.jobs.unwrap_or(1);
+    println!(
+        "== {} scenarios from {}, {jobs} at a time",
+        paths.len(),
+        dir.display(),
+    );
+    let progress = |position: usize, total: usize, outcome: &suite::Outcome| {
+        println!("{}", suite::progress_line(position, total, outcome));
+    };
+    let outcomes = suite::run_all(&paths, usize::from(jobs), &options, &progress);
+    print!("\n{}", suite::table(&outcomes));
+    if let Some(path) = &args.junit {
+        suite::write(path, &suite::junit(&outcomes)).map_err(bad_input)?;
+        println!("JUnit report: {}", path.display());
+    }
+    if let Some(path) = &args.json {
+        suite::write(path, &suite::json(&outcomes)).map_err(bad_input)?;
+        println!("JSON report: {}", path.display());
+    }
+    Ok(if outcomes.iter().all(suite::Outcome::passed) {
+        0
+    } else {
+        status::SCENARIO_FAILED
+    })
 }

@@ -118,8 +118,6 @@ fn cross_check(name: &str) {
     let kvm = common::vmm(&[
         "scenario",
         name,
-        "--audit",
-        "off",
         "--report",
         report.to_str().expect("utf-8 path"),
     ]);

@@ -567,8 +567,18 @@ impl Vm {
             .map(|l| l.to_string())
     }
 
+    /// Just the function's name at `at` (for matching scenario expectations).
+    pub fn function_at(&self, at: Gva) -> Option<String> {
+        Some(self.symbols.as_ref()?.locate(at.raw())?.function)
+    }
+
     pub fn ram_regions(&self) -> &[(Gpa, u64)] {
         &self.ram
+    }
+
+    /// Whether exceptions are analysed (explained, diffed), not just recorded.
+    pub fn analyses_exceptions(&self) -> bool {
+        self.config.audit != super::AuditMode::Off
     }
 
     pub fn tap_enabled(&self) -> bool {

@@ -12,9 +12,16 @@
 //! exit_code = 0
 //! serial = ["memory map", "hello from guest-kernel"]
 //! ```
+//!
+//! Expectations on exceptions, findings, diffs and time are in [`expect`]; the format is
+//! documented in docs/scenarios.md.
+
+pub mod expect;
 
 use crate::ending::{Ending, RunReport};
 use crate::layout;
+use expect::{DiffExpect, ExceptionExpect, RawDiff, RawException};
+pub use expect::{ExpectError, Located, TapFacts};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -83,6 +90,16 @@ struct RawExpect {
     exit_code: Option<Spanned<u8>>,
     #[serde(default)]
     serial: Vec<Spanned<String>>,
+    #[serde(default)]
+    exception: Vec<Spanned<RawException>>,
+    exception_count: Option<Spanned<u64>>,
+    #[serde(default)]
+    findings: Vec<Spanned<String>>,
+    #[serde(default)]
+    no_findings: Vec<Spanned<String>>,
+    #[serde(default)]
+    diff: Vec<Spanned<RawDiff>>,
+    budget: Option<Spanned<f64>>,
 }
 
 /// A parsed, checked scenario.
@@ -105,13 +122,18 @@ pub struct Expect {
     pub exit_code: Option<Located<u8>>,
     /// Substrings that must appear in the serial output, in this order.
     pub serial: Vec<Located<String>>,
-}
-
-/// A value with the line it came from, so a failed check can point at it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Located<T> {
-    pub value: T,
-    pub line: usize,
+    /// Exceptions that must be taken in this order (others may come between).
+    pub exceptions: Vec<Located<ExceptionExpect>>,
+    /// The exact number of exceptions taken.
+    pub exception_count: Option<Located<u64>>,
+    /// Phrases that must appear among the final audit's findings.
+    pub findings: Vec<Located<String>>,
+    /// Phrases that must not.
+    pub no_findings: Vec<Located<String>>,
+    /// Page-table entries that must change while an exception is handled.
+    pub diffs: Vec<Located<DiffExpect>>,
+    /// Wall time the run should take; reported, and failed only when exceeded tenfold.
+    pub budget: Option<Located<Duration>>,
 }
 
 /// 1-based line and column of a byte offset.
@@ -195,12 +217,56 @@ impl Scenario {
             }
             _ => {}
         }
-        if let Some(empty) = raw.expect.serial.iter().find(|s| s.get_ref().is_empty()) {
-            return Err(at(
-                empty.span().start,
-                "an empty serial expectation matches anything: remove it",
-            ));
+        let located_text = |list: Vec<Spanned<String>>, what: &str| {
+            list.into_iter()
+                .map(|s| {
+                    if s.get_ref().is_empty() {
+                        return Err(at(
+                            s.span().start,
+                            &format!("an empty {what} matches anything: remove it"),
+                        ));
+                    }
+                    Ok(Located {
+                        line: located(s.span()),
+                        value: s.into_inner(),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let serial = located_text(raw.expect.serial, "serial expectation")?;
+        let findings = located_text(raw.expect.findings, "finding")?;
+        let no_findings = located_text(raw.expect.no_findings, "finding")?;
+        let mut exceptions = Vec::new();
+        for raw_exception in raw.expect.exception {
+            let line = located(raw_exception.span());
+            let value = expect::exception(raw_exception.into_inner())
+                .map_err(|e| at(e.offset, &e.message))?;
+            exceptions.push(Located { value, line });
         }
+        let mut diffs = Vec::new();
+        for raw_diff in raw.expect.diff {
+            let line = located(raw_diff.span());
+            let value =
+                expect::diff(raw_diff.into_inner()).map_err(|e| at(e.offset, &e.message))?;
+            diffs.push(Located { value, line });
+        }
+        let budget = match raw.expect.budget {
+            None => None,
+            Some(b)
+                if b.get_ref().is_finite() && *b.get_ref() > 0.0 && *b.get_ref() <= 86_400.0 =>
+            {
+                Some(Located {
+                    line: located(b.span()),
+                    value: Duration::from_secs_f64(*b.get_ref()),
+                })
+            }
+            Some(b) => {
+                return Err(at(
+                    b.span().start,
+                    "budget must be a number of seconds above 0 and at most 86400",
+                ));
+            }
+        };
         let kernel = raw
             .kernel
             .map(|k| path.parent().unwrap_or(Path::new(".")).join(k));
@@ -221,41 +287,50 @@ impl Scenario {
                     value: *c.get_ref(),
                     line: located(c.span()),
                 }),
-                serial: raw
-                    .expect
-                    .serial
-                    .into_iter()
-                    .map(|s| Located {
-                        line: located(s.span()),
-                        value: s.into_inner(),
-                    })
-                    .collect(),
+                serial,
+                exceptions,
+                exception_count: raw.expect.exception_count.map(|c| Located {
+                    line: located(c.span()),
+                    value: c.into_inner(),
+                }),
+                findings,
+                no_findings,
+                diffs,
+                budget,
             },
         })
     }
 
     /// What differs between this scenario's expectations and a finished run, one line each,
     /// naming the scenario line of the expectation.
-    pub fn check(&self, report: &RunReport, serial: &str) -> Vec<String> {
-        let mut failures = Vec::new();
-        let here = |line: usize| format!("{}:{line}", self.path.display());
+    pub fn check(
+        &self,
+        report: &RunReport,
+        serial: &str,
+        tap: Option<&TapFacts<'_>>,
+    ) -> Vec<String> {
+        let mut located: Vec<(usize, String)> = Vec::new();
         let expected = self.expect.ending.value;
         let actual = &report.ending;
         if expected.name() != actual.kind() {
-            failures.push(format!(
-                "{}: expected ending \"{}\", but {}",
-                here(self.expect.ending.line),
-                expected.name(),
-                actual.headline()
+            located.push((
+                self.expect.ending.line,
+                format!(
+                    "expected ending \"{}\", but {}",
+                    expected.name(),
+                    actual.headline()
+                ),
             ));
         } else if let (Some(code), Ending::GuestExit { code: got }) =
             (&self.expect.exit_code, actual)
             && code.value != *got
         {
-            failures.push(format!(
-                "{}: expected exit code {}, the guest exited with {got}",
-                here(code.line),
-                code.value
+            located.push((
+                code.line,
+                format!(
+                    "expected exit code {}, the guest exited with {got}",
+                    code.value
+                ),
             ));
         }
         let mut from = 0;
@@ -274,15 +349,49 @@ impl Scenario {
                         Some(p) => format!(" (looked after {p:?})"),
                         None => String::new(),
                     };
-                    failures.push(format!(
-                        "{}: serial output lacks {:?}{whereabouts}",
-                        here(wanted.line),
-                        wanted.value
+                    located.push((
+                        wanted.line,
+                        format!("serial output lacks {:?}{whereabouts}", wanted.value),
                     ));
                 }
             }
         }
-        failures
+        let expects_tap = !self.expect.exceptions.is_empty()
+            || self.expect.exception_count.is_some()
+            || !self.expect.findings.is_empty()
+            || !self.expect.no_findings.is_empty()
+            || !self.expect.diffs.is_empty();
+        match tap {
+            Some(facts) => {
+                located.extend(expect::check_exceptions(
+                    &self.expect.exceptions,
+                    self.expect.exception_count.as_ref(),
+                    facts,
+                ));
+                located.extend(expect::check_findings(
+                    &self.expect.findings,
+                    &self.expect.no_findings,
+                    facts,
+                ));
+                located.extend(expect::check_diffs(&self.expect.diffs, facts));
+            }
+            None if expects_tap => located.push((
+                self.expect.ending.line,
+                "expectations on exceptions, findings or diffs need the tap: run without --no-tap"
+                    .to_string(),
+            )),
+            None => {}
+        }
+        located.extend(expect::check_budget(
+            self.expect.budget.as_ref(),
+            report.elapsed,
+        ));
+        // Stable: several failures on one line keep the order they were found in.
+        located.sort_by_key(|(line, _)| *line);
+        located
+            .into_iter()
+            .map(|(line, message)| format!("{}:{line}: {message}", self.path.display()))
+            .collect()
     }
 }
 
@@ -343,6 +452,18 @@ serial = ["memory map", "hello from guest-kernel"]
 
     fn error(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    /// Each text must fail to parse with one line starting with its message.
+    fn assert_errors(cases: &[(String, &str)]) {
+        for (text, expected) in cases {
+            let message = error(text);
+            assert!(
+                message.starts_with(expected),
+                "{message:?} should start with {expected:?}"
+            );
+            assert!(!message.contains('\n'), "one line: {message:?}");
+        }
     }
 
     fn report(ending: Ending) -> RunReport {
@@ -430,14 +551,132 @@ serial = ["memory map", "hello from guest-kernel"]
             ),
             ("name = [".to_string(), "scenarios/hello.toml:1:"),
         ];
-        for (text, expected) in cases {
-            let message = error(&text);
-            assert!(
-                message.starts_with(expected),
-                "{message:?} should start with {expected:?}"
-            );
-            assert!(!message.contains('\n'), "one line: {message:?}");
-        }
+        assert_errors(&cases);
+    }
+
+    const RICH: &str = r#"name = "hello"
+description = "boots and exits"
+
+[expect]
+ending = "exit"
+exit_code = 4
+budget = 2
+exception_count = 1
+findings = ["W+X"]
+no_findings = ["table outside RAM"]
+
+[[expect.exception]]
+vector = "pf"
+error = ["write", "!present"]
+cr2 = "0x1000..0x2000"
+rip = "vmm_map_page"
+explanation = "dereferenced as virtual"
+
+[[expect.diff]]
+entry = "PTE[200]"
+old = 0
+flags = "P RW US A D"
+"#;
+
+    #[test]
+    fn parses_exception_finding_diff_and_budget_expectations() {
+        use expect::{AddressPattern, ErrorCode};
+        let s = parse(RICH).unwrap();
+        let e = &s.expect.exceptions[0];
+        assert_eq!(e.line, 12);
+        assert_eq!(e.value.vector, 14);
+        assert!(matches!(
+            e.value.error,
+            Some(ErrorCode::Bits {
+                set: 2,
+                clear: 1,
+                ..
+            })
+        ));
+        assert_eq!(e.value.cr2, Some(AddressPattern::Within(0x1000..0x2000)));
+        assert_eq!(
+            e.value.rip,
+            Some(AddressPattern::InFunction("vmm_map_page".into()))
+        );
+        assert_eq!(s.expect.diffs[0].value.index, 200);
+        assert_eq!(s.expect.diffs[0].line, 19);
+        assert_eq!(
+            s.expect.budget.as_ref().unwrap().value,
+            Duration::from_secs(2)
+        );
+        assert_eq!(s.expect.exception_count.as_ref().unwrap().value, 1);
+        assert_eq!(s.expect.findings[0].value, "W+X");
+    }
+
+    #[test]
+    fn every_expectation_error_points_at_its_line() {
+        let cases = [
+            (
+                RICH.replace("vector = \"pf\"", "vector = \"zz\""),
+                "scenarios/hello.toml:13:10: unknown vector `zz`: use a number 0-31 or a mnemonic",
+            ),
+            (
+                RICH.replace("vector = \"pf\"", "vector = 40"),
+                "scenarios/hello.toml:13:10: vector 40 is not an exception (0-31)",
+            ),
+            (
+                RICH.replace("\"!present\"", "\"sideways\""),
+                "scenarios/hello.toml:14:9: `sideways` is not an error-code bit of #PF: use present, write, user",
+            ),
+            (
+                RICH.replace("\"!present\"", "\"!write\""),
+                "scenarios/hello.toml:14:9: a bit cannot be both set and clear",
+            ),
+            (
+                RICH.replace("[\"write\", \"!present\"]", "[]"),
+                "scenarios/hello.toml:14:9: an empty list of error bits matches anything",
+            ),
+            (
+                RICH.replace("0x1000..0x2000", "0x2000..0x1000"),
+                "scenarios/hello.toml:15:7: the range `0x2000..0x1000` is empty",
+            ),
+            (
+                RICH.replace("0x1000..0x2000", "0x1000..lots"),
+                "scenarios/hello.toml:15:7: `0x1000..lots` is not a range START..END of numbers",
+            ),
+            (
+                RICH.replace("\"vmm_map_page\"", "\"9 lives\""),
+                "scenarios/hello.toml:16:7: `9 lives` is not an address, a range START..END or a function name",
+            ),
+            (
+                RICH.replace("\"dereferenced as virtual\"", "\" \""),
+                "scenarios/hello.toml:17:15: an empty explanation matches anything",
+            ),
+            (
+                RICH.replace("cr2 = ", "cr3 = "),
+                "scenarios/hello.toml:15:1: unknown field `cr3`",
+            ),
+            (
+                RICH.replace("PTE[200]", "PXE[200]"),
+                "scenarios/hello.toml:20:9: `PXE` is not a level: use PGD, PUD, PMD, PTE",
+            ),
+            (
+                RICH.replace("PTE[200]", "PTE[512]"),
+                "scenarios/hello.toml:20:9: `512` is not a table index (0-511)",
+            ),
+            (
+                RICH.replace("PTE[200]", "PTE 200"),
+                "scenarios/hello.toml:20:9: `PTE 200` is not an entry like PTE[200]",
+            ),
+            (
+                RICH.replace("budget = 2", "budget = 0"),
+                "scenarios/hello.toml:7:10: budget must be a number of seconds above 0",
+            ),
+            (
+                RICH.replace("[\"W+X\"]", "[\"\"]"),
+                "scenarios/hello.toml:9:13: an empty finding matches anything",
+            ),
+            (
+                RICH.replace("exception_count = 1", "exception_count = -1"),
+                "scenarios/hello.toml:8:19: ",
+            ),
+        ];
+        assert_errors(&cases);
     }
 
     #[test]
@@ -446,6 +685,7 @@ serial = ["memory map", "hello from guest-kernel"]
         let failures = s.check(
             &report(Ending::GuestExit { code: 0 }),
             "memory map:\nhello from guest-kernel\n",
+            None,
         );
         assert!(failures.is_empty(), "{failures:?}");
     }
@@ -456,6 +696,7 @@ serial = ["memory map", "hello from guest-kernel"]
         let failures = s.check(
             &report(Ending::GuestExit { code: 3 }),
             "hello from guest-kernel\nmemory map\n",
+            None,
         );
         assert_eq!(
             failures,
@@ -464,7 +705,7 @@ serial = ["memory map", "hello from guest-kernel"]
                 "scenarios/hello.toml:10: serial output lacks \"hello from guest-kernel\" after \"memory map\" (it appears only before it)".to_string(),
             ]
         );
-        let failures = s.check(&report(Ending::TripleFault), "");
+        let failures = s.check(&report(Ending::TripleFault), "", None);
         assert_eq!(
             failures[0],
             "scenarios/hello.toml:8: expected ending \"exit\", but triple fault: the CPU shut down (KVM_EXIT_SHUTDOWN)"

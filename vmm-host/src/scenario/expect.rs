@@ -1,0 +1,755 @@
+//! What a scenario expects of the exceptions, the page tables and the time of a run, and
+//! the check of a finished run against it. Serial text and the ending are checked in
+//! `mod.rs`; everything here comes from the exception tap.
+
+use crate::exceptions::{Brief, ExceptionLog};
+use abi::exception::mnemonic;
+use serde::Deserialize;
+use std::fmt;
+use std::ops::Range;
+use std::time::Duration;
+use toml::Spanned;
+
+/// A run over budget fails only past this multiple: CI machines are shared and noisy.
+pub const BUDGET_TOLERANCE: u32 = 10;
+
+/// A value with the line it came from, so a failed check can point at it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located<T> {
+    pub value: T,
+    pub line: usize,
+}
+
+/// Why an expectation in a scenario file is not valid: the byte offset and the message.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct ExpectError {
+    pub offset: usize,
+    pub message: String,
+}
+
+fn invalid(offset: usize, message: impl Into<String>) -> ExpectError {
+    ExpectError {
+        offset,
+        message: message.into(),
+    }
+}
+
+// ---- the file's form -------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawVector {
+    Number(u8),
+    Name(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawErrorCode {
+    Value(u64),
+    Bits(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawAddress {
+    Value(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawException {
+    vector: Spanned<RawVector>,
+    error: Option<Spanned<RawErrorCode>>,
+    cr2: Option<Spanned<RawAddress>>,
+    rip: Option<Spanned<RawAddress>>,
+    explanation: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDiff {
+    entry: Spanned<String>,
+    old: Option<Spanned<u64>>,
+    flags: Option<Spanned<String>>,
+}
+
+// ---- checked expectations --------------------------------------------------------------
+
+/// Error-code bits by name: page-fault bits for #PF, selector-error bits for the others.
+const PF_BITS: [(&str, u64); 8] = [
+    ("present", 1),
+    ("write", 1 << 1),
+    ("user", 1 << 2),
+    ("reserved", 1 << 3),
+    ("fetch", 1 << 4),
+    ("pk", 1 << 5),
+    ("ss", 1 << 6),
+    ("sgx", 1 << 15),
+];
+const SELECTOR_BITS: [(&str, u64); 3] = [("ext", 1), ("idt", 1 << 1), ("ti", 1 << 2)];
+
+/// The error code: exactly this value, or these bits set and those clear.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ErrorCode {
+    Exactly(u64),
+    Bits { set: u64, clear: u64, text: String },
+}
+
+impl ErrorCode {
+    fn matches(&self, error: Option<u64>) -> bool {
+        let Some(error) = error else {
+            return false;
+        };
+        match self {
+            Self::Exactly(value) => error == *value,
+            Self::Bits { set, clear, .. } => error & set == *set && error & clear == 0,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exactly(value) => write!(f, "error {value:#x}"),
+            Self::Bits { text, .. } => write!(f, "error [{text}]"),
+        }
+    }
+}
+
+/// An address: a value, a half-open range, or anywhere in a function of the kernel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AddressPattern {
+    Exactly(u64),
+    Within(Range<u64>),
+    InFunction(String),
+}
+
+impl AddressPattern {
+    fn matches(&self, address: u64, function_at: &dyn Fn(u64) -> Option<String>) -> bool {
+        match self {
+            Self::Exactly(value) => address == *value,
+            Self::Within(range) => range.contains(&address),
+            Self::InFunction(name) => function_at(address).is_some_and(|f| names_match(&f, name)),
+        }
+    }
+}
+
+/// `vmm_get_or_create_table` matches `guest_kernel::vmm::vmm_get_or_create_table`: a
+/// name matches whole path segments at the end of the symbol.
+fn names_match(symbol: &str, wanted: &str) -> bool {
+    symbol == wanted || symbol.ends_with(&format!("::{wanted}"))
+}
+
+impl fmt::Display for AddressPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Exactly(value) => write!(f, "{value:#x}"),
+            Self::Within(range) => write!(f, "{:#x}..{:#x}", range.start, range.end),
+            Self::InFunction(name) => write!(f, "in {name}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExceptionExpect {
+    pub vector: u8,
+    pub error: Option<ErrorCode>,
+    pub cr2: Option<AddressPattern>,
+    pub rip: Option<AddressPattern>,
+    /// A phrase the host's explanation of this exception must contain.
+    pub explanation: Option<String>,
+}
+
+impl fmt::Display for ExceptionExpect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", mnemonic(self.vector))?;
+        if let Some(error) = &self.error {
+            write!(f, " {error}")?;
+        }
+        if let Some(cr2) = &self.cr2 {
+            write!(f, " cr2 {cr2}")?;
+        }
+        if let Some(rip) = &self.rip {
+            write!(f, " rip {rip}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A page-table entry that must have changed while some exception was handled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiffExpect {
+    /// As the report prints it: `PTE[200]` (Linux names; PML4/PDPT/PD/PT work too).
+    pub level: mm::paging::Level,
+    pub index: usize,
+    pub old: Option<u64>,
+    /// The new entry's flags as the report prints them: `P RW US A D`.
+    pub flags: Option<String>,
+}
+
+impl fmt::Display for DiffExpect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.level.linux_name(), self.index)?;
+        if let Some(old) = self.old {
+            write!(f, " from {old:#x}")?;
+        }
+        if let Some(flags) = &self.flags {
+            write!(f, " to {flags}")?;
+        }
+        Ok(())
+    }
+}
+
+// ---- parsing ---------------------------------------------------------------------------
+
+pub(super) fn exception(raw: RawException) -> Result<ExceptionExpect, ExpectError> {
+    let vector = match raw.vector.get_ref() {
+        RawVector::Number(n) if *n < 32 => *n,
+        RawVector::Name(name) => crate::catch::parse_vector(name).ok_or_else(|| {
+            invalid(
+                raw.vector.span().start,
+                format!("unknown vector `{name}`: use a number 0-31 or a mnemonic like gp, pf, df"),
+            )
+        })?,
+        RawVector::Number(n) => {
+            return Err(invalid(
+                raw.vector.span().start,
+                format!("vector {n} is not an exception (0-31)"),
+            ));
+        }
+    };
+    let error = raw
+        .error
+        .map(|e| error_code(vector, e.span().start, e.into_inner()))
+        .transpose()?;
+    let cr2 = raw.cr2.map(address).transpose()?;
+    let rip = raw.rip.map(address).transpose()?;
+    let explanation = match raw.explanation {
+        Some(text) if text.get_ref().trim().is_empty() => {
+            return Err(invalid(
+                text.span().start,
+                "an empty explanation matches anything: remove it",
+            ));
+        }
+        other => other.map(Spanned::into_inner),
+    };
+    Ok(ExceptionExpect {
+        vector,
+        error,
+        cr2,
+        rip,
+        explanation,
+    })
+}
+
+fn error_code(vector: u8, offset: usize, raw: RawErrorCode) -> Result<ErrorCode, ExpectError> {
+    let names: &[(&str, u64)] = if vector == abi::exception::PAGE_FAULT {
+        &PF_BITS
+    } else {
+        &SELECTOR_BITS
+    };
+    match raw {
+        RawErrorCode::Value(value) => Ok(ErrorCode::Exactly(value)),
+        RawErrorCode::Bits(words) if words.is_empty() => Err(invalid(
+            offset,
+            "an empty list of error bits matches anything: remove it",
+        )),
+        RawErrorCode::Bits(words) => {
+            let (mut set, mut clear) = (0, 0);
+            for word in &words {
+                let (negated, name) = match word.strip_prefix('!') {
+                    Some(name) => (true, name),
+                    None => (false, word.as_str()),
+                };
+                let Some(&(_, bit)) = names.iter().find(|(n, _)| n.eq_ignore_ascii_case(name))
+                else {
+                    let known: Vec<&str> = names.iter().map(|(n, _)| *n).collect();
+                    return Err(invalid(
+                        offset,
+                        format!(
+                            "`{word}` is not an error-code bit of {}: use {} (`!` for clear)",
+                            mnemonic(vector),
+                            known.join(", ")
+                        ),
+                    ));
+                };
+                if negated {
+                    clear |= bit;
+                } else {
+                    set |= bit;
+                }
+            }
+            if set & clear != 0 {
+                return Err(invalid(offset, "a bit cannot be both set and clear"));
+            }
+            Ok(ErrorCode::Bits {
+                set,
+                clear,
+                text: words.join(", "),
+            })
+        }
+    }
+}
+
+fn number(text: &str) -> Option<u64> {
+    let text = text.trim().replace('_', "");
+    match text.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
+fn address(raw: Spanned<RawAddress>) -> Result<AddressPattern, ExpectError> {
+    let offset = raw.span().start;
+    match raw.into_inner() {
+        RawAddress::Value(value) => Ok(AddressPattern::Exactly(value)),
+        RawAddress::Text(text) => {
+            if let Some((start, end)) = text.split_once("..") {
+                let (Some(start), Some(end)) = (number(start), number(end)) else {
+                    return Err(invalid(
+                        offset,
+                        format!("`{text}` is not a range START..END of numbers"),
+                    ));
+                };
+                if start >= end {
+                    return Err(invalid(offset, format!("the range `{text}` is empty")));
+                }
+                return Ok(AddressPattern::Within(start..end));
+            }
+            if let Some(value) = number(&text) {
+                return Ok(AddressPattern::Exactly(value));
+            }
+            let is_symbol = !text.is_empty()
+                && text
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '$' | '.'));
+            if is_symbol && !text.starts_with(|c: char| c.is_ascii_digit()) {
+                Ok(AddressPattern::InFunction(text))
+            } else {
+                Err(invalid(
+                    offset,
+                    format!("`{text}` is not an address, a range START..END or a function name"),
+                ))
+            }
+        }
+    }
+}
+
+pub(super) fn diff(raw: RawDiff) -> Result<DiffExpect, ExpectError> {
+    use mm::paging::Level;
+    let offset = raw.entry.span().start;
+    let text = raw.entry.get_ref();
+    let parsed = text.strip_suffix(']').and_then(|t| t.split_once('['));
+    let Some((level_name, index)) = parsed else {
+        return Err(invalid(
+            offset,
+            format!("`{text}` is not an entry like PTE[200] or PML4[511]"),
+        ));
+    };
+    let level = match level_name.to_ascii_uppercase().as_str() {
+        "PGD" | "PML4" => Level::Pml4,
+        "PUD" | "PDPT" => Level::Pdpt,
+        "PMD" | "PD" => Level::Pd,
+        "PTE" | "PT" => Level::Pt,
+        _ => {
+            return Err(invalid(
+                offset,
+                format!(
+                    "`{level_name}` is not a level: use PGD, PUD, PMD, PTE (or PML4, PDPT, PD, PT)"
+                ),
+            ));
+        }
+    };
+    let index = match index.parse::<usize>() {
+        Ok(i) if i < 512 => i,
+        _ => {
+            return Err(invalid(
+                offset,
+                format!("`{index}` is not a table index (0-511)"),
+            ));
+        }
+    };
+    Ok(DiffExpect {
+        level,
+        index,
+        old: raw.old.map(Spanned::into_inner),
+        flags: raw.flags.map(Spanned::into_inner),
+    })
+}
+
+/// Seconds with as many decimals as a short time needs.
+pub fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 0.1 {
+        format!("{s:.3} s")
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
+// ---- checking --------------------------------------------------------------------------
+
+/// What the tap saw of a run, as far as expectations go.
+pub struct TapFacts<'a> {
+    pub log: &'a ExceptionLog,
+    /// The kernel function an address is in, from its symbols.
+    pub function_at: &'a dyn Fn(u64) -> Option<String>,
+    /// False with `--audit off`: exceptions were recorded, not explained or diffed.
+    pub analysed: bool,
+}
+
+const NOT_ANALYSED: &str = "cannot be checked: --audit off records exceptions without explaining or diffing them; use --audit faults (the default)";
+
+impl fmt::Debug for TapFacts<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TapFacts")
+            .field("exceptions", &self.log.total)
+            .finish_non_exhaustive()
+    }
+}
+
+fn brief_matches(wanted: &ExceptionExpect, seen: &Brief, facts: &TapFacts<'_>) -> bool {
+    seen.vector == wanted.vector
+        && wanted.error.as_ref().is_none_or(|e| e.matches(seen.error))
+        && wanted
+            .cr2
+            .as_ref()
+            .is_none_or(|p| p.matches(seen.cr2, facts.function_at))
+        && wanted
+            .rip
+            .as_ref()
+            .is_none_or(|p| p.matches(seen.rip.raw(), facts.function_at))
+}
+
+fn describe(seen: &Brief, facts: &TapFacts<'_>) -> String {
+    let mut text = mnemonic(seen.vector).to_string();
+    if let Some(error) = seen.error {
+        text += &format!(" error {error:#x}");
+    }
+    if seen.vector == abi::exception::PAGE_FAULT {
+        text += &format!(" cr2 {:#x}", seen.cr2);
+    }
+    text += &format!(" rip {:#x}", seen.rip.raw());
+    if let Some(function) = (facts.function_at)(seen.rip.raw()) {
+        text += &format!(" ({function})");
+    }
+    text
+}
+
+/// The exceptions must appear in this order (others may come between them); `count` is
+/// the exact total when given. Each failure is (scenario line, message).
+pub fn check_exceptions(
+    wanted: &[Located<ExceptionExpect>],
+    count: Option<&Located<u64>>,
+    facts: &TapFacts<'_>,
+) -> Vec<(usize, String)> {
+    let mut failures = Vec::new();
+    let seen = &facts.log.sequence;
+    let mut from = 0;
+    for expect in wanted {
+        let found = seen[from..]
+            .iter()
+            .position(|s| brief_matches(&expect.value, s, facts))
+            .map(|i| from + i);
+        let Some(at) = found else {
+            let same_vector: Vec<&Brief> = seen[from..]
+                .iter()
+                .filter(|s| s.vector == expect.value.vector)
+                .collect();
+            let detail = match same_vector.first() {
+                Some(first) => format!(
+                    "; the first {}{} was {}",
+                    mnemonic(expect.value.vector),
+                    if from > 0 { " after that" } else { "" },
+                    describe(first, facts)
+                ),
+                None if from > 0 => format!(
+                    "; no {} after exception #{}",
+                    mnemonic(expect.value.vector),
+                    seen[from - 1].seq
+                ),
+                None => format!("; the run took no {}", mnemonic(expect.value.vector)),
+            };
+            failures.push((
+                expect.line,
+                format!("expected exception {} was not seen{detail}", expect.value),
+            ));
+            continue;
+        };
+        if expect.value.explanation.is_some() && !facts.analysed {
+            failures.push((expect.line, format!("the explanation {NOT_ANALYSED}")));
+        } else if let Some(phrase) = &expect.value.explanation {
+            let seq = seen[at].seq;
+            let analysed = facts
+                .log
+                .detailed
+                .iter()
+                .chain(&facts.log.active)
+                .find(|c| c.record.seq == seq)
+                .and_then(|c| c.analysis.as_ref());
+            match analysed {
+                Some(analysis) if analysis.explanation.contains(phrase.as_str()) => {}
+                Some(analysis) => failures.push((
+                    expect.line,
+                    format!(
+                        "the explanation of exception #{seq} lacks {phrase:?}; it says: {}",
+                        first_line(&analysis.explanation)
+                    ),
+                )),
+                None => failures.push((
+                    expect.line,
+                    format!(
+                        "exception #{seq} has no explanation kept (the host analyses the first of each kind, and those still handled at the end)"
+                    ),
+                )),
+            }
+        }
+        from = at + 1;
+    }
+    if let Some(count) = count
+        && facts.log.total != count.value
+    {
+        failures.push((
+            count.line,
+            format!(
+                "expected {} exceptions in all, the run took {}",
+                count.value, facts.log.total
+            ),
+        ));
+    }
+    failures
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+}
+
+/// Findings of the audit of the final page tables that must, or must not, appear.
+pub fn check_findings(
+    present: &[Located<String>],
+    absent: &[Located<String>],
+    facts: &TapFacts<'_>,
+) -> Vec<(usize, String)> {
+    let mut failures = Vec::new();
+    if present.is_empty() && absent.is_empty() {
+        return failures;
+    }
+    let Some(audit) = &facts.log.final_audit else {
+        let line = present.first().or(absent.first()).map_or(0, |l| l.line);
+        failures.push((
+            line,
+            "no audit of the final page tables (paging was off when the run ended)".to_string(),
+        ));
+        return failures;
+    };
+    let findings: Vec<String> = audit.findings.iter().map(|f| f.to_string()).collect();
+    for wanted in present {
+        if !findings.iter().any(|f| f.contains(&wanted.value)) {
+            let seen = if findings.is_empty() {
+                "there were none".to_string()
+            } else {
+                format!("there were: {}", findings.join(" | "))
+            };
+            failures.push((
+                wanted.line,
+                format!(
+                    "the final audit lacks a finding with {:?}; {seen}",
+                    wanted.value
+                ),
+            ));
+        }
+    }
+    for unwanted in absent {
+        if let Some(found) = findings.iter().find(|f| f.contains(&unwanted.value)) {
+            failures.push((
+                unwanted.line,
+                format!(
+                    "the final audit has a finding with {:?}: {found}",
+                    unwanted.value
+                ),
+            ));
+        }
+    }
+    failures
+}
+
+/// Entries that must have changed while an exception was handled, in any captured diff.
+pub fn check_diffs(wanted: &[Located<DiffExpect>], facts: &TapFacts<'_>) -> Vec<(usize, String)> {
+    if !facts.analysed {
+        return wanted
+            .iter()
+            .map(|w| (w.line, format!("the diff entry {} {NOT_ANALYSED}", w.value)))
+            .collect();
+    }
+    let diffs: Vec<&crate::analysis::Diff> = facts
+        .log
+        .detailed
+        .iter()
+        .chain(&facts.log.active)
+        .filter_map(|c| c.analysis.as_ref()?.diff.as_ref())
+        .collect();
+    let changes: Vec<&crate::analysis::Change> = diffs.iter().flat_map(|d| &d.changes).collect();
+    let mut failures = Vec::new();
+    for expect in wanted {
+        let want = &expect.value;
+        let matching = |c: &&&crate::analysis::Change| {
+            c.level == want.level
+                && c.index == want.index
+                && want
+                    .old
+                    .is_none_or(|old| c.old.map(|o| o.raw()) == Some(old))
+                && want.flags.as_ref().is_none_or(|flags| {
+                    c.new.present() && mm::paging::Flags(c.new.raw()).to_string() == *flags
+                })
+        };
+        if changes.iter().any(|c| matching(&c)) {
+            continue;
+        }
+        let same_entry: Vec<String> = changes
+            .iter()
+            .filter(|c| c.level == want.level && c.index == want.index)
+            .map(|c| {
+                let old = c
+                    .old
+                    .map_or("(not reached)".to_string(), |o| format!("{:#x}", o.raw()));
+                format!("{old} -> {:#x} ({})", c.new.raw(), c.new)
+            })
+            .collect();
+        let detail = if same_entry.is_empty() {
+            format!("{} diffs captured, none touched that entry", diffs.len())
+        } else {
+            format!("that entry changed {}", same_entry.join(", "))
+        };
+        failures.push((
+            expect.line,
+            format!("expected the diff entry {want}; {detail}"),
+        ));
+    }
+    failures
+}
+
+/// The wall-time budget: reported always, a failure only past [`BUDGET_TOLERANCE`] times.
+pub fn check_budget(
+    budget: Option<&Located<Duration>>,
+    elapsed: Duration,
+) -> Option<(usize, String)> {
+    let budget = budget?;
+    (elapsed > budget.value * BUDGET_TOLERANCE).then(|| {
+        (
+            budget.line,
+            format!(
+                "took {}, over {BUDGET_TOLERANCE}x its budget of {}",
+                seconds(elapsed),
+                seconds(budget.value)
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::Gva;
+
+    fn brief(seq: u64, vector: u8, error: Option<u64>, cr2: u64, rip: u64) -> Brief {
+        Brief {
+            seq,
+            vector,
+            error,
+            cr2,
+            rip: Gva::new(rip),
+            cpl: Some(0),
+            depth: 1,
+        }
+    }
+
+    fn expect(vector: u8, cr2: Option<AddressPattern>, line: usize) -> Located<ExceptionExpect> {
+        Located {
+            line,
+            value: ExceptionExpect {
+                vector,
+                error: None,
+                cr2,
+                rip: None,
+                explanation: None,
+            },
+        }
+    }
+
+    #[test]
+    fn exceptions_match_in_order_with_others_between_and_functions_by_path_suffix() {
+        let mut log = ExceptionLog::default();
+        log.sequence = vec![
+            brief(1, 14, Some(2), 0x1000, 0x10),
+            brief(2, 6, None, 0, 0x20),
+            brief(3, 14, Some(6), 0x5000, 0x30),
+        ];
+        log.total = 3;
+        let function_at = |rip: u64| (rip == 0x30).then(|| "kernel::mm::fault_in".to_string());
+        let facts = TapFacts {
+            log: &log,
+            function_at: &function_at,
+            analysed: true,
+        };
+        let wanted = [
+            expect(14, Some(AddressPattern::Exactly(0x1000)), 3),
+            expect(14, Some(AddressPattern::Within(0x5000..0x6000)), 4),
+        ];
+        assert!(check_exceptions(&wanted, None, &facts).is_empty());
+        // Out of order: the #PF at 0x1000 comes before the one at 0x5000, not after.
+        let reversed = [wanted[1].clone(), wanted[0].clone()];
+        let failures = check_exceptions(&reversed, None, &facts);
+        assert_eq!(failures.len(), 1);
+        assert_eq!(failures[0].0, 3);
+        assert!(
+            failures[0].1.contains("no #PF after exception #3"),
+            "{failures:?}"
+        );
+        let mut by_function = expect(14, None, 5);
+        by_function.value.rip = Some(AddressPattern::InFunction("fault_in".into()));
+        assert!(check_exceptions(&[by_function.clone()], None, &facts).is_empty());
+        by_function.value.rip = Some(AddressPattern::InFunction("in".into()));
+        assert_eq!(check_exceptions(&[by_function], None, &facts).len(), 1);
+        let count = Located { value: 2, line: 9 };
+        let failures = check_exceptions(&[], Some(&count), &facts);
+        assert_eq!(
+            failures,
+            vec![(
+                9,
+                "expected 2 exceptions in all, the run took 3".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn error_bits_and_exact_codes() {
+        let bits = ErrorCode::Bits {
+            set: 2,
+            clear: 1,
+            text: String::new(),
+        };
+        assert!(bits.matches(Some(6)));
+        assert!(!bits.matches(Some(7)));
+        assert!(!bits.matches(None));
+        assert!(ErrorCode::Exactly(0).matches(Some(0)));
+        assert!(!ErrorCode::Exactly(0).matches(None));
+    }
+
+    #[test]
+    fn the_budget_fails_only_tenfold() {
+        let budget = Located {
+            value: Duration::from_secs(1),
+            line: 4,
+        };
+        assert!(check_budget(Some(&budget), Duration::from_secs(9)).is_none());
+        let (line, message) = check_budget(Some(&budget), Duration::from_secs(11)).unwrap();
+        assert_eq!(line, 4);
+        assert_eq!(message, "took 11.0 s, over 10x its budget of 1.0 s");
+    }
+}

@@ -1,0 +1,537 @@
+//! `scenario --all`: every scenario in a directory (or those matching a glob), run on a
+//! few worker threads, each a VM of its own; a progress line per scenario, a table at the
+//! end, what differed for each failure, and JUnit/JSON files for CI.
+
+use crate::ending::{RunReport, seconds};
+use crate::scenario::{self, Scenario, TapFacts};
+use crate::vm::{AuditMode, Vm, VmConfig};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteError {
+    #[error("--filter `{glob}` is not a glob pattern: {error}")]
+    Filter {
+        glob: String,
+        error: glob::PatternError,
+    },
+    #[error("no scenario in {dir} matches --filter `{glob}`; available: {available}", dir = .dir.display())]
+    NoneMatch {
+        dir: PathBuf,
+        glob: String,
+        available: String,
+    },
+    #[error("no scenarios in {}", .0.display())]
+    Empty(PathBuf),
+    #[error(transparent)]
+    Scenario(#[from] scenario::ScenarioError),
+    #[error("cannot write {path}: {error}", path = .path.display())]
+    Write {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+}
+
+/// How every scenario of the suite is run.
+#[derive(Debug, Clone)]
+pub struct SuiteOptions {
+    pub kvm_device: PathBuf,
+    pub kernel: PathBuf,
+    pub timeout: Option<Duration>,
+    pub tap: bool,
+    pub audit: AuditMode,
+}
+
+/// The scenario files in `dir` whose names match `filter`, sorted by name.
+pub fn select(dir: &Path, filter: Option<&str>) -> Result<Vec<PathBuf>, SuiteError> {
+    let names = scenario::list(dir)?;
+    if names.is_empty() {
+        return Err(SuiteError::Empty(dir.to_path_buf()));
+    }
+    let pattern = filter
+        .map(|glob| {
+            glob::Pattern::new(glob).map_err(|error| SuiteError::Filter {
+                glob: glob.to_string(),
+                error,
+            })
+        })
+        .transpose()?;
+    let chosen: Vec<PathBuf> = names
+        .iter()
+        .filter(|n| pattern.as_ref().is_none_or(|p| p.matches(n)))
+        .map(|n| dir.join(format!("{n}.toml")))
+        .collect();
+    if chosen.is_empty() {
+        return Err(SuiteError::NoneMatch {
+            dir: dir.to_path_buf(),
+            glob: filter.unwrap_or_default().to_string(),
+            available: names.join(", "),
+        });
+    }
+    Ok(chosen)
+}
+
+/// How one scenario of the suite went.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub name: String,
+    pub path: PathBuf,
+    pub description: String,
+    pub verdict: Verdict,
+    /// "exit 4", "triple fault", …; empty when the scenario could not run.
+    pub ending: String,
+    pub exceptions: u64,
+    /// The exceptions by mnemonic with counts: `#PF×3 #GP`.
+    pub exception_summary: String,
+    pub elapsed: Duration,
+    pub budget: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Pass,
+    /// What differed, one line each with the scenario's file:line.
+    Fail(Vec<String>),
+    /// The scenario file or the VM could not be set up.
+    Error(String),
+}
+
+impl Outcome {
+    pub fn passed(&self) -> bool {
+        self.verdict == Verdict::Pass
+    }
+
+    fn word(&self) -> &'static str {
+        match self.verdict {
+            Verdict::Pass => "PASS",
+            Verdict::Fail(_) => "FAIL",
+            Verdict::Error(_) => "ERROR",
+        }
+    }
+}
+
+/// Check a finished run against its scenario, with what the tap saw when it was on.
+pub fn check(vm: &Vm, scenario: &Scenario, report: &RunReport) -> Vec<String> {
+    let serial = String::from_utf8_lossy(vm.serial_output());
+    let function_at = |address: u64| vm.function_at(crate::addr::Gva::new(address));
+    let facts = TapFacts {
+        log: vm.exceptions(),
+        function_at: &function_at,
+        analysed: vm.analyses_exceptions(),
+    };
+    let tap = vm.tap_enabled().then_some(&facts);
+    scenario.check(report, &serial, tap)
+}
+
+fn summarize(counts: &[u64; 32]) -> String {
+    let parts: Vec<String> = counts
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(v, n)| {
+            let m = abi::exception::mnemonic(v as u8);
+            if *n == 1 {
+                m.to_string()
+            } else {
+                format!("{m}×{n}")
+            }
+        })
+        .collect();
+    parts.join(" ")
+}
+
+/// Run one scenario file to its end, quietly.
+pub fn run_one(path: &Path, options: &SuiteOptions) -> Outcome {
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut outcome = Outcome {
+        name,
+        path: path.to_path_buf(),
+        description: String::new(),
+        verdict: Verdict::Pass,
+        ending: String::new(),
+        exceptions: 0,
+        exception_summary: String::new(),
+        elapsed: Duration::ZERO,
+        budget: None,
+    };
+    let scenario = match Scenario::load(path) {
+        Ok(s) => s,
+        Err(e) => {
+            outcome.verdict = Verdict::Error(e.to_string());
+            return outcome;
+        }
+    };
+    outcome.description = scenario.description.clone();
+    outcome.budget = scenario.expect.budget.as_ref().map(|b| b.value);
+    let config = VmConfig {
+        kernel: scenario.kernel.clone().unwrap_or(options.kernel.clone()),
+        mem: scenario.mem,
+        cmdline: scenario.cmdline.clone(),
+        timeout: options.timeout.unwrap_or(scenario.timeout),
+        serial_log: None,
+        echo_serial: false,
+        kvm_device: options.kvm_device.clone(),
+        tap: options.tap,
+        audit: options.audit,
+        report: None,
+    };
+    let started = Instant::now();
+    let mut vm = match Vm::new(config) {
+        Ok(vm) => vm,
+        Err(e) => {
+            outcome.verdict = Verdict::Error(e.to_string());
+            return outcome;
+        }
+    };
+    let report = vm.run();
+    outcome.elapsed = started.elapsed();
+    outcome.ending = match &report.ending {
+        crate::ending::Ending::GuestExit { code } => format!("exit {code}"),
+        other => other.kind().replace('-', " "),
+    };
+    outcome.exceptions = vm.exceptions().total;
+    outcome.exception_summary = summarize(&vm.exceptions().counts);
+    let failures = check(&vm, &scenario, &report);
+    if !failures.is_empty() {
+        outcome.verdict = Verdict::Fail(failures);
+    }
+    outcome
+}
+
+/// Run `paths` on `jobs` threads; `progress` sees each outcome as it comes, with its
+/// position and the total. Outcomes come back in the order of `paths`.
+pub fn run_all(
+    paths: &[PathBuf],
+    jobs: usize,
+    options: &SuiteOptions,
+    progress: &(dyn Fn(usize, usize, &Outcome) + Sync),
+) -> Vec<Outcome> {
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; paths.len()]);
+    let workers = jobs.clamp(1, paths.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(path) = paths.get(i) else { break };
+                    let outcome = run_one(path, options);
+                    let position = done.fetch_add(1, Ordering::SeqCst) + 1;
+                    progress(position, paths.len(), &outcome);
+                    if let Ok(mut results) = results.lock() {
+                        results[i] = Some(outcome);
+                    }
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// One progress line: `[3/12] PASS  journey  (exit 0, 1 exception, 0.4 s)`.
+pub fn progress_line(position: usize, total: usize, outcome: &Outcome) -> String {
+    let width = total.to_string().len();
+    let detail = match &outcome.verdict {
+        Verdict::Error(e) => e.clone(),
+        _ => format!(
+            "{}, {} exception{}, {}",
+            outcome.ending,
+            outcome.exceptions,
+            if outcome.exceptions == 1 { "" } else { "s" },
+            seconds(outcome.elapsed)
+        ),
+    };
+    format!(
+        "[{position:>width$}/{total}] {:<5} {}  ({detail})",
+        outcome.word(),
+        outcome.name
+    )
+}
+
+/// The summary table and, for each failure, what was expected against what happened.
+pub fn table(outcomes: &[Outcome]) -> String {
+    let name_width = outcomes
+        .iter()
+        .map(|o| o.name.len())
+        .max()
+        .unwrap_or(0)
+        .max("scenario".len());
+    let ending_width = outcomes
+        .iter()
+        .map(|o| o.ending.len())
+        .max()
+        .unwrap_or(0)
+        .max("ending".len());
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<name_width$}  {:<6} {:<ending_width$}  {:>10}  {:>8}  {:>7}  exceptions seen",
+        "scenario", "result", "ending", "exceptions", "time", "budget"
+    );
+    for o in outcomes {
+        let budget = o
+            .budget
+            .map_or_else(|| "-".to_string(), |b| format!("{:.0} s", b.as_secs_f64()));
+        let seen = if o.exception_summary.is_empty() {
+            "none"
+        } else {
+            &o.exception_summary
+        };
+        let _ = writeln!(
+            out,
+            "{:<name_width$}  {:<6} {:<ending_width$}  {:>10}  {:>8}  {:>7}  {seen}",
+            o.name,
+            o.word(),
+            o.ending,
+            o.exceptions,
+            seconds(o.elapsed),
+            budget,
+        );
+    }
+    let passed = outcomes.iter().filter(|o| o.passed()).count();
+    let total_time: Duration = outcomes.iter().map(|o| o.elapsed).sum();
+    let _ = writeln!(
+        out,
+        "{passed} of {} scenarios passed ({} of guest time)",
+        outcomes.len(),
+        seconds(total_time)
+    );
+    for o in outcomes {
+        match &o.verdict {
+            Verdict::Pass => {}
+            Verdict::Fail(failures) => {
+                let _ = writeln!(out, "\nFAIL {}: {}", o.name, o.description);
+                for f in failures {
+                    let _ = writeln!(out, "  {f}");
+                }
+            }
+            Verdict::Error(e) => {
+                let _ = writeln!(out, "\nERROR {}: {e}", o.name);
+            }
+        }
+    }
+    out
+}
+
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // XML 1.0 allows no other control characters, escaped or not.
+            c if c.is_control() && !matches!(c, '\n' | '\t' | '\r') => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// JUnit XML, as CI systems read it: one testsuite, a testcase per scenario.
+pub fn junit(outcomes: &[Outcome]) -> String {
+    let failures = outcomes
+        .iter()
+        .filter(|o| matches!(o.verdict, Verdict::Fail(_)))
+        .count();
+    let errors = outcomes
+        .iter()
+        .filter(|o| matches!(o.verdict, Verdict::Error(_)))
+        .count();
+    let time: f64 = outcomes.iter().map(|o| o.elapsed.as_secs_f64()).sum();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuite name=\"vmm-host scenarios\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{time:.3}\">",
+        outcomes.len()
+    );
+    for o in outcomes {
+        let _ = write!(
+            out,
+            "  <testcase classname=\"scenarios\" name=\"{}\" file=\"{}\" time=\"{:.3}\">",
+            xml_escape(&o.name),
+            xml_escape(&o.path.display().to_string()),
+            o.elapsed.as_secs_f64()
+        );
+        let system_out = format!(
+            "{}\nending: {}; exceptions: {} ({})",
+            o.description, o.ending, o.exceptions, o.exception_summary
+        );
+        match &o.verdict {
+            Verdict::Pass => {}
+            Verdict::Fail(failures) => {
+                let _ = write!(
+                    out,
+                    "\n    <failure message=\"{}\">{}</failure>",
+                    xml_escape(failures.first().map_or("", String::as_str)),
+                    xml_escape(&failures.join("\n"))
+                );
+            }
+            Verdict::Error(e) => {
+                let _ = write!(out, "\n    <error message=\"{}\"/>", xml_escape(e));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\n    <system-out>{}</system-out>\n  </testcase>",
+            xml_escape(&system_out)
+        );
+    }
+    out.push_str("</testsuite>\n");
+    out
+}
+
+/// The outcomes as one JSON document.
+pub fn json(outcomes: &[Outcome]) -> String {
+    let list: Vec<serde_json::Value> = outcomes
+        .iter()
+        .map(|o| {
+            let (result, failures) = match &o.verdict {
+                Verdict::Pass => ("pass", Vec::new()),
+                Verdict::Fail(f) => ("fail", f.clone()),
+                Verdict::Error(e) => ("error", vec![e.clone()]),
+            };
+            serde_json::json!({
+                "name": o.name,
+                "path": o.path.display().to_string(),
+                "description": o.description,
+                "result": result,
+                "failures": failures,
+                "ending": o.ending,
+                "exceptions": o.exceptions,
+                "exception_summary": o.exception_summary,
+                "seconds": o.elapsed.as_secs_f64(),
+                "budget_seconds": o.budget.map(|b| b.as_secs_f64()),
+            })
+        })
+        .collect();
+    let passed = outcomes.iter().filter(|o| o.passed()).count();
+    let doc = serde_json::json!({
+        "scenarios": list,
+        "passed": passed,
+        "total": outcomes.len(),
+    });
+    serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n"
+}
+
+/// Write `text` to `path`.
+pub fn write(path: &Path, text: &str) -> Result<(), SuiteError> {
+    std::fs::write(path, text).map_err(|error| SuiteError::Write {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(name: &str, verdict: Verdict) -> Outcome {
+        Outcome {
+            name: name.into(),
+            path: PathBuf::from(format!("scenarios/{name}.toml")),
+            description: format!("{name} <described>"),
+            verdict,
+            ending: "exit 0".into(),
+            exceptions: 2,
+            exception_summary: "#PF×2".into(),
+            elapsed: Duration::from_millis(1500),
+            budget: Some(Duration::from_secs(5)),
+        }
+    }
+
+    #[test]
+    fn junit_lists_every_scenario_and_escapes_failures() {
+        let xml = junit(&[
+            outcome("hello", Verdict::Pass),
+            outcome(
+                "wrong",
+                Verdict::Fail(vec![
+                    "scenarios/wrong.toml:9: expected \"exit\" & <more>".into(),
+                ]),
+            ),
+            outcome("broken", Verdict::Error("bad file".into())),
+        ]);
+        assert!(
+            xml.contains("tests=\"3\" failures=\"1\" errors=\"1\""),
+            "{xml}"
+        );
+        assert!(xml.contains("<testcase classname=\"scenarios\" name=\"hello\""));
+        assert!(xml.contains(
+            "<failure message=\"scenarios/wrong.toml:9: expected &quot;exit&quot; &amp; &lt;more&gt;\">"
+        ));
+        assert!(xml.contains("<error message=\"bad file\"/>"));
+        assert!(xml.contains("&lt;described&gt;"));
+        assert_eq!(xml.matches("<testcase ").count(), 3);
+        assert_eq!(xml.matches("</testcase>").count(), 3);
+    }
+
+    #[test]
+    fn the_table_aligns_columns_and_details_each_failure() {
+        let text = table(&[
+            outcome("hello", Verdict::Pass),
+            outcome(
+                "a-longer-name",
+                Verdict::Fail(vec!["x.toml:3: lacks y".into()]),
+            ),
+        ]);
+        let lines: Vec<&str> = text.lines().collect();
+        let column = lines[0].find("result").unwrap();
+        assert_eq!(lines[1].find("PASS"), Some(column));
+        assert_eq!(lines[2].find("FAIL"), Some(column));
+        assert!(text.contains("1 of 2 scenarios passed"));
+        assert!(
+            text.contains("\nFAIL a-longer-name: a-longer-name <described>\n  x.toml:3: lacks y\n")
+        );
+    }
+
+    #[test]
+    fn filters_are_globs_and_a_filter_matching_nothing_names_the_scenarios() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["boxkernel-heap", "boxkernel-nx-heap", "hello"] {
+            std::fs::write(dir.path().join(format!("{name}.toml")), "").unwrap();
+        }
+        let chosen = select(dir.path(), Some("boxkernel-*")).unwrap();
+        assert_eq!(chosen.len(), 2);
+        let err = select(dir.path(), Some("nothing*"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with(
+                "matches --filter `nothing*`; available: boxkernel-heap, boxkernel-nx-heap, hello"
+            ),
+            "{err}"
+        );
+        let err = select(dir.path(), Some("[")).unwrap_err().to_string();
+        assert!(
+            err.starts_with("--filter `[` is not a glob pattern"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn json_carries_results_and_failures() {
+        let text = json(&[outcome("hello", Verdict::Fail(vec!["f".into()]))]);
+        let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(doc["total"], 1);
+        assert_eq!(doc["scenarios"][0]["result"], "fail");
+        assert_eq!(doc["scenarios"][0]["failures"][0], "f");
+        assert_eq!(doc["scenarios"][0]["budget_seconds"], 5.0);
+    }
+}

@@ -1,0 +1,151 @@
+//! `scenario --all`: the table, the JUnit and JSON files, and a deliberately wrong scenario
+//! (a fixture, not in scenarios/) whose every mismatch is named with its line.
+
+mod common;
+use common::{assert_one_line_error, kvm_or_skip, vmm};
+
+#[test]
+fn a_filtered_suite_passes_and_junit_lists_each_scenario() {
+    if kvm_or_skip("filtered_suite").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("junit.xml");
+    let json = dir.path().join("suite.json");
+    let run = vmm(&[
+        "scenario",
+        "--all",
+        "--filter",
+        "n*",
+        "--jobs",
+        "2",
+        "--junit",
+        junit.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout
+            .starts_with("== 3 scenarios from scenarios, 2 at a time\n"),
+        "{}",
+        run.stdout
+    );
+    for name in ["non-canonical", "null-deref", "nx-heap-exec"] {
+        assert!(
+            run.stdout.lines().any(|l| l.starts_with('[')
+                && l.contains(&format!("PASS  {name}  (exit 4, 1 exception, "))),
+            "a progress line for {name}: {}",
+            run.stdout
+        );
+    }
+    assert!(
+        run.stdout.contains(
+            "\nscenario       result ending  exceptions      time   budget  exceptions seen\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("\nnull-deref     PASS   exit 4           1"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("3 of 3 scenarios passed"),
+        "{}",
+        run.stdout
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains("tests=\"3\" failures=\"0\" errors=\"0\""),
+        "{xml}"
+    );
+    for name in ["non-canonical", "null-deref", "nx-heap-exec"] {
+        assert!(xml.contains(&format!("name=\"{name}\"")), "{xml}");
+    }
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(doc["passed"], 3);
+    assert_eq!(doc["scenarios"][1]["name"], "null-deref");
+    assert_eq!(doc["scenarios"][1]["exception_summary"], "#PF");
+}
+
+#[test]
+fn a_wrong_scenario_fails_with_each_mismatch_at_its_line() {
+    if kvm_or_skip("wrong_scenario").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("junit.xml");
+    let run = vmm(&[
+        "scenario",
+        "--all",
+        "--scenarios",
+        "vmm-host/tests/fixtures",
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
+    let file = "vmm-host/tests/fixtures/wrong-expectations.toml";
+    let expected = [
+        format!("{file}:9: expected exit code 0, the guest exited with 4"),
+        format!("{file}:10: took "),
+        format!("{file}:11: serial output lacks \"this line never appears\""),
+        format!(
+            "{file}:12: the final audit lacks a finding with \"table outside RAM\"; there were: W+X"
+        ),
+        format!("{file}:13: the final audit has a finding with \"W+X\""),
+        format!(
+            "{file}:15: expected exception #GP rip in vmm_map_page was not seen; the first #GP was #GP error 0x0 rip 0x"
+        ),
+        format!(
+            "{file}:19: expected exception #PF error [write, user] was not seen; the run took no #PF"
+        ),
+        format!("{file}:23: expected the diff entry PTE[5] to P RW; "),
+    ];
+    let details: Vec<&str> = run
+        .stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("FAIL wrong-expectations"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .collect();
+    assert_eq!(details.len(), expected.len(), "{}", run.stdout);
+    for (line, want) in details.iter().zip(&expected) {
+        assert!(
+            line.trim_start().starts_with(want.as_str()),
+            "{line:?} should start with {want:?}"
+        );
+    }
+    assert!(
+        run.stdout.contains("0 of 1 scenarios passed"),
+        "{}",
+        run.stdout
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("tests=\"1\" failures=\"1\""), "{xml}");
+    assert!(
+        xml.contains(&format!(
+            "<failure message=\"{file}:9: expected exit code 0, the guest exited with 4\">"
+        )),
+        "{xml}"
+    );
+}
+
+#[test]
+fn suite_options_that_follow_one_scenario_are_refused() {
+    let run = vmm(&["scenario", "--all", "--filter", "zzz*"]);
+    assert_one_line_error(
+        &run,
+        "no scenario in scenarios matches --filter `zzz*`; available: ",
+    );
+    let run = vmm(&["scenario", "--all", "--report", "/tmp/x.jsonl"]);
+    assert_one_line_error(&run, "--gdb, --report and --serial-log follow one scenario");
+    let run = vmm(&["scenario", "hello", "--junit", "x.xml"]);
+    assert_one_line_error(
+        &run,
+        "--filter, --jobs, --junit and --json go with --all, not with one scenario",
+    );
+}
