@@ -37,6 +37,19 @@ enum Command {
     Scenario(ScenarioArgs),
     /// Measure what this host's KVM can do (breakpoints, ring 3, exit cost) with tiny VMs.
     Doctor,
+    /// Turn a --report FILE.jsonl into one self-contained HTML page (timeline, walks, diffs,
+    /// address-space map).
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// The JSON-lines report written by --report.
+    #[arg(value_name = "FILE.jsonl")]
+    input: PathBuf,
+    /// The HTML file to write.
+    #[arg(short, long, value_name = "FILE.html")]
+    output: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +121,37 @@ struct TapArgs {
     /// Write every exception, diff and audit as JSON lines to FILE (docs/report-schema.md).
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Also draw the run as one self-contained HTML page (docs/html-report.md).
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
+}
+
+/// Where the JSON lines go: the --report file, or a temporary one when only --html asks.
+fn report_path(tap: &TapArgs) -> Option<PathBuf> {
+    tap.report.clone().or_else(|| {
+        tap.html
+            .as_ref()
+            .map(|_| std::env::temp_dir().join(format!("vmm-host-{}.jsonl", std::process::id())))
+    })
+}
+
+/// After the run: draw the page for --html, and drop the temporary JSON lines.
+fn write_html(tap: &TapArgs, title: &str) -> Result<(), Failure> {
+    let (Some(html), Some(jsonl)) = (&tap.html, report_path(tap)) else {
+        return Ok(());
+    };
+    let drawn = std::fs::read_to_string(&jsonl)
+        .map_err(|e| vmm_host::html::HtmlError::Read(jsonl.clone(), e))
+        .and_then(|text| {
+            let report = vmm_host::html::model::Report::parse(&jsonl.display().to_string(), &text)?;
+            vmm_host::html::write_page(&report, title, html)
+        });
+    if tap.report.is_none() {
+        let _ = std::fs::remove_file(&jsonl);
+    }
+    drawn.map_err(bad_input)?;
+    println!("HTML report: {}", html.display());
+    Ok(())
 }
 
 /// Debugging the guest with gdb.
@@ -231,6 +275,12 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args, &cli.kvm_device),
         Command::Scenario(args) => run_scenario(args, &cli.kvm_device),
         Command::Doctor => Ok(doctor(&cli.kvm_device)),
+        Command::Report(args) => vmm_host::html::convert(&args.input, &args.output)
+            .map(|()| {
+                println!("HTML report: {}", args.output.display());
+                0
+            })
+            .map_err(bad_input),
     };
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -267,7 +317,7 @@ fn run(args: RunArgs, kvm_device: &Path) -> Result<i32, Failure> {
         kvm_device: kvm_device.to_path_buf(),
         tap: !args.common.tap.no_tap,
         audit: args.common.tap.audit,
-        report: args.common.tap.report,
+        report: report_path(&args.common.tap),
     };
     let mut vm = Vm::new(config)?;
     let report = execute(&mut vm, &args.common.gdb)?;
@@ -275,6 +325,7 @@ fn run(args: RunArgs, kvm_device: &Path) -> Result<i32, Failure> {
     print_exceptions(&vm);
     vm.finish_report()
         .map_err(|e| Failure::from(VmError::from(e)))?;
+    write_html(&args.common.tap, "vmm-host run")?;
     Ok(report.exit_status())
 }
 
@@ -348,7 +399,7 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
         kvm_device: kvm_device.to_path_buf(),
         tap: !args.tap.no_tap,
         audit: args.tap.audit,
-        report: args.tap.report,
+        report: report_path(&args.tap),
     };
     let mut vm = Vm::new(config)
         .map_err(|e| Failure::from(e).context(format!("scenario {}", scenario.name)))?;
@@ -357,6 +408,10 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
     print_exceptions(&vm);
     vm.finish_report()
         .map_err(|e| Failure::from(VmError::from(e)))?;
+    write_html(
+        &args.tap,
+        &format!("scenario {}: {}", scenario.name, scenario.description),
+    )?;
     let failures = suite::check(&vm, &scenario, &report);
     let budget = scenario
         .expect
@@ -383,9 +438,13 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
 
 /// `scenario --all`: every scenario, a progress line each, then the table.
 fn run_suite(args: &ScenarioArgs, dir: &Path, kvm_device: &Path) -> Result<i32, Failure> {
-    if args.gdb.gdb.is_some() || args.tap.report.is_some() || args.serial_log.is_some() {
+    if args.gdb.gdb.is_some()
+        || args.tap.report.is_some()
+        || args.tap.html.is_some()
+        || args.serial_log.is_some()
+    {
         return Err(bad_input(anyhow::anyhow!(
-            "--gdb, --report and --serial-log follow one scenario: give its name instead of --all"
+            "--gdb, --report, --html and --serial-log follow one scenario: give its name instead of --all"
         )));
     }
     let paths = suite::select(dir, args.filter.as_deref()).map_err(bad_input)?;

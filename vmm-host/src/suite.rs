@@ -3,6 +3,7 @@
 //! end, what differed for each failure, and JUnit/JSON files for CI.
 
 use crate::ending::{RunReport, seconds};
+use crate::html::escape;
 use crate::scenario::{self, Scenario, TapFacts};
 use crate::vm::{AuditMode, Vm, VmConfig};
 use std::fmt::Write as _;
@@ -325,25 +326,6 @@ pub fn table(outcomes: &[Outcome]) -> String {
     out
 }
 
-fn xml_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // XML 1.0 allows no other control characters, escaped or not.
-            c if c.is_control() && !matches!(c, '\n' | '\t' | '\r') => {
-                out.push_str(&format!("\\u{{{:x}}}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// JUnit XML, as CI systems read it: one testsuite, a testcase per scenario.
 pub fn junit(outcomes: &[Outcome]) -> String {
     let failures = outcomes
@@ -365,8 +347,8 @@ pub fn junit(outcomes: &[Outcome]) -> String {
         let _ = write!(
             out,
             "  <testcase classname=\"scenarios\" name=\"{}\" file=\"{}\" time=\"{:.3}\">",
-            xml_escape(&o.name),
-            xml_escape(&o.path.display().to_string()),
+            escape(&o.name),
+            escape(&o.path.display().to_string()),
             o.elapsed.as_secs_f64()
         );
         let system_out = format!(
@@ -379,18 +361,18 @@ pub fn junit(outcomes: &[Outcome]) -> String {
                 let _ = write!(
                     out,
                     "\n    <failure message=\"{}\">{}</failure>",
-                    xml_escape(failures.first().map_or("", String::as_str)),
-                    xml_escape(&failures.join("\n"))
+                    escape(failures.first().map_or("", String::as_str)),
+                    escape(&failures.join("\n"))
                 );
             }
             Verdict::Error(e) => {
-                let _ = write!(out, "\n    <error message=\"{}\"/>", xml_escape(e));
+                let _ = write!(out, "\n    <error message=\"{}\"/>", escape(e));
             }
         }
         let _ = writeln!(
             out,
             "\n    <system-out>{}</system-out>\n  </testcase>",
-            xml_escape(&system_out)
+            escape(&system_out)
         );
     }
     out.push_str("</testsuite>\n");

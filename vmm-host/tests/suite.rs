@@ -142,7 +142,10 @@ fn suite_options_that_follow_one_scenario_are_refused() {
         "no scenario in scenarios matches --filter `zzz*`; available: ",
     );
     let run = vmm(&["scenario", "--all", "--report", "/tmp/x.jsonl"]);
-    assert_one_line_error(&run, "--gdb, --report and --serial-log follow one scenario");
+    assert_one_line_error(
+        &run,
+        "--gdb, --report, --html and --serial-log follow one scenario",
+    );
     let run = vmm(&["scenario", "hello", "--junit", "x.xml"]);
     assert_one_line_error(
         &run,

@@ -61,3 +61,7 @@ pub mod e820 {
         }
     }
 }
+
+/// guest-kernel's demand-paged kernel heap (seed 000): the host labels it in its reports.
+pub const KERNEL_HEAP_BASE: u64 = 0xffff_8000_0000_0000;
+pub const KERNEL_HEAP_SIZE: u64 = 1 << 30;

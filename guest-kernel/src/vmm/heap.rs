@@ -8,8 +8,8 @@ use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 use mm::paging::{KERNEL_RW, NO_EXECUTE, PAGE_SIZE, page_base};
 
-pub const HEAP_BASE: u64 = 0xffff_8000_0000_0000;
-pub const HEAP_SIZE: u64 = 1 << 30;
+pub const HEAP_BASE: u64 = abi::boot::KERNEL_HEAP_BASE;
+pub const HEAP_SIZE: u64 = abi::boot::KERNEL_HEAP_SIZE;
 /// vmalloc's arena; the heap above it is only ever demand-paged.
 pub const VMALLOC_END: u64 = HEAP_BASE + 0x8_0000;
 

@@ -1,0 +1,200 @@
+//! The HTML report: `report FILE.jsonl -o FILE.html`, `--html` on a scenario, and the page as
+//! a headless Chromium renders it (queried through the DOM, not compared as pixels).
+
+mod common;
+use common::{assert_one_line_error, kvm_or_skip, run, vmm, vmm_host};
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn a_missing_or_malformed_report_is_one_line_of_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.html");
+    let out = out.to_str().unwrap();
+    let r = vmm(&["report", "/nonexistent/r.jsonl", "-o", out]);
+    assert_one_line_error(&r, "cannot read the report `/nonexistent/r.jsonl`: ");
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"type\":\"run\",\"ending\":\"exit\",\"status\":0,\"seconds\":1,\"exceptions\":0}\n{garbage\n").unwrap();
+    let r = vmm(&["report", bad.to_str().unwrap(), "-o", out]);
+    assert_one_line_error(&r, &format!("{}:2: not a report line: ", bad.display()));
+    let empty = dir.path().join("empty.jsonl");
+    std::fs::write(&empty, "").unwrap();
+    let r = vmm(&["report", empty.to_str().unwrap(), "-o", out]);
+    assert_one_line_error(&r, "holds no report lines");
+    assert!(!Path::new(out).exists(), "nothing written on error");
+}
+
+/// The journey scenario with --html (and --report, to convert it again with `report`).
+fn journey_page(dir: &Path) -> Option<std::path::PathBuf> {
+    kvm_or_skip("journey_html")?;
+    let html = dir.join("journey.html");
+    let jsonl = dir.join("journey.jsonl");
+    let r = vmm(&[
+        "scenario",
+        "journey",
+        "--quiet",
+        "--report",
+        jsonl.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status, 0, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains(&format!("HTML report: {}", html.display()))
+    );
+    let again = dir.join("again.html");
+    let r = run(vmm_host().args([
+        "report",
+        jsonl.to_str().unwrap(),
+        "-o",
+        again.to_str().unwrap(),
+    ]));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    let page = std::fs::read_to_string(&html).unwrap();
+    let converted = std::fs::read_to_string(&again).unwrap();
+    // Same drawing; only the title differs.
+    let body = |p: &str| {
+        p[p.find("<h1>").unwrap()..]
+            .split_once("</h1>")
+            .unwrap()
+            .1
+            .to_string()
+    };
+    assert_eq!(body(&page), body(&converted));
+    Some(html)
+}
+
+#[test]
+fn the_journey_page_has_the_fault_its_walk_its_diff_and_the_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(html) = journey_page(dir.path()) else {
+        return;
+    };
+    let page = std::fs::read_to_string(html).unwrap();
+    assert!(page.contains("<section class=\"panel default\" id=\"exc-2\">"));
+    assert!(page.contains("<g class=\"level stopped\" data-level=\"PTE\">"));
+    assert!(page.contains("<tr class=\"change\"><td>PTE[200]</td>"));
+    assert!(page.contains("P RW US A D</td></tr>"));
+    assert!(page.contains("<svg class=\"addrmap\""));
+    assert!(page.contains("identity map"));
+    assert!(!page.contains("<script") && !page.contains("src="));
+}
+
+fn chromium() -> Option<String> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .map(String::from)
+}
+
+/// Opens the page at #exc-2 in an iframe and reports, from the rendered DOM, what is shown.
+const PROBE: &str = r#"<!DOCTYPE html><html><body><pre id="result">pending</pre>
+<iframe id="page" width="1300" height="2000"></iframe>
+<script>
+const frame = document.getElementById('page');
+frame.onload = () => {
+  const d = frame.contentDocument, w = frame.contentWindow, out = [];
+  const shown = el => el && w.getComputedStyle(el).display !== 'none' && el.getBoundingClientRect().height > 0;
+  out.push('panel2 ' + shown(d.getElementById('exc-2')));
+  out.push('panel1 ' + shown(d.getElementById('exc-1')));
+  const panel = d.getElementById('exc-2');
+  const walk = panel.querySelector('figure[data-what="cr2"] svg.walk');
+  out.push('walk ' + (walk ? Math.round(walk.getBoundingClientRect().width) : 0));
+  out.push('levels ' + (walk ? walk.querySelectorAll('g[data-level]').length : 0));
+  const stopped = walk && walk.querySelector('g.stopped rect');
+  out.push('stopped ' + (stopped ? w.getComputedStyle(stopped).fill : 'none'));
+  const row = [...panel.querySelectorAll('table.diff tr.change')].find(r => r.textContent.includes('PTE[200]'));
+  out.push('diffrow ' + (row ? Math.round(row.getBoundingClientRect().height) : 0));
+  out.push('diffnew ' + (row ? row.querySelector('.new').textContent : ''));
+  document.getElementById('result').textContent = out.join('\n');
+};
+frame.src = 'PAGE#exc-2';
+</script></body></html>"#;
+
+#[test]
+fn chromium_renders_the_walk_and_the_diff_of_the_selected_fault() {
+    let Some(browser) = chromium() else {
+        println!("SKIPPED chromium_renders: chromium is not installed (.ci/run installs it)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let Some(html) = journey_page(dir.path()) else {
+        return;
+    };
+    let probe = dir.path().join("probe.html");
+    std::fs::write(
+        &probe,
+        PROBE.replace("PAGE", html.file_name().unwrap().to_str().unwrap()),
+    )
+    .unwrap();
+    let headless = |extra: &[&str]| {
+        Command::new("timeout")
+            .arg("60")
+            .arg(&browser)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--allow-file-access-from-files",
+            ])
+            .args(["--virtual-time-budget=5000", "--window-size=1300,2000"])
+            .args(extra)
+            .output()
+            .expect("run chromium")
+    };
+    let out = headless(&["--dump-dom", &format!("file://{}", probe.display())]);
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let result = dom
+        .split_once("<pre id=\"result\">")
+        .and_then(|(_, r)| r.split_once("</pre>"))
+        .map(|(r, _)| r.to_string())
+        .unwrap_or_else(|| {
+            panic!(
+                "no result in: {dom}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let lines: Vec<&str> = result.lines().collect();
+    assert!(lines.contains(&"panel2 true"), "{result}");
+    assert!(
+        lines.contains(&"panel1 false"),
+        "only the selected panel shows: {result}"
+    );
+    assert!(lines.contains(&"levels 4"), "{result}");
+    assert!(
+        lines.contains(&"stopped rgb(253, 232, 230)"),
+        "the PTE level is red: {result}"
+    );
+    let width: u32 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("walk "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(width > 500, "{result}");
+    let row: u32 = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("diffrow "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(row > 0, "{result}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("diffnew 0x") && l.ends_with("067 P RW US A D")),
+        "{result}"
+    );
+    // A screenshot for people to look at (target/journey-report.png); not compared.
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/journey-report.png");
+    let _ = headless(&[
+        &format!("--screenshot={}", shot.display()),
+        &format!("file://{}#exc-2", html.display()),
+    ]);
+}
