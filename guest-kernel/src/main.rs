@@ -8,6 +8,7 @@ mod bootinfo;
 mod cpu;
 mod exit;
 mod faults;
+mod hostile;
 mod idt;
 mod log;
 mod pmm;

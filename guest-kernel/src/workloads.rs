@@ -75,6 +75,30 @@ pub const NAMES: &[(&str, &str)] = &[
         "non-canonical",
         "read through 0x8000000000000000: #GP, not #PF",
     ),
+    (
+        "pt-loop",
+        "hostile: PML4[300] points at the PML4; read through the loop to an empty entry",
+    ),
+    (
+        "pt-past-ram",
+        "hostile: PML4[300] points at a table 1 TiB up, past RAM; read through it",
+    ),
+    (
+        "idt-unmapped",
+        "hostile: every exception gate points at an unmapped address; ud2",
+    ),
+    (
+        "idt-noncanonical",
+        "hostile: every exception gate points at a non-canonical address; ud2",
+    ),
+    (
+        "idt-churn",
+        "hostile: rewrite and reload the IDT 1000 times, then ud2",
+    ),
+    (
+        "debug-exit-garbage",
+        "hostile: write the dword 0xdeadbeef to the debug-exit port",
+    ),
 ];
 
 /// The heap workload's default size: enough to push the PMM past the 64 MiB identity map
@@ -145,6 +169,14 @@ pub fn run(settings: &Settings) -> ! {
         "ud" => crate::faults::invalid_opcode(),
         "divide" => crate::faults::divide_by_zero(),
         "non-canonical" => crate::faults::non_canonical(),
+        "pt-loop" => crate::hostile::page_table_loop(),
+        "pt-past-ram" => crate::hostile::page_table_past_ram(),
+        "idt-unmapped" => crate::hostile::idt_pointing_at(0xffff_c000_0010_0000, "unmapped"),
+        "idt-noncanonical" => {
+            crate::hostile::idt_pointing_at(0x8000_0000_0010_0000, "non-canonical")
+        }
+        "idt-churn" => crate::hostile::idt_churn(1000),
+        "debug-exit-garbage" => crate::hostile::debug_exit_garbage(),
         "help" => {
             for (name, what) in NAMES {
                 kprintln!("  test={name:<21} {what}");

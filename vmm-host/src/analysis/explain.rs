@@ -64,7 +64,27 @@ fn entry_value_facts(ctx: &Context<'_>, name: &str, value: u64) -> Option<String
     Some(text)
 }
 
+/// A walk that met its own PML4 again below the top: an entry points back at a table above
+/// it (a recursive slot, or a loop written by mistake).
+fn loop_note(walk: &crate::paging::Walk) -> Option<String> {
+    let top = walk.steps.first()?;
+    let again = walk.steps.iter().skip(1).find(|s| s.table == top.table)?;
+    Some(format!(
+        ". The walk went through a self-referencing entry: its {} table is the PML4 itself ({}), so PML4[{}] points back at the PML4 (a recursive slot, or a loop written by mistake)",
+        again.level, top.table, top.index
+    ))
+}
+
 fn page_fault(record: &ExceptionRecord, analysis: &Analysis, ctx: &Context<'_>) -> String {
+    let text = page_fault_cause(record, analysis, ctx);
+    let walk = analysis.walks.iter().find(|w| w.what == "cr2");
+    match walk.and_then(|w| loop_note(&w.walk)) {
+        Some(note) => text + &note,
+        None => text,
+    }
+}
+
+fn page_fault_cause(record: &ExceptionRecord, analysis: &Analysis, ctx: &Context<'_>) -> String {
     let error = record.error().unwrap_or(0);
     let cr2 = record.control.cr2;
     let who = if error & pf::USER != 0 {

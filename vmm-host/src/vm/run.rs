@@ -265,9 +265,17 @@ impl Vm {
                 Ok(VcpuExit::IoOut(port, data)) => {
                     idt_may_have_changed = true;
                     if port == abi::ports::DEBUG_EXIT {
-                        return Stop::Ended(Ending::GuestExit {
-                            code: data.first().copied().unwrap_or(0),
-                        });
+                        let code = data.first().copied().unwrap_or(0);
+                        let value = data.iter().rev().fold(0u64, |v, &b| v << 8 | u64::from(b));
+                        if value > 0xff {
+                            // Only the low byte is the exit code; say what else came.
+                            self.progress.stray.note(|| {
+                                format!(
+                                    "out {value:#x} to the debug-exit port {port:#x}: only its low byte, {code}, is the exit code"
+                                )
+                            });
+                        }
+                        return Stop::Ended(Ending::GuestExit { code });
                     } else if COM1.contains(&port) {
                         let offset = (port - COM1.start) as u8;
                         // The UART's only error is a failed trigger, and ours cannot fail.

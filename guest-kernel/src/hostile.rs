@@ -1,0 +1,144 @@
+//! Workloads that attack the host rather than the kernel: page tables that loop or point
+//! past RAM, IDTs the host cannot follow, an IDT rewritten in a loop, garbage on the
+//! debug-exit port. The host must report each and end cleanly; none of them is a bug the
+//! kernel could survive.
+
+use crate::exit::finish;
+use crate::kprintln;
+use crate::vmm::active_pml4;
+use abi::exit::FAILURE;
+use core::hint::black_box;
+use mm::paging::{PRESENT, WRITABLE};
+use x86_64::VirtAddr;
+use x86_64::instructions::tables::{lidt, sidt};
+use x86_64::structures::DescriptorTablePointer;
+
+/// A PML4 slot no variant uses.
+const SLOT: u64 = 300;
+
+fn sign_extend(va: u64) -> u64 {
+    if va & (1 << 47) != 0 {
+        va | 0xffff_0000_0000_0000
+    } else {
+        va
+    }
+}
+
+/// Write `entry` into the active PML4's `slot` (the PML4 is identity-mapped in every
+/// variant's low memory) and flush the TLB.
+fn set_pml4_entry(slot: u64, entry: u64) {
+    let pml4 = active_pml4() as *mut u64;
+    // SAFETY: the active PML4 is a page of RAM reachable at its physical address through
+    // the identity map, and `slot` < 512.
+    unsafe { pml4.add(slot as usize).write_volatile(entry) };
+    x86_64::instructions::tlb::flush_all();
+}
+
+/// A PML4 entry that points at the PML4 itself: every walk through slot 300 loops back to
+/// the same table at each level. Then a read whose loop ends at an empty entry.
+pub fn page_table_loop() -> ! {
+    let pml4 = active_pml4();
+    set_pml4_entry(SLOT, pml4 | PRESENT | WRITABLE);
+    // Indices 300, 300, 300, then 5: the last level reads PML4[5], which is empty.
+    let va = sign_extend((SLOT << 39) | (SLOT << 30) | (SLOT << 21) | (5 << 12));
+    kprintln!(
+        "[hostile] PML4[{SLOT}] points at the PML4 itself ({pml4:#x}); reading {va:#x}, whose walk loops to an empty entry"
+    );
+    // SAFETY: deliberately reads through the loop: the walk ends at a not-present entry.
+    let value = unsafe { black_box(va as *const u64).read_volatile() };
+    kprintln!("[hostile] the read returned {value:#x}");
+    finish(FAILURE)
+}
+
+/// A PML4 entry whose PDPT would be 1 TiB up, far past RAM; then a read through it.
+pub fn page_table_past_ram() -> ! {
+    let table = 1u64 << 40;
+    set_pml4_entry(SLOT, table | PRESENT | WRITABLE);
+    let va = sign_extend(SLOT << 39);
+    kprintln!("[hostile] PML4[{SLOT}] points at a table at {table:#x}, past RAM; reading {va:#x}");
+    // SAFETY: deliberately reads through a table outside RAM.
+    let value = unsafe { black_box(va as *const u64).read_volatile() };
+    kprintln!("[hostile] the read returned {value:#x}");
+    finish(FAILURE)
+}
+
+/// 32 interrupt gates, all pointing at `handler`.
+#[repr(C, align(16))]
+struct Gates([u64; 64]);
+
+static mut HOSTILE_IDT: Gates = Gates([0; 64]);
+
+fn gates_to(handler: u64, selector: u16) {
+    let low = (handler & 0xffff)
+        | (u64::from(selector) << 16)
+        | (0x8e << 40)
+        | ((handler >> 16) & 0xffff) << 48;
+    let high = handler >> 32;
+    // SAFETY: the workload runs alone on one CPU; nothing else uses HOSTILE_IDT.
+    let idt = unsafe { &mut *(&raw mut HOSTILE_IDT) };
+    for vector in 0..32 {
+        idt.0[2 * vector] = low;
+        idt.0[2 * vector + 1] = high;
+    }
+    let pointer = DescriptorTablePointer {
+        limit: (32 * 16 - 1) as u16,
+        base: VirtAddr::new((&raw const HOSTILE_IDT) as u64),
+    };
+    // SAFETY: loads an IDT whose handlers cannot run, which is the point: the next
+    // exception escalates to a triple fault.
+    unsafe { lidt(&pointer) };
+}
+
+/// Every exception gate points at `handler`; then `ud2`.
+pub fn idt_pointing_at(handler: u64, what: &str) -> ! {
+    let selector = {
+        use x86_64::instructions::segmentation::{CS, Segment};
+        CS::get_reg().0
+    };
+    kprintln!("[hostile] every exception gate now points at {handler:#x} ({what}); executing ud2");
+    gates_to(handler, selector);
+    // SAFETY: deliberately raises #UD with handlers that cannot run.
+    unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+    finish(FAILURE)
+}
+
+/// Rewrites the IDT over and over (a copy with its gates moved, `lidt` back and forth), with
+/// a serial line between rewrites so the host sees exits; then takes one #UD the kernel's own
+/// handler reports.
+pub fn idt_churn(rounds: u32) -> ! {
+    let original = sidt();
+    for round in 0..rounds {
+        // A valid IDT whose gates point at the kernel's own stubs: copy the current gates.
+        // SAFETY: the original IDT is 4 KiB of mapped kernel data, and the copy is ours.
+        let (source, idt) =
+            unsafe { (original.base.as_ptr::<u64>(), &mut *(&raw mut HOSTILE_IDT)) };
+        for i in 0..64 {
+            // SAFETY: within the 32 gates of the original IDT.
+            idt.0[i] = unsafe { source.add(i).read_volatile() };
+        }
+        let copy = DescriptorTablePointer {
+            limit: (32 * 16 - 1) as u16,
+            base: VirtAddr::new((&raw const HOSTILE_IDT) as u64),
+        };
+        // SAFETY: both IDTs hold the kernel's own gates.
+        unsafe { lidt(if round % 2 == 0 { &copy } else { &original }) };
+        if round % 64 == 0 {
+            kprintln!("[hostile] IDT rewrite {round} of {rounds}");
+        }
+    }
+    // SAFETY: the original IDT is back in place.
+    unsafe { lidt(&original) };
+    kprintln!("[hostile] {rounds} IDT rewrites done; executing ud2");
+    // SAFETY: deliberately raises #UD; the kernel's handler reports it and ends the run.
+    unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+    finish(FAILURE)
+}
+
+/// Garbage on the debug-exit port: wide writes and a read, before the real exit.
+pub fn debug_exit_garbage() -> ! {
+    kprintln!("[hostile] writing 0xdeadbeef as a dword to the debug-exit port");
+    let mut port = x86_64::instructions::port::Port::<u32>::new(abi::ports::DEBUG_EXIT);
+    // SAFETY: the debug-exit port ends the VM; the host takes the low byte as the code.
+    unsafe { port.write(0xdead_beef) };
+    finish(FAILURE)
+}
