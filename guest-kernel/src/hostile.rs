@@ -74,11 +74,14 @@ fn gates_to(handler: u64, selector: u16) {
         | (0x8e << 40)
         | ((handler >> 16) & 0xffff) << 48;
     let high = handler >> 32;
-    // SAFETY: the workload runs alone on one CPU; nothing else uses HOSTILE_IDT.
-    let idt = unsafe { &mut *(&raw mut HOSTILE_IDT) };
+    let idt = (&raw mut HOSTILE_IDT).cast::<u64>();
     for vector in 0..32 {
-        idt.0[2 * vector] = low;
-        idt.0[2 * vector + 1] = high;
+        // SAFETY: 64 words in HOSTILE_IDT; the workload runs alone on one CPU and nothing
+        // else uses it.
+        unsafe {
+            idt.add(2 * vector).write_volatile(low);
+            idt.add(2 * vector + 1).write_volatile(high);
+        }
     }
     let pointer = DescriptorTablePointer {
         limit: (32 * 16 - 1) as u16,
@@ -109,12 +112,12 @@ pub fn idt_churn(rounds: u32) -> ! {
     let original = sidt();
     for round in 0..rounds {
         // A valid IDT whose gates point at the kernel's own stubs: copy the current gates.
-        // SAFETY: the original IDT is 4 KiB of mapped kernel data, and the copy is ours.
-        let (source, idt) =
-            unsafe { (original.base.as_ptr::<u64>(), &mut *(&raw mut HOSTILE_IDT)) };
+        let source = original.base.as_ptr::<u64>();
+        let idt = (&raw mut HOSTILE_IDT).cast::<u64>();
         for i in 0..64 {
-            // SAFETY: within the 32 gates of the original IDT.
-            idt.0[i] = unsafe { source.add(i).read_volatile() };
+            // SAFETY: within the 32 gates of the original IDT (4 KiB of mapped kernel data)
+            // and of our copy, which nothing else uses.
+            unsafe { idt.add(i).write_volatile(source.add(i).read_volatile()) };
         }
         let copy = DescriptorTablePointer {
             limit: (32 * 16 - 1) as u16,
