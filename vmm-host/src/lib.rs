@@ -16,6 +16,8 @@ pub mod layout;
 pub mod loader;
 pub mod paging;
 pub mod report;
+#[cfg(test)]
+mod robustness;
 pub mod scenario;
 pub mod suite;
 pub mod symbols;

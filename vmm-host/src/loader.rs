@@ -76,7 +76,11 @@ impl KernelImage {
         Self::inspect_bytes(path, &data, ram)
     }
 
-    fn inspect_bytes(path: &Path, data: &[u8], ram: &RamLayout) -> Result<Self, LoadError> {
+    pub(crate) fn inspect_bytes(
+        path: &Path,
+        data: &[u8],
+        ram: &RamLayout,
+    ) -> Result<Self, LoadError> {
         let path_buf = || path.to_path_buf();
         if data.get(..4) != Some(elf::ELFMAG.as_slice()) {
             let start: Vec<String> = data.iter().take(4).map(|b| format!("{b:02x}")).collect();

@@ -1,0 +1,235 @@
+//! Property tests that feed the host what a broken guest or a careless user would: page
+//! tables of random words under a random CR3, random instruction bytes and registers at a
+//! fault, scenario files with random damage, kernel ELFs with flipped and cut bytes. The
+//! properties: nothing panics, walks stay within 4 levels, audits within their budget, and
+//! every error is one line.
+//!
+//! These are proptest runs inside `cargo test` rather than cargo-fuzz targets: cargo-fuzz
+//! needs a nightly toolchain and its own install, which CI machines here do not have.
+//! `PROPTEST_CASES=N cargo test -p vmm-host --lib robustness` runs more.
+
+use crate::addr::{Gpa, Gva};
+use crate::analysis::{Context, analyse};
+use crate::layout::RamLayout;
+use crate::loader::KernelImage;
+use crate::paging::{AuditOptions, Cr3, PagingMode, audit_with, walk};
+use crate::scenario::Scenario;
+use crate::tap::{ControlRegisters, ExceptionRecord, Frame, GuestView};
+use crate::virt::AddressSpace;
+use kvm_bindings::kvm_regs;
+use proptest::prelude::*;
+use std::path::Path;
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+const RAM: u64 = 1 << 20;
+
+/// `PROPTEST_CASES` when set, else `default`: CI runs the defaults (a few seconds).
+fn cases(default: u32) -> ProptestConfig {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default);
+    ProptestConfig::with_cases(cases)
+}
+
+/// A page-table word a fuzzer should try: anything, a present entry pointing inside RAM,
+/// one pointing just past it, or one pointing at the table it is in.
+fn entry() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        any::<u64>(),
+        (0..8u64).prop_map(|frame| frame << 12 | 0x3),
+        (0..8u64).prop_map(|frame| frame << 12 | 0x8000_0000_0000_0083),
+        (0..RAM / 4096).prop_map(|frame| frame << 12 | 0x3),
+        (0..RAM / 4096).prop_map(|frame| frame << 12 | 0x83),
+        (RAM / 4096..RAM / 4096 + 16).prop_map(|frame| frame << 12 | 0x7),
+        Just(0x1003u64),
+    ]
+}
+
+/// RAM holding `writes` (page-aligned table frame, index, entry).
+fn ram_with(writes: &[(u64, u64, u64)]) -> GuestMemoryMmap {
+    let ram = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), RAM as usize)]).unwrap();
+    for &(frame, index, value) in writes {
+        let at = (frame << 12) + index * 8;
+        let _ = ram.write_obj(value, GuestAddress(at));
+    }
+    ram
+}
+
+fn writes() -> impl Strategy<Value = Vec<(u64, u64, u64)>> {
+    prop::collection::vec((0..8u64, 0..512u64, entry()), 0..96)
+}
+
+fn cr3() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        (0..8u64).prop_map(|f| f << 12),
+        any::<u64>(),
+        Just(RAM + 0x1000)
+    ]
+}
+
+proptest! {
+    #![proptest_config(cases(1024))]
+
+    #[test]
+    fn walks_and_audits_of_random_tables_end_within_bounds(
+        mut writes in writes(),
+        cr3 in cr3(),
+        chain in prop::collection::vec((0..512u64, entry()), 4),
+        nxe in any::<bool>(),
+        mut addresses in prop::collection::vec(any::<u64>(), 8),
+    ) {
+        // One address whose walk follows entries written on its own path, so that walks
+        // go deep rather than stop at the first random word.
+        let mut table = cr3 >> 12;
+        let mut address = 0u64;
+        for (level, (index, value)) in chain.into_iter().enumerate() {
+            if table >= 8 {
+                break;
+            }
+            writes.push((table, index, value));
+            address |= index << (39 - 9 * level);
+            table = (value & 0x000f_ffff_ffff_f000) >> 12;
+        }
+        if address & (1 << 47) != 0 {
+            address |= 0xffff_0000_0000_0000;
+        }
+        addresses.push(address);
+        let ram = ram_with(&writes);
+        let view = GuestView::new(&ram, None);
+        let mode = PagingMode::new(46, if nxe { 0xd00 } else { 0x500 });
+        let cr3 = Cr3::new(cr3);
+        for address in addresses {
+            let w = walk(&view, mode, cr3, Gva::new(address));
+            prop_assert!(w.steps.len() <= 4);
+        }
+        let options = AuditOptions { max_entries: 40_000, ..AuditOptions::default() };
+        let audit = audit_with(&view, mode, cr3, &[(Gpa::new(0), RAM)], &options);
+        prop_assert!(audit.entries_visited <= options.max_entries + 512);
+        for finding in &audit.findings {
+            prop_assert!(!finding.to_string().contains('\n'));
+        }
+    }
+
+    #[test]
+    fn explanations_of_random_faults_are_one_paragraph(
+        writes in writes(),
+        code in prop::collection::vec(any::<u8>(), 16),
+        vector in prop::sample::select(vec![0u8, 6, 8, 13, 14, 3, 17]),
+        error in any::<u64>(),
+        cr2 in any::<u64>(),
+        rip in prop_oneof![(0..RAM - 16), any::<u64>()],
+        registers in prop::collection::vec(any::<u64>(), 6),
+        depth in 1usize..4,
+    ) {
+        // An identity map of the first 2 MiB so that RIP and operands are often mapped.
+        let mut all = vec![(1, 0, 0x2003), (2, 0, 0x3003), (3, 0, 0x4003)];
+        all.extend((0..256u64).map(|page| (4, page, page << 12 | 0x63)));
+        all.extend(writes);
+        let ram = ram_with(&all);
+        let _ = ram.write_slice(&code, GuestAddress(rip));
+        let regs = kvm_regs {
+            rax: registers[0], rbx: registers[1], rdi: registers[2], rsi: registers[3],
+            rsp: registers[4], rbp: registers[5], rip, ..Default::default()
+        };
+        let record = ExceptionRecord {
+            seq: 1,
+            vector,
+            shared_handler: false,
+            handler: Gva::new(0x1000),
+            frame: Some(Frame {
+                at: Gva::new(regs.rsp),
+                error: abi::exception::pushes_error_code(vector).then_some(error),
+                rip: Gva::new(rip),
+                cs: 0x08,
+                rflags: 0x2,
+                rsp: Gva::new(regs.rsp),
+                ss: 0x10,
+            }),
+            frame_error: None,
+            control: ControlRegisters { cr0: 0x8000_0011, cr2, cr3: 0x1000, cr4: 0x20, efer: 0xd00 },
+            regs,
+            fs_base: 0,
+            gs_base: 0,
+            depth,
+            outer: vec![],
+        };
+        let space = AddressSpace {
+            view: GuestView::new(&ram, None),
+            mode: PagingMode::new(46, 0xd00),
+            cr3: Cr3::new(0x1000),
+        };
+        let regions = [(Gpa::new(0), RAM)];
+        let ctx = Context::new(space, &regions, None, None, false);
+        let (analysis, _) = analyse(&record, &ctx);
+        prop_assert!(!analysis.explanation.is_empty());
+        prop_assert!(!analysis.explanation.contains('\n'), "{}", analysis.explanation);
+        prop_assert!(analysis.walks.iter().all(|w| w.walk.steps.len() <= 4));
+    }
+
+    #[test]
+    fn damaged_scenario_files_are_one_line_errors(
+        at in any::<prop::sample::Index>(),
+        cut in 0usize..8,
+        insert in "[\\x00-\\x7f\u{80}-\u{10ffff}]{0,6}",
+    ) {
+        let base = include_str!("../../scenarios/journey.toml");
+        let mut text = base.to_string();
+        let mut at = at.index(text.len() + 1);
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        let mut end = (at + cut).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.replace_range(at..end, &insert);
+        if let Err(e) = Scenario::parse(Path::new("scenarios/journey.toml"), &text) {
+            let message = e.to_string();
+            prop_assert!(message.starts_with("scenarios/journey.toml"), "{message}");
+            prop_assert!(!message.contains('\n'), "{message:?}");
+        }
+    }
+
+    #[test]
+    fn arbitrary_text_is_never_a_scenario_that_panics(text in "\\PC{0,300}") {
+        if let Err(e) = Scenario::parse(Path::new("s/x.toml"), &text) {
+            prop_assert!(!e.to_string().contains('\n'));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(cases(256))]
+
+    #[test]
+    fn damaged_kernel_elfs_are_refused_in_one_line(
+        flips in prop::collection::vec((0usize..4096, any::<u8>()), 1..8),
+        truncate in prop::option::of(0usize..8192),
+    ) {
+        let mut data = std::fs::read(crate::GUEST_KERNEL_ELF).expect("the bundled kernel");
+        for (at, value) in flips {
+            if let Some(byte) = data.get_mut(at) {
+                *byte = value;
+            }
+        }
+        if let Some(len) = truncate {
+            data.truncate(len);
+        }
+        let ram = RamLayout::new(128 << 20, None).unwrap();
+        if let Err(e) = KernelImage::inspect_bytes(Path::new("k.elf"), &data, &ram) {
+            prop_assert!(!e.to_string().contains('\n'), "{e}");
+        }
+    }
+
+    #[test]
+    fn random_bytes_are_never_a_kernel(data in prop::collection::vec(any::<u8>(), 0..2048)) {
+        let ram = RamLayout::new(128 << 20, None).unwrap();
+        let mut data = data;
+        // Half of them start like an ELF, to get past the magic.
+        if data.len() > 4 && data[0] & 1 == 0 {
+            data[..4].copy_from_slice(b"\x7fELF");
+        }
+        prop_assert!(KernelImage::inspect_bytes(Path::new("k.elf"), &data, &ram).is_err());
+    }
+}
