@@ -33,7 +33,8 @@ struct Cli {
 enum Command {
     /// Boot a kernel (the bundled guest-kernel unless --kernel is given) and run it to its end.
     Run(RunArgs),
-    /// Run a scenario from scenarios/ (or a scenario file) and check what it expects.
+    /// Run a scenario from scenarios/ (or a scenario file, or all of them with --all) and check
+    /// what it expects.
     Scenario(ScenarioArgs),
     /// Measure what this host's KVM can do (breakpoints, ring 3, exit cost) with tiny VMs.
     Doctor,
@@ -135,7 +136,24 @@ fn report_path(tap: &TapArgs) -> Option<PathBuf> {
     })
 }
 
-/// After the run: draw the page for --html, and drop the temporary JSON lines.
+/// Removes the JSON lines written only for --html, however the command ends.
+struct TemporaryReport(Option<PathBuf>);
+
+impl TemporaryReport {
+    fn for_args(tap: &TapArgs) -> Self {
+        Self(report_path(tap).filter(|_| tap.report.is_none()))
+    }
+}
+
+impl Drop for TemporaryReport {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// After the run: draw the page for --html from the JSON lines.
 fn write_html(tap: &TapArgs, title: &str) -> Result<(), Failure> {
     let (Some(html), Some(jsonl)) = (&tap.html, report_path(tap)) else {
         return Ok(());
@@ -146,9 +164,6 @@ fn write_html(tap: &TapArgs, title: &str) -> Result<(), Failure> {
             let report = vmm_host::html::model::Report::parse(&jsonl.display().to_string(), &text)?;
             vmm_host::html::write_page(&report, title, html)
         });
-    if tap.report.is_none() {
-        let _ = std::fs::remove_file(&jsonl);
-    }
     drawn.map_err(bad_input)?;
     println!("HTML report: {}", html.display());
     Ok(())
@@ -319,6 +334,7 @@ fn run(args: RunArgs, kvm_device: &Path) -> Result<i32, Failure> {
         audit: args.common.tap.audit,
         report: report_path(&args.common.tap),
     };
+    let _temporary = TemporaryReport::for_args(&args.common.tap);
     let mut vm = Vm::new(config)?;
     let report = execute(&mut vm, &args.common.gdb)?;
     print!("{report}");
@@ -401,6 +417,7 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
         audit: args.tap.audit,
         report: report_path(&args.tap),
     };
+    let _temporary = TemporaryReport::for_args(&args.tap);
     let mut vm = Vm::new(config)
         .map_err(|e| Failure::from(e).context(format!("scenario {}", scenario.name)))?;
     let report = execute(&mut vm, &args.gdb)?;
