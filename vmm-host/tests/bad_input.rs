@@ -123,3 +123,81 @@ fn an_unknown_audit_mode_is_a_usage_error() {
     let run = vmm(&["run", "--audit", "sometimes"]);
     assert_one_line_error(&run, "invalid value 'sometimes' for '--audit <MODE>'");
 }
+
+#[test]
+fn an_unwritable_serial_log() {
+    // Checked after /dev/kvm opens.
+    if common::kvm_or_skip("unwritable_serial_log").is_none() {
+        return;
+    }
+    let run = vmm(&["run", "--serial-log", "/nonexistent/dir/serial.log"]);
+    assert_one_line_error(
+        &run,
+        "cannot create the serial log `/nonexistent/dir/serial.log`: ",
+    );
+}
+
+#[test]
+fn gdb_addresses_that_are_not_addresses_and_gdb_without_the_tap() {
+    let run = vmm(&["run", "--gdb", "localhost:x"]);
+    assert_one_line_error(
+        &run,
+        "invalid value 'localhost:x' for '--gdb <[ADDR:]PORT>': `localhost:x` is not [ADDR:]PORT",
+    );
+    let run = vmm(&["run", "--gdb", "0", "--no-tap"]);
+    assert_one_line_error(
+        &run,
+        "--gdb needs the tap for breakpoints and exception stops: drop --no-tap",
+    );
+}
+
+#[test]
+fn a_gdb_port_in_use() {
+    if common::kvm_or_skip("gdb_port_in_use").is_none() {
+        return;
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let run = vmm(&["run", "--gdb", &port]);
+    assert_one_line_error(
+        &run,
+        &format!("cannot listen for gdb on 127.0.0.1:{port}: "),
+    );
+    assert!(
+        run.stderr.contains("(is another debugger using the port?)"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn an_overlong_command_line() {
+    if common::kvm_or_skip("overlong_command_line").is_none() {
+        return;
+    }
+    let long = "x".repeat(5000);
+    let run = vmm(&["run", "--cmdline", &long]);
+    assert_one_line_error(&run, "the kernel command line is 5000 bytes; at most ");
+}
+
+#[test]
+fn an_unwritable_junit_file_after_the_suite() {
+    if common::kvm_or_skip("unwritable_junit").is_none() {
+        return;
+    }
+    let run = vmm(&[
+        "scenario",
+        "--all",
+        "--filter",
+        "hello",
+        "--junit",
+        "/nonexistent/dir/j.xml",
+    ]);
+    let last = run.stderr.lines().last().unwrap_or_default();
+    assert_eq!(run.status, 2, "{}{}", run.stdout, run.stderr);
+    assert!(
+        last.starts_with("error: cannot write /nonexistent/dir/j.xml: "),
+        "{}",
+        run.stderr
+    );
+}
