@@ -62,44 +62,16 @@ pub fn page_table_past_ram() -> ! {
     finish(FAILURE)
 }
 
-/// 32 interrupt gates, all pointing at `handler`.
+/// Room for the 32 exception gates of a copied IDT.
 #[repr(C, align(16))]
 struct Gates([u64; 64]);
 
 static mut HOSTILE_IDT: Gates = Gates([0; 64]);
 
-fn gates_to(handler: u64, selector: u16) {
-    let low = (handler & 0xffff)
-        | (u64::from(selector) << 16)
-        | (0x8e << 40)
-        | ((handler >> 16) & 0xffff) << 48;
-    let high = handler >> 32;
-    let idt = (&raw mut HOSTILE_IDT).cast::<u64>();
-    for vector in 0..32 {
-        // SAFETY: 64 words in HOSTILE_IDT; the workload runs alone on one CPU and nothing
-        // else uses it.
-        unsafe {
-            idt.add(2 * vector).write_volatile(low);
-            idt.add(2 * vector + 1).write_volatile(high);
-        }
-    }
-    let pointer = DescriptorTablePointer {
-        limit: (32 * 16 - 1) as u16,
-        base: VirtAddr::new((&raw const HOSTILE_IDT) as u64),
-    };
-    // SAFETY: loads an IDT whose handlers cannot run, which is the point: the next
-    // exception escalates to a triple fault.
-    unsafe { lidt(&pointer) };
-}
-
 /// Every exception gate points at `handler`; then `ud2`.
-pub fn idt_pointing_at(handler: u64, what: &str) -> ! {
-    let selector = {
-        use x86_64::instructions::segmentation::{CS, Segment};
-        CS::get_reg().0
-    };
+pub fn idt_pointing_at(handler: u64, what: &str, selectors: &crate::cpu::Selectors) -> ! {
     kprintln!("[hostile] every exception gate now points at {handler:#x} ({what}); executing ud2");
-    gates_to(handler, selector);
+    crate::idt::load_every_exception_at(handler, selectors);
     // SAFETY: deliberately raises #UD with handlers that cannot run.
     unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
     finish(FAILURE)

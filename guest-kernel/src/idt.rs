@@ -180,7 +180,11 @@ const DOUBLE_FAULT: usize = 8;
 
 impl Gate {
     fn new(handler: extern "C" fn(), selectors: &Selectors, dpl: u8, ist: u8) -> Self {
-        let addr = handler as usize as u64;
+        Self::at(handler as usize as u64, selectors, dpl, ist)
+    }
+
+    /// A gate to any address, usable or not.
+    fn at(addr: u64, selectors: &Selectors, dpl: u8, ist: u8) -> Self {
         Self {
             offset_low: addr as u16,
             selector: selectors.kernel_code.0,
@@ -199,6 +203,8 @@ struct Idt([Gate; 256]);
 static IDT: Once<Idt> = Once::new();
 /// The same gates with #DF on the interrupted stack, for the stack-overflow workload.
 static IDT_WITHOUT_IST: Once<Idt> = Once::new();
+/// Every exception gate at one address, for the hostile-IDT workloads.
+static IDT_ALL_AT: Once<Idt> = Once::new();
 
 fn gates(selectors: &Selectors, double_fault_ist: u8) -> Idt {
     let mut gates = [Gate::default(); 256];
@@ -233,4 +239,13 @@ pub fn init(selectors: &Selectors) {
 /// Load an IDT whose #DF gate has no IST: a #DF then runs on the stack that faulted.
 pub fn load_without_double_fault_stack(selectors: &Selectors) {
     load(IDT_WITHOUT_IST.init(gates(selectors, 0)));
+}
+
+/// Load an IDT whose 32 exception gates all point at `handler`, mapped or not.
+pub fn load_every_exception_at(handler: u64, selectors: &Selectors) {
+    let mut gates = [Gate::default(); 256];
+    for gate in gates.iter_mut().take(32) {
+        *gate = Gate::at(handler, selectors, 0, 0);
+    }
+    load(IDT_ALL_AT.init(Idt(gates)));
 }

@@ -171,10 +171,14 @@ pub fn run(settings: &Settings) -> ! {
         "non-canonical" => crate::faults::non_canonical(),
         "pt-loop" => crate::hostile::page_table_loop(),
         "pt-past-ram" => crate::hostile::page_table_past_ram(),
-        "idt-unmapped" => crate::hostile::idt_pointing_at(0xffff_c000_0010_0000, "unmapped"),
-        "idt-noncanonical" => {
-            crate::hostile::idt_pointing_at(0x8000_0000_0010_0000, "non-canonical")
+        "idt-unmapped" => {
+            crate::hostile::idt_pointing_at(0xffff_c000_0010_0000, "unmapped", &settings.selectors)
         }
+        "idt-noncanonical" => crate::hostile::idt_pointing_at(
+            0x8000_0000_0010_0000,
+            "non-canonical",
+            &settings.selectors,
+        ),
         "idt-churn" => crate::hostile::idt_churn(1000),
         "debug-exit-garbage" => crate::hostile::debug_exit_garbage(),
         "help" => {

@@ -401,21 +401,16 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
             "--filter, --jobs, --junit and --json go with --all, not with one scenario"
         )));
     }
-    let name = args.scenario.unwrap_or_default();
+    let name = args.scenario.clone().unwrap_or_default();
     let path = scenario::resolve(&name, &dir).map_err(bad_input)?;
     let scenario = Scenario::load(&path).map_err(bad_input)?;
     println!("== scenario {}: {}", scenario.name, scenario.description);
+    let quiet_config = suite::vm_config(&scenario, &suite_options(&args, kvm_device));
     let config = VmConfig {
-        kernel: scenario.kernel.clone().unwrap_or_else(bundled_kernel),
-        mem: scenario.mem,
-        cmdline: scenario.cmdline.clone(),
-        timeout: args.timeout.unwrap_or(scenario.timeout),
         serial_log: args.serial_log,
         echo_serial: !args.quiet,
-        kvm_device: kvm_device.to_path_buf(),
-        tap: !args.tap.no_tap,
-        audit: args.tap.audit,
         report: report_path(&args.tap),
+        ..quiet_config
     };
     let _temporary = TemporaryReport::for_args(&args.tap);
     let mut vm = Vm::new(config)
@@ -453,6 +448,17 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
     }
 }
 
+/// How scenarios run, from the command line.
+fn suite_options(args: &ScenarioArgs, kvm_device: &Path) -> SuiteOptions {
+    SuiteOptions {
+        kvm_device: kvm_device.to_path_buf(),
+        kernel: bundled_kernel(),
+        timeout: args.timeout,
+        tap: !args.tap.no_tap,
+        audit: args.tap.audit,
+    }
+}
+
 /// `scenario --all`: every scenario, a progress line each, then the table.
 fn run_suite(args: &ScenarioArgs, dir: &Path, kvm_device: &Path) -> Result<i32, Failure> {
     if args.gdb.gdb.is_some()
@@ -465,13 +471,7 @@ fn run_suite(args: &ScenarioArgs, dir: &Path, kvm_device: &Path) -> Result<i32, 
         )));
     }
     let paths = suite::select(dir, args.filter.as_deref()).map_err(bad_input)?;
-    let options = SuiteOptions {
-        kvm_device: kvm_device.to_path_buf(),
-        kernel: bundled_kernel(),
-        timeout: args.timeout,
-        tap: !args.tap.no_tap,
-        audit: args.tap.audit,
-    };
+    let options = suite_options(args, kvm_device);
     let jobs = args.jobs.unwrap_or(1);
     println!(
         "== {} scenarios from {}, {jobs} at a time",

@@ -144,6 +144,22 @@ fn summarize(counts: &[u64; 32]) -> String {
     parts.join(" ")
 }
 
+/// The VM a scenario asks for, quiet and without files (callers add those).
+pub fn vm_config(scenario: &Scenario, options: &SuiteOptions) -> VmConfig {
+    VmConfig {
+        kernel: scenario.kernel.clone().unwrap_or(options.kernel.clone()),
+        mem: scenario.mem,
+        cmdline: scenario.cmdline.clone(),
+        timeout: options.timeout.unwrap_or(scenario.timeout),
+        serial_log: None,
+        echo_serial: false,
+        kvm_device: options.kvm_device.clone(),
+        tap: options.tap,
+        audit: options.audit,
+        report: None,
+    }
+}
+
 /// Run one scenario file to its end, quietly.
 pub fn run_one(path: &Path, options: &SuiteOptions) -> Outcome {
     let name = path
@@ -170,18 +186,7 @@ pub fn run_one(path: &Path, options: &SuiteOptions) -> Outcome {
     };
     outcome.description = scenario.description.clone();
     outcome.budget = scenario.expect.budget.as_ref().map(|b| b.value);
-    let config = VmConfig {
-        kernel: scenario.kernel.clone().unwrap_or(options.kernel.clone()),
-        mem: scenario.mem,
-        cmdline: scenario.cmdline.clone(),
-        timeout: options.timeout.unwrap_or(scenario.timeout),
-        serial_log: None,
-        echo_serial: false,
-        kvm_device: options.kvm_device.clone(),
-        tap: options.tap,
-        audit: options.audit,
-        report: None,
-    };
+    let config = vm_config(&scenario, options);
     let started = Instant::now();
     let mut vm = match Vm::new(config) {
         Ok(vm) => vm,

@@ -87,6 +87,24 @@ impl Drop for Watchdog {
     }
 }
 
+/// Sleep up to 5 s in a blocking call that a kick interrupts with EINTR, as it does KVM_RUN,
+/// until `kicked` says the kick came.
+#[cfg(test)]
+pub(crate) fn sleep_until_kicked(kicked: impl Fn() -> bool) {
+    let mut remaining = libc::timespec {
+        tv_sec: 5,
+        tv_nsec: 0,
+    };
+    loop {
+        let request = remaining;
+        // SAFETY: nanosleep with valid pointers to two timespecs.
+        let rc = unsafe { libc::nanosleep(&request, &mut remaining) };
+        if rc == 0 || kicked() {
+            break;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,19 +114,7 @@ mod tests {
     fn interrupts_a_blocking_call_after_the_limit() {
         let dog = Watchdog::arm(Duration::from_millis(50));
         let start = Instant::now();
-        // sleep() returns early with EINTR when the kick arrives, like KVM_RUN does.
-        let mut remaining = libc::timespec {
-            tv_sec: 5,
-            tv_nsec: 0,
-        };
-        loop {
-            let request = remaining;
-            // SAFETY: nanosleep with valid pointers to two timespecs.
-            let rc = unsafe { libc::nanosleep(&request, &mut remaining) };
-            if rc == 0 || dog.fired() {
-                break;
-            }
-        }
+        sleep_until_kicked(|| dog.fired());
         assert!(dog.fired());
         assert!(
             start.elapsed() < Duration::from_secs(4),

@@ -159,18 +159,7 @@ mod tests {
             gdb
         });
         let started = Instant::now();
-        let mut remaining = libc::timespec {
-            tv_sec: 5,
-            tv_nsec: 0,
-        };
-        loop {
-            let request = remaining;
-            // SAFETY: nanosleep with valid pointers to two timespecs.
-            let rc = unsafe { libc::nanosleep(&request, &mut remaining) };
-            if rc == 0 || interrupter.flag().load(Ordering::SeqCst) {
-                break;
-            }
-        }
+        watchdog::sleep_until_kicked(|| interrupter.flag().load(Ordering::SeqCst));
         assert!(interrupter.flag().load(Ordering::SeqCst));
         assert!(started.elapsed() < Duration::from_secs(4));
         interrupter.disarm();

@@ -55,7 +55,9 @@ code, .mono, svg text { font-family: ui-monospace, "DejaVu Sans Mono", monospace
 .timeline a { text-decoration: none; color: inherit; }
 .timeline a:hover { text-decoration: underline; }
 .badge { display: inline-block; min-width: 34px; padding: 0 4px; border-radius: 3px; color: #fff; font: 12px ui-monospace, monospace; text-align: center; }
-.v14 { background: #c0392b; } .v13 { background: #8e44ad; } .v8 { background: #2c3e50; } .v6 { background: #d35400; } .vother { background: #16a085; }
+/* One colour per vector: badge backgrounds and the timeline strip's ticks. */
+.v14 { --c: #c0392b; } .v13 { --c: #8e44ad; } .v8 { --c: #2c3e50; } .v6 { --c: #d35400; } .vother { --c: #16a085; }
+.badge { background: var(--c); } svg.strip line { stroke: var(--c); }
 .skipped { color: #777; font-style: italic; }
 .panel { display: none; border-top: 2px solid #ddd; margin-top: 14px; }
 .panel:target { display: block; }
@@ -142,17 +144,11 @@ fn strip(report: &Report, indices: &[usize]) -> String {
         let e = &report.exceptions[i];
         let x = 10.0 + step * (k as f64 + 0.5);
         let y = 5 + 14 * (e.depth.max(1) - 1);
-        let colour = match e.vector {
-            14 => "#c0392b",
-            13 => "#8e44ad",
-            8 => "#2c3e50",
-            6 => "#d35400",
-            _ => "#16a085",
-        };
         let _ = write!(
             svg,
-            "<a href=\"#exc-{seq}\"><title>[{seq}] {}</title><line x1=\"{x:.1}\" y1=\"{y}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"{colour}\"/></a>",
+            "<a href=\"#exc-{seq}\"><title>[{seq}] {}</title><line class=\"{}\" x1=\"{x:.1}\" y1=\"{y}\" x2=\"{x:.1}\" y2=\"{}\"/></a>",
             mnemonic(e.vector),
+            vector_class(e.vector),
             y + 12,
             seq = e.seq
         );
@@ -266,26 +262,20 @@ fn panel(report: &Report, e: &Exception, default: bool) -> String {
         html.push_str(&figure(w));
     }
     html.push_str("</div>");
-    let others: Vec<String> = e
+    let (names, figures): (Vec<String>, Vec<String>) = e
         .walks
         .iter()
         .enumerate()
         .filter(|(i, _)| *i != main)
-        .map(|(_, w)| figure(w))
-        .collect();
-    if !others.is_empty() {
+        .map(|(_, w)| (escape(&w.what), figure(w)))
+        .unzip();
+    if !figures.is_empty() {
         let _ = write!(
             html,
             "<details><summary>{} more walks ({})</summary>{}</details>",
-            others.len(),
-            e.walks
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != main)
-                .map(|(_, w)| escape(&w.what))
-                .collect::<Vec<_>>()
-                .join(", "),
-            others.concat()
+            figures.len(),
+            names.join(", "),
+            figures.concat()
         );
     }
     match report.diffs.get(&e.seq) {

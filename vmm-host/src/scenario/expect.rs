@@ -295,11 +295,7 @@ fn error_code(vector: u8, offset: usize, raw: RawErrorCode) -> Result<ErrorCode,
 }
 
 fn number(text: &str) -> Option<u64> {
-    let text = text.trim().replace('_', "");
-    match text.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).ok(),
-        None => text.parse().ok(),
-    }
+    crate::gdb::parse_number(text.trim()).ok()
 }
 
 fn address(raw: Spanned<RawAddress>) -> Result<AddressPattern, ExpectError> {

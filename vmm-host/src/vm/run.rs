@@ -264,9 +264,9 @@ impl Vm {
             match exit {
                 Ok(VcpuExit::IoOut(port, data)) => {
                     idt_may_have_changed = true;
+                    let value = data.iter().rev().fold(0u64, |v, &b| v << 8 | u64::from(b));
                     if port == abi::ports::DEBUG_EXIT {
                         let code = data.first().copied().unwrap_or(0);
-                        let value = data.iter().rev().fold(0u64, |v, &b| v << 8 | u64::from(b));
                         if value > 0xff {
                             // Only the low byte is the exit code; say what else came.
                             self.progress.stray.note(|| {
@@ -281,7 +281,6 @@ impl Vm {
                         // The UART's only error is a failed trigger, and ours cannot fail.
                         let _ = self.uart.write(offset, data.first().copied().unwrap_or(0));
                     } else {
-                        let value = data.iter().rev().fold(0u64, |v, &b| v << 8 | u64::from(b));
                         self.progress
                             .stray
                             .note(|| format!("out {value:#x} to port {port:#x}"));
