@@ -117,3 +117,43 @@ pub fn debug_exit_garbage() -> ! {
     unsafe { port.write(0xdead_beef) };
     finish(FAILURE)
 }
+
+/// One line of flood: 63 printable bytes and a newline, so a capped log stays readable.
+const FLOOD_LINE: &[u8; 64] = b"flood 0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTU\n";
+
+/// A console flood that never waits for the transmitter: `bytes_by_out` bytes one `out` at
+/// a time, then `bytes_by_rep` by `rep outsb` a page at a time (one VM exit a page), then a
+/// last line and a clean exit. The host must keep its memory bounded and say what it cut.
+pub fn serial_flood(bytes_by_out: usize, bytes_by_rep: usize) -> ! {
+    kprintln!(
+        "[hostile] flooding COM1: {bytes_by_out} bytes by out, then {bytes_by_rep} by rep outsb"
+    );
+    let port = abi::ports::SERIAL_COM1;
+    let mut data = x86_64::instructions::port::Port::<u8>::new(port);
+    for i in 0..bytes_by_out {
+        // SAFETY: writing THR of COM1 only affects the UART.
+        unsafe { data.write(FLOOD_LINE[i % FLOOD_LINE.len()]) };
+    }
+    let mut page = [0u8; 4096];
+    for (i, byte) in page.iter_mut().enumerate() {
+        *byte = FLOOD_LINE[i % FLOOD_LINE.len()];
+    }
+    let mut left = bytes_by_rep;
+    while left > 0 {
+        let count = left.min(page.len());
+        // SAFETY: `rep outsb` reads `count` bytes from `page` (in bounds) and writes them to
+        // COM1's THR; it only advances RSI and RCX, declared as clobbered.
+        unsafe {
+            core::arch::asm!(
+                "rep outsb",
+                in("dx") port,
+                inout("rsi") page.as_ptr() => _,
+                inout("rcx") count => _,
+                options(nostack, preserves_flags, readonly)
+            )
+        };
+        left -= count;
+    }
+    kprintln!("[hostile] flood done");
+    finish(abi::exit::SUCCESS)
+}

@@ -99,6 +99,10 @@ pub const NAMES: &[(&str, &str)] = &[
         "debug-exit-garbage",
         "hostile: write the dword 0xdeadbeef to the debug-exit port",
     ),
+    (
+        "serial-flood",
+        "hostile: 32 KiB to COM1 one out at a time, then 128 KiB by rep outsb, then exit 0",
+    ),
 ];
 
 /// The heap workload's default size: enough to push the PMM past the 64 MiB identity map
@@ -181,6 +185,7 @@ pub fn run(settings: &Settings) -> ! {
         ),
         "idt-churn" => crate::hostile::idt_churn(1000),
         "debug-exit-garbage" => crate::hostile::debug_exit_garbage(),
+        "serial-flood" => crate::hostile::serial_flood(32 << 10, 128 << 10),
         "help" => {
             for (name, what) in NAMES {
                 kprintln!("  test={name:<21} {what}");

@@ -25,6 +25,7 @@ fn run(tap: bool, audit: AuditMode) -> Sample {
         cmdline: CMDLINE.into(),
         timeout: Duration::from_secs(300),
         serial_log: None,
+        serial_limit: vmm_host::console::DEFAULT_LIMIT,
         echo_serial: false,
         kvm_device: "/dev/kvm".into(),
         tap,

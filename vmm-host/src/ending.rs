@@ -154,6 +154,8 @@ pub struct RunReport {
     pub stray_accesses: u64,
     pub first_stray: Option<String>,
     pub serial_dropped: u64,
+    /// The serial limit the run had, for the note on dropped bytes.
+    pub serial_limit: u64,
 }
 
 impl RunReport {
@@ -192,8 +194,9 @@ impl fmt::Display for RunReport {
         if self.serial_dropped > 0 {
             writeln!(
                 f,
-                "  note   {} bytes of serial output past the capture limit were not kept",
-                self.serial_dropped
+                "  note   {} bytes of serial output past the {} limit were not kept (--serial-limit)",
+                self.serial_dropped,
+                crate::layout::human(self.serial_limit)
             )?;
         }
         Ok(())
@@ -251,6 +254,7 @@ mod tests {
             stray_accesses: 2,
             first_stray: Some("in from port 0x61".into()),
             serial_dropped: 0,
+            serial_limit: 0,
         };
         assert_eq!(
             report.to_string(),

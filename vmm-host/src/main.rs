@@ -59,7 +59,7 @@ struct RunArgs {
     #[arg(long, value_name = "ELF")]
     kernel: Option<PathBuf>,
     /// Guest RAM, e.g. 256M or 4G; a bare number is MiB.
-    #[arg(long, value_name = "SIZE", default_value = "128M", value_parser = parse_mem)]
+    #[arg(long, value_name = "SIZE", default_value = "128M", value_parser = parse_size)]
     mem: u64,
     /// Kernel command line.
     #[arg(long, value_name = "STR", default_value = "")]
@@ -97,16 +97,26 @@ struct ScenarioArgs {
     /// Watchdog limit in seconds, overriding the scenario's.
     #[arg(long, value_name = "S", value_parser = parse_seconds)]
     timeout: Option<Duration>,
+    /// Serial output kept, overriding the scenario's `serial_limit` (itself 16M unless set).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    serial_limit: Option<u64>,
+    #[command(flatten)]
+    serial: SerialArgs,
+    #[command(flatten)]
+    tap: TapArgs,
+    #[command(flatten)]
+    gdb: GdbArgs,
+}
+
+/// Where the guest's serial output goes.
+#[derive(Debug, Args)]
+struct SerialArgs {
     /// Also write the guest's serial output to FILE.
     #[arg(long, value_name = "FILE")]
     serial_log: Option<PathBuf>,
     /// Do not copy the guest's serial output to the terminal.
     #[arg(long)]
     quiet: bool,
-    #[command(flatten)]
-    tap: TapArgs,
-    #[command(flatten)]
-    gdb: GdbArgs,
 }
 
 /// What the host does at each exception the guest takes.
@@ -190,12 +200,12 @@ struct CommonArgs {
     /// Watchdog: end the run after this many seconds.
     #[arg(long, value_name = "S", default_value = "10", value_parser = parse_seconds)]
     timeout: Duration,
-    /// Also write the guest's serial output to FILE.
-    #[arg(long, value_name = "FILE")]
-    serial_log: Option<PathBuf>,
-    /// Do not copy the guest's serial output to the terminal.
-    #[arg(long)]
-    quiet: bool,
+    /// Serial output kept in the terminal, the log and the capture; past it, bytes are
+    /// counted and the run report says how many (e.g. 64K, 16M; a bare number is MiB).
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = parse_size)]
+    serial_limit: u64,
+    #[command(flatten)]
+    serial: SerialArgs,
     #[command(flatten)]
     tap: TapArgs,
     #[command(flatten)]
@@ -206,7 +216,7 @@ fn parse_vectors(text: &str) -> Result<VectorSet, String> {
     VectorSet::parse(text).map_err(|e| e.to_string())
 }
 
-fn parse_mem(text: &str) -> Result<u64, String> {
+fn parse_size(text: &str) -> Result<u64, String> {
     layout::parse_size(text).map_err(|e| e.to_string())
 }
 
@@ -327,8 +337,9 @@ fn run(args: RunArgs, kvm_device: &Path) -> Result<i32, Failure> {
         mem: args.mem,
         cmdline: args.cmdline,
         timeout: args.common.timeout,
-        serial_log: args.common.serial_log,
-        echo_serial: !args.common.quiet,
+        serial_log: args.common.serial.serial_log,
+        serial_limit: args.common.serial_limit,
+        echo_serial: !args.common.serial.quiet,
         kvm_device: kvm_device.to_path_buf(),
         tap: !args.common.tap.no_tap,
         audit: args.common.tap.audit,
@@ -407,8 +418,8 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
     println!("== scenario {}: {}", scenario.name, scenario.description);
     let quiet_config = suite::vm_config(&scenario, &suite_options(&args, kvm_device));
     let config = VmConfig {
-        serial_log: args.serial_log,
-        echo_serial: !args.quiet,
+        serial_log: args.serial.serial_log.clone(),
+        echo_serial: !args.serial.quiet,
         report: report_path(&args.tap),
         ..quiet_config
     };
@@ -454,6 +465,7 @@ fn suite_options(args: &ScenarioArgs, kvm_device: &Path) -> SuiteOptions {
         kvm_device: kvm_device.to_path_buf(),
         kernel: bundled_kernel(),
         timeout: args.timeout,
+        serial_limit: args.serial_limit,
         tap: !args.tap.no_tap,
         audit: args.tap.audit,
     }
@@ -464,7 +476,7 @@ fn run_suite(args: &ScenarioArgs, dir: &Path, kvm_device: &Path) -> Result<i32, 
     if args.gdb.gdb.is_some()
         || args.tap.report.is_some()
         || args.tap.html.is_some()
-        || args.serial_log.is_some()
+        || args.serial.serial_log.is_some()
     {
         return Err(bad_input(anyhow::anyhow!(
             "--gdb, --report, --html and --serial-log follow one scenario: give its name instead of --all"

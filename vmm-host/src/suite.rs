@@ -42,6 +42,8 @@ pub struct SuiteOptions {
     pub kvm_device: PathBuf,
     pub kernel: PathBuf,
     pub timeout: Option<Duration>,
+    /// `--serial-limit`, overriding the scenario's.
+    pub serial_limit: Option<u64>,
     pub tap: bool,
     pub audit: AuditMode,
 }
@@ -152,6 +154,7 @@ pub fn vm_config(scenario: &Scenario, options: &SuiteOptions) -> VmConfig {
         cmdline: scenario.cmdline.clone(),
         timeout: options.timeout.unwrap_or(scenario.timeout),
         serial_log: None,
+        serial_limit: options.serial_limit.unwrap_or(scenario.serial_limit),
         echo_serial: false,
         kvm_device: options.kvm_device.clone(),
         tap: options.tap,

@@ -14,6 +14,7 @@ fn finished_vm(cmdline: &str) -> Vm {
         cmdline: cmdline.into(),
         timeout: Duration::from_secs(30),
         serial_log: None,
+        serial_limit: vmm_host::console::DEFAULT_LIMIT,
         echo_serial: false,
         kvm_device: "/dev/kvm".into(),
         tap: false,

@@ -79,6 +79,7 @@ struct RawScenario {
     #[serde(default)]
     cmdline: String,
     timeout: Option<Spanned<f64>>,
+    serial_limit: Option<Spanned<String>>,
     kernel: Option<PathBuf>,
     expect: RawExpect,
 }
@@ -90,6 +91,7 @@ struct RawExpect {
     exit_code: Option<Spanned<u8>>,
     #[serde(default)]
     serial: Vec<Spanned<String>>,
+    serial_capped: Option<Spanned<bool>>,
     #[serde(default)]
     exception: Vec<Spanned<RawException>>,
     exception_count: Option<Spanned<u64>>,
@@ -111,6 +113,8 @@ pub struct Scenario {
     pub mem: u64,
     pub cmdline: String,
     pub timeout: Duration,
+    /// Serial output the host keeps (see `--serial-limit`).
+    pub serial_limit: u64,
     /// A kernel other than the bundled guest-kernel, relative to the scenario file.
     pub kernel: Option<PathBuf>,
     pub expect: Expect,
@@ -122,6 +126,8 @@ pub struct Expect {
     pub exit_code: Option<Located<u8>>,
     /// Substrings that must appear in the serial output, in this order.
     pub serial: Vec<Located<String>>,
+    /// Whether the guest's serial output must (true) or must not (false) pass the limit.
+    pub serial_capped: Option<Located<bool>>,
     /// Exceptions that must be taken in this order (others may come between).
     pub exceptions: Vec<Located<ExceptionExpect>>,
     /// The exact number of exceptions taken.
@@ -197,6 +203,11 @@ impl Scenario {
                     "timeout must be a number of seconds above 0 and at most 86400",
                 ));
             }
+        };
+        let serial_limit = match &raw.serial_limit {
+            None => crate::console::DEFAULT_LIMIT,
+            Some(limit) => layout::parse_size(limit.get_ref())
+                .map_err(|e| at(limit.span().start, &format!("serial_limit: {e}")))?,
         };
         let ending = &raw.expect.ending;
         match (ending.get_ref(), &raw.expect.exit_code) {
@@ -277,6 +288,7 @@ impl Scenario {
             mem,
             cmdline: raw.cmdline,
             timeout,
+            serial_limit,
             kernel,
             expect: Expect {
                 ending: Located {
@@ -288,6 +300,10 @@ impl Scenario {
                     line: located(c.span()),
                 }),
                 serial,
+                serial_capped: raw.expect.serial_capped.map(|c| Located {
+                    line: located(c.span()),
+                    value: c.into_inner(),
+                }),
                 exceptions,
                 exception_count: raw.expect.exception_count.map(|c| Located {
                     line: located(c.span()),
@@ -355,6 +371,23 @@ impl Scenario {
                     ));
                 }
             }
+        }
+        if let Some(capped) = &self.expect.serial_capped
+            && capped.value != (report.serial_dropped > 0)
+        {
+            let what = if capped.value {
+                format!(
+                    "expected the serial output to pass the {} limit, but it stayed within it",
+                    layout::human(report.serial_limit)
+                )
+            } else {
+                format!(
+                    "expected the serial output to stay within the {} limit, but {} bytes past it were dropped",
+                    layout::human(report.serial_limit),
+                    report.serial_dropped
+                )
+            };
+            located.push((capped.line, what));
         }
         let expects_tap = !self.expect.exceptions.is_empty()
             || self.expect.exception_count.is_some()
@@ -475,6 +508,7 @@ serial = ["memory map", "hello from guest-kernel"]
             stray_accesses: 0,
             first_stray: None,
             serial_dropped: 0,
+            serial_limit: crate::console::DEFAULT_LIMIT,
         }
     }
 
@@ -710,6 +744,44 @@ flags = "P RW US A D"
             failures[0],
             "scenarios/hello.toml:8: expected ending \"exit\", but triple fault: the CPU shut down (KVM_EXIT_SHUTDOWN)"
         );
+    }
+
+    #[test]
+    fn serial_limit_and_serial_capped_are_parsed_and_checked() {
+        let text = HELLO
+            .replace("timeout = 5", "timeout = 5\nserial_limit = \"16K\"")
+            .replace("exit_code = 0", "exit_code = 0\nserial_capped = true");
+        let s = parse(&text).unwrap();
+        assert_eq!(s.serial_limit, 16 << 10);
+        assert_eq!(parse(HELLO).unwrap().serial_limit, 16 << 20);
+        let serial = "memory map\nhello from guest-kernel\n";
+        let mut run = report(Ending::GuestExit { code: 0 });
+        run.serial_limit = 16 << 10;
+        assert_eq!(
+            s.check(&run, serial, None),
+            [
+                "scenarios/hello.toml:11: expected the serial output to pass the 16 KiB limit, but it stayed within it"
+            ]
+        );
+        run.serial_dropped = 70;
+        assert!(s.check(&run, serial, None).is_empty());
+        let within = parse(&text.replace("serial_capped = true", "serial_capped = false")).unwrap();
+        assert_eq!(
+            within.check(&run, serial, None),
+            [
+                "scenarios/hello.toml:11: expected the serial output to stay within the 16 KiB limit, but 70 bytes past it were dropped"
+            ]
+        );
+        assert_errors(&[
+            (
+                text.replace("\"16K\"", "\"lots\""),
+                "scenarios/hello.toml:6:16: serial_limit: ",
+            ),
+            (
+                text.replace("serial_capped = true", "serial_capped = \"yes\""),
+                "scenarios/hello.toml:11:17: ",
+            ),
+        ]);
     }
 
     #[test]

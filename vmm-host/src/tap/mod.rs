@@ -133,6 +133,8 @@ pub struct Tap {
     nesting: Nesting,
     next_seq: u64,
     pub stats: TapStats,
+    /// The IDTR comes from `kvm_run`'s synced system registers (see [`Tap::use_synced_sregs`]).
+    synced_sregs: bool,
 }
 
 /// How an exit relates to the tap.
@@ -174,6 +176,7 @@ impl Tap {
             nesting: Nesting::default(),
             next_seq: 1,
             stats: TapStats::default(),
+            synced_sregs: false,
         }
     }
 
@@ -198,14 +201,27 @@ impl Tap {
         }
     }
 
-    /// Check the IDT and arm (or re-arm) its handlers. Cheap when nothing changed: one
-    /// KVM_GET_SREGS and a compare of the gate bytes.
+    /// Read the IDTR from the copy KVM leaves in `kvm_run` at every exit rather than by a
+    /// KVM_GET_SREGS per check. The VM must have asked for that copy (`KVM_CAP_SYNC_REGS`).
+    pub fn use_synced_sregs(&mut self) {
+        self.synced_sregs = true;
+    }
+
+    /// Check the IDT and arm (or re-arm) its handlers. Cheap when nothing changed: the
+    /// system registers (synced at the exit, or one KVM_GET_SREGS) and a compare of the gate
+    /// bytes.
     pub fn check(&mut self, vcpu: &VcpuFd, ram: &GuestMemoryMmap) -> Result<(), TapError> {
         if self.stepping.is_some() {
             return Ok(());
         }
         let started = Instant::now();
-        let sregs = vcpu.get_sregs().map_err(kvm("read the IDTR"))?;
+        // A nested KVM pays a trip through the outer hypervisor for each vCPU ioctl; at one
+        // check per port write, KVM_GET_SREGS was a third of the cost of a serial byte.
+        let sregs = if self.synced_sregs {
+            vcpu.sync_regs().sregs
+        } else {
+            vcpu.get_sregs().map_err(kvm("read the IDTR"))?
+        };
         let result = self.check_with(vcpu, ram, &sregs);
         self.stats.checks += 1;
         self.stats.check_time += started.elapsed();

@@ -3,6 +3,7 @@
 
 mod debug;
 mod run;
+mod serial_port;
 mod stopped;
 
 pub use debug::{DebugError, HwKind, Registers};
@@ -40,6 +41,8 @@ pub struct VmConfig {
     pub cmdline: String,
     pub timeout: Duration,
     pub serial_log: Option<PathBuf>,
+    /// Serial output kept in the capture, the log and the terminal; the rest is counted.
+    pub serial_limit: u64,
     /// Copy the guest's serial output to stdout as it arrives.
     pub echo_serial: bool,
     pub kvm_device: PathBuf,
@@ -108,6 +111,8 @@ pub struct Vm {
     _vm: VmFd,
     _kvm: Kvm,
     uart: Uart,
+    /// The bytes of the last `out` to COM1, until the UART takes them.
+    serial_out: Vec<u8>,
     config: VmConfig,
     /// The guest's MAXPHYADDR, from the CPUID it was given.
     max_phys_addr: u8,
@@ -142,7 +147,11 @@ impl Vm {
             .map(ReportFile::create)
             .transpose()?;
         let kvm = hypervisor::open(&config.kvm_device)?;
-        let sink = ConsoleSink::new(config.echo_serial, config.serial_log.as_deref())?;
+        let sink = ConsoleSink::new(
+            config.echo_serial,
+            config.serial_log.as_deref(),
+            config.serial_limit,
+        )?;
 
         let ranges: Vec<(GuestAddress, usize)> = layout
             .regions()
@@ -162,7 +171,7 @@ impl Vm {
         kernel.load(&mem)?;
         loader::write_boot_data(&mem, &layout, &config.cmdline)?;
 
-        let vcpu = vm.create_vcpu(0).map_err(setup("KVM_CREATE_VCPU"))?;
+        let mut vcpu = vm.create_vcpu(0).map_err(setup("KVM_CREATE_VCPU"))?;
         let guest_cpuid = cpuid::guest_cpuid(&kvm, 0)?;
         let max_phys_addr = cpuid::max_phys_addr_bits(&guest_cpuid);
         vcpu.set_cpuid2(&guest_cpuid)
@@ -174,9 +183,17 @@ impl Vm {
         vcpu.set_regs(&boot_cpu::pvh_regs(kernel.pvh_entry, start_info))
             .map_err(setup("KVM_SET_REGS"))?;
 
-        let tap = config
-            .tap
-            .then(|| Tap::new(TrapKind::probe(&kvm), max_phys_addr));
+        let synced_sregs = kvm.check_extension(kvm_ioctls::Cap::SyncRegs);
+        if synced_sregs {
+            vcpu.set_sync_valid_reg(kvm_ioctls::SyncReg::SystemRegister);
+        }
+        let tap = config.tap.then(|| {
+            let mut tap = Tap::new(TrapKind::probe(&kvm), max_phys_addr);
+            if synced_sregs {
+                tap.use_synced_sregs();
+            }
+            tap
+        });
         // Without symbols reports show bare addresses; that is no reason to refuse to run.
         let symbols = Symbolizer::open(&config.kernel).ok();
         Ok(Self {
@@ -184,6 +201,7 @@ impl Vm {
             _vm: vm,
             _kvm: kvm,
             uart: console::uart(sink),
+            serial_out: Vec::with_capacity(4096),
             config,
             max_phys_addr,
             ram: layout.regions().to_vec(),
@@ -217,7 +235,7 @@ impl Vm {
         Ok((t.valid != 0).then(|| Gpa::new(t.physical_address)))
     }
 
-    /// Everything the guest wrote to its serial port (bounded, see [`console::CAPTURE_LIMIT`]).
+    /// Everything the guest wrote to its serial port, up to the serial limit.
     pub fn serial_output(&self) -> &[u8] {
         self.uart.writer().captured()
     }

@@ -89,7 +89,7 @@ pub(super) struct StrayAccesses {
 }
 
 impl StrayAccesses {
-    fn note(&mut self, what: impl FnOnce() -> String) {
+    pub(super) fn note(&mut self, what: impl FnOnce() -> String) {
         self.count += 1;
         if self.first.is_none() {
             self.first = Some(what());
@@ -103,7 +103,7 @@ pub(super) struct Progress {
     /// Time spent in the run loop (the watchdog's budget is spent only there).
     running: Duration,
     exits: u64,
-    stray: StrayAccesses,
+    pub(super) stray: StrayAccesses,
     ended: Option<Ending>,
 }
 
@@ -182,6 +182,7 @@ impl Vm {
             stray_accesses: self.progress.stray.count,
             first_stray: self.progress.stray.first.clone(),
             serial_dropped: self.uart.writer().dropped(),
+            serial_limit: self.config.serial_limit,
         };
         if let Some(file) = &mut self.report {
             file.line(&report::run_json(&report, self.exceptions.total));
@@ -261,6 +262,7 @@ impl Vm {
             let mut idt_may_have_changed = false;
             let mut halted = false;
             let mut debug = None;
+            let mut to_uart = None;
             match exit {
                 Ok(VcpuExit::IoOut(port, data)) => {
                     idt_may_have_changed = true;
@@ -277,9 +279,11 @@ impl Vm {
                         }
                         return Stop::Ended(Ending::GuestExit { code });
                     } else if COM1.contains(&port) {
-                        let offset = (port - COM1.start) as u8;
-                        // The UART's only error is a failed trigger, and ours cannot fail.
-                        let _ = self.uart.write(offset, data.first().copied().unwrap_or(0));
+                        // `rep outsb` hands over up to a page at once; how to split it
+                        // needs the access size, readable once `data` is let go.
+                        self.serial_out.clear();
+                        self.serial_out.extend_from_slice(data);
+                        to_uart = Some(port);
                     } else {
                         self.progress
                             .stray
@@ -340,6 +344,9 @@ impl Vm {
                         what: format!("KVM_RUN failed: {e}"),
                     });
                 }
+            }
+            if let Some(port) = to_uart {
+                self.feed_uart(port);
             }
             if let Err(what) = self.after_exit(tap_stepping, idt_may_have_changed) {
                 return Stop::Ended(Ending::HostError { what });
