@@ -22,6 +22,11 @@ step "cargo test (workspace)"
 cargo test --locked --workspace
 
 # Every scenario of the catalogue, as a regression suite with a JUnit report for CI.
+step "fuzzing, bounded: property tests and the gdb stub fuzzer, longer than cargo test runs them"
+PROPTEST_CASES=20000 cargo test --locked -q -p vmm-host --lib robustness
+GDB_FUZZ_PACKETS=10000 GDB_FUZZ_SEED="${GDB_FUZZ_SEED:-2}" \
+  cargo test --locked -q -p vmm-host --test gdb_fuzz -- --nocapture
+
 step "scenario suite (JUnit report: target/junit.xml)"
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
   cargo run --locked -q -p vmm-host -- scenario --all --jobs 2 --junit target/junit.xml --json target/scenarios.json

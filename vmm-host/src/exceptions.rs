@@ -4,14 +4,12 @@
 
 use crate::addr::Gva;
 use crate::analysis::Analysis;
+use crate::history::History;
 use crate::tap::{ExceptionRecord, TapStats, TrapKind};
 use abi::exception;
 use std::collections::HashSet;
 use std::fmt;
 
-/// The sequence keeps at most this many exceptions (a guest in a fault loop would otherwise
-/// fill the host's memory); counts stay exact.
-pub const SEQUENCE_LIMIT: usize = 1 << 20;
 /// Detailed reports of distinct kinds of exception kept per run.
 pub const DETAILED_LIMIT: usize = 16;
 
@@ -46,7 +44,8 @@ struct Kind {
 
 #[derive(Debug, Default)]
 pub struct ExceptionLog {
-    pub sequence: Vec<Brief>,
+    /// Every exception in brief: the first and the latest, bounded (counts stay exact).
+    pub sequence: History,
     pub counts: [u64; 32],
     pub total: u64,
     /// The first exception of each kind.
@@ -67,17 +66,15 @@ impl ExceptionLog {
         if let Some(count) = self.counts.get_mut(usize::from(record.vector)) {
             *count += 1;
         }
-        if self.sequence.len() < SEQUENCE_LIMIT {
-            self.sequence.push(Brief {
-                seq: record.seq,
-                vector: record.vector,
-                error: record.error(),
-                cr2: record.control.cr2,
-                rip: record.rip(),
-                cpl: record.cpl(),
-                depth: record.depth,
-            });
-        }
+        self.sequence.push(Brief {
+            seq: record.seq,
+            vector: record.vector,
+            error: record.error(),
+            cr2: record.control.cr2,
+            rip: record.rip(),
+            cpl: record.cpl(),
+            depth: record.depth,
+        });
         let kind = Kind {
             vector: record.vector,
             cpl: record.cpl(),
@@ -150,6 +147,9 @@ impl fmt::Display for ExceptionReport<'_> {
                     format!("vector {vector:>2} {}", exception::name(vector as u8))
                 )?;
             }
+        }
+        if let Some(gap) = log.sequence.gap() {
+            writeln!(f, "  note: {gap}")?;
         }
         let active: Vec<u64> = log.active.iter().map(|c| c.record.seq).collect();
         for captured in &log.detailed {

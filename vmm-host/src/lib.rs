@@ -10,6 +10,7 @@ pub mod doctor;
 pub mod ending;
 pub mod exceptions;
 pub mod gdb;
+pub mod history;
 pub mod html;
 pub mod hypervisor;
 pub mod layout;

@@ -2,11 +2,11 @@
 //! they must see. Plus a raw client sending hostile packets.
 
 mod common;
-use common::{kvm_or_skip, vmm_host};
-use std::io::{BufRead, BufReader, Read, Write};
+use common::kvm_or_skip;
+use common::remote::{Host, exchange, packet};
+use std::io::Read;
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const BOXKERNEL_NX: &str = "test=heap vmm=boxkernel-nx log=quiet";
@@ -32,73 +32,6 @@ fn gdb_or_skip(test: &str) -> Option<()> {
         println!("SKIPPED {test}: gdb is not installed (.ci/run installs it)");
     }
     found.then_some(())
-}
-
-/// A vmm-host serving gdb on a free loopback port.
-struct Host {
-    child: Child,
-    addr: String,
-    stderr: mpsc::Receiver<String>,
-}
-
-impl Host {
-    fn start(cmdline: &str, extra: &[&str]) -> Self {
-        let mut child = vmm_host()
-            .args(["run", "--mem", "256M", "--quiet", "--cmdline", cmdline])
-            .args(["--gdb", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn vmm-host");
-        let (lines, stderr) = mpsc::channel();
-        let reader = BufReader::new(child.stderr.take().expect("stderr"));
-        std::thread::spawn(move || {
-            for line in reader.lines().map_while(Result::ok) {
-                let _ = lines.send(line);
-            }
-        });
-        let mut seen = Vec::new();
-        let addr = loop {
-            let line = stderr
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("vmm-host never said where gdb connects: {seen:?}"));
-            if let Some((_, rest)) = line.split_once("target remote ") {
-                break rest.trim_end_matches(['`', ')']).to_string();
-            }
-            seen.push(line);
-        };
-        Self {
-            child,
-            addr,
-            stderr,
-        }
-    }
-
-    /// Run gdb in batch mode against this host with the kernel's symbols.
-    fn gdb(&self, commands: &[&str]) -> String {
-        let mut cmd = Command::new("timeout");
-        cmd.args(["120", "gdb", "-batch", "-nx"])
-            .args(["-ex", "set confirm off", "-ex", "set pagination off"])
-            .args(["-ex", &format!("file {}", vmm_host::GUEST_KERNEL_ELF)])
-            .args(["-ex", &format!("target remote {}", self.addr)]);
-        for c in commands {
-            cmd.args(["-ex", c]);
-        }
-        let out = cmd.output().expect("run gdb");
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-    }
-
-    /// Wait for the host to end; its exit status, stdout and the rest of stderr.
-    fn finish(mut self) -> (i32, String, String) {
-        let mut stdout = String::new();
-        if let Some(mut out) = self.child.stdout.take() {
-            let _ = out.read_to_string(&mut stdout);
-        }
-        let status = self.child.wait().expect("wait").code().unwrap_or(-1);
-        let stderr: Vec<String> = self.stderr.try_iter().collect();
-        (status, stdout, stderr.join("\n"))
-    }
 }
 
 #[test]
@@ -293,31 +226,6 @@ fn ctrl_c_interrupts_a_running_guest() {
         status, 0,
         "detached, the heap run completes: {stdout}{stderr}"
     );
-}
-
-/// One packet with its checksum.
-fn packet(body: &str) -> String {
-    let sum = body.bytes().fold(0u8, |s, b| s.wrapping_add(b));
-    format!("${body}#{sum:02x}")
-}
-
-fn exchange(stream: &mut TcpStream, raw: &str) -> String {
-    stream.write_all(raw.as_bytes()).expect("send");
-    let mut reply = Vec::new();
-    let mut byte = [0u8];
-    // Read up to the end of one reply packet (or a lone nack).
-    loop {
-        stream.read_exact(&mut byte).expect("a reply");
-        reply.push(byte[0]);
-        if byte[0] == b'-' && reply.len() == 1 {
-            break;
-        }
-        let n = reply.len();
-        if n >= 3 && reply[n - 3] == b'#' {
-            break;
-        }
-    }
-    String::from_utf8_lossy(&reply).into_owned()
 }
 
 #[test]

@@ -214,7 +214,10 @@ fn history(target: &mut GdbTarget<'_>, args: &[&str]) -> Result<String, String> 
     let log = target.vm.exceptions();
     let shown = log.sequence.len().min(n);
     let mut text = format!("{} exceptions captured; the last {shown}:\n", log.total);
-    for brief in &log.sequence[log.sequence.len() - shown..] {
+    if let Some(gap) = log.sequence.gap() {
+        let _ = writeln!(text, "({gap})");
+    }
+    for brief in log.sequence.iter().skip(log.sequence.len() - shown) {
         let error = brief
             .error
             .map(|e| format!("{e:#x}"))

@@ -443,7 +443,7 @@ pub fn check_exceptions(
     facts: &TapFacts<'_>,
 ) -> Vec<(usize, String)> {
     let mut failures = Vec::new();
-    let seen = &facts.log.sequence;
+    let seen: Vec<&Brief> = facts.log.sequence.iter().collect();
     let mut from = 0;
     for expect in wanted {
         let found = seen[from..]
@@ -454,6 +454,7 @@ pub fn check_exceptions(
             let same_vector: Vec<&Brief> = seen[from..]
                 .iter()
                 .filter(|s| s.vector == expect.value.vector)
+                .copied()
                 .collect();
             let detail = match same_vector.first() {
                 Some(first) => format!(
@@ -468,6 +469,10 @@ pub fn check_exceptions(
                     seen[from - 1].seq
                 ),
                 None => format!("; the run took no {}", mnemonic(expect.value.vector)),
+            };
+            let detail = match facts.log.sequence.gap() {
+                Some(gap) => format!("{detail} ({gap})"),
+                None => detail,
             };
             failures.push((
                 expect.line,
@@ -681,11 +686,13 @@ mod tests {
     #[test]
     fn exceptions_match_in_order_with_others_between_and_functions_by_path_suffix() {
         let mut log = ExceptionLog::default();
-        log.sequence = vec![
+        log.sequence = [
             brief(1, 14, Some(2), 0x1000, 0x10),
             brief(2, 6, None, 0, 0x20),
             brief(3, 14, Some(6), 0x5000, 0x30),
-        ];
+        ]
+        .into_iter()
+        .collect();
         log.total = 3;
         let function_at = |rip: u64| (rip == 0x30).then(|| "kernel::mm::fault_in".to_string());
         let facts = TapFacts {

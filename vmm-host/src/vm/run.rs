@@ -16,6 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// Exits a single step may take before the run's time limit is armed for it.
+const STEP_EXITS_BEFORE_WATCHDOG: u32 = 64;
+
 /// How far to let the guest go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resume {
@@ -243,16 +246,28 @@ impl Vm {
     fn run_loop(&mut self, step: bool) -> Stop {
         let started = Instant::now();
         let remaining = self.config.timeout.saturating_sub(self.progress.running);
-        // A single step ends at the next exit: no limit needed (and no thread per step).
-        let watchdog = (!step).then(|| Watchdog::arm(remaining));
-        let stop = self.exits_until_stop(step, watchdog.as_ref());
+        // A step usually ends at its first exit or two, so its watchdog (a thread) is armed
+        // only once it has taken more: an instruction KVM retries for ever (a fetch from
+        // unbacked memory, say) must still end at the time limit.
+        let mut watchdog = (!step).then(|| Watchdog::arm(remaining));
+        let stop = self.exits_until_stop(step, &mut watchdog, remaining);
         drop(watchdog);
         self.progress.running += started.elapsed();
         stop
     }
 
-    fn exits_until_stop(&mut self, step: bool, watchdog: Option<&Watchdog>) -> Stop {
+    fn exits_until_stop(
+        &mut self,
+        step: bool,
+        watchdog: &mut Option<Watchdog>,
+        remaining: Duration,
+    ) -> Stop {
+        let mut exits = 0u32;
         loop {
+            exits += 1;
+            if exits == STEP_EXITS_BEFORE_WATCHDOG && watchdog.is_none() {
+                *watchdog = Some(Watchdog::arm(remaining));
+            }
             let tap_stepping = self.tap.as_ref().is_some_and(Tap::stepping);
             let suspended = self.hw.suspended();
             let exit = self.vcpu.run();
@@ -332,7 +347,7 @@ impl Vm {
                     });
                 }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                    if watchdog.is_some_and(Watchdog::fired) {
+                    if watchdog.as_ref().is_some_and(Watchdog::fired) {
                         return Stop::Ended(Ending::Timeout {
                             limit: self.config.timeout,
                         });

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: running the real binary and skipping honestly.
 #![allow(dead_code)]
 
+pub mod remote;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,0 +1,109 @@
+//! A vmm-host serving gdb, and a raw remote-protocol client for packets gdb would never send.
+
+use super::vmm_host;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A vmm-host serving gdb on a free loopback port.
+pub struct Host {
+    child: Child,
+    pub addr: String,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Host {
+    pub fn start(cmdline: &str, extra: &[&str]) -> Self {
+        let mut child = vmm_host()
+            .args(["run", "--mem", "256M", "--quiet", "--cmdline", cmdline])
+            .args(["--gdb", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn vmm-host");
+        let (lines, stderr) = mpsc::channel();
+        let reader = BufReader::new(child.stderr.take().expect("stderr"));
+        std::thread::spawn(move || {
+            for line in reader.lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
+        let mut seen = Vec::new();
+        let addr = loop {
+            let line = stderr
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("vmm-host never said where gdb connects: {seen:?}"));
+            if let Some((_, rest)) = line.split_once("target remote ") {
+                break rest.trim_end_matches(['`', ')']).to_string();
+            }
+            seen.push(line);
+        };
+        Self {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    /// Run gdb in batch mode against this host with the kernel's symbols.
+    pub fn gdb(&self, commands: &[&str]) -> String {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["120", "gdb", "-batch", "-nx"])
+            .args(["-ex", "set confirm off", "-ex", "set pagination off"])
+            .args(["-ex", &format!("file {}", vmm_host::GUEST_KERNEL_ELF)])
+            .args(["-ex", &format!("target remote {}", self.addr)]);
+        for c in commands {
+            cmd.args(["-ex", c]);
+        }
+        let out = cmd.output().expect("run gdb");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    }
+
+    /// Wait for the host to end; its exit status, stdout and the rest of stderr.
+    pub fn finish(mut self) -> (i32, String, String) {
+        let mut stdout = String::new();
+        if let Some(mut out) = self.child.stdout.take() {
+            let _ = out.read_to_string(&mut stdout);
+        }
+        let status = self.child.wait().expect("wait").code().unwrap_or(-1);
+        let stderr: Vec<String> = self.stderr.try_iter().collect();
+        (status, stdout, stderr.join("\n"))
+    }
+}
+
+/// One packet with its checksum.
+pub fn packet(body: &str) -> String {
+    String::from_utf8_lossy(&packet_bytes(body.as_bytes())).into_owned()
+}
+
+/// One packet with its checksum, for bodies that are not text.
+pub fn packet_bytes(body: &[u8]) -> Vec<u8> {
+    let sum = body.iter().fold(0u8, |s, &b| s.wrapping_add(b));
+    let mut framed = Vec::with_capacity(body.len() + 4);
+    framed.push(b'$');
+    framed.extend_from_slice(body);
+    framed.extend(format!("#{sum:02x}").bytes());
+    framed
+}
+
+pub fn exchange(stream: &mut TcpStream, raw: &str) -> String {
+    stream.write_all(raw.as_bytes()).expect("send");
+    let mut reply = Vec::new();
+    let mut byte = [0u8];
+    // Read up to the end of one reply packet (or a lone nack).
+    loop {
+        stream.read_exact(&mut byte).expect("a reply");
+        reply.push(byte[0]);
+        if byte[0] == b'-' && reply.len() == 1 {
+            break;
+        }
+        let n = reply.len();
+        if n >= 3 && reply[n - 3] == b'#' {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}
