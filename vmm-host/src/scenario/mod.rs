@@ -163,6 +163,17 @@ impl Scenario {
     pub fn parse(path: &Path, text: &str) -> Result<Self, ScenarioError> {
         let at = |offset: usize, message: &str| {
             let (line, col) = line_col(text, offset);
+            // Messages quote the file's strings, which may hold escaped newlines.
+            let message: String = message
+                .chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_default().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect();
             ScenarioError::Invalid(format!("{}:{line}:{col}: {message}", path.display()))
         };
         let raw: RawScenario = toml::from_str(text).map_err(|e| {
@@ -743,6 +754,16 @@ flags = "P RW US A D"
         assert_eq!(
             failures[0],
             "scenarios/hello.toml:8: expected ending \"exit\", but triple fault: the CPU shut down (KVM_EXIT_SHUTDOWN)"
+        );
+    }
+
+    #[test]
+    fn control_characters_in_quoted_values_stay_on_one_line() {
+        // Found by the longer property-test run in CI: a name holding an escaped newline.
+        let text = HELLO.replace("name = \"hello\"", "name = \"\\ney\"");
+        assert_eq!(
+            error(&text),
+            "scenarios/hello.toml:1:8: name `\\ney` differs from the file name `hello.toml`"
         );
     }
 
