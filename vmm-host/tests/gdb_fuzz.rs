@@ -188,7 +188,8 @@ impl Fuzzer {
     /// A seed with one to three mutations: a number replaced, a cut, bytes inserted or
     /// deleted. Framing bytes are never inserted, so every body stays one packet.
     fn mutate(&mut self) -> Vec<u8> {
-        let mut body = self.pick(&self.seeds.clone()).clone();
+        let seed = self.below(self.seeds.len() as u64) as usize;
+        let mut body = self.seeds[seed].clone();
         for _ in 0..=self.below(3) {
             match self.below(4) {
                 0 => {
