@@ -280,15 +280,26 @@ fn parse_cli() -> Result<Cli, ExitCode> {
             }
             _ => {}
         }
-        let text = error.to_string();
-        let first = text
-            .lines()
-            .next()
-            .unwrap_or("invalid arguments")
-            .trim_start_matches("error: ");
-        eprintln!("error: {first} (see --help)");
+        eprintln!("error: {} (see --help)", usage_error_line(&error.to_string()));
         ExitCode::from(status::BAD_INPUT as u8)
     })
+}
+
+/// clap's error as one line: its first paragraph, where the names of missing or conflicting
+/// arguments sit on indented lines of their own, joined; the usage and the hints are dropped.
+fn usage_error_line(text: &str) -> String {
+    let words: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.is_empty())
+        .collect();
+    let line = words.join(" ");
+    let line = line.trim_start_matches("error: ");
+    if line.is_empty() {
+        "invalid arguments".to_string()
+    } else {
+        line.to_string()
+    }
 }
 
 fn main() -> ExitCode {

@@ -124,6 +124,37 @@ fn an_unknown_audit_mode_is_a_usage_error() {
     assert_one_line_error(&run, "invalid value 'sometimes' for '--audit <MODE>'");
 }
 
+/// A usage error names what is missing or wrong, on its one line.
+#[test]
+fn usage_errors_name_the_arguments_they_are_about() {
+    for (args, expected) in [
+        (
+            &["scenario"][..],
+            "error: the following required arguments were not provided: <NAME|PATH> (see --help)",
+        ),
+        (
+            &["report", "x.jsonl"][..],
+            "error: the following required arguments were not provided: --output <FILE.html> (see --help)",
+        ),
+        (
+            &["run", "--gdb-wait"][..],
+            "error: the following required arguments were not provided: --gdb <[ADDR:]PORT> (see --help)",
+        ),
+        (
+            &["scenario", "--list", "--all"][..],
+            "error: the argument '--list' cannot be used with '--all' (see --help)",
+        ),
+        (
+            &["run", "--bogus"][..],
+            "error: unexpected argument '--bogus' found (see --help)",
+        ),
+    ] {
+        let run = vmm(args);
+        assert_one_line_error(&run, "");
+        assert_eq!(run.stderr.trim_end(), expected, "vmm-host {args:?}");
+    }
+}
+
 #[test]
 fn an_unwritable_serial_log() {
     // Checked after /dev/kvm opens.
