@@ -2,11 +2,41 @@
 # The one entry point CI systems call: formatting, lints for host and guest, every test, then
 # the scenario suite with a JUnit report (target/junit.xml).
 # KVM tests print SKIPPED (and pass) where /dev/kvm is unusable; the QEMU oracle likewise
-# without qemu-system-x86_64.
+# without qemu-system-x86_64. Under CI=true a skip fails the run unless VMM_ALLOW_SKIP=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
+
+# A test that cannot run prints SKIPPED and appends that line to this file (cargo hides what
+# passing tests print); the count and the reasons are printed at the end, however the run ends.
+export VMM_SKIP_LOG="${VMM_SKIP_LOG:-$PWD/target/skipped-tests.txt}"
+mkdir -p "$(dirname "$VMM_SKIP_LOG")"
+: > "$VMM_SKIP_LOG"
+report_skips() {
+  local count
+  count=$(grep -c '^SKIPPED' "$VMM_SKIP_LOG" 2>/dev/null || true)
+  printf '\n== skipped tests: %s\n' "${count:-0}"
+  if [ "${count:-0}" -gt 0 ]; then
+    sed 's/^SKIPPED /  /' "$VMM_SKIP_LOG" | sort | uniq -c | sed 's/^ *\([0-9]*\) /  \1x /'
+  fi
+}
+trap report_skips EXIT
+
+# Under CI=true nothing may be skipped unless VMM_ALLOW_SKIP=1 says so: a KVM runner that lost
+# /dev/kvm, or a job without QEMU, gdb or Chromium, must fail rather than test nothing.
+if [ "${CI:-}" = "true" ] && [ "${VMM_ALLOW_SKIP:-}" != "1" ]; then
+  absent=()
+  { [ -r /dev/kvm ] && [ -w /dev/kvm ]; } || absent+=("/dev/kvm (missing or not readable and writable)")
+  command -v qemu-system-x86_64 >/dev/null 2>&1 || absent+=("qemu-system-x86_64")
+  command -v gdb >/dev/null 2>&1 || absent+=("gdb")
+  command -v chromium >/dev/null 2>&1 || absent+=("chromium")
+  if [ "${#absent[@]}" -gt 0 ]; then
+    joined=$(printf '%s, ' "${absent[@]}")
+    echo "error: CI=true but this machine lacks ${joined%, }: the tests that need them would be skipped; run .ci/run (it installs the packages), use a runner with KVM, or set VMM_ALLOW_SKIP=1 to allow skipping"
+    exit 1
+  fi
+fi
 
 step "cargo fmt --check (host workspace and guest-kernel)"
 cargo fmt --all -- --check
@@ -31,5 +61,5 @@ step "scenario suite (JUnit report: target/junit.xml)"
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
   cargo run --locked -q -p vmm-host -- scenario --all --jobs 2 --junit target/junit.xml --json target/scenarios.json
 else
-  echo "SKIPPED scenario suite: /dev/kvm is missing or not readable and writable"
+  echo "SKIPPED scenario suite: /dev/kvm is missing or not readable and writable" | tee -a "$VMM_SKIP_LOG"
 fi

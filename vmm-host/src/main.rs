@@ -280,7 +280,10 @@ fn parse_cli() -> Result<Cli, ExitCode> {
             }
             _ => {}
         }
-        eprintln!("error: {} (see --help)", usage_error_line(&error.to_string()));
+        eprintln!(
+            "error: {} (see --help)",
+            usage_error_line(&error.to_string())
+        );
         ExitCode::from(status::BAD_INPUT as u8)
     })
 }

@@ -24,14 +24,7 @@ fn register(out: &str, name: &str) -> u64 {
 
 fn gdb_or_skip(test: &str) -> Option<()> {
     kvm_or_skip(test)?;
-    let found = Command::new("gdb")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        println!("SKIPPED {test}: gdb is not installed (.ci/run installs it)");
-    }
-    found.then_some(())
+    common::program_or_skip(test, "gdb", "gdb")
 }
 
 #[test]

@@ -120,7 +120,10 @@ frame.src = 'PAGE#exc-2';
 #[test]
 fn chromium_renders_the_walk_and_the_diff_of_the_selected_fault() {
     let Some(browser) = chromium() else {
-        println!("SKIPPED chromium_renders: chromium is not installed (.ci/run installs it)");
+        common::skip(
+            "chromium_renders",
+            "chromium is not installed (.ci/run installs it)",
+        );
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -5,14 +5,7 @@ mod common;
 use std::process::Command;
 
 fn qemu_or_skip(test: &str) -> Option<()> {
-    let found = Command::new("qemu-system-x86_64")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !found {
-        println!("SKIPPED {test}: qemu-system-x86_64 is not installed (.ci/run installs it)");
-    }
-    found.then_some(())
+    common::program_or_skip(test, "qemu-system-x86_64", "qemu-system-x86")
 }
 
 #[test]
