@@ -93,6 +93,17 @@ impl ExceptionLog {
         self.active.push(captured);
     }
 
+    /// Every exception kept in detail, once each: the first of each kind, then those still
+    /// being handled that are not already among them.
+    pub fn kept(&self) -> impl Iterator<Item = &Captured> {
+        let first_of_kind = &self.detailed;
+        first_of_kind.iter().chain(
+            self.active
+                .iter()
+                .filter(move |a| !first_of_kind.iter().any(|d| d.record.seq == a.record.seq)),
+        )
+    }
+
     /// The diff of an earlier exception, learnt when the next one (or the end) came.
     pub fn attach_diff(&mut self, seq: u64, diff: crate::analysis::Diff) {
         for captured in self.detailed.iter_mut().chain(self.active.iter_mut()) {

@@ -93,10 +93,24 @@ fn boxkernel_faults_on_a_physical_address_above_the_identity_map_while_demand_pa
     // The nested fault hit a fresh page-table frame: a 2 MiB boundary of the heap.
     assert_eq!(outer % (2 << 20), 0, "{outer:#x}");
 
+    // The guest counts its own exceptions: the nested fault is the last, the outer one the
+    // one before it, and the guest's fatal report names the outer fault's RIP.
+    let taken = decimal_after(out, "[kernel] exceptions taken: ");
+    let outer_rip = hex_after(out, "1. #PF page fault at rip ");
+    assert!(
+        out.contains(&format!("\n[{}] vector 14 (#PF page fault)", taken - 1)),
+        "the tap numbers the outer fault as the guest counts it: {out}"
+    );
+
     // The host's explanation of the nested fault, worked out with no help from the guest.
     let explanation = tap_explanation(out, 14, 2);
     for fact in [
         format!("physical address {cr2:#x} dereferenced as virtual"),
+        format!(
+            "while the kernel was still handling exception [{}] #PF raised at {outer_rip:#x} for {:#x}",
+            taken - 1,
+            outer + 0xaa0
+        ),
         "lies in RAM above the identity map, which ends at 0x4000000".into(),
         "It happened in memset+".into(),
         "called from guest_kernel::pmm::pmm_alloc_zero+".into(),

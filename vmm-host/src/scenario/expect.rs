@@ -486,9 +486,7 @@ pub fn check_exceptions(
             let seq = seen[at].seq;
             let analysed = facts
                 .log
-                .detailed
-                .iter()
-                .chain(&facts.log.active)
+                .kept()
                 .find(|c| c.record.seq == seq)
                 .and_then(|c| c.analysis.as_ref());
             match analysed {
@@ -590,9 +588,7 @@ pub fn check_diffs(wanted: &[Located<DiffExpect>], facts: &TapFacts<'_>) -> Vec<
     }
     let diffs: Vec<&crate::analysis::Diff> = facts
         .log
-        .detailed
-        .iter()
-        .chain(&facts.log.active)
+        .kept()
         .filter_map(|c| c.analysis.as_ref()?.diff.as_ref())
         .collect();
     let changes: Vec<&crate::analysis::Change> = diffs.iter().flat_map(|d| &d.changes).collect();
@@ -623,7 +619,11 @@ pub fn check_diffs(wanted: &[Located<DiffExpect>], facts: &TapFacts<'_>) -> Vec<
             })
             .collect();
         let detail = if same_entry.is_empty() {
-            format!("{} diffs captured, none touched that entry", diffs.len())
+            let plural = if diffs.len() == 1 { "" } else { "s" };
+            format!(
+                "{} diff{plural} captured, none touched that entry",
+                diffs.len()
+            )
         } else {
             format!("that entry changed {}", same_entry.join(", "))
         };
