@@ -138,6 +138,64 @@ fn breakpoint_stepping_and_a_register_write_on_boxkernel_nx() {
     assert_eq!(status, 87, "killed from gdb: {stdout}{stderr}");
 }
 
+/// gdb's Python: `stepi` one at a time from the first call of `vmm_get_or_create_table`,
+/// printing RIP and RSP after each step.
+const STEP_TRACE: &str = "\
+steps = []
+for _ in range(100):
+    gdb.execute('stepi', to_string=True)
+    steps.append('%x/%x' % (int(gdb.parse_and_eval('$pc')), int(gdb.parse_and_eval('$rsp'))))
+print('TRACE ' + ' '.join(steps))
+";
+
+fn step_trace(addr: &str, script: &std::path::Path) -> Vec<String> {
+    let out = common::remote::gdb_at(
+        addr,
+        &[
+            "break guest_kernel::vmm::vmm_get_or_create_table",
+            "continue",
+            "delete",
+            &format!("source {}", script.display()),
+            "kill",
+        ],
+    );
+    out.lines()
+        .find_map(|l| l.strip_prefix("TRACE "))
+        .unwrap_or_else(|| panic!("no step trace in: {out}"))
+        .split(' ')
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn a_hundred_stepis_run_the_instructions_qemu_runs() {
+    if gdb_or_skip("stepi_like_qemu").is_none()
+        || common::program_or_skip("stepi_like_qemu", "qemu-system-x86_64", "qemu-system-x86")
+            .is_none()
+    {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("trace.py");
+    std::fs::write(&script, STEP_TRACE).unwrap();
+    let host = Host::start(BOXKERNEL_NX, &["--gdb-wait"]);
+    let ours = step_trace(&host.addr, &script);
+    host.finish();
+    let qemu = common::remote::Qemu::start(BOXKERNEL_NX, "256M");
+    let theirs = step_trace(&qemu.addr, &script);
+    assert_eq!(ours.len(), 100);
+    let distinct: std::collections::HashSet<&String> = ours.iter().collect();
+    assert!(distinct.len() > 20, "the steps go somewhere: {ours:?}");
+    for (step, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        assert_eq!(
+            a,
+            b,
+            "step {}: vmm-host at rip/rsp {a}, QEMU at {b}\nvmm-host: {ours:?}\nQEMU: {theirs:?}",
+            step + 1
+        );
+    }
+}
+
 #[test]
 fn a_watchpoint_on_a_heap_word_fires_and_physical_reads_equal_virtual_ones() {
     if gdb_or_skip("watchpoint").is_none() {

@@ -12,6 +12,11 @@ pub fn vmm_host() -> Command {
     cmd
 }
 
+/// The bundled guest kernel's ELF.
+pub fn guest_kernel() -> &'static str {
+    vmm_host::GUEST_KERNEL_ELF
+}
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }

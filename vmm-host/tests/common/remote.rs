@@ -50,16 +50,7 @@ impl Host {
 
     /// Run gdb in batch mode against this host with the kernel's symbols.
     pub fn gdb(&self, commands: &[&str]) -> String {
-        let mut cmd = Command::new("timeout");
-        cmd.args(["120", "gdb", "-batch", "-nx"])
-            .args(["-ex", "set confirm off", "-ex", "set pagination off"])
-            .args(["-ex", &format!("file {}", vmm_host::GUEST_KERNEL_ELF)])
-            .args(["-ex", &format!("target remote {}", self.addr)]);
-        for c in commands {
-            cmd.args(["-ex", c]);
-        }
-        let out = cmd.output().expect("run gdb");
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+        gdb_at(&self.addr, commands)
     }
 
     /// Wait for the host to end; its exit status, stdout and the rest of stderr.
@@ -106,4 +97,64 @@ pub fn exchange(stream: &mut TcpStream, raw: &str) -> String {
         }
     }
     String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// QEMU (TCG) holding the same kernel at its first instruction, its gdbstub on a free port:
+/// the oracle for what gdb sees. Killed when dropped.
+pub struct Qemu {
+    child: Child,
+    pub addr: String,
+}
+
+impl Qemu {
+    pub fn start(cmdline: &str, mem: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("qemu-system-x86_64")
+            .args(["-accel", "tcg", "-display", "none", "-no-reboot"])
+            .args([
+                "-net", "none", "-m", mem, "-serial", "null", "-monitor", "none",
+            ])
+            .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+            .args(["-kernel", crate::common::guest_kernel(), "-append", cmdline])
+            .args(["-S", "-gdb", &format!("tcp:127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn qemu-system-x86_64");
+        let addr = format!("127.0.0.1:{port}");
+        // QEMU listens once its machine is built: wait for the port, at most 30 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "QEMU's gdbstub never listened on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, addr }
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// gdb in batch mode against any stub at `addr`, with the kernel's symbols.
+pub fn gdb_at(addr: &str, commands: &[&str]) -> String {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["120", "gdb", "-batch", "-nx"])
+        .args(["-ex", "set confirm off", "-ex", "set pagination off"])
+        .args(["-ex", &format!("file {}", crate::common::guest_kernel())])
+        .args(["-ex", &format!("target remote {addr}")]);
+    for c in commands {
+        cmd.args(["-ex", c]);
+    }
+    let out = cmd.output().expect("run gdb");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
