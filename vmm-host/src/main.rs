@@ -12,6 +12,23 @@ use vmm_host::suite::{self, SuiteOptions};
 use vmm_host::vm::{AuditMode, Vm, VmConfig, VmError};
 use vmm_host::{hypervisor, layout};
 
+/// `print!` that ignores a closed stdout (`vmm-host … | head`): the run's status still
+/// matters to the caller, and the host must not panic on a broken pipe.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `println!` that ignores a closed stdout, like [`out!`].
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 /// Boot a kernel under KVM, see every exception it takes, explain how it ended.
 #[derive(Debug, Parser)]
 #[command(name = "vmm-host", version, about, long_about = None)]
@@ -175,7 +192,7 @@ fn write_html(tap: &TapArgs, title: &str) -> Result<(), Failure> {
             vmm_host::html::write_page(&report, title, html)
         });
     drawn.map_err(bad_input)?;
-    println!("HTML report: {}", html.display());
+    outln!("HTML report: {}", html.display());
     Ok(())
 }
 
@@ -316,7 +333,7 @@ fn main() -> ExitCode {
         Command::Doctor => Ok(doctor(&cli.kvm_device)),
         Command::Report(args) => vmm_host::html::convert(&args.input, &args.output)
             .map(|()| {
-                println!("HTML report: {}", args.output.display());
+                outln!("HTML report: {}", args.output.display());
                 0
             })
             .map_err(bad_input),
@@ -333,7 +350,7 @@ fn main() -> ExitCode {
 /// Status 0 when KVM could be examined, 2 (bad environment) when it could not be opened.
 fn doctor(kvm_device: &Path) -> i32 {
     let report = vmm_host::doctor::examine(kvm_device);
-    print!("{report}");
+    out!("{report}");
     if report.capabilities.kvm {
         0
     } else {
@@ -362,7 +379,7 @@ fn run(args: RunArgs, kvm_device: &Path) -> Result<i32, Failure> {
     let _temporary = TemporaryReport::for_args(&args.common.tap);
     let mut vm = Vm::new(config)?;
     let report = execute(&mut vm, &args.common.gdb)?;
-    print!("{report}");
+    out!("{report}");
     print_exceptions(&vm);
     vm.finish_report()
         .map_err(|e| Failure::from(VmError::from(e)))?;
@@ -388,7 +405,7 @@ fn execute(vm: &mut Vm, gdb: &GdbArgs) -> Result<RunReport, Failure> {
 
 fn print_exceptions(vm: &Vm) {
     if let Some(exceptions) = vm.exception_report() {
-        print!("{exceptions}");
+        out!("{exceptions}");
     }
 }
 
@@ -413,7 +430,7 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
             let description = Scenario::load(&path)
                 .map(|s| s.description)
                 .unwrap_or_else(|e| format!("(invalid: {e})"));
-            println!("{name:<20} {description}");
+            outln!("{name:<20} {description}");
         }
         return Ok(0);
     }
@@ -429,7 +446,7 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
     let name = args.scenario.clone().unwrap_or_default();
     let path = scenario::resolve(&name, &dir).map_err(bad_input)?;
     let scenario = Scenario::load(&path).map_err(bad_input)?;
-    println!("== scenario {}: {}", scenario.name, scenario.description);
+    outln!("== scenario {}: {}", scenario.name, scenario.description);
     let quiet_config = suite::vm_config(&scenario, &suite_options(&args, kvm_device));
     let config = VmConfig {
         serial_log: args.serial.serial_log.clone(),
@@ -441,7 +458,7 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
     let mut vm = Vm::new(config)
         .map_err(|e| Failure::from(e).context(format!("scenario {}", scenario.name)))?;
     let report = execute(&mut vm, &args.gdb)?;
-    print!("{report}");
+    out!("{report}");
     print_exceptions(&vm);
     vm.finish_report()
         .map_err(|e| Failure::from(VmError::from(e)))?;
@@ -457,7 +474,7 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
         .map(|b| format!(" of a {} budget", vmm_host::ending::seconds(b.value)))
         .unwrap_or_default();
     if failures.is_empty() {
-        println!(
+        outln!(
             "== scenario {}: PASS ({}, {}{budget})",
             scenario.name,
             report.ending.kind(),
@@ -465,9 +482,9 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
         );
         Ok(0)
     } else {
-        println!("== scenario {}: FAIL", scenario.name);
+        outln!("== scenario {}: FAIL", scenario.name);
         for failure in &failures {
-            println!("  {failure}");
+            outln!("  {failure}");
         }
         Ok(status::SCENARIO_FAILED)
     }
@@ -499,23 +516,23 @@ fn run_suite(args: &ScenarioArgs, dir: &Path, kvm_device: &Path) -> Result<i32, 
     let paths = suite::select(dir, args.filter.as_deref()).map_err(bad_input)?;
     let options = suite_options(args, kvm_device);
     let jobs = args.jobs.unwrap_or(1);
-    println!(
+    outln!(
         "== {} scenarios from {}, {jobs} at a time",
         paths.len(),
         dir.display(),
     );
     let progress = |position: usize, total: usize, outcome: &suite::Outcome| {
-        println!("{}", suite::progress_line(position, total, outcome));
+        outln!("{}", suite::progress_line(position, total, outcome));
     };
     let outcomes = suite::run_all(&paths, usize::from(jobs), &options, &progress);
-    print!("\n{}", suite::table(&outcomes));
+    out!("\n{}", suite::table(&outcomes));
     if let Some(path) = &args.junit {
         suite::write(path, &suite::junit(&outcomes)).map_err(bad_input)?;
-        println!("JUnit report: {}", path.display());
+        outln!("JUnit report: {}", path.display());
     }
     if let Some(path) = &args.json {
         suite::write(path, &suite::json(&outcomes)).map_err(bad_input)?;
-        println!("JSON report: {}", path.display());
+        outln!("JSON report: {}", path.display());
     }
     Ok(if outcomes.iter().all(suite::Outcome::passed) {
         0

@@ -232,3 +232,19 @@ fn an_unwritable_junit_file_after_the_suite() {
         run.stderr
     );
 }
+
+/// `vmm-host … | head` closes stdout early: the host goes on quietly, it does not panic.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let mut child = common::vmm_host()
+        .args(["scenario", "--list"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
