@@ -210,3 +210,64 @@ impl fmt::Display for Detailed<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tap::{ControlRegisters, Frame};
+
+    /// A top-level exception with no analysis; `outer` lists the ones being handled.
+    fn captured(seq: u64, vector: u8, outer: Vec<u64>) -> Captured {
+        Captured {
+            record: ExceptionRecord {
+                seq,
+                vector,
+                shared_handler: false,
+                handler: Gva::new(0x1000),
+                frame: Some(Frame {
+                    at: Gva::new(0x8000),
+                    error: None,
+                    rip: Gva::new(0x2000 + seq),
+                    cs: 0x08,
+                    rflags: 0x2,
+                    rsp: Gva::new(0x8100),
+                    ss: 0x10,
+                }),
+                frame_error: None,
+                control: ControlRegisters::default(),
+                regs: kvm_bindings::kvm_regs::default(),
+                fs_base: 0,
+                gs_base: 0,
+                depth: outer.len() + 1,
+                outer,
+            },
+            analysis: None,
+        }
+    }
+
+    #[test]
+    fn the_first_of_at_most_sixteen_kinds_are_kept_in_detail() {
+        let mut log = ExceptionLog::default();
+        // 32 vectors, each twice: 32 kinds, of which the first 16 are kept, once each.
+        for seq in 1..=64u64 {
+            let vector = u8::try_from((seq - 1) % 32).unwrap();
+            log.push(captured(seq, vector, Vec::new()));
+        }
+        assert_eq!(log.total, 64);
+        assert_eq!(log.detailed.len(), DETAILED_LIMIT);
+        let kept: Vec<u64> = log.detailed.iter().map(|c| c.record.seq).collect();
+        assert_eq!(kept, (1..=16).collect::<Vec<u64>>());
+        assert_eq!(log.counts[0], 2);
+    }
+
+    #[test]
+    fn kept_lists_an_exception_both_first_of_its_kind_and_still_handled_once() {
+        let mut log = ExceptionLog::default();
+        log.push(captured(1, 14, Vec::new()));
+        log.push(captured(2, 14, Vec::new()));
+        log.push(captured(3, 13, vec![2]));
+        // Detailed: 1 (#PF) and 3 (#GP); still handled: 2 and 3.
+        let kept: Vec<u64> = log.kept().map(|c| c.record.seq).collect();
+        assert_eq!(kept, [1, 3, 2]);
+    }
+}

@@ -663,3 +663,84 @@ fn the_matcher_reports_moved_numbers_and_renumbers_them() {
     let apart = vec![(1, "header".to_string()), (2, "time … s".to_string())];
     assert_eq!(compare(&apart, actual).len(), 1);
 }
+
+/// README's catalogue names every scenario, by name or as `prefix-*` (N) with the right N.
+#[test]
+fn the_readme_catalogue_counts_every_scenario() {
+    let root = common::repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let names: Vec<String> = std::fs::read_dir(root.join("scenarios"))
+        .unwrap()
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            (path.extension()? == "toml").then(|| path.file_stem()?.to_str().map(String::from))?
+        })
+        .collect();
+    let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `")).collect();
+    let counted = Regex::new(r"^\| `([a-z0-9-]+)-\*` \((\d+)\)").unwrap();
+    for row in &rows {
+        if let Some(c) = counted.captures(row) {
+            let prefix = format!("{}-", &c[1]);
+            let real = names.iter().filter(|n| n.starts_with(&prefix)).count();
+            assert_eq!(c[2].parse::<usize>().unwrap(), real, "README says: {row}");
+        }
+    }
+    for name in &names {
+        let named = rows.iter().any(|row| {
+            row.contains(&format!("`{name}`"))
+                || counted
+                    .captures(row)
+                    .is_some_and(|c| name.starts_with(&format!("{}-", &c[1])))
+        });
+        assert!(named, "README's scenario catalogue lacks `{name}`");
+    }
+}
+
+/// The run statuses from 80 up: the code's, `--help`'s, README's and docs/exit-status.md's.
+#[test]
+fn exit_statuses_agree_everywhere() {
+    use vmm_host::ending::status;
+    let code: BTreeSet<i32> = [
+        status::TRIPLE_FAULT,
+        status::ENTRY_FAILURE,
+        status::INTERNAL_ERROR,
+        status::HALTED,
+        status::TIMEOUT,
+        status::HOST_ERROR,
+        status::IDLE,
+        status::KILLED,
+    ]
+    .into_iter()
+    .collect();
+    let numbers = |text: &str, pattern: &str| -> BTreeSet<i32> {
+        Regex::new(pattern)
+            .unwrap()
+            .captures_iter(text)
+            .map(|c| c[1].parse().unwrap())
+            .filter(|n| *n >= 80)
+            .collect()
+    };
+    let root = common::repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let paragraph = readme
+        .split("\n\n")
+        .find(|p| p.starts_with("Exit statuses:"))
+        .expect("README's exit statuses");
+    let table = std::fs::read_to_string(root.join("docs/exit-status.md")).unwrap();
+    let help = common::vmm(&["--help"]).stdout;
+    assert_eq!(
+        numbers(paragraph, r"\b(\d\d)\s"),
+        code,
+        "README: {paragraph}"
+    );
+    assert_eq!(
+        numbers(&table, r"(?m)^\| (\d+) \|"),
+        code,
+        "docs/exit-status.md"
+    );
+    assert_eq!(
+        numbers(&help, r"\b(\d\d)\s+[a-zA-Z]"),
+        code,
+        "--help: {help}"
+    );
+}
