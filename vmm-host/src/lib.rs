@@ -26,6 +26,8 @@ pub mod tap;
 pub mod translate;
 pub mod virt;
 pub mod vm;
+#[cfg(test)]
+mod walk_model;
 pub mod watchdog;
 
 /// The guest-kernel ELF that this build of vmm-host bundles (built by build.rs).
