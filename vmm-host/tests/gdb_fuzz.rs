@@ -5,7 +5,11 @@
 //! sessions) with their numbers replaced, cut, or bytes inserted; the other half are built
 //! from the protocol's grammar with boundary values (non-canonical addresses, lengths past
 //! RAM, 20-digit numbers, unknown registers and threads, odd-length hex). Every packet must
-//! get a well-formed reply with a correct checksum, in time; at the end the guest, whose
+//! get a well-formed reply with a correct checksum, in time. Between them, about one request
+//! in sixteen is a probe whose meaning the protocol defines, checked as gdb relies on it: a
+//! register written then read gives the value written, guest RAM written then read (in
+//! QEMU's physical mode, which no scribbled CR3 can unmap) gives the bytes written, and
+//! neither valid request is answered with an error. At the end the guest, whose
 //! registers and memory the fuzzer scribbled over, is continued and the host must end with
 //! a report and a documented status, never a panic.
 //!
@@ -225,6 +229,47 @@ impl Fuzzer {
         body
     }
 
+    /// A probe: requests with the replies the protocol prescribes for them.
+    fn probe(&mut self) -> Vec<(Vec<u8>, Expect)> {
+        let select = (b"Hgp1.1".to_vec(), Expect::Ok);
+        if self.below(2) == 0 {
+            // rax..r15 and rip: 8-byte registers gdb writes with P and reads with p.
+            let register = self.pick(&[0u64, 1, 2, 3, 5, 6, 8, 9, 12, 15]);
+            let value = self.hex_bytes(8);
+            vec![
+                select,
+                (format!("P{register:x}={value}").into_bytes(), Expect::Ok),
+                (format!("p{register:x}").into_bytes(), Expect::Data(value)),
+            ]
+        } else {
+            // Guest RAM above the kernel image and below 256 MiB, by physical address.
+            let address = 0x20_0000 + self.below(0x0f00_0000);
+            let len = 1 + self.below(32) as usize;
+            let data = self.hex_bytes(len);
+            vec![
+                select,
+                (b"Qqemu.PhyMemMode:1".to_vec(), Expect::Ok),
+                (
+                    format!("M{address:x},{len:x}:{data}").into_bytes(),
+                    Expect::Ok,
+                ),
+                (
+                    format!("m{address:x},{len:x}").into_bytes(),
+                    Expect::Data(data),
+                ),
+                (b"Qqemu.PhyMemMode:0".to_vec(), Expect::Ok),
+            ]
+        }
+    }
+
+    /// The next request, and what its reply must be (anything well-formed, for most).
+    fn request(&mut self) -> Vec<(Vec<u8>, Expect)> {
+        if self.replay.is_none() && self.below(16) == 0 {
+            return self.probe();
+        }
+        vec![(self.packet(), Expect::Any)]
+    }
+
     fn packet(&mut self) -> Vec<u8> {
         if let Some(replay) = &mut self.replay {
             return replay.pop_front().unwrap_or_else(|| b"?".to_vec());
@@ -365,6 +410,52 @@ fn reply(stream: &mut TcpStream) -> Result<Vec<u8>, String> {
     }
 }
 
+/// What a reply must say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Expect {
+    /// Any well-formed reply.
+    Any,
+    /// `OK`: the request was valid and done.
+    Ok,
+    /// Exactly this data: what was written before.
+    Data(String),
+}
+
+impl Expect {
+    /// Why `reply` breaks this expectation, if it does.
+    fn broken_by(&self, reply: &[u8]) -> Option<String> {
+        let text = String::from_utf8_lossy(&run_length_decoded(reply)).into_owned();
+        match self {
+            Expect::Any => None,
+            Expect::Ok if reply == b"OK" => None,
+            Expect::Data(data) if text.eq_ignore_ascii_case(data) => None,
+            Expect::Ok => Some(format!("a valid request was answered {text:?}, not OK")),
+            Expect::Data(data) => Some(format!(
+                "read back {text:?} where {data:?} was just written"
+            )),
+        }
+    }
+}
+
+/// A reply with the protocol's run-length encoding undone: `X*c` is X and then
+/// `c - 29` more copies of it.
+fn run_length_decoded(reply: &[u8]) -> Vec<u8> {
+    let mut out: Vec<u8> = Vec::with_capacity(reply.len());
+    let mut bytes = reply.iter();
+    while let Some(&b) = bytes.next() {
+        match (b, out.last().copied()) {
+            (b'*', Some(repeated)) => {
+                let count = bytes
+                    .next()
+                    .map_or(0, |&c| usize::from(c).saturating_sub(29));
+                out.extend(std::iter::repeat_n(repeated, count));
+            }
+            _ => out.push(b),
+        }
+    }
+    out
+}
+
 #[derive(Debug, Default)]
 struct Tally {
     ok: u64,
@@ -374,6 +465,8 @@ struct Tally {
     stops: u64,
     /// Detaches and kills the mutator made, which ended a session.
     session_ends: u64,
+    /// Probes whose replies were checked for meaning.
+    probes: u64,
 }
 
 impl Tally {
@@ -402,6 +495,26 @@ struct Session {
     status: i32,
 }
 
+/// The reply to one request, counted; `None` when a detach or kill the mutator made closed
+/// the connection, as it may (any other request must be answered).
+fn exchange_one(
+    gdb: &mut TcpStream,
+    body: &[u8],
+    tally: &mut Tally,
+) -> Result<Option<Vec<u8>>, String> {
+    match reply(gdb) {
+        Ok(answer) => {
+            tally.count(&answer);
+            Ok(Some(answer))
+        }
+        Err(_) if ends_session(body) => {
+            tally.session_ends += 1;
+            Ok(None)
+        }
+        Err(why) => Err(why),
+    }
+}
+
 /// Send up to `count` packets to a new host, then continue and kill it; check its end.
 fn session(fuzzer: &mut Fuzzer, count: u64, seed: u64, tally: &mut Tally) -> Session {
     let host = Host::start("test=hello", &["--gdb-wait", "--timeout", "3"]);
@@ -420,30 +533,36 @@ fn session(fuzzer: &mut Fuzzer, count: u64, seed: u64, tally: &mut Tally) -> Ses
     };
     let mut sent = 0;
     let mut ended_early = false;
-    while sent < count {
-        let body = fuzzer.packet();
-        all.push(body.clone());
-        sent += 1;
-        if let Err(e) = gdb.write_all(&packet_bytes(&body)) {
-            fail(&all, format!("the stub closed the connection: {e}"));
+    'session: while sent < count {
+        let requests = fuzzer.request();
+        if requests.len() > 1 {
+            tally.probes += 1;
         }
-        let answer = match reply(&mut gdb) {
-            Ok(answer) => answer,
-            // A mutation that made a detach or a kill: the stub may close the connection
-            // (after an OK for a detach); any other request must be answered.
-            Err(_) if ends_session(&body) => {
-                tally.session_ends += 1;
-                ended_early = true;
-                break;
+        for (body, expect) in requests {
+            all.push(body.clone());
+            sent += 1;
+            if let Err(e) = gdb.write_all(&packet_bytes(&body)) {
+                fail(&all, format!("the stub closed the connection: {e}"));
             }
-            Err(why) => fail(&all, why),
-        };
-        tally.count(&answer);
-        if matches!(answer.first(), Some(b'W' | b'X')) || (ends_session(&body) && answer == b"OK") {
-            // A step on another thread id resumes everything, scribbled registers can end
-            // the run, and a detach lets it run on: this session is over.
-            ended_early = true;
-            break;
+            let answer = match exchange_one(&mut gdb, &body, tally) {
+                Ok(Some(answer)) => answer,
+                Ok(None) => {
+                    ended_early = true;
+                    break 'session;
+                }
+                Err(why) => fail(&all, why),
+            };
+            if let Some(why) = expect.broken_by(&answer) {
+                fail(&all, format!("{}: {why}", String::from_utf8_lossy(&body)));
+            }
+            if matches!(answer.first(), Some(b'W' | b'X'))
+                || (ends_session(&body) && answer == b"OK")
+            {
+                // A step on another thread id resumes everything, scribbled registers can
+                // end the run, and a detach lets it run on: this session is over.
+                ended_early = true;
+                break 'session;
+            }
         }
     }
     if !ended_early {
@@ -540,6 +659,52 @@ fn mutations_keep_packets_whole() {
             escaped = !escaped && b == b'}';
         }
     }
+    assert_eq!(
+        run_length_decoded(b"19d4* 01"),
+        b"19d4444".iter().chain(b"01").copied().collect::<Vec<u8>>()
+    );
     assert_eq!(hex_runs(b"m100000,40"), [(1, 7), (8, 10)]);
     assert_eq!(hex_runs(b"qAttached:1"), [(10, 11)]);
+}
+
+/// The kernel symbol's address, from the ELF.
+fn symbol(name: &str) -> u64 {
+    use object::{Object, ObjectSymbol};
+    let bytes = std::fs::read(vmm_host::GUEST_KERNEL_ELF).expect("kernel ELF");
+    let elf = object::File::parse(&*bytes).expect("parse ELF");
+    elf.symbols()
+        .find(|s| s.name() == Ok(name))
+        .unwrap_or_else(|| panic!("no symbol {name}"))
+        .address()
+}
+
+/// The meaning of breakpoint packets, as gdb relies on it: set, then hit at its address;
+/// removed, then not hit again; refused only where no byte can be planted.
+#[test]
+fn a_breakpoint_set_by_packet_stops_at_its_address() {
+    if kvm_or_skip("breakpoint_packets").is_none() {
+        return;
+    }
+    let host = Host::start("test=hello", &["--gdb-wait"]);
+    let mut gdb = TcpStream::connect(&host.addr).expect("connect");
+    gdb.set_read_timeout(Some(Duration::from_secs(30))).ok();
+    let mut ask = |body: &str| -> String {
+        gdb.write_all(&packet_bytes(body.as_bytes())).expect("send");
+        String::from_utf8_lossy(&run_length_decoded(&reply(&mut gdb).expect("a reply")))
+            .into_owned()
+    };
+    let kmain = symbol("kmain");
+    assert_eq!(ask(&format!("Z0,{kmain:x},1")), "OK");
+    // Nothing is mapped at 0x7fff00000000 under the boot tables: no byte to plant.
+    assert!(ask("Z0,7fff00000000,1").starts_with('E'));
+    let stop = ask("c");
+    assert!(stop.starts_with("T05"), "{stop}");
+    let rip = u64::from_str_radix(&ask("p10"), 16).map(u64::swap_bytes);
+    assert_eq!(rip, Ok(kmain), "stopped at the breakpoint");
+    assert_eq!(ask(&format!("z0,{kmain:x},1")), "OK");
+    let end = ask("c");
+    assert_eq!(end, "W00", "removed, it stops nothing: the guest exits 0");
+    drop(gdb);
+    let (status, _, _) = host.finish();
+    assert_eq!(status, 0);
 }
