@@ -9,7 +9,7 @@ const SIZE: u64 = 4 << 30;
 
 fn bench_audit(c: &mut Criterion) {
     let (mem, cr3) = identity_tree_4k(SIZE);
-    let mode = PagingMode::new(48, 0);
+    let mode = PagingMode::new(vmm_host::paging::CpuPaging::with_phys_bits(48), 0);
     let ram = mem.ram();
     let entries = audit(&mem, mode, cr3, &ram).entries_visited;
     assert!(entries > 1 << 20, "the tree is not what the benchmark says");

@@ -31,6 +31,19 @@ pub fn guest_cpuid(kvm: &Kvm, vcpu_id: u8) -> Result<CpuId, CpuidError> {
     Ok(cpuid)
 }
 
+/// What the guest's CPUID says about paging: MAXPHYADDR and Page1GB.
+pub fn paging_features(cpuid: &CpuId) -> crate::paging::CpuPaging {
+    let page_1gb = cpuid
+        .as_slice()
+        .iter()
+        .find(|e| e.function == 0x8000_0001)
+        .is_some_and(|e| e.edx & (1 << 26) != 0);
+    crate::paging::CpuPaging {
+        max_phys_addr: max_phys_addr_bits(cpuid),
+        gib_pages: page_1gb,
+    }
+}
+
 /// MAXPHYADDR: physical-address width from leaf 0x8000_0008, 36 when the leaf is absent.
 pub fn max_phys_addr_bits(cpuid: &CpuId) -> u8 {
     cpuid

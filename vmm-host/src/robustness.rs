@@ -97,7 +97,7 @@ proptest! {
         addresses.push(address);
         let ram = ram_with(&writes);
         let view = GuestView::new(&ram, None);
-        let mode = PagingMode::new(46, if nxe { 0xd00 } else { 0x500 });
+        let mode = PagingMode::new(crate::paging::CpuPaging::with_phys_bits(46), if nxe { 0xd00 } else { 0x500 });
         let cr3 = Cr3::new(cr3);
         for address in addresses {
             let w = walk(&view, mode, cr3, Gva::new(address));
@@ -156,7 +156,7 @@ proptest! {
         };
         let space = AddressSpace {
             view: GuestView::new(&ram, None),
-            mode: PagingMode::new(46, 0xd00),
+            mode: PagingMode::new(crate::paging::CpuPaging::with_phys_bits(46), 0xd00),
             cr3: Cr3::new(0x1000),
         };
         let regions = [(Gpa::new(0), RAM)];

@@ -3,7 +3,9 @@
 //! time. It is slow and simple on purpose; the property tests hold the real walker and the
 //! audit to it on random tables.
 
-use crate::paging::{AuditOptions, Cr3, Finding, Level, PagingMode, WalkEnd, audit_with, walk};
+use crate::paging::{
+    AuditOptions, CpuPaging, Cr3, Finding, Level, PagingMode, WalkEnd, audit_with, walk,
+};
 use crate::tap::GuestView;
 use proptest::prelude::*;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -42,7 +44,9 @@ fn read_entry(ram: &GuestMemoryMmap, at: u64) -> Option<u64> {
     Some(u64::from_le_bytes(bytes))
 }
 
-fn model_walk(ram: &GuestMemoryMmap, cr3: u64, nxe: bool, linear: u64) -> ModelWalk {
+/// `gib`: the CPU has 1 GiB pages (CPUID Page1GB); without them PS in a PDPT entry is
+/// reserved.
+fn model_walk(ram: &GuestMemoryMmap, cr3: u64, nxe: bool, gib: bool, linear: u64) -> ModelWalk {
     let mut reads = Vec::new();
     let sign = linear >> 47;
     if sign != 0 && sign != 0x1_ffff {
@@ -79,7 +83,7 @@ fn model_walk(ram: &GuestMemoryMmap, cr3: u64, nxe: bool, linear: u64) -> ModelW
         }
         let page_size_bit = entry & (1 << 7) != 0;
         let mut reserved = must_be_zero;
-        if level == 4 {
+        if level == 4 || (level == 3 && !gib) {
             reserved |= 1 << 7;
         }
         let leaf = level == 1 || (page_size_bit && (level == 2 || level == 3));
@@ -262,14 +266,14 @@ proptest! {
     #[test]
     fn the_walker_agrees_with_the_model((writes, mut addresses) in tree(),
                                         random in prop::collection::vec(any::<u64>(), 4),
-                                        nxe in any::<bool>()) {
+                                        nxe in any::<bool>(), gib in any::<bool>()) {
         let ram = ram_with(&writes);
         let view = GuestView::new(&ram, None);
-        let mode = PagingMode::new(PHYS_BITS as u8, if nxe { 0xd00 } else { 0x500 });
+        let mode = PagingMode::new(CpuPaging { max_phys_addr: PHYS_BITS as u8, gib_pages: gib }, if nxe { 0xd00 } else { 0x500 });
         addresses.extend(random);
         for linear in addresses {
             let real = as_model(&walk(&view, mode, Cr3::new(0), crate::addr::Gva::new(linear)));
-            let model = model_walk(&ram, 0, nxe, linear);
+            let model = model_walk(&ram, 0, nxe, gib, linear);
             prop_assert_eq!(&real, &model, "walk of {:#x}", linear);
         }
     }
@@ -277,10 +281,10 @@ proptest! {
     /// The audit's ranges say the same as the model for every address the model maps, and
     /// cover nothing the model does not map.
     #[test]
-    fn the_audit_maps_what_the_model_maps((writes, addresses) in tree(), nxe in any::<bool>()) {
+    fn the_audit_maps_what_the_model_maps((writes, addresses) in tree(), nxe in any::<bool>(), gib in any::<bool>()) {
         let ram = ram_with(&writes);
         let view = GuestView::new(&ram, None);
-        let mode = PagingMode::new(PHYS_BITS as u8, if nxe { 0xd00 } else { 0x500 });
+        let mode = PagingMode::new(CpuPaging { max_phys_addr: PHYS_BITS as u8, gib_pages: gib }, if nxe { 0xd00 } else { 0x500 });
         let options = AuditOptions { max_entries: 1 << 20, max_ranges: 1 << 16, ..AuditOptions::default() };
         let audit = audit_with(&view, mode, Cr3::new(0), &[(crate::addr::Gpa::new(0), RAM)], &options);
         // An entry that points back at a table above it on the path is a finding (a loop,
@@ -291,7 +295,7 @@ proptest! {
             return Ok(());
         }
         for linear in addresses {
-            let model = model_walk(&ram, 0, nxe, linear);
+            let model = model_walk(&ram, 0, nxe, gib, linear);
             let range = audit.ranges.iter().find(|r| {
                 linear.wrapping_sub(r.start.raw()) < r.size
             });
@@ -314,7 +318,7 @@ proptest! {
 fn the_model_walks_a_hand_built_2_mib_page() {
     // PML4[0] -> PDPT at 0x1000, PDPT[0] -> PD at 0x2000, PD[1] = 2 MiB page at 0x4000_0000.
     let ram = ram_with(&[(0, 0, 0x1003), (1, 0, 0x2003), (2, 1, 0x4000_0083)]);
-    let w = model_walk(&ram, 0, true, 0x20_1234);
+    let w = model_walk(&ram, 0, true, true, 0x20_1234);
     assert_eq!(
         w.outcome,
         Outcome::Mapped {

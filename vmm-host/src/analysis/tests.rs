@@ -68,7 +68,7 @@ fn explain_on(ram: &GuestMemoryMmap, code: &[u8], record: &ExceptionRecord) -> A
     let regions = [(Gpa::new(0), 8u64 << 20)];
     let space = AddressSpace {
         view: GuestView::new(ram, None),
-        mode: PagingMode::new(48, 0xd00),
+        mode: PagingMode::new(crate::paging::CpuPaging::with_phys_bits(48), 0xd00),
         cr3: Cr3::new(PML4),
     };
     let ctx = Context::new(space, &regions, None, None, false);

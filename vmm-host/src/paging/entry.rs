@@ -76,6 +76,8 @@ impl Pte {
         }
         match level {
             Level::Pml4 => reserved |= LARGE,
+            // Without Page1GB, PS itself is reserved in a PDPT entry.
+            Level::Pdpt if self.large() && !mode.gib_pages => reserved |= LARGE,
             Level::Pdpt if self.large() => reserved |= 0x3fff_e000, // bits 29..13 of a 1 GiB page
             Level::Pd if self.large() => reserved |= 0x001f_e000,   // bits 20..13 of a 2 MiB page
             _ => {}

@@ -18,13 +18,35 @@ pub use entry::{Cr3, Level, Pte, index};
 pub use synthetic::{SyntheticMemory, identity_tree_4k};
 pub use walk::{Mapping, PhysMemory, Step, Walk, WalkEnd, walk};
 
-/// What decides how entries are read: the physical-address width and whether NX exists.
+/// What the guest's CPUID says about paging, fixed for the life of a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuPaging {
+    /// CPUID 0x80000008 EAX[7:0]: physical-address bits above it are reserved in entries.
+    pub max_phys_addr: u8,
+    /// CPUID 0x80000001 EDX[26] (Page1GB): without it, PS in a PDPT entry is reserved and
+    /// the walk faults there instead of mapping 1 GiB.
+    pub gib_pages: bool,
+}
+
+impl CpuPaging {
+    /// A CPU with this physical-address width and 1 GiB pages (synthetic tests, benches).
+    pub const fn with_phys_bits(max_phys_addr: u8) -> Self {
+        Self {
+            max_phys_addr,
+            gib_pages: true,
+        }
+    }
+}
+
+/// What decides how entries are read: the CPU's paging features and whether NX is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PagingMode {
     /// CPUID 0x80000008 EAX[7:0]: physical-address bits above it are reserved in entries.
     pub max_phys_addr: u8,
     /// EFER.NXE: without it bit 63 of an entry is reserved.
     pub nxe: bool,
+    /// Page1GB: without it PS in a PDPT entry is reserved.
+    pub gib_pages: bool,
 }
 
 /// EFER.NXE: entries may carry NX.
@@ -32,10 +54,11 @@ const EFER_NXE: u64 = 1 << 11;
 
 impl PagingMode {
     /// The mode a vCPU with this EFER and physical-address width walks its tables in.
-    pub fn new(max_phys_addr: u8, efer: u64) -> Self {
+    pub fn new(cpu: CpuPaging, efer: u64) -> Self {
         Self {
-            max_phys_addr,
+            max_phys_addr: cpu.max_phys_addr,
             nxe: efer & EFER_NXE != 0,
+            gib_pages: cpu.gib_pages,
         }
     }
 

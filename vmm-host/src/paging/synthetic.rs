@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn the_identity_tree_walks_to_where_it_says() {
         let (mem, cr3) = identity_tree_4k(0x40_3000);
-        let mode = PagingMode::new(48, 0);
+        let mode = PagingMode::new(crate::paging::CpuPaging::with_phys_bits(48), 0);
         let w = walk(&mem, mode, cr3, Gva::new(0x40_2abc));
         assert_eq!(w.translation(), Some(Gpa::new(0x40_2abc)));
         let w = walk(&mem, mode, cr3, Gva::new(0x40_3000));

@@ -288,6 +288,7 @@ mod tests {
     const MODE: PagingMode = PagingMode {
         max_phys_addr: 48,
         nxe: true,
+        gib_pages: true,
     };
     const JOURNEY: u64 = 0x716b_326c_8100;
 
@@ -299,6 +300,29 @@ mod tests {
         ram.set(0x3000, 403, 0x4067);
         ram.set(0x4000, 200, pte);
         ram
+    }
+
+    #[test]
+    fn a_1_gib_page_needs_page1gb_in_cpuid() {
+        let mut ram = FakeRam::new(64 << 20);
+        ram.set(0x1000, 0, 0x2003);
+        ram.set(0x2000, 1, 0x4000_0083); // PDPT[1]: PS, a 1 GiB page at 1 GiB
+        let at = Gva::new(0x4000_1234);
+        let w = walk(&ram, MODE, Cr3::new(0x1000), at);
+        assert_eq!(w.translation(), Some(Gpa::new(0x4000_1234)));
+        // Without Page1GB (as KVM offers it on this project's machines) PS is reserved.
+        let no_gib = PagingMode {
+            gib_pages: false,
+            ..MODE
+        };
+        let w = walk(&ram, no_gib, Cr3::new(0x1000), at);
+        assert_eq!(
+            w.end,
+            WalkEnd::ReservedBits {
+                level: Level::Pdpt,
+                bits: 0x80
+            }
+        );
     }
 
     #[test]

@@ -129,7 +129,7 @@ mod tests {
         let ram = space_ram(leaf_flags);
         let space = AddressSpace {
             view: GuestView::new(&ram, None),
-            mode: PagingMode::new(48, 0),
+            mode: PagingMode::new(crate::paging::CpuPaging::with_phys_bits(48), 0),
             cr3: Cr3::new(0x1000),
         };
         f(&space)

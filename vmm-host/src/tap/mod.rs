@@ -17,7 +17,7 @@ pub use patch::{GuestView, Patch, PatchError, Patches};
 pub use record::{ControlRegisters, ExceptionRecord, Frame, Nesting};
 
 use crate::addr::{Gpa, Gva};
-use crate::paging::{Cr3, PagingMode};
+use crate::paging::{CpuPaging, Cr3, PagingMode};
 use crate::virt::AddressSpace;
 use kvm_bindings::{
     KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_SW_BP, kvm_guest_debug,
@@ -123,7 +123,7 @@ const GATES_BYTES: usize = EXCEPTION_VECTORS as usize * idt::GATE_SIZE as usize;
 #[derive(Debug)]
 pub struct Tap {
     kind: TrapKind,
-    max_phys_addr: u8,
+    cpu_paging: CpuPaging,
     patches: Patches,
     armed: Option<Armed>,
     /// The patch lifted for a single-step in progress.
@@ -165,10 +165,10 @@ pub enum Displaced {
 }
 
 impl Tap {
-    pub fn new(kind: TrapKind, max_phys_addr: u8) -> Self {
+    pub fn new(kind: TrapKind, cpu_paging: CpuPaging) -> Self {
         Self {
             kind,
-            max_phys_addr,
+            cpu_paging,
             patches: Patches::new(kind.byte()),
             armed: None,
             stepping: None,
@@ -196,7 +196,7 @@ impl Tap {
     pub fn space<'a>(&'a self, ram: &'a GuestMemoryMmap, sregs: &kvm_sregs) -> AddressSpace<'a> {
         AddressSpace {
             view: GuestView::new(ram, Some(&self.patches)),
-            mode: PagingMode::new(self.max_phys_addr, sregs.efer),
+            mode: PagingMode::new(self.cpu_paging, sregs.efer),
             cr3: Cr3::new(sregs.cr3),
         }
     }

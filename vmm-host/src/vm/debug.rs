@@ -355,7 +355,7 @@ impl Vm {
         if sregs.cr0 & CR0_PG == 0 {
             return Ok(None);
         }
-        let mode = PagingMode::new(self.max_phys_addr, sregs.efer);
+        let mode = PagingMode::new(self.cpu_paging, sregs.efer);
         Ok(Some(self.address_space(mode, Cr3::new(sregs.cr3))))
     }
 
@@ -532,7 +532,7 @@ impl Vm {
         if sregs.cr0 & CR0_PG == 0 {
             return false;
         }
-        let mode = PagingMode::new(self.max_phys_addr, sregs.efer);
+        let mode = PagingMode::new(self.cpu_paging, sregs.efer);
         let space = self.address_space(mode, Cr3::new(sregs.cr3));
         let registers = crate::analysis::RegisterFile {
             regs: &regs,

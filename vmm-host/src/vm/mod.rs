@@ -19,7 +19,7 @@ use crate::exceptions::{Captured, ExceptionLog, ExceptionReport};
 use crate::hypervisor::{self, KvmError};
 use crate::layout::{LayoutError, RamLayout};
 use crate::loader::{self, KernelImage, LoadError};
-use crate::paging::{self, Cr3, PagingMode, Walk};
+use crate::paging::{self, CpuPaging, Cr3, PagingMode, Walk};
 use crate::report::{self, ReportError, ReportFile};
 use crate::symbols::Symbolizer;
 use crate::tap::{ExceptionRecord, GuestView, Tap, TrapKind};
@@ -114,8 +114,8 @@ pub struct Vm {
     /// The bytes of the last `out` to COM1, until the UART takes them.
     serial_out: Vec<u8>,
     config: VmConfig,
-    /// The guest's MAXPHYADDR, from the CPUID it was given.
-    max_phys_addr: u8,
+    /// The guest's MAXPHYADDR and 1 GiB pages, from the CPUID it was given.
+    cpu_paging: CpuPaging,
     ram: Vec<(Gpa, u64)>,
     tap: Option<Tap>,
     exceptions: ExceptionLog,
@@ -173,7 +173,7 @@ impl Vm {
 
         let mut vcpu = vm.create_vcpu(0).map_err(setup("KVM_CREATE_VCPU"))?;
         let guest_cpuid = cpuid::guest_cpuid(&kvm, 0)?;
-        let max_phys_addr = cpuid::max_phys_addr_bits(&guest_cpuid);
+        let cpu_paging = cpuid::paging_features(&guest_cpuid);
         vcpu.set_cpuid2(&guest_cpuid)
             .map_err(setup("KVM_SET_CPUID2"))?;
         let sregs = vcpu.get_sregs().map_err(setup("KVM_GET_SREGS"))?;
@@ -188,7 +188,7 @@ impl Vm {
             vcpu.set_sync_valid_reg(kvm_ioctls::SyncReg::SystemRegister);
         }
         let tap = config.tap.then(|| {
-            let mut tap = Tap::new(TrapKind::probe(&kvm), max_phys_addr);
+            let mut tap = Tap::new(TrapKind::probe(&kvm), cpu_paging);
             if synced_sregs {
                 tap.use_synced_sregs();
             }
@@ -203,7 +203,7 @@ impl Vm {
             uart: console::uart(sink),
             serial_out: Vec::with_capacity(4096),
             config,
-            max_phys_addr,
+            cpu_paging,
             ram: layout.regions().to_vec(),
             tap,
             exceptions: ExceptionLog::default(),
@@ -225,7 +225,7 @@ impl Vm {
     /// state the guest ended in).
     pub fn walk(&self, gva: Gva) -> Result<Walk, kvm_ioctls::Error> {
         let sregs = self.vcpu.get_sregs()?;
-        let mode = PagingMode::new(self.max_phys_addr, sregs.efer);
+        let mode = PagingMode::new(self.cpu_paging, sregs.efer);
         Ok(paging::walk(&self.mem, mode, Cr3::new(sregs.cr3), gva))
     }
 
@@ -331,7 +331,7 @@ impl Vm {
             && let Ok(sregs) = self.vcpu.get_sregs()
             && sregs.cr0 & (1 << 31) != 0
         {
-            let mode = PagingMode::new(self.max_phys_addr, sregs.efer);
+            let mode = PagingMode::new(self.cpu_paging, sregs.efer);
             let space = self.address_space(mode, Cr3::new(sregs.cr3));
             let audit = paging::audit(&space.view, mode, space.cr3, &self.ram);
             if let Some(file) = &mut self.report {

@@ -4,6 +4,7 @@ use crate::paging::{SyntheticMemory, identity_tree_4k};
 const MODE: PagingMode = PagingMode {
     max_phys_addr: 48,
     nxe: true,
+    gib_pages: true,
 };
 const NX: u64 = 1 << 63;
 const GIB: u64 = 1 << 30;
