@@ -205,3 +205,26 @@ impl ReportFile {
             .map_err(|e| ReportError::Write(self.path.clone(), e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::Gpa;
+    use crate::paging::{CpuPaging, PagingMode, audit, identity_tree_4k};
+
+    #[test]
+    fn an_audit_record_carries_the_cr3_ranges_and_identity_map_it_found() {
+        // 4 MiB identity-mapped with 4 KiB pages; the tables sit right above it.
+        let (memory, cr3) = identity_tree_4k(4 << 20);
+        let mode = PagingMode::new(CpuPaging::with_phys_bits(48), 0xd00);
+        let found = audit(&memory, mode, cr3, &[(Gpa::new(0), 8 << 20)]);
+        let record = audit_json(Some(3), &found);
+        assert_eq!(record["type"], "audit");
+        assert_eq!(record["seq"], 3);
+        assert_eq!(record["cr3"], "0x400000");
+        assert_eq!(record["ranges"][0]["start"], "0x0");
+        assert_eq!(record["ranges"][0]["size"], "0x400000");
+        assert_eq!(record["identity"][0]["size"], "0x400000");
+        assert_eq!(record["recursive_slot"], serde_json::Value::Null);
+    }
+}

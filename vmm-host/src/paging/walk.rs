@@ -303,6 +303,18 @@ mod tests {
     }
 
     #[test]
+    fn a_table_is_read_whole_or_not_at_all() {
+        let mut ram = FakeRam::new(0x2000);
+        ram.set(0x1000, 0, 0x1111);
+        ram.set(0x1000, 511, 0x2222);
+        let mut table = [0u64; 512];
+        assert!(ram.read_table(Gpa::new(0x1000), &mut table));
+        assert_eq!((table[0], table[1], table[511]), (0x1111, 0, 0x2222));
+        // Half of this table lies past the end of RAM.
+        assert!(!ram.read_table(Gpa::new(0x1800), &mut table));
+    }
+
+    #[test]
     fn a_1_gib_page_needs_page1gb_in_cpuid() {
         let mut ram = FakeRam::new(64 << 20);
         ram.set(0x1000, 0, 0x2003);

@@ -158,6 +158,11 @@ mod tests {
             with_space(0x23, |s| emulate(&[0x6a, 0], &regs(0x9000, 0x8010), s)),
             None
         );
+        // Dirty but not accessed: the CPU would set A.
+        assert_eq!(
+            with_space(0x43, |s| emulate(&[0x6a, 0], &regs(0x9000, 0x8010), s)),
+            None
+        );
         // Read-only stack.
         assert_eq!(
             with_space(0x61, |s| emulate(&[0x6a, 0], &regs(0x9000, 0x8010), s)),
