@@ -24,7 +24,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 const RAM: u64 = 1 << 20;
 
 /// `PROPTEST_CASES` when set, else `default`: CI runs the defaults (a few seconds).
-fn cases(default: u32) -> ProptestConfig {
+pub(crate) fn cases(default: u32) -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|n| n.parse().ok())

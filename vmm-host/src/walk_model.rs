@@ -7,6 +7,7 @@ use crate::paging::{
     AuditOptions, CpuPaging, Cr3, Finding, Level, PagingMode, WalkEnd, audit_with, walk,
 };
 use crate::tap::GuestView;
+use crate::robustness::cases;
 use proptest::prelude::*;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -154,13 +155,6 @@ fn as_model(w: &crate::paging::Walk) -> ModelWalk {
     ModelWalk { reads, outcome }
 }
 
-fn cases(default: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(default);
-    ProptestConfig::with_cases(cases)
-}
 
 /// Entries worth walking through: tables inside the first frames of RAM, leaves anywhere in
 /// the physical-address space (so every frame bit matters), reserved bits, and garbage.
