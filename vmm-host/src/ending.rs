@@ -242,6 +242,52 @@ mod tests {
     }
 
     #[test]
+    fn every_kvm_failure_reason_is_named() {
+        let internal = |suberror| {
+            Ending::InternalError {
+                suberror,
+                data: vec![],
+            }
+            .headline()
+        };
+        assert!(internal(2).ends_with("(exception while delivering an exception)"));
+        assert!(internal(3).ends_with("(error while delivering an event)"));
+        assert!(internal(4).ends_with("(unexpected exit reason)"));
+        assert!(internal(9).ends_with("(unknown suberror)"));
+        let entry = |reason| Ending::EntryFailure { reason, cpu: 1 }.headline();
+        assert!(entry(34).ends_with("reason 0x22 (VMX: MSR loading)"));
+        assert!(entry(41).ends_with("(VMX: machine check)"));
+        assert!(entry(u64::MAX).ends_with("(SVM: VMEXIT_INVALID, invalid guest state)"));
+        assert!(entry(7).ends_with("reason 0x7"), "{}", entry(7));
+    }
+
+    #[test]
+    fn the_notes_appear_only_when_there_is_something_to_note() {
+        let mut report = RunReport {
+            ending: Ending::GuestExit { code: 0 },
+            state: None,
+            elapsed: Duration::from_millis(100),
+            vm_exits: 3,
+            stray_accesses: 0,
+            first_stray: None,
+            serial_dropped: 0,
+            serial_limit: 16 << 10,
+        };
+        assert!(!report.to_string().contains("note"), "{report}");
+        report.stray_accesses = 1;
+        report.serial_dropped = 1;
+        let text = report.to_string();
+        assert!(
+            text.contains("  note   1 accesses reached no device (first: ?)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  note   1 bytes of serial output past the 16 KiB limit were not kept"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn report_block_names_the_ending() {
         let report = RunReport {
             ending: Ending::InternalError {

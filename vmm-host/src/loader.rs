@@ -426,6 +426,37 @@ mod tests {
     }
 
     #[test]
+    fn empty_segments_and_other_xen_notes_are_ignored_and_a_missing_file_is_named() {
+        let mut other_note = pvh_note(0x10_0000);
+        other_note[8..12].copy_from_slice(&17u32.to_le_bytes()); // XEN_ELFNOTE_... not 18
+        let image = elf(
+            elf::EM_X86_64,
+            &[
+                (elf::PT_LOAD, 0x10_0000, 0x2000, vec![0xf4; 16]),
+                // Nothing to load: where it claims to be does not matter.
+                (elf::PT_LOAD, 0x3fff_ffff_0000, 0, Vec::new()),
+                (elf::PT_NOTE, 0, 0, pvh_note(0x10_0000)),
+            ],
+        );
+        assert_eq!(inspect(&image).unwrap().segments.len(), 1);
+        let only_other = elf(
+            elf::EM_X86_64,
+            &[
+                (elf::PT_LOAD, 0x10_0000, 0x2000, vec![0xf4; 16]),
+                (elf::PT_NOTE, 0, 0, other_note),
+            ],
+        );
+        assert!(matches!(
+            inspect(&only_other),
+            Err(LoadError::NoPvhEntry(..))
+        ));
+        assert!(matches!(
+            KernelImage::inspect(Path::new("/nonexistent/k.elf"), &ram()),
+            Err(LoadError::Missing(..))
+        ));
+    }
+
+    #[test]
     fn truncated_headers_are_malformed_not_a_panic() {
         let image = elf(
             elf::EM_X86_64,

@@ -6,8 +6,8 @@
 use crate::paging::{
     AuditOptions, CpuPaging, Cr3, Finding, Level, PagingMode, WalkEnd, audit_with, walk,
 };
-use crate::tap::GuestView;
 use crate::robustness::cases;
+use crate::tap::GuestView;
 use proptest::prelude::*;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -154,7 +154,6 @@ fn as_model(w: &crate::paging::Walk) -> ModelWalk {
     };
     ModelWalk { reads, outcome }
 }
-
 
 /// Entries worth walking through: tables inside the first frames of RAM, leaves anywhere in
 /// the physical-address space (so every frame bit matters), reserved bits, and garbage.

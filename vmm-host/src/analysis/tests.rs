@@ -183,3 +183,44 @@ fn garbage_in_the_tables_is_explained_not_a_panic() {
     let a = explain_on(&ram, &[0x48, 0x8b, 0x07], &r);
     assert!(a.explanation.contains("reserved bits"), "{}", a.explanation);
 }
+
+#[test]
+fn ram_regions_are_half_open_and_the_hole_between_them_is_not_ram() {
+    let ram = ram();
+    let regions = [(Gpa::new(0), 0xc000_0000u64), (Gpa::new(1 << 32), 1 << 30)];
+    let space = AddressSpace {
+        view: GuestView::new(&ram, None),
+        mode: PagingMode::new(crate::paging::CpuPaging::with_phys_bits(48), 0xd00),
+        cr3: Cr3::new(PML4),
+    };
+    let ctx = Context::new(space, &regions, None, None, false);
+    for (gpa, inside) in [
+        (0, true),
+        (0xbfff_ffff, true),
+        (0xc000_0000, false),
+        (0xffff_ffff, false),
+        (1 << 32, true),
+        ((1 << 32) + (1 << 30) - 1, true),
+        ((1 << 32) + (1 << 30), false),
+    ] {
+        assert_eq!(ctx.in_ram(Gpa::new(gpa)), inside, "{gpa:#x}");
+    }
+}
+
+#[test]
+fn faults_that_stop_at_different_levels_are_different_kinds() {
+    let ram = ram();
+    // `mov [rax], rax` at a heap page (mapped) and far above it (PD entry missing).
+    let code = [0x48, 0x89, 0x00];
+    let kind_at = |cr2: u64| {
+        let regs = kvm_regs {
+            rax: cr2,
+            ..Default::default()
+        };
+        explain_on(&ram, &code, &record(14, Some(0x2), 0x9000, cr2, regs)).kind()
+    };
+    let mapped = kind_at(HEAP);
+    let unmapped = kind_at(HEAP + (1 << 30));
+    assert!(!mapped.trim().is_empty() && !unmapped.trim().is_empty());
+    assert_ne!(mapped, unmapped);
+}
