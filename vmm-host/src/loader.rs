@@ -457,6 +457,30 @@ mod tests {
     }
 
     #[test]
+    fn segments_may_touch_the_boot_data_and_the_end_of_ram_but_not_cross_them() {
+        let note = (elf::PT_NOTE, 0, 0, pvh_note(0x10_0000));
+        let kernel = (elf::PT_LOAD, 0x10_0000, 0x1000, vec![0xf4; 4]);
+        let load = |paddr: u64, size: u64| (elf::PT_LOAD, paddr, size, vec![0u8; 4]);
+        for edge in [
+            load(0x5000, 0x1000),     // ends where the boot data starts
+            load(0xa000, 0x1000),     // starts where it ends
+            load(0x3ff_f000, 0x1000), // ends at the end of the 64 MiB of RAM
+        ] {
+            let image = elf(elf::EM_X86_64, &[kernel.clone(), edge, note.clone()]);
+            assert!(inspect(&image).is_ok(), "{:?}", inspect(&image).err());
+        }
+        // The entry is the first byte of its segment, never the byte past its end.
+        let at_end = elf(
+            elf::EM_X86_64,
+            &[kernel.clone(), (elf::PT_NOTE, 0, 0, pvh_note(0x10_1000))],
+        );
+        assert!(matches!(
+            inspect(&at_end),
+            Err(LoadError::EntryOutsideImage(..))
+        ));
+    }
+
+    #[test]
     fn truncated_headers_are_malformed_not_a_panic() {
         let image = elf(
             elf::EM_X86_64,
