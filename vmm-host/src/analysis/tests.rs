@@ -224,3 +224,111 @@ fn faults_that_stop_at_different_levels_are_different_kinds() {
     assert!(!mapped.trim().is_empty() && !unmapped.trim().is_empty());
     assert_ne!(mapped, unmapped);
 }
+
+/// The diff of a walk of `gva` across `handler`, which changes guest RAM.
+fn diff_across(gva: u64, at_end: bool, handler: impl FnOnce(&GuestMemoryMmap)) -> Diff {
+    let ram = ram();
+    let space = |ram| AddressSpace {
+        view: GuestView::new(ram, None),
+        mode: PagingMode::new(crate::paging::CpuPaging::with_phys_bits(48), 0xd00),
+        cr3: Cr3::new(PML4),
+    };
+    let before = space(&ram);
+    let snapshot = Snapshot {
+        seq: 1,
+        walk: before.walk(Gva::new(gva)),
+        mode: before.mode,
+    };
+    handler(&ram);
+    snapshot.resolve(&space(&ram), at_end)
+}
+
+#[test]
+fn the_diff_shows_the_entry_the_handler_installed_and_where_it_now_maps() {
+    let diff = diff_across(HEAP + 0x1000, false, |ram| {
+        ram.write_obj(0x80_0063u64, GuestAddress(HEAP_PT + 8))
+            .unwrap();
+    });
+    assert_eq!(
+        diff.to_string(),
+        "  changed while the fault was handled (walk of 0xffff800000001000):\n    \
+         PTE[1]    at 0x300008: 0x0000000000000000 (not present), PFN 0x0 -> 0x0000000000800063 (P RW A D), PFN 0x800\n    \
+         0xffff800000001000 now maps to physical 0x800000\n"
+    );
+}
+
+#[test]
+fn a_table_the_fault_never_reached_is_shown_as_not_reached() {
+    // PD[1] (HEAP + 2 MiB) is missing: the handler adds it and the PT entry below it.
+    let diff = diff_across(HEAP + (2 << 20), false, |ram| {
+        ram.write_obj(0x7000u64 | 0x3, GuestAddress(0x6008))
+            .unwrap();
+        ram.write_obj(0x90_0003u64, GuestAddress(0x7000)).unwrap();
+    });
+    let text = diff.to_string();
+    assert!(text.contains("PMD[1]    at 0x6008: 0x0000000000000000 (not present), PFN 0x0 -> 0x0000000000007003 (P RW), PFN 0x7"), "{text}");
+    assert!(
+        text.contains("PTE[0]    at 0x7000: (not reached) -> 0x0000000000900003 (P RW), PFN 0x900"),
+        "{text}"
+    );
+}
+
+#[test]
+fn accessed_and_dirty_bits_alone_are_the_cpus_not_the_handlers() {
+    let change = |old: Option<u64>, new: u64| Change {
+        level: crate::paging::Level::Pt,
+        index: 0,
+        entry_address: Gpa::new(HEAP_PT),
+        old: old.map(crate::paging::Pte::new),
+        new: crate::paging::Pte::new(new),
+    };
+    assert!(change(Some(0x80_0003), 0x80_0063).hardware_only());
+    assert!(change(Some(0x80_0023), 0x80_0063).hardware_only());
+    assert!(
+        !change(Some(0x80_0063), 0x80_0003).hardware_only(),
+        "cleared, not set"
+    );
+    assert!(
+        !change(Some(0x80_0003), 0x80_0067).hardware_only(),
+        "US too"
+    );
+    assert!(
+        !change(Some(0x80_0003), 0x90_0063).hardware_only(),
+        "a new frame"
+    );
+    assert!(
+        !change(None, 0x80_0063).hardware_only(),
+        "not reached before"
+    );
+    let diff = diff_across(HEAP, false, |ram| {
+        ram.write_obj(0x70_0003u64, GuestAddress(HEAP_PT)).unwrap();
+    });
+    // 0x63 -> 0x03 is the handler clearing A and D, shown as a change.
+    assert!(
+        diff.to_string().contains("PTE[0]    at 0x300000:"),
+        "{diff}"
+    );
+    let diff = diff_across(HEAP, false, |ram| {
+        ram.write_obj(0x6023u64, GuestAddress(0x5000)).unwrap();
+    });
+    assert_eq!(
+        diff.to_string(),
+        "  changed while the fault was handled (walk of 0xffff800000000000):\n    \
+         accessed/dirty bits set by the CPU on PUD[0]\n    \
+         0xffff800000000000 now maps to physical 0x700000\n"
+    );
+}
+
+#[test]
+fn nothing_changed_says_what_that_means_then_and_at_the_end() {
+    let unchanged = diff_across(HEAP + 0x1000, false, |_| {});
+    assert_eq!(
+        unchanged.to_string(),
+        "  changed: nothing on the walk of 0xffff800000001000 (a handler that returns now faults again)\n"
+    );
+    let at_end = diff_across(HEAP + 0x1000, true, |_| {});
+    assert_eq!(
+        at_end.to_string(),
+        "  changed: nothing on the walk of 0xffff800000001000 by the end of the run\n"
+    );
+}
