@@ -68,7 +68,10 @@ fn explain_on(ram: &GuestMemoryMmap, code: &[u8], record: &ExceptionRecord) -> A
     let regions = [(Gpa::new(0), 8u64 << 20)];
     let space = AddressSpace {
         view: GuestView::new(ram, None),
-        mode: PagingMode::new(crate::paging::CpuPaging::with_phys_bits(48), 0xd00),
+        mode: PagingMode::new(
+            crate::paging::CpuPaging::with_phys_bits(48),
+            record.control.efer,
+        ),
         cr3: Cr3::new(PML4),
     };
     let ctx = Context::new(space, &regions, None, None, false);
@@ -330,5 +333,88 @@ fn nothing_changed_says_what_that_means_then_and_at_the_end() {
     assert_eq!(
         at_end.to_string(),
         "  changed: nothing on the walk of 0xffff800000001000 by the end of the run\n"
+    );
+}
+
+/// The first sentence of the explanation of a #PF with `error` at `cr2`, through `mov
+/// [rdi], rax` at 0x10000, after `setup` changed the tables.
+fn pf_explanation(
+    error: u64,
+    cr2: u64,
+    efer_nxe: bool,
+    setup: impl FnOnce(&GuestMemoryMmap),
+) -> String {
+    let ram = ram();
+    setup(&ram);
+    let regs = kvm_regs {
+        rdi: cr2,
+        ..Default::default()
+    };
+    let mut r = record(14, Some(error), 0x1_0000, cr2, regs);
+    if !efer_nxe {
+        r.control.efer = 0x500;
+    }
+    explain_on(&ram, &[0x48, 0x89, 0x07], &r).explanation
+}
+
+#[test]
+fn each_page_fault_cause_is_named() {
+    let put = |at: u64, value: u64| {
+        move |ram: &GuestMemoryMmap| ram.write_obj(value, GuestAddress(at)).unwrap()
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (
+            // The tree identity-maps page 0; a kernel that cares leaves it unmapped.
+            pf_explanation(0x2, 0x18, true, put(0x4000, 0)),
+            "null pointer dereference: a kernel write at 0x18, offset 0x18 from address 0",
+        ),
+        (
+            pf_explanation(0x6, HEAP + 0x1000, true, |_| {}),
+            "a user write at 0xffff800000001000 found a not-present PTE (PTE[1] in the PT at 0x300000): the walk stops at the PTE level, so the page must be demand-paged",
+        ),
+        (
+            // Kernel, lower half, but past RAM: not a physical address used as virtual.
+            pf_explanation(0x2, 0x4000_0000, true, |_| {}),
+            "a kernel write at 0x40000000 found a not-present PUD (PUD[1] in the PDPT at 0x2000)",
+        ),
+        (
+            pf_explanation(0x5, HEAP + 0x10, true, |_| {}),
+            "protection fault at 0xffff800000000010: a user access to a supervisor page (the page maps to 0x700010)",
+        ),
+        (
+            pf_explanation(0x11, HEAP + 0x10, true, put(HEAP_PT, 0x8000_0000_0070_0063)),
+            "protection fault at 0xffff800000000010: an instruction fetch from a no-execute page",
+        ),
+        (
+            // Present, writable, kernel: nothing forbids it now.
+            pf_explanation(0x3, HEAP + 0x10, true, |_| {}),
+            "a kernel write at 0xffff800000000010 faulted, but the tables allow it now",
+        ),
+        (
+            pf_explanation(0x9, HEAP + 0x10, false, put(HEAP_PT, 0x8000_0000_0070_0063)),
+            "has reserved bits 0x8000000000000000 set (bit 63, NX, is reserved because EFER.NXE is clear)",
+        ),
+        (
+            // PML4[300] points back at the PML4: every level below reads the PML4 again.
+            pf_explanation(
+                0x2,
+                0xffff_9600_0000_0000,
+                true,
+                put(PML4 + 300 * 8, PML4 | 0x3),
+            ),
+            "The walk went through a self-referencing entry: its PDPT table is the PML4 itself (0x1000), so PML4[300] points back at the PML4",
+        ),
+    ];
+    for (explanation, phrase) in cases {
+        assert!(
+            explanation.contains(phrase),
+            "{phrase:?} not in {explanation:?}"
+        );
+    }
+    // The reserved-bit note is only for NX with NXE clear.
+    let plain = pf_explanation(0x9, HEAP + 0x10, true, put(HEAP_PT, 0x70_0063 | 1 << 51));
+    assert!(
+        plain.contains("has reserved bits 0x8000000000000 set: the CPU refuses"),
+        "{plain}"
     );
 }
