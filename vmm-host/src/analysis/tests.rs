@@ -418,3 +418,105 @@ fn each_page_fault_cause_is_named() {
         "{plain}"
     );
 }
+
+/// The explanation of `vector` (error code `error`) raised at 0x10000 running `code`, with
+/// the interrupted code at `cs` and RSP and CR2 as given.
+fn explanation_of(
+    vector: u8,
+    error: Option<u64>,
+    code: &[u8],
+    cs: u16,
+    rsp: u64,
+    cr2: u64,
+) -> String {
+    let ram = ram();
+    let regs = kvm_regs {
+        rsp,
+        ..Default::default()
+    };
+    let mut r = record(vector, error, 0x1_0000, cr2, regs);
+    if let Some(frame) = &mut r.frame {
+        frame.cs = cs;
+        frame.rsp = Gva::new(rsp);
+    }
+    r.regs.rsp = rsp;
+    explain_on(&ram, code, &r).explanation
+}
+
+#[test]
+fn ud_de_df_and_gp_without_an_operand_are_named() {
+    let ud2 = explanation_of(6, None, &[0x0f, 0x0b], 0x08, 0x8100, 0);
+    assert!(
+        ud2.starts_with("`ud2`: the code raised #UD on purpose"),
+        "{ud2}"
+    );
+    let int80_user = explanation_of(6, None, &[0xcd, 0x80], 0x23, 0x8100, 0);
+    assert!(
+        int80_user.starts_with("`int 80h` from ring 3 arrived as #UD"),
+        "{int80_user}"
+    );
+    let int80_kernel = explanation_of(6, None, &[0xcd, 0x80], 0x08, 0x8100, 0);
+    assert!(
+        int80_kernel.starts_with("`int 80h` is not valid here"),
+        "{int80_kernel}"
+    );
+    // div rcx / mov eax, ecx.
+    let div = explanation_of(0, None, &[0x48, 0xf7, 0xf1], 0x08, 0x8100, 0);
+    assert!(
+        div.starts_with("`div rcx` raised #DE: the divisor is zero"),
+        "{div}"
+    );
+    let not_div = explanation_of(0, None, &[0x89, 0xc8], 0x08, 0x8100, 0);
+    assert!(
+        not_div.starts_with("#DE divide error at 0x10000"),
+        "{not_div}"
+    );
+    // A #DF whose CR2 is just below RSP: the stack ran into its guard page.
+    let overflow = explanation_of(8, Some(0), &[0x90], 0x08, 0x8100, 0x80f8);
+    assert!(
+        overflow.contains(
+            ". CR2 0x80f8 lies just below the interrupted RSP 0x8100: a kernel stack overflow"
+        ),
+        "{overflow}"
+    );
+    for (cr2, why) in [
+        (0x8100, "at RSP"),
+        (0x7000, "a page below"),
+        (0x9000, "above"),
+    ] {
+        let other = explanation_of(8, Some(0), &[0x90], 0x08, 0x8100, cr2);
+        assert!(!other.contains("stack overflow"), "{why}: {other}");
+    }
+    let overflow_edge = explanation_of(8, Some(0), &[0x90], 0x08, 0x8100, 0x7100);
+    assert!(
+        overflow_edge.contains("stack overflow"),
+        "a page below RSP exactly: {overflow_edge}"
+    );
+    let selector = explanation_of(13, Some(0x10), &[0x90], 0x08, 0x8100, 0);
+    assert!(
+        selector.starts_with("general protection fault with selector error"),
+        "{selector}"
+    );
+    let no_selector = explanation_of(13, Some(0), &[0x90], 0x08, 0x8100, 0);
+    assert!(
+        no_selector.starts_with("general protection fault with no non-canonical operand"),
+        "{no_selector}"
+    );
+}
+
+#[test]
+fn a_user_read_of_a_read_only_supervisor_page_names_only_what_the_read_broke() {
+    let read_only = |ram: &GuestMemoryMmap| {
+        ram.write_obj(0x70_0061u64, GuestAddress(HEAP_PT)).unwrap();
+    };
+    let user_read = pf_explanation(0x5, HEAP + 0x10, true, read_only);
+    assert!(
+        user_read.starts_with("protection fault at 0xffff800000000010: a user access to a supervisor page (the page maps"),
+        "{user_read}"
+    );
+    let kernel_fetch = pf_explanation(0x11, HEAP + 0x10, true, read_only);
+    assert!(
+        kernel_fetch.contains("faulted, but the tables allow it now"),
+        "{kernel_fetch}"
+    );
+}
