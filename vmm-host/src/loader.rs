@@ -481,6 +481,40 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_crossing_the_end_of_ram_is_refused_and_a_good_one_is_loaded_where_it_says() {
+        let note = (elf::PT_NOTE, 0, 0, pvh_note(0x10_0000));
+        let crossing = elf(
+            elf::EM_X86_64,
+            &[(elf::PT_LOAD, 0x3ff_f000, 0x2000, vec![0; 4]), note.clone()],
+        );
+        let message = inspect(&crossing).unwrap_err().to_string();
+        assert!(message.contains("lies outside guest RAM"), "{message}");
+
+        let image = elf(
+            elf::EM_X86_64,
+            &[
+                (elf::PT_LOAD, 0x10_0000, 0x1000, vec![0xf4, 0xeb, 0xfe]),
+                note,
+            ],
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.elf");
+        std::fs::write(&path, &image).unwrap();
+        let ram = ram();
+        let kernel = KernelImage::inspect(&path, &ram).unwrap();
+        let mem = guest_memory(&ram);
+        kernel.load(&mem).unwrap();
+        let mut bytes = [0u8; 3];
+        mem.read_slice(&mut bytes, Gpa::new(0x10_0000).guest_address())
+            .unwrap();
+        assert_eq!(bytes, [0xf4, 0xeb, 0xfe]);
+        // The note said one entry, linux-loader another: refused, not booted at random.
+        let mut other = kernel;
+        other.pvh_entry = Gpa::new(0x10_0004);
+        assert!(matches!(other.load(&mem), Err(LoadError::Malformed(..))));
+    }
+
+    #[test]
     fn truncated_headers_are_malformed_not_a_panic() {
         let image = elf(
             elf::EM_X86_64,

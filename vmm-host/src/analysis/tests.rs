@@ -520,3 +520,71 @@ fn a_user_read_of_a_read_only_supervisor_page_names_only_what_the_read_broke() {
         "{kernel_fetch}"
     );
 }
+
+#[test]
+fn every_general_register_is_read_from_its_own_field() {
+    use iced_x86::Register;
+    let regs = kvm_regs {
+        rax: 1,
+        rbx: 2,
+        rcx: 3,
+        rdx: 4,
+        rsi: 5,
+        rdi: 6,
+        rbp: 7,
+        rsp: 8,
+        r8: 9,
+        r9: 10,
+        r10: 11,
+        r11: 12,
+        r12: 13,
+        r13: 14,
+        r14: 15,
+        r15: 16,
+        ..Default::default()
+    };
+    let file = RegisterFile {
+        regs: &regs,
+        fs_base: 0,
+        gs_base: 0,
+    };
+    let order = [
+        Register::RAX,
+        Register::RBX,
+        Register::RCX,
+        Register::RDX,
+        Register::RSI,
+        Register::RDI,
+        Register::RBP,
+        Register::RSP,
+        Register::R8,
+        Register::R9,
+        Register::R10,
+        Register::R11,
+        Register::R12,
+        Register::R13,
+        Register::R14,
+        Register::R15,
+    ];
+    for (expected, register) in (1..).zip(order) {
+        assert_eq!(file.value(register), Some(expected), "{register:?}");
+    }
+    // A 32-bit name reads the low half of its register.
+    assert_eq!(file.value(Register::EDX), Some(4));
+}
+
+#[test]
+fn an_entry_on_a_new_table_was_not_reached_before() {
+    // The handler points PML4[256] at a fresh PDPT (0x8000) that maps the same PD.
+    let diff = diff_across(HEAP, false, |ram| {
+        ram.write_obj(0x6003u64, GuestAddress(0x8000)).unwrap();
+        ram.write_obj(0x8003u64, GuestAddress(PML4 + 256 * 8))
+            .unwrap();
+    });
+    let text = diff.to_string();
+    assert!(text.contains("PGD[256]  at 0x1800: 0x0000000000005003 (P RW), PFN 0x5 -> 0x0000000000008003 (P RW), PFN 0x8"), "{text}");
+    assert!(
+        text.contains("PUD[0]    at 0x8000: (not reached) -> 0x0000000000006003 (P RW), PFN 0x6"),
+        "{text}"
+    );
+}
