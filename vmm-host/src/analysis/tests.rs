@@ -588,3 +588,28 @@ fn an_entry_on_a_new_table_was_not_reached_before() {
         "{text}"
     );
 }
+
+#[test]
+fn only_the_rights_the_access_needed_are_named() {
+    // A read-only, no-execute supervisor page.
+    let locked = |ram: &GuestMemoryMmap| {
+        ram.write_obj(0x8000_0000_0070_0061u64, GuestAddress(HEAP_PT))
+            .unwrap();
+    };
+    let write = pf_explanation(0x3, HEAP + 0x10, true, locked);
+    assert!(
+        write.starts_with(
+            "protection fault at 0xffff800000000010: a write to a read-only page (the page maps"
+        ),
+        "{write}"
+    );
+    // Reserved bit 51 with EFER.NXE clear: the note about NX is not this entry's.
+    let bit51 = pf_explanation(0x9, HEAP + 0x10, false, |ram| {
+        ram.write_obj(0x70_0063u64 | 1 << 51, GuestAddress(HEAP_PT))
+            .unwrap();
+    });
+    assert!(
+        bit51.contains("has reserved bits 0x8000000000000 set: the CPU refuses"),
+        "{bit51}"
+    );
+}
