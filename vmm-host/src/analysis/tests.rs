@@ -613,3 +613,59 @@ fn only_the_rights_the_access_needed_are_named() {
         "{bit51}"
     );
 }
+
+#[test]
+fn only_values_with_entry_flags_and_a_frame_in_ram_are_called_entries() {
+    let ram = ram();
+    let called_entry = |r12: u64| {
+        let regs = kvm_regs {
+            r12,
+            ..Default::default()
+        };
+        let r = record(13, Some(0), 0x1_0000, 0, regs);
+        let text = explain_on(&ram, &[0x49, 0x8b, 0x04, 0xc4], &r).explanation;
+        assert!(text.contains("which is not canonical"), "{r12:#x}: {text}");
+        text.contains("is a page-table entry value used as a pointer")
+    };
+    assert!(called_entry(0x8000_0000_0030_0003), "P, NX, a frame in RAM");
+    assert!(called_entry(0x0010_0000_0030_0001), "P alone");
+    assert!(
+        !called_entry(0x0010_0000_0030_0000),
+        "no P, no NX: a wild pointer"
+    );
+    assert!(
+        !called_entry(0x8000_0001_0000_0001),
+        "its frame is past RAM"
+    );
+    assert!(
+        !called_entry(0x8000_0000_0000_0000),
+        "frame 0: bit 63 of a pointer"
+    );
+}
+
+#[test]
+fn the_null_page_ends_at_4_kib_and_the_identity_map_at_its_size() {
+    // Page 1 unmapped too: an access there is not a null dereference.
+    let unmap = |ram: &GuestMemoryMmap| {
+        ram.write_obj(0u64, GuestAddress(0x4000)).unwrap();
+        ram.write_obj(0u64, GuestAddress(0x4008)).unwrap();
+    };
+    let last_null = pf_explanation(0x2, 0xfff, true, unmap);
+    assert!(
+        last_null.starts_with("null pointer dereference"),
+        "{last_null}"
+    );
+    let past_null = pf_explanation(0x2, 0x1000, true, unmap);
+    assert!(
+        past_null.starts_with(
+            "physical address 0x1000 dereferenced as virtual: 0x1000 is a page-table frame"
+        ),
+        "{past_null}"
+    );
+    // 2 MiB is where this tree's identity map ends: RAM there lies above it.
+    let above = pf_explanation(0x2, 0x20_0000, true, |_| {});
+    assert!(
+        above.contains("0x200000 lies in RAM above the identity map, which ends at 0x200000"),
+        "{above}"
+    );
+}
