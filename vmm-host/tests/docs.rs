@@ -282,8 +282,9 @@ impl Workdir {
         Self { dir }
     }
 
-    /// `bash -c` on the example, with `cargo run -p vmm-host --` meaning the built binary.
-    fn shell(&self, command: &str) -> Command {
+    /// `bash -c` on the example, with `cargo run -p vmm-host --` meaning the built binary;
+    /// `limit` bounds a broken example (a server runs unbounded, killed when dropped).
+    fn shell(&self, command: &str, limit: Option<u32>) -> Command {
         let command = command
             .replace("cargo run -p vmm-host -- ", "vmm-host ")
             .replace(" ELF ", &format!(" {} ", common::guest_kernel()));
@@ -293,7 +294,8 @@ impl Workdir {
             std::env::var("PATH").unwrap_or_default()
         );
         let mut cmd = Command::new("bash");
-        cmd.args(["-c", &format!("exec {command}")])
+        let bound = limit.map_or(String::new(), |seconds| format!("timeout {seconds} "));
+        cmd.args(["-c", &format!("exec {bound}{command}")])
             .current_dir(self.dir.path())
             .env("PATH", path)
             .stdin(Stdio::null());
@@ -306,7 +308,6 @@ struct Server {
     child: Child,
     port: u16,
     doc_port: String,
-    stderr: mpsc::Receiver<String>,
 }
 
 impl Drop for Server {
@@ -330,7 +331,7 @@ fn start_server(work: &Workdir, command: &str, doc_port: &str) -> (Server, Strin
         .port();
     let command = command.replace(&format!("--gdb {doc_port}"), &format!("--gdb {port}"));
     let mut child = work
-        .shell(&command)
+        .shell(&command, None)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -353,8 +354,8 @@ fn start_server(work: &Workdir, command: &str, doc_port: &str) -> (Server, Strin
         child,
         port,
         doc_port: doc_port.to_string(),
-        stderr,
     };
+    // The reader thread keeps draining vmm-host's stderr after this receiver is gone.
     let said = seen.join("\n");
     let said = said.replace(&port.to_string(), doc_port);
     (server, said)
@@ -373,7 +374,6 @@ fn run_gdb(work: &Workdir, step: &Step, server: &Server) -> String {
     let out = cmd.output().expect("run gdb");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    let _ = server.stderr.try_iter().count();
     text.replace(&server.port.to_string(), &server.doc_port)
 }
 
@@ -390,17 +390,10 @@ fn output_of(work: &Workdir, step: &Step, server: &mut Option<Server>) -> String
         *server = Some(started);
         return said;
     }
-    let shell = work.shell(&step.command);
-    // Every example ends by itself; this only bounds a broken one.
-    let mut bounded = Command::new("timeout");
-    bounded
-        .arg("300")
-        .arg(shell.get_program())
-        .args(shell.get_args())
-        .current_dir(work.dir.path())
-        .envs(shell.get_envs().filter_map(|(k, v)| Some((k, v?))))
-        .stdin(Stdio::null());
-    let out = bounded.output().expect("run the example");
+    let out = work
+        .shell(&step.command, Some(300))
+        .output()
+        .expect("run the example");
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
