@@ -1,4 +1,4 @@
-//! The guest's serial console: a vm-superio 16550 at COM1 whose output goes to the terminal,
+//! Where the guest's serial console goes (the UART itself is `devices::com1`): to the terminal,
 //! optionally to a log file, and into a capture that scenarios check. All three stop at the
 //! serial limit (`--serial-limit`): a guest that floods its console cannot fill the host's
 //! memory, disk or terminal. Past the limit, bytes are counted and the outputs get a note.
@@ -6,7 +6,6 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
-use vm_superio::{Serial, Trigger};
 
 /// Serial output kept when neither `--serial-limit` nor the scenario says otherwise.
 pub const DEFAULT_LIMIT: u64 = 16 << 20;
@@ -15,19 +14,6 @@ pub const DEFAULT_LIMIT: u64 = 16 << 20;
 pub enum ConsoleError {
     #[error("cannot create the serial log `{path}`: {error}: choose a writable path for --serial-log", path = .0.display(), error = .1)]
     CreateLog(PathBuf, io::Error),
-}
-
-/// The UART's interrupt line. This VM has no interrupt controller, so the guest polls the
-/// UART and a raised line has nowhere to go.
-#[derive(Debug, Default)]
-pub struct UnwiredIrq;
-
-impl Trigger for UnwiredIrq {
-    type E = std::convert::Infallible;
-
-    fn trigger(&self) -> Result<(), Self::E> {
-        Ok(())
-    }
 }
 
 /// Where the UART's transmitted bytes go.
@@ -135,13 +121,6 @@ impl ConsoleSink {
     }
 }
 
-/// COM1 as the host emulates it.
-pub type Uart = Serial<UnwiredIrq, vm_superio::serial::NoEvents, ConsoleSink>;
-
-pub fn uart(sink: ConsoleSink) -> Uart {
-    Serial::new(UnwiredIrq, sink)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,12 +129,12 @@ mod tests {
     fn captures_without_carriage_returns_and_logs() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("serial.log");
-        let mut uart = uart(ConsoleSink::new(false, Some(&log), DEFAULT_LIMIT).unwrap());
-        for &b in b"hi\r\nthere\r\n" {
-            uart.write(0, b).unwrap();
+        let mut sink = ConsoleSink::new(false, Some(&log), DEFAULT_LIMIT).unwrap();
+        for b in b"hi\r\nthere\r\n" {
+            sink.write_all(std::slice::from_ref(b)).unwrap();
         }
-        uart.writer_mut().flush().unwrap();
-        assert_eq!(uart.writer().captured(), b"hi\nthere\n");
+        sink.flush().unwrap();
+        assert_eq!(sink.captured(), b"hi\nthere\n");
         assert_eq!(std::fs::read(&log).unwrap(), b"hi\nthere\n");
     }
 

@@ -6,6 +6,7 @@ pub mod catch;
 pub mod console;
 pub mod cpu_state;
 pub mod cpuid;
+pub mod devices;
 pub mod doctor;
 pub mod ending;
 pub mod exceptions;

@@ -3,6 +3,7 @@
 //! breakpoints planted like the tap's traps, and hardware breakpoints in DR0–DR3.
 
 use super::Vm;
+use super::run::RunError;
 use super::stopped::{MSR_KERNEL_GS_BASE, ReadError};
 use crate::addr::{Gpa, Gva};
 use crate::paging::{Cr3, PagingMode};
@@ -235,20 +236,21 @@ pub(super) type SwBreakpoints = BTreeMap<Gva, Gpa>;
 
 impl Vm {
     /// Give KVM the debug state gdb wants (kept by the tap through its own steps).
-    pub(super) fn apply_debug(&mut self, step: bool) -> Result<(), String> {
+    pub(super) fn apply_debug(&mut self, step: bool) -> Result<(), RunError> {
         let key = (self.hw.clone(), step);
         if self.applied_debug.as_ref() == Some(&key) {
             return Ok(());
         }
         let debug = self.hw.guest_debug(step);
         match &mut self.tap {
-            Some(tap) => tap
-                .set_extra_debug(&self.vcpu, debug)
-                .map_err(|e| e.to_string())?,
+            Some(tap) => tap.set_extra_debug(&self.vcpu, debug)?,
             None => self
                 .vcpu
                 .set_guest_debug(&debug)
-                .map_err(|e| format!("KVM_SET_GUEST_DEBUG: {e}"))?,
+                .map_err(|error| RunError::Kvm {
+                    ioctl: "KVM_SET_GUEST_DEBUG",
+                    error,
+                })?,
         }
         self.applied_debug = Some(key);
         Ok(())

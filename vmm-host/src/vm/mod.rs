@@ -2,9 +2,10 @@
 //! [`run`] holds the loop that runs it; [`debug`] what gdb reads and changes while it stands.
 
 mod debug;
+mod exits;
 mod run;
-mod serial_port;
 mod stopped;
+mod vcpu;
 
 pub use debug::{DebugError, HwKind, Registers};
 pub use run::{Resume, Stop, StopOn};
@@ -12,9 +13,9 @@ pub use run::{Resume, Stop, StopOn};
 use crate::addr::{Gpa, Gva};
 use crate::analysis::{self, Context, Snapshot};
 use crate::boot_cpu;
-use crate::console::{self, ConsoleError, ConsoleSink, Uart};
+use crate::console::{ConsoleError, ConsoleSink};
 use crate::cpuid::{self, CpuidError};
-use crate::ending::Ending;
+use crate::devices::{DeviceError, Devices};
 use crate::exceptions::{Captured, ExceptionLog, ExceptionReport};
 use crate::hypervisor::{self, KvmError};
 use crate::layout::{LayoutError, RamLayout};
@@ -31,8 +32,6 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 /// Where KVM on Intel keeps its real-mode TSS: three pages inside the hole below 4 GiB.
 const TSS_ADDRESS: usize = 0xfffb_d000;
-/// COM1's eight registers.
-const COM1: std::ops::Range<u16> = abi::ports::SERIAL_COM1..abi::ports::SERIAL_COM1 + 8;
 
 #[derive(Debug, Clone)]
 pub struct VmConfig {
@@ -79,6 +78,8 @@ pub enum VmError {
     #[error(transparent)]
     Cpuid(#[from] CpuidError),
     #[error(transparent)]
+    Devices(#[from] DeviceError),
+    #[error(transparent)]
     Report(#[from] ReportError),
     #[error("cannot allocate {size} bytes of guest RAM: {error}")]
     Memory { size: u64, error: String },
@@ -95,7 +96,7 @@ impl VmError {
     pub fn is_bad_input(&self) -> bool {
         !matches!(
             self,
-            Self::Memory { .. } | Self::Setup { .. } | Self::Cpuid(_)
+            Self::Memory { .. } | Self::Setup { .. } | Self::Cpuid(_) | Self::Devices(_)
         )
     }
 }
@@ -110,9 +111,7 @@ pub struct Vm {
     vcpu: VcpuFd,
     _vm: VmFd,
     _kvm: Kvm,
-    uart: Uart,
-    /// The bytes of the last `out` to COM1, until the UART takes them.
-    serial_out: Vec<u8>,
+    devices: Devices,
     config: VmConfig,
     /// The guest's MAXPHYADDR and 1 GiB pages, from the CPUID it was given.
     cpu_paging: CpuPaging,
@@ -200,8 +199,7 @@ impl Vm {
             vcpu,
             _vm: vm,
             _kvm: kvm,
-            uart: console::uart(sink),
-            serial_out: Vec::with_capacity(4096),
+            devices: Devices::new(sink)?,
             config,
             cpu_paging,
             ram: layout.regions().to_vec(),
@@ -237,7 +235,7 @@ impl Vm {
 
     /// Everything the guest wrote to its serial port, up to the serial limit.
     pub fn serial_output(&self) -> &[u8] {
-        self.uart.writer().captured()
+        self.devices.com1.sink().captured()
     }
 
     /// Everything the tap captured so far.
@@ -341,18 +339,6 @@ impl Vm {
         }
         if let Some(tap) = &mut self.tap {
             tap.disarm(&self.mem);
-        }
-    }
-
-    fn internal_error(&mut self) -> Ending {
-        let run = self.vcpu.get_kvm_run();
-        // SAFETY: KVM_RUN just returned KVM_EXIT_INTERNAL_ERROR, so `internal` is the union
-        // member KVM filled in.
-        let internal = unsafe { run.__bindgen_anon_1.internal };
-        let count = (internal.ndata as usize).min(internal.data.len());
-        Ending::InternalError {
-            suberror: internal.suberror,
-            data: internal.data[..count].to_vec(),
         }
     }
 }

@@ -1,20 +1,23 @@
 //! The loop that runs the vCPU until something stops it: the end of the run or, with gdb
 //! attached, a caught exception, a breakpoint, a finished step or an interrupt.
 
-use super::{COM1, Vm};
+use super::Vm;
+use super::exits::{self, Event};
+use super::stopped::ReadError;
+use super::vcpu::DebugExit;
 use crate::addr::{Gpa, Gva};
 use crate::catch::VectorSet;
 use crate::cpu_state::CpuState;
 use crate::ending::{Ending, RunReport};
 use crate::report;
-use crate::tap::{Displaced, Hit, Tap, TrapKind};
+use crate::tap::{Displaced, Hit, Tap, TapError, TrapKind};
 use crate::watchdog::Watchdog;
-use kvm_bindings::{kvm_debug_exit_arch, kvm_regs, kvm_sregs};
-use kvm_ioctls::VcpuExit;
+use kvm_bindings::{kvm_regs, kvm_sregs};
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+use x86_64::registers::rflags::RFlags;
 
 /// Exits a single step may take before the run's time limit is armed for it.
 const STEP_EXITS_BEFORE_WATCHDOG: u32 = 64;
@@ -84,30 +87,53 @@ pub(super) struct Held {
     pub interrupted_ss: u16,
 }
 
-/// Counts and describes guest accesses that reached no device.
-#[derive(Debug, Default)]
-pub(super) struct StrayAccesses {
-    count: u64,
-    first: Option<String>,
-}
-
-impl StrayAccesses {
-    pub(super) fn note(&mut self, what: impl FnOnce() -> String) {
-        self.count += 1;
-        if self.first.is_none() {
-            self.first = Some(what());
-        }
-    }
-}
-
 /// The run so far, across resumes.
 #[derive(Debug, Default)]
 pub(super) struct Progress {
     /// Time spent in the run loop (the watchdog's budget is spent only there).
     running: Duration,
     exits: u64,
-    pub(super) stray: StrayAccesses,
     ended: Option<Ending>,
+}
+
+/// What went wrong in the host while the guest ran; the run ends with it as a host error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{ioctl}: {error}")]
+    Kvm {
+        ioctl: &'static str,
+        error: kvm_ioctls::Error,
+    },
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Tap(#[from] TapError),
+    #[error("an exception is held without the tap")]
+    HeldWithoutTap,
+    #[error("unexpected debug exit (exception {exception} at {pc:#x})")]
+    UnexpectedDebug { exception: u32, pc: u64 },
+    #[error("re-injecting the guest's own #BP: {0}")]
+    ReinjectBreakpoint(kvm_ioctls::Error),
+}
+
+fn kvm(ioctl: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> RunError {
+    move |error| RunError::Kvm { ioctl, error }
+}
+
+/// What an exit leaves the loop to do.
+enum Flow {
+    Stop(Stop),
+    /// The host's own single-step (the tap's, or past a suspended slot): go on at once.
+    HostStep,
+    /// Go on, unless gdb asked for a stop.
+    Go,
+}
+
+/// State read before an exit that decides what its debug exit means.
+#[derive(Debug, Clone, Copy)]
+struct Before {
+    tap_stepping: bool,
+    hw_suspended: bool,
 }
 
 /// What a trap exit turned out to be.
@@ -147,9 +173,13 @@ impl Vm {
                     self.watch_baseline();
                     self.run_loop(step)
                 }
-                Err(what) => Stop::Ended(Ending::HostError { what }),
+                Err(e) => Stop::Ended(Ending::HostError {
+                    what: e.to_string(),
+                }),
             },
-            Err(what) => Stop::Ended(Ending::HostError { what }),
+            Err(e) => Stop::Ended(Ending::HostError {
+                what: e.to_string(),
+            }),
         };
         // The single-step flag stays set while the guest stands; every resume applies what
         // it needs before KVM_RUN, so clearing it here would cost an ioctl per step.
@@ -171,7 +201,7 @@ impl Vm {
 
     /// The report of a run that ended: final state, exceptions, the last diff and audit.
     pub fn finish(&mut self, ending: Ending) -> RunReport {
-        let _ = self.uart.writer_mut().flush();
+        let _ = self.devices.com1.sink_mut().flush();
         self.finish_tap(matches!(ending, Ending::TripleFault));
         let state = match ending {
             Ending::GuestExit { .. } => None,
@@ -182,9 +212,9 @@ impl Vm {
             state,
             elapsed: self.progress.running,
             vm_exits: self.progress.exits,
-            stray_accesses: self.progress.stray.count,
-            first_stray: self.progress.stray.first.clone(),
-            serial_dropped: self.uart.writer().dropped(),
+            stray_accesses: self.devices.stray.count,
+            first_stray: self.devices.stray.first.clone(),
+            serial_dropped: self.devices.com1.sink().dropped(),
             serial_limit: self.config.serial_limit,
         };
         if let Some(file) = &mut self.report {
@@ -195,7 +225,7 @@ impl Vm {
 
     /// Get off whatever the vCPU stands on: a held handler entry, a trap byte, a hardware
     /// breakpoint. May finish a step on its own.
-    fn leave_current(&mut self, step: bool) -> Result<Option<Stop>, String> {
+    fn leave_current(&mut self, step: bool) -> Result<Option<Stop>, RunError> {
         if let Some(held) = self.held.take() {
             if held.presented && step {
                 // Stepping the faulting instruction delivers the exception: show the handler.
@@ -205,25 +235,20 @@ impl Vm {
                 });
                 return Ok(Some(Stop::Stepped));
             }
-            let tap = self
-                .tap
-                .as_mut()
-                .ok_or("an exception is held without the tap")?;
-            let how = tap
-                .run_displaced(&self.vcpu, &self.mem, held.gpa)
-                .map_err(|e| e.to_string())?;
+            let tap = self.tap.as_mut().ok_or(RunError::HeldWithoutTap)?;
+            let how = tap.run_displaced(&self.vcpu, &self.mem, held.gpa)?;
             return Ok((how == Displaced::Emulated && step).then_some(Stop::Stepped));
         }
         if self.hw.is_empty() && self.tap.as_ref().is_none_or(|t| !t.has_breakpoints()) && !step {
             return Ok(None);
         }
-        let regs = self.stopped.regs(&self.vcpu).map_err(|e| e.to_string())?;
+        let regs = self.stopped.regs(&self.vcpu)?;
         if let Some(slot) = self.hw.execute_slot_at(Gva::new(regs.rip)) {
             // Resuming with RF set does not help on every KVM: step past with the slot off.
             self.hw.suspend(slot);
             return Ok(None);
         }
-        let sregs = self.stopped.sregs(&self.vcpu).map_err(|e| e.to_string())?;
+        let sregs = self.stopped.sregs(&self.vcpu)?;
         let Some(tap) = &mut self.tap else {
             return Ok(None);
         };
@@ -235,8 +260,7 @@ impl Vm {
                 _ => Ok(None),
             },
             Hit::Breakpoint { gpa, .. } => {
-                tap.step_over(&self.vcpu, &self.mem, gpa)
-                    .map_err(|e| e.to_string())?;
+                tap.step_over(&self.vcpu, &self.mem, gpa)?;
                 Ok(None)
             }
             Hit::NotOurs => Ok(None),
@@ -262,206 +286,146 @@ impl Vm {
         watchdog: &mut Option<Watchdog>,
         remaining: Duration,
     ) -> Stop {
-        let mut exits = 0u32;
-        loop {
-            exits += 1;
+        for exits in 1u32.. {
             if exits == STEP_EXITS_BEFORE_WATCHDOG && watchdog.is_none() {
                 *watchdog = Some(Watchdog::arm(remaining));
             }
-            let tap_stepping = self.tap.as_ref().is_some_and(Tap::stepping);
-            let suspended = self.hw.suspended();
-            let exit = self.vcpu.run();
-            self.stopped.forget();
-            self.progress.exits += 1;
-            // Exits the tap may have to look at once `exit` no longer borrows the vCPU.
-            let mut idt_may_have_changed = false;
-            let mut halted = false;
-            let mut debug = None;
-            let mut to_uart = None;
-            match exit {
-                Ok(VcpuExit::IoOut(port, data)) => {
-                    idt_may_have_changed = true;
-                    let value = data.iter().rev().fold(0u64, |v, &b| v << 8 | u64::from(b));
-                    if port == abi::ports::DEBUG_EXIT {
-                        let code = data.first().copied().unwrap_or(0);
-                        if value > 0xff {
-                            // Only the low byte is the exit code; say what else came.
-                            self.progress.stray.note(|| {
-                                format!(
-                                    "out {value:#x} to the debug-exit port {port:#x}: only its low byte, {code}, is the exit code"
-                                )
-                            });
-                        }
-                        return Stop::Ended(Ending::GuestExit { code });
-                    } else if COM1.contains(&port) {
-                        // `rep outsb` hands over up to a page at once; how to split it
-                        // needs the access size, readable once `data` is let go.
-                        self.serial_out.clear();
-                        self.serial_out.extend_from_slice(data);
-                        to_uart = Some(port);
-                    } else {
-                        self.progress
-                            .stray
-                            .note(|| format!("out {value:#x} to port {port:#x}"));
-                    }
-                }
-                Ok(VcpuExit::IoIn(port, data)) => {
-                    idt_may_have_changed = true;
-                    if COM1.contains(&port) {
-                        let value = self.uart.read((port - COM1.start) as u8);
-                        data.fill(0);
-                        if let Some(first) = data.first_mut() {
-                            *first = value;
-                        }
-                    } else {
-                        // Absent ISA hardware reads as all ones.
-                        data.fill(0xff);
-                        self.progress
-                            .stray
-                            .note(|| format!("in from port {port:#x}"));
-                    }
-                }
-                Ok(VcpuExit::MmioRead(address, data)) => {
-                    idt_may_have_changed = true;
-                    data.fill(0xff);
-                    self.progress
-                        .stray
-                        .note(|| format!("read of {} bytes at physical {address:#x}", data.len()));
-                }
-                Ok(VcpuExit::MmioWrite(address, data)) => {
-                    idt_may_have_changed = true;
-                    self.progress
-                        .stray
-                        .note(|| format!("write of {} bytes at physical {address:#x}", data.len()));
-                }
-                Ok(VcpuExit::Hlt) => halted = true,
-                Ok(VcpuExit::Debug(arch)) => debug = Some(arch),
-                Ok(VcpuExit::Shutdown) => return Stop::Ended(Ending::TripleFault),
-                Ok(VcpuExit::FailEntry(reason, cpu)) => {
-                    return Stop::Ended(Ending::EntryFailure { reason, cpu });
-                }
-                Ok(VcpuExit::InternalError) => return Stop::Ended(self.internal_error()),
-                Ok(other) => {
-                    return Stop::Ended(Ending::HostError {
-                        what: format!("unexpected VM exit {other:?}"),
-                    });
-                }
-                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
-                    if watchdog.as_ref().is_some_and(Watchdog::fired) {
-                        return Stop::Ended(Ending::Timeout {
-                            limit: self.config.timeout,
-                        });
-                    }
-                    idt_may_have_changed = true;
-                }
+            match self.next_exit(step, watchdog.as_ref()) {
+                Ok(None) => {}
+                Ok(Some(stop)) => return stop,
                 Err(e) => {
                     return Stop::Ended(Ending::HostError {
-                        what: format!("KVM_RUN failed: {e}"),
+                        what: e.to_string(),
                     });
                 }
             }
-            if let Some(port) = to_uart {
-                self.feed_uart(port);
-            }
-            if let Err(what) = self.after_exit(tap_stepping, idt_may_have_changed) {
-                return Stop::Ended(Ending::HostError { what });
-            }
-            if let Some(arch) = debug
-                && arch.exception == 1
-            {
-                if let Some(slot) = self.hw.hit(arch.dr6) {
-                    return if self.hw.is_watchpoint(slot) {
-                        Stop::Watchpoint { slot }
-                    } else {
-                        Stop::HwBreakpoint { slot }
-                    };
-                }
-                if suspended.is_some() {
-                    self.hw.unsuspend();
-                    if let Err(what) = self.apply_debug(step) {
-                        return Stop::Ended(Ending::HostError { what });
-                    }
-                }
-                if self.hw.stepping_watches()
-                    && let Some(slot) = self.stepped_watch_hit()
-                {
-                    return Stop::Watchpoint { slot };
-                }
-                if step {
-                    return Stop::Stepped;
-                }
-                if tap_stepping || suspended.is_some() || self.hw.stepping_watches() {
-                    continue;
-                }
-            }
-            if halted {
-                match self.on_hlt(step) {
-                    Ok(Trap::Handled) => {}
-                    Ok(Trap::Stop(stop)) => return stop,
-                    Ok(Trap::NotOurs) => {
-                        let interrupts_enabled = self
-                            .vcpu
-                            .get_regs()
-                            .map(|r| r.rflags & (1 << 9) != 0)
-                            .unwrap_or(false);
-                        return Stop::Ended(Ending::Halted { interrupts_enabled });
-                    }
-                    Err(what) => return Stop::Ended(Ending::HostError { what }),
-                }
-            }
-            if let Some(arch) = debug
-                && arch.exception != 1
-            {
-                match self.on_debug(arch, step) {
-                    Ok(Some(stop)) => return stop,
-                    Ok(None) => {}
-                    Err(what) => return Stop::Ended(Ending::HostError { what }),
-                }
-            }
-            let busy = self.tap.as_ref().is_some_and(Tap::stepping);
-            if !busy
-                && let Some(flag) = &self.stop_on.interrupt
-                && flag.swap(false, Ordering::SeqCst)
-            {
-                return Stop::Interrupted;
-            }
         }
+        Stop::Ended(Ending::HostError {
+            what: format!("the vCPU exited {} times in one resume", u32::MAX),
+        })
+    }
+
+    /// Run the vCPU to its next exit and act on it; `None` lets the guest go on.
+    fn next_exit(
+        &mut self,
+        step: bool,
+        watchdog: Option<&Watchdog>,
+    ) -> Result<Option<Stop>, RunError> {
+        let before = Before {
+            tap_stepping: self.tap.as_ref().is_some_and(Tap::stepping),
+            hw_suspended: self.hw.suspended().is_some(),
+        };
+        let event = exits::next_event(&mut self.vcpu, &mut self.devices);
+        self.stopped.forget();
+        self.progress.exits += 1;
+        let debug = match event {
+            Event::Ended(ending) => return Ok(Some(Stop::Ended(ending))),
+            Event::Kicked if watchdog.is_some_and(Watchdog::fired) => {
+                let limit = self.config.timeout;
+                return Ok(Some(Stop::Ended(Ending::Timeout { limit })));
+            }
+            Event::Debug(debug) => Some(debug),
+            _ => None,
+        };
+        self.after_exit(before.tap_stepping, event.idt_may_have_changed())?;
+        let flow = match debug {
+            Some(debug) if debug.exception == 1 => self.on_single_step(debug, step, before)?,
+            Some(debug) => self.on_debug(debug, step)?.map_or(Flow::Go, Flow::Stop),
+            None if event == Event::Halted => self.on_halt(step)?,
+            None => Flow::Go,
+        };
+        Ok(match flow {
+            Flow::Stop(stop) => Some(stop),
+            Flow::HostStep => None,
+            Flow::Go => self.interrupt_requested().then_some(Stop::Interrupted),
+        })
+    }
+
+    /// A single-step or hardware-breakpoint exit: gdb's slots, the step that got past a
+    /// suspended slot, a watchpoint checked by stepping, gdb's own step, or the tap's.
+    fn on_single_step(
+        &mut self,
+        debug: DebugExit,
+        step: bool,
+        before: Before,
+    ) -> Result<Flow, RunError> {
+        if let Some(slot) = self.hw.hit(debug.dr6) {
+            return Ok(Flow::Stop(if self.hw.is_watchpoint(slot) {
+                Stop::Watchpoint { slot }
+            } else {
+                Stop::HwBreakpoint { slot }
+            }));
+        }
+        if before.hw_suspended {
+            self.hw.unsuspend();
+            self.apply_debug(step)?;
+        }
+        if self.hw.stepping_watches()
+            && let Some(slot) = self.stepped_watch_hit()
+        {
+            return Ok(Flow::Stop(Stop::Watchpoint { slot }));
+        }
+        if step {
+            return Ok(Flow::Stop(Stop::Stepped));
+        }
+        if before.tap_stepping || before.hw_suspended || self.hw.stepping_watches() {
+            return Ok(Flow::HostStep);
+        }
+        Ok(Flow::Go)
+    }
+
+    /// A `hlt` exit: one of the tap's traps, or the guest halting for good (nothing here
+    /// raises an interrupt).
+    fn on_halt(&mut self, step: bool) -> Result<Flow, RunError> {
+        Ok(match self.on_hlt(step)? {
+            Trap::Handled => Flow::Go,
+            Trap::Stop(stop) => Flow::Stop(stop),
+            Trap::NotOurs => {
+                let interrupts_enabled = self
+                    .vcpu
+                    .get_regs()
+                    .is_ok_and(|r| r.rflags & RFlags::INTERRUPT_FLAG.bits() != 0);
+                Flow::Stop(Stop::Ended(Ending::Halted { interrupts_enabled }))
+            }
+        })
+    }
+
+    /// gdb asked for a stop, and the tap is not in the middle of its own step.
+    fn interrupt_requested(&self) -> bool {
+        !self.tap.as_ref().is_some_and(Tap::stepping)
+            && self
+                .stop_on
+                .interrupt
+                .as_ref()
+                .is_some_and(|flag| flag.swap(false, Ordering::SeqCst))
     }
 
     /// Tap work at every exit: end a single-step, and re-check the IDT where it may have
     /// changed.
-    fn after_exit(&mut self, stepping: bool, idt_may_have_changed: bool) -> Result<(), String> {
+    fn after_exit(&mut self, stepping: bool, idt_may_have_changed: bool) -> Result<(), RunError> {
         let Some(tap) = &mut self.tap else {
             return Ok(());
         };
         if stepping {
-            tap.end_step(&self.vcpu, &self.mem)
-                .map_err(|e| e.to_string())?;
+            tap.end_step(&self.vcpu, &self.mem)?;
         }
         if idt_may_have_changed {
-            tap.check(&self.vcpu, &self.mem)
-                .map_err(|e| e.to_string())?;
+            tap.check(&self.vcpu, &self.mem)?;
         }
         Ok(())
     }
 
     /// A `hlt` exit: one of the tap's traps (RIP is past the one-byte `hlt`), or the guest
     /// halting.
-    fn on_hlt(&mut self, step: bool) -> Result<Trap, String> {
+    fn on_hlt(&mut self, step: bool) -> Result<Trap, RunError> {
         let Some(tap) = &self.tap else {
             return Ok(Trap::NotOurs);
         };
         if tap.kind() != TrapKind::Hlt {
             return Ok(Trap::NotOurs);
         }
-        let regs = self
-            .vcpu
-            .get_regs()
-            .map_err(|e| format!("KVM_GET_REGS: {e}"))?;
-        let sregs = self
-            .vcpu
-            .get_sregs()
-            .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+        let regs = self.vcpu.get_regs().map_err(kvm("KVM_GET_REGS"))?;
+        let sregs = self.vcpu.get_sregs().map_err(kvm("KVM_GET_SREGS"))?;
         let hit = [regs.rip.wrapping_sub(1), regs.rip]
             .into_iter()
             .map(|at| tap.classify(&self.mem, &sregs, at))
@@ -472,41 +436,35 @@ impl Vm {
 
     /// A debug exit other than a single-step: an int3 trap of the tap or a breakpoint, or
     /// the guest's own int3, which goes back to the guest as the #BP it would have raised.
-    fn on_debug(&mut self, arch: kvm_debug_exit_arch, step: bool) -> Result<Option<Stop>, String> {
-        let sregs = self
-            .vcpu
-            .get_sregs()
-            .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
+    fn on_debug(&mut self, arch: DebugExit, step: bool) -> Result<Option<Stop>, RunError> {
+        let sregs = self.vcpu.get_sregs().map_err(kvm("KVM_GET_SREGS"))?;
         let hit = match &self.tap {
             Some(tap) if arch.exception == 3 => tap.classify(&self.mem, &sregs, arch.pc),
             _ => Hit::NotOurs,
         };
         if hit != Hit::NotOurs {
-            let regs = self
-                .vcpu
-                .get_regs()
-                .map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+            let regs = self.vcpu.get_regs().map_err(kvm("KVM_GET_REGS"))?;
             return match self.on_trap(hit, regs, &sregs, step)? {
                 Trap::Stop(stop) => Ok(Some(stop)),
                 _ => Ok(None),
             };
         }
         if arch.exception != 3 {
-            return Err(format!(
-                "unexpected debug exit (exception {} at {:#x})",
-                arch.exception, arch.pc
-            ));
+            return Err(RunError::UnexpectedDebug {
+                exception: arch.exception,
+                pc: arch.pc,
+            });
         }
         let mut events = self
             .vcpu
             .get_vcpu_events()
-            .map_err(|e| format!("KVM_GET_VCPU_EVENTS: {e}"))?;
+            .map_err(kvm("KVM_GET_VCPU_EVENTS"))?;
         events.exception.injected = 1;
         events.exception.nr = 3;
         events.exception.has_error_code = 0;
         self.vcpu
             .set_vcpu_events(&events)
-            .map_err(|e| format!("re-injecting the guest's own #BP: {e}"))?;
+            .map_err(RunError::ReinjectBreakpoint)?;
         Ok(None)
     }
 
@@ -518,14 +476,12 @@ impl Vm {
         mut regs: kvm_regs,
         sregs: &kvm_sregs,
         step: bool,
-    ) -> Result<Trap, String> {
+    ) -> Result<Trap, RunError> {
         let (gpa, handler, breakpoint) = match hit {
             Hit::NotOurs => return Ok(Trap::NotOurs),
             Hit::Breakpoint { at, .. } => {
                 regs.rip = at.raw();
-                self.vcpu
-                    .set_regs(&regs)
-                    .map_err(|e| format!("KVM_SET_REGS: {e}"))?;
+                self.vcpu.set_regs(&regs).map_err(kvm("KVM_SET_REGS"))?;
                 return Ok(Trap::Stop(Stop::Breakpoint));
             }
             Hit::Handler {
@@ -555,9 +511,7 @@ impl Vm {
             None
         };
         if stop.is_some() {
-            self.vcpu
-                .set_regs(&regs)
-                .map_err(|e| format!("KVM_SET_REGS: {e}"))?;
+            self.vcpu.set_regs(&regs).map_err(kvm("KVM_SET_REGS"))?;
             let frame = record.frame;
             self.held = Some(Held {
                 gpa,
@@ -568,8 +522,7 @@ impl Vm {
                 interrupted_ss: frame.map_or(sregs.ss.selector, |f| f.ss),
             });
         } else {
-            tap.deliver(&self.vcpu, &self.mem, regs, sregs, gpa)
-                .map_err(|e| e.to_string())?;
+            tap.deliver(&self.vcpu, &self.mem, regs, sregs, gpa)?;
         }
         self.log_exception(record, sregs);
         Ok(stop.map_or(Trap::Handled, Trap::Stop))

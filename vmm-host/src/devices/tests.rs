@@ -1,0 +1,92 @@
+use super::*;
+use crate::console::DEFAULT_LIMIT;
+
+fn devices() -> Devices {
+    Devices::new(ConsoleSink::new(false, None, DEFAULT_LIMIT).unwrap()).unwrap()
+}
+
+#[test]
+fn a_byte_to_thr_is_transmitted() {
+    let mut d = devices();
+    assert_eq!(d.port_write(0x3f8, b"A"), PortWrite::Done);
+    assert_eq!(d.com1.sink().captured(), b"A");
+    assert_eq!(d.stray, StrayAccesses::default());
+}
+
+#[test]
+fn a_wide_out_writes_consecutive_registers() {
+    let mut d = devices();
+    // `out dx, ax` with AX = 0x0103 at 0x3fb: LCR (0x3fb) gets 0x03, MCR (0x3fc) 0x01.
+    d.port_write(0x3fb, &[0x03, 0x01]);
+    let mut both = [0; 2];
+    d.port_read(0x3fb, &mut both);
+    assert_eq!(both, [0x03, 0x01]);
+    assert_eq!(d.com1.sink().captured(), b"", "nothing reached THR");
+    assert_eq!(d.stray.count, 0);
+}
+
+#[test]
+fn bytes_past_com1_are_stray() {
+    let mut d = devices();
+    d.port_write(0x3ff, &[0x11, 0x22]);
+    assert_eq!(d.stray.count, 1);
+    assert_eq!(d.stray.first.as_deref(), Some("out 0x22 to port 0x400"));
+}
+
+#[test]
+fn the_debug_exit_port_ends_the_run_with_the_low_byte() {
+    let mut d = devices();
+    assert_eq!(d.port_write(0xf4, &[7]), PortWrite::Exit { code: 7 });
+    assert_eq!(d.stray.count, 0);
+    assert_eq!(
+        d.port_write(0xf4, &[1, 1, 0, 0]),
+        PortWrite::Exit { code: 1 }
+    );
+    assert_eq!(d.stray.count, 1, "the ignored upper bytes are reported");
+}
+
+#[test]
+fn unknown_ports_are_stray_and_read_as_all_ones() {
+    let mut d = devices();
+    assert_eq!(d.port_write(0x80, &[0x34, 0x12]), PortWrite::Done);
+    let mut data = [0; 4];
+    d.port_read(0x61, &mut data);
+    assert_eq!(data, [0xff; 4]);
+    assert_eq!(d.stray.count, 2);
+    assert_eq!(d.stray.first.as_deref(), Some("out 0x1234 to port 0x80"));
+    let mut exit_port = [0];
+    d.port_read(0xf4, &mut exit_port);
+    assert_eq!(exit_port, [0xff], "the debug-exit port is write-only");
+}
+
+#[test]
+fn a_read_from_com1_sees_its_registers() {
+    let mut d = devices();
+    let mut lsr = [0];
+    d.port_read(0x3fd, &mut lsr);
+    assert_eq!(lsr, [0x60], "transmitter empty and idle");
+    assert_eq!(d.stray.count, 0);
+}
+
+#[test]
+fn accesses_at_the_top_of_the_port_space_wrap_without_panicking() {
+    let mut d = devices();
+    d.port_write(0xffff, &[1, 2, 3, 4]);
+    let mut data = [0; 4];
+    d.port_read(0xffff, &mut data);
+    assert_eq!(data, [0xff; 4]);
+}
+
+#[test]
+fn mmio_reaches_no_device_yet() {
+    let mut d = devices();
+    let mut data = [0; 4];
+    d.mmio_read(Gpa::new(0xfee0_0030), &mut data);
+    assert_eq!(data, [0xff; 4]);
+    d.mmio_write(Gpa::new(0xb8000), &[0x41]);
+    assert_eq!(d.stray.count, 2);
+    assert_eq!(
+        d.stray.first.as_deref(),
+        Some("read of 4 bytes at physical 0xfee00030")
+    );
+}
