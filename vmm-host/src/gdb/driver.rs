@@ -4,7 +4,7 @@
 
 use super::arch::GdbRegId;
 use super::connection::GdbLink;
-use super::target::GdbTarget;
+use super::target::{GdbTarget, TargetFault};
 use crate::vm::{Resume, Stop};
 use gdbstub::common::Signal;
 use gdbstub::conn::ConnectionExt;
@@ -16,7 +16,7 @@ use gdbstub::stub::{DisconnectReason, GdbStub, GdbStubError, MultiThreadStopReas
 pub enum DriveError {
     /// gdbstub refused a packet or could not answer it.
     #[error(transparent)]
-    Stub(#[from] GdbStubError<String, std::io::Error>),
+    Stub(#[from] GdbStubError<TargetFault, std::io::Error>),
     #[error("the gdb connection failed: {0}")]
     Connection(#[from] std::io::Error),
 }

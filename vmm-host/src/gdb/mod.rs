@@ -7,6 +7,7 @@
 
 mod arch;
 mod connection;
+mod debuggable;
 mod driver;
 mod interrupt;
 mod monitor;
@@ -15,11 +16,12 @@ mod target;
 
 pub use arch::{GdbRegisters, X86_64Kvm};
 pub use connection::{GdbConnection, GdbLink, PACKET_SIZE};
+pub use debuggable::{Debuggable, Inspect};
 pub use monitor::parse_number;
 pub use target::signal_for;
 
 use crate::ending::Ending;
-use crate::vm::{Resume, Stop, StopOn, Vm};
+use crate::vm::{Resume, Stop, StopOn};
 use gdbstub::stub::{DisconnectReason, GdbStub};
 use interrupt::Interrupter;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -130,7 +132,7 @@ impl GdbServer {
     /// instruction until gdb lets it go; without, it runs until gdb connects, an exception
     /// in `vm.stop_on.catch` stops it (the host then waits for gdb), or it ends. Afterwards
     /// `vm.run()` takes the guest to its end (at once if it already ended).
-    pub fn serve(self, vm: &mut Vm, wait: bool) -> Result<SessionEnd, GdbError> {
+    pub fn serve(self, vm: &mut dyn Inspect, wait: bool) -> Result<SessionEnd, GdbError> {
         if !vm.tap_enabled() {
             return Err(GdbError::NoTap);
         }
@@ -145,7 +147,7 @@ impl GdbServer {
                 "gdb: listening on {addr}; the guest runs (connect with `target remote {addr}`)"
             );
             let watcher = Interrupter::new(self.listener.as_raw_fd());
-            vm.stop_on.interrupt = Some(watcher.flag());
+            vm.stop_on().interrupt = Some(watcher.flag());
             loop {
                 watcher.arm();
                 let stop = vm.resume(Resume::Continue);
@@ -166,7 +168,7 @@ impl GdbServer {
                         break;
                     }
                     Stop::Ended(_) => {
-                        vm.stop_on = StopOn::default();
+                        *vm.stop_on() = StopOn::default();
                         return Ok(SessionEnd::NoClient);
                     }
                     _ => {}
@@ -178,7 +180,7 @@ impl GdbServer {
         // One client at a time: later connections are refused once the listener is gone.
         drop(self.listener);
         let end = session(vm, stream);
-        vm.stop_on = StopOn::default();
+        *vm.stop_on() = StopOn::default();
         if matches!(end, SessionEnd::Detached | SessionEnd::Lost(_)) {
             vm.clear_debug_state();
         }
@@ -192,7 +194,7 @@ impl GdbServer {
 /// Packets gdbstub cannot parse that a session survives before it gives up on the client.
 const MAX_REFUSED_PACKETS: u32 = 1000;
 
-fn session(vm: &mut Vm, stream: TcpStream) -> SessionEnd {
+fn session(vm: &mut dyn Inspect, stream: TcpStream) -> SessionEnd {
     let physical = Arc::new(AtomicBool::new(false));
     let mut conn = match GdbConnection::new(stream, physical.clone()) {
         Ok(conn) => conn,
@@ -241,25 +243,6 @@ fn session(vm: &mut Vm, stream: TcpStream) -> SessionEnd {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_bare_port_listens_on_loopback() {
-        let listen: ListenAddr = "1234".parse().unwrap();
-        assert_eq!(listen.addr, "127.0.0.1:1234".parse().unwrap());
-        assert!(!listen.explicit);
-        let listen: ListenAddr = "0.0.0.0:99".parse().unwrap();
-        assert!(listen.explicit);
-        let listen: ListenAddr = "[::1]:99".parse().unwrap();
-        assert!(listen.addr.ip().is_loopback());
-    }
-
-    #[test]
-    fn garbage_is_an_error() {
-        for bad in ["", "host", "1234567", "1.2.3.4", "localhost:x"] {
-            let err = bad.parse::<ListenAddr>().unwrap_err();
-            assert!(err.to_string().contains("is not [ADDR:]PORT"), "{err}");
-        }
-    }
-}
+mod fake;
+#[cfg(test)]
+mod tests;

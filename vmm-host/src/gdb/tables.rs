@@ -1,12 +1,12 @@
 //! The IDT and GDT as the CPU reads them, for `monitor idt` and `monitor gdt`.
 
+use super::debuggable::Inspect;
 use crate::addr::Gva;
 use crate::tap::{EXCEPTION_VECTORS, Gate, Idtr};
-use crate::vm::Vm;
 use std::fmt::Write as _;
 
 /// The 32 exception gates, each with where its handler is.
-pub fn idt(vm: &Vm) -> Result<String, String> {
+pub fn idt(vm: &dyn Inspect) -> Result<String, String> {
     let cpu = vm.registers().map_err(|e| e.to_string())?;
     let idtr = Idtr {
         base: Gva::new(cpu.sregs.idt.base),
@@ -130,7 +130,7 @@ pub fn decode(selector: u16, low: u64, high: u64) -> Descriptor {
 }
 
 /// Every descriptor inside the GDT limit (at most 64 are listed).
-pub fn gdt(vm: &Vm) -> Result<String, String> {
+pub fn gdt(vm: &dyn Inspect) -> Result<String, String> {
     let cpu = vm.registers().map_err(|e| e.to_string())?;
     let base = Gva::new(cpu.sregs.gdt.base);
     let limit = u64::from(cpu.sregs.gdt.limit);

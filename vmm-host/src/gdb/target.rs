@@ -2,12 +2,13 @@
 //! physical in QEMU's PhyMemMode), breakpoints through the tap, monitor commands.
 
 use super::arch::{GdbRegId, GdbRegisters, X86_64Kvm};
+use super::debuggable::Inspect;
 use super::interrupt::Interrupter;
 use super::monitor;
 use crate::addr::{Gpa, Gva};
 use crate::catch::VectorSet;
 use crate::ending::Ending;
-use crate::vm::{HwKind, Resume, Stop, Vm};
+use crate::vm::{DebugError, HwKind, Resume, Stop};
 use gdbstub::common::{Signal, Tid};
 use gdbstub::stub::MultiThreadStopReason;
 use gdbstub::target::ext::base::BaseOps;
@@ -52,13 +53,39 @@ fn signal_for_ending(ending: &Ending) -> Signal {
     }
 }
 
-/// gdb only sees an error code; the reason goes to the host's terminal.
-fn note(text: String) {
-    eprintln!("gdb: {text}");
+/// What a gdb request failed on.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetFault {
+    #[error("there is no thread {0}: this VM has one vCPU, thread 1")]
+    NoSuchThread(usize),
+    #[error("cannot read the vCPU's registers: {0}")]
+    ReadRegisters(DebugError),
+    #[error("cannot set the registers: {0}")]
+    WriteRegisters(DebugError),
+    #[error("there is no register {0} in this architecture's list")]
+    NoSuchRegister(usize),
+    #[error("cannot access memory at {addr:#x}: {error}")]
+    Memory { addr: u64, error: DebugError },
+}
+
+/// The one place that decides what a failed request does to the session: a vCPU whose
+/// registers cannot be read ends it; anything else is answered with an error packet, and
+/// gdb, which sees only a number, has the reason printed on the host's terminal.
+pub(super) fn answer(fault: TargetFault) -> TargetError<TargetFault> {
+    match fault {
+        TargetFault::ReadRegisters(_) => TargetError::Fatal(fault),
+        // EFAULT: gdb says "Cannot access memory at address …".
+        TargetFault::Memory { .. } => TargetError::Errno(14),
+        TargetFault::WriteRegisters(_) => {
+            eprintln!("gdb: {fault}");
+            TargetError::NonFatal
+        }
+        TargetFault::NoSuchThread(_) | TargetFault::NoSuchRegister(_) => TargetError::NonFatal,
+    }
 }
 
 pub struct GdbTarget<'a> {
-    pub vm: &'a mut Vm,
+    pub vm: &'a mut dyn Inspect,
     /// QEMU's `Qqemu.PhyMemMode:1`: memory packets address guest-physical memory.
     pub physical: Arc<AtomicBool>,
     pub interrupter: Interrupter,
@@ -68,8 +95,12 @@ pub struct GdbTarget<'a> {
 }
 
 impl<'a> GdbTarget<'a> {
-    pub fn new(vm: &'a mut Vm, physical: Arc<AtomicBool>, interrupter: Interrupter) -> Self {
-        vm.stop_on.interrupt = Some(interrupter.flag());
+    pub fn new(
+        vm: &'a mut dyn Inspect,
+        physical: Arc<AtomicBool>,
+        interrupter: Interrupter,
+    ) -> Self {
+        vm.stop_on().interrupt = Some(interrupter.flag());
         Self {
             vm,
             physical,
@@ -80,7 +111,7 @@ impl<'a> GdbTarget<'a> {
     }
 
     pub fn catch(&mut self) -> &mut VectorSet {
-        &mut self.vm.stop_on.catch
+        &mut self.vm.stop_on().catch
     }
 
     pub(super) fn stop_reason(&mut self, stop: Stop) -> MultiThreadStopReason<u64> {
@@ -125,18 +156,47 @@ impl<'a> GdbTarget<'a> {
         }
     }
 
-    fn read_memory(&self, start: u64, data: &mut [u8]) -> Result<usize, crate::vm::DebugError> {
-        if self.physical.load(Ordering::SeqCst) {
+    fn read_memory(&self, start: u64, data: &mut [u8]) -> Result<usize, TargetFault> {
+        let read = if self.physical.load(Ordering::SeqCst) {
             self.vm.read_physical(Gpa::new(start), data)
         } else {
             self.vm.read_virtual(Gva::new(start), data)
+        };
+        read.map_err(|error| TargetFault::Memory { addr: start, error })
+    }
+
+    fn write_memory(&mut self, start: u64, data: &[u8]) -> Result<(), TargetFault> {
+        let written = if self.physical.load(Ordering::SeqCst) {
+            self.vm.write_physical(Gpa::new(start), data)
+        } else {
+            self.vm.write_virtual(Gva::new(start), data)
+        };
+        written.map_err(|error| TargetFault::Memory { addr: start, error })
+    }
+
+    fn registers(&self) -> Result<crate::vm::Registers, TargetFault> {
+        self.vm.registers().map_err(TargetFault::ReadRegisters)
+    }
+
+    fn set_registers(&mut self, new: &crate::vm::Registers) -> Result<(), TargetFault> {
+        self.vm
+            .set_registers(new)
+            .map_err(TargetFault::WriteRegisters)
+    }
+
+    fn write_register(&mut self, reg: usize, value: &[u8]) -> Result<(), TargetFault> {
+        let base = self.registers()?;
+        let mut regs = GdbRegisters::from_vcpu(&base);
+        if !regs.set(reg, value) {
+            return Err(TargetFault::NoSuchRegister(reg));
         }
+        self.set_registers(&regs.to_vcpu(&base))
     }
 }
 
 impl Target for GdbTarget<'_> {
     type Arch = X86_64Kvm;
-    type Error = String;
+    type Error = TargetFault;
 
     fn base_ops(&mut self) -> BaseOps<'_, Self::Arch, Self::Error> {
         BaseOps::MultiThread(self)
@@ -152,32 +212,25 @@ impl Target for GdbTarget<'_> {
 }
 
 /// One vCPU today; every request still names the one it means, and others are refused.
-fn check_vcpu(tid: Tid) -> Result<(), ()> {
-    if tid.get() == 1 { Ok(()) } else { Err(()) }
+fn check_vcpu(tid: Tid) -> Result<(), TargetError<TargetFault>> {
+    if tid.get() == 1 {
+        Ok(())
+    } else {
+        Err(answer(TargetFault::NoSuchThread(tid.get())))
+    }
 }
 
 impl MultiThreadBase for GdbTarget<'_> {
     fn read_registers(&mut self, regs: &mut GdbRegisters, tid: Tid) -> TargetResult<(), Self> {
-        check_vcpu(tid).map_err(|_| TargetError::NonFatal)?;
-        let cpu = self
-            .vm
-            .registers()
-            .map_err(|e| TargetError::Fatal(e.to_string()))?;
-        *regs = GdbRegisters::from_vcpu(&cpu);
+        check_vcpu(tid)?;
+        *regs = GdbRegisters::from_vcpu(&self.registers().map_err(answer)?);
         Ok(())
     }
 
     fn write_registers(&mut self, regs: &GdbRegisters, tid: Tid) -> TargetResult<(), Self> {
-        check_vcpu(tid).map_err(|_| TargetError::NonFatal)?;
-        let base = self
-            .vm
-            .registers()
-            .map_err(|e| TargetError::Fatal(e.to_string()))?;
-        if let Err(e) = self.vm.set_registers(&regs.to_vcpu(&base)) {
-            note(e.to_string());
-            return Err(TargetError::NonFatal);
-        }
-        Ok(())
+        check_vcpu(tid)?;
+        let base = self.registers().map_err(answer)?;
+        self.set_registers(&regs.to_vcpu(&base)).map_err(answer)
     }
 
     fn support_single_register_access(&mut self) -> Option<SingleRegisterAccessOps<'_, Tid, Self>> {
@@ -185,20 +238,13 @@ impl MultiThreadBase for GdbTarget<'_> {
     }
 
     fn read_addrs(&mut self, start: u64, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {
-        check_vcpu(tid).map_err(|_| TargetError::NonFatal)?;
-        // EFAULT: gdb says "Cannot access memory at address …".
-        self.read_memory(start, data)
-            .map_err(|_| TargetError::Errno(14))
+        check_vcpu(tid)?;
+        self.read_memory(start, data).map_err(answer)
     }
 
     fn write_addrs(&mut self, start: u64, data: &[u8], tid: Tid) -> TargetResult<(), Self> {
-        check_vcpu(tid).map_err(|_| TargetError::NonFatal)?;
-        let result = if self.physical.load(Ordering::SeqCst) {
-            self.vm.write_physical(Gpa::new(start), data)
-        } else {
-            self.vm.write_virtual(Gva::new(start), data)
-        };
-        result.map_err(|_| TargetError::Errno(14))
+        check_vcpu(tid)?;
+        self.write_memory(start, data).map_err(answer)
     }
 
     fn list_active_threads(
@@ -223,12 +269,8 @@ impl SingleRegisterAccess<Tid> for GdbTarget<'_> {
         reg_id: GdbRegId,
         buf: &mut [u8],
     ) -> TargetResult<usize, Self> {
-        check_vcpu(tid).map_err(|_| TargetError::NonFatal)?;
-        let cpu = self
-            .vm
-            .registers()
-            .map_err(|e| TargetError::Fatal(e.to_string()))?;
-        let value = GdbRegisters::from_vcpu(&cpu);
+        check_vcpu(tid)?;
+        let value = GdbRegisters::from_vcpu(&self.registers().map_err(answer)?);
         let bytes = value.get(reg_id.0);
         let n = bytes.len().min(buf.len());
         buf[..n].copy_from_slice(&bytes[..n]);
@@ -236,20 +278,8 @@ impl SingleRegisterAccess<Tid> for GdbTarget<'_> {
     }
 
     fn write_register(&mut self, tid: Tid, reg_id: GdbRegId, val: &[u8]) -> TargetResult<(), Self> {
-        check_vcpu(tid).map_err(|_| TargetError::NonFatal)?;
-        let base = self
-            .vm
-            .registers()
-            .map_err(|e| TargetError::Fatal(e.to_string()))?;
-        let mut regs = GdbRegisters::from_vcpu(&base);
-        if !regs.set(reg_id.0, val) {
-            return Err(TargetError::NonFatal);
-        }
-        if let Err(e) = self.vm.set_registers(&regs.to_vcpu(&base)) {
-            note(e.to_string());
-            return Err(TargetError::NonFatal);
-        }
-        Ok(())
+        check_vcpu(tid)?;
+        GdbTarget::write_register(self, reg_id.0, val).map_err(answer)
     }
 }
 
@@ -319,7 +349,7 @@ impl SwBreakpoint for GdbTarget<'_> {
         match self.vm.add_breakpoint(Gva::new(addr)) {
             Ok(()) => Ok(true),
             Err(e) => {
-                note(format!("breakpoint at {addr:#x}: {e}"));
+                eprintln!("gdb: breakpoint at {addr:#x}: {e}");
                 Ok(false)
             }
         }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod remote;
+pub mod rsp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,5 +1,6 @@
 //! A vmm-host serving gdb, and a raw remote-protocol client for packets gdb would never send.
 
+pub use super::rsp::packet_bytes;
 use super::vmm_host;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -68,16 +69,6 @@ impl Host {
 /// One packet with its checksum.
 pub fn packet(body: &str) -> String {
     String::from_utf8_lossy(&packet_bytes(body.as_bytes())).into_owned()
-}
-
-/// One packet with its checksum, for bodies that are not text.
-pub fn packet_bytes(body: &[u8]) -> Vec<u8> {
-    let sum = body.iter().fold(0u8, |s, &b| s.wrapping_add(b));
-    let mut framed = Vec::with_capacity(body.len() + 4);
-    framed.push(b'$');
-    framed.extend_from_slice(body);
-    framed.extend(format!("#{sum:02x}").bytes());
-    framed
 }
 
 pub fn exchange(stream: &mut TcpStream, raw: &str) -> String {
