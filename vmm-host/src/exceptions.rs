@@ -2,35 +2,15 @@
 //! vector, and the records worth a detailed report (the first of each kind, and those still
 //! being handled when the run ended).
 
-use crate::addr::Gva;
-use crate::analysis::Analysis;
-use crate::history::History;
-use crate::tap::{ExceptionRecord, TapStats, TrapKind};
+use crate::analysis::{Analysis, Captured};
+use crate::history::{Brief, History};
+use crate::tap::{TapStats, TrapKind};
 use abi::exception;
 use std::collections::HashSet;
 use std::fmt;
 
 /// Detailed reports of distinct kinds of exception kept per run.
 pub const DETAILED_LIMIT: usize = 16;
-
-/// One exception in brief: what QEMU's `-d int` prints for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Brief {
-    pub seq: u64,
-    pub vector: u8,
-    pub error: Option<u64>,
-    pub cr2: u64,
-    pub rip: Gva,
-    pub cpl: Option<u8>,
-    pub depth: usize,
-}
-
-/// A record and what the host worked out about it.
-#[derive(Debug, Clone)]
-pub struct Captured {
-    pub record: ExceptionRecord,
-    pub analysis: Option<Analysis>,
-}
 
 /// What makes two exceptions "the same kind" for the console: vector, the privilege level
 /// they came from, nesting, and for page faults the access and where the walk stopped.
@@ -214,7 +194,8 @@ impl fmt::Display for Detailed<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tap::{ControlRegisters, Frame};
+    use crate::addr::Gva;
+    use crate::tap::{ControlRegisters, ExceptionRecord, Frame};
 
     /// A top-level exception with no analysis; `outer` lists the ones being handled.
     fn captured(seq: u64, vector: u8, outer: Vec<u64>) -> Captured {

@@ -2,8 +2,20 @@
 //! millions of exceptions, so the history keeps the first ones (how the trouble started) and
 //! a ring of the latest (where it is now), and counts those dropped between them.
 
-use crate::exceptions::Brief;
+use crate::addr::Gva;
 use std::collections::VecDeque;
+
+/// One exception in brief: what QEMU's `-d int` prints for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Brief {
+    pub seq: u64,
+    pub vector: u8,
+    pub error: Option<u64>,
+    pub cr2: u64,
+    pub rip: Gva,
+    pub cpl: Option<u8>,
+    pub depth: usize,
+}
 
 /// Exceptions kept from the start of the run.
 pub const FIRST_KEPT: usize = 1 << 16;

@@ -17,6 +17,7 @@ pub mod hypervisor;
 pub mod layout;
 pub mod loader;
 pub mod paging;
+pub mod registers;
 pub mod report;
 #[cfg(test)]
 mod robustness;

@@ -3,8 +3,57 @@
 //! The only way from a [`Gva`] to guest bytes: walk, then read the [`Gpa`] the walk found.
 
 use crate::addr::{Gpa, Gva};
-use crate::paging::{self, Cr3, PagingMode, Walk, WalkEnd};
-use crate::tap::GuestView;
+use crate::paging::{self, Cr3, PagingMode, PhysMemory, Walk, WalkEnd};
+use vm_memory::{Bytes, GuestMemoryMmap};
+
+/// Bytes the host itself put into guest RAM (the tap's trap bytes), which the guest must
+/// never be seen to have.
+pub trait HostBytes: std::fmt::Debug {
+    /// Put the guest's own bytes back into `buf`, which was read from `start`.
+    fn hide(&self, start: Gpa, buf: &mut [u8]);
+}
+
+/// Guest RAM as the guest believes it is: trap bytes hidden.
+#[derive(Debug, Clone, Copy)]
+pub struct GuestView<'a> {
+    pub ram: &'a GuestMemoryMmap,
+    pub patches: Option<&'a dyn HostBytes>,
+}
+
+impl<'a> GuestView<'a> {
+    pub fn new(ram: &'a GuestMemoryMmap, patches: Option<&'a dyn HostBytes>) -> Self {
+        Self { ram, patches }
+    }
+
+    /// Fill `buf` from `gpa`; false when any byte is outside guest RAM.
+    pub fn read(&self, gpa: Gpa, buf: &mut [u8]) -> bool {
+        if self.ram.read_slice(buf, gpa.guest_address()).is_err() {
+            return false;
+        }
+        if let Some(patches) = self.patches {
+            patches.hide(gpa, buf);
+        }
+        true
+    }
+}
+
+impl PhysMemory for GuestView<'_> {
+    fn read_u64(&self, gpa: Gpa) -> Option<u64> {
+        let mut raw = [0u8; 8];
+        self.read(gpa, &mut raw).then(|| u64::from_le_bytes(raw))
+    }
+
+    fn read_table(&self, table: Gpa, out: &mut [u64; 512]) -> bool {
+        let mut raw = [0u8; 4096];
+        if !self.read(table, &mut raw) {
+            return false;
+        }
+        for (entry, bytes) in out.iter_mut().zip(raw.chunks_exact(8)) {
+            *entry = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
+        }
+        true
+    }
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum VirtError {

@@ -7,7 +7,7 @@ use crate::paging::{
     AuditOptions, CpuPaging, Cr3, Finding, Level, PagingMode, WalkEnd, audit_with, walk,
 };
 use crate::robustness::cases;
-use crate::tap::GuestView;
+use crate::virt::GuestView;
 use proptest::prelude::*;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 

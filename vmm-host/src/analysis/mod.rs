@@ -7,16 +7,23 @@ mod explain;
 mod instruction;
 
 pub use diff::{Change, Diff, Snapshot};
-pub use instruction::{Instruction, MemoryOperand, RegisterFile, decode_at, decode_bytes};
+pub use instruction::{Instruction, MemoryOperand, decode_at, decode_bytes};
 
 use crate::addr::{Gpa, Gva};
-use crate::exceptions::Captured;
 use crate::paging::{self, Audit, Walk};
+use crate::registers::RegisterFile;
 use crate::symbols::{Location, Symbolizer};
 use crate::tap::ExceptionRecord;
 use crate::virt::AddressSpace;
 use std::cell::OnceCell;
 use std::fmt;
+
+/// A record and what the host worked out about it.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub record: ExceptionRecord,
+    pub analysis: Option<Analysis>,
+}
 
 /// Callers followed through saved frame pointers, at most.
 const BACKTRACE_DEPTH: usize = 8;

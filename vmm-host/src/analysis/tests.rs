@@ -3,7 +3,8 @@
 
 use super::*;
 use crate::paging::{Cr3, PagingMode, WalkEnd};
-use crate::tap::{ControlRegisters, ExceptionRecord, Frame, GuestView};
+use crate::tap::{ControlRegisters, ExceptionRecord, Frame};
+use crate::virt::GuestView;
 use kvm_bindings::kvm_regs;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 

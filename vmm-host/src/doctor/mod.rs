@@ -156,3 +156,13 @@ impl fmt::Display for DoctorReport {
         Ok(())
     }
 }
+
+/// The tap's trap byte on this machine: `int3` where a throw-away VM shows KVM reports it
+/// as a debug exit, `hlt` otherwise. Probed once per process.
+pub fn trap_kind(kvm: &kvm_ioctls::Kvm) -> crate::tap::TrapKind {
+    static KIND: std::sync::OnceLock<crate::tap::TrapKind> = std::sync::OnceLock::new();
+    *KIND.get_or_init(|| match probes::int3(kvm).verdict {
+        Verdict::Yes => crate::tap::TrapKind::Int3,
+        _ => crate::tap::TrapKind::Hlt,
+    })
+}

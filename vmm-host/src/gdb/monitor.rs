@@ -2,8 +2,8 @@
 //! and audits, IDT and GDT, decoded control registers, the exception history and the
 //! host's explanation of the last exception).
 
+use super::debuggable::Inspect;
 use super::tables;
-use super::target::GdbTarget;
 use crate::addr::{Gpa, Gva};
 use crate::catch::VectorSet;
 use crate::cpu_state::{cr0_bits, cr4_bits, efer_bits, rflags_bits};
@@ -30,23 +30,23 @@ vmm-host monitor commands:
   help                   this list";
 
 /// Run one monitor command line; the answer is text for gdb's console.
-pub fn run(target: &mut GdbTarget<'_>, line: &str) -> String {
+pub fn run(vm: &mut dyn Inspect, line: &str) -> String {
     let mut words = line.split_whitespace();
     let command = words.next().unwrap_or("help");
     let args: Vec<&str> = words.collect();
     let result = match command {
         "help" => Ok(HELP.to_string()),
-        "walk" => walk(target, &args),
-        "audit" => audit(target, false),
-        "maps" => audit(target, true),
-        "idt" => tables::idt(&*target.vm),
-        "gdt" => tables::gdt(&*target.vm),
-        "regs" => regs(target),
-        "phys" => phys(target, &args),
-        "explain" => Ok(explain(target)),
-        "history" => history(target, &args),
-        "catch" => catch(target, &args),
-        "diff" => Ok(diff(target)),
+        "walk" => walk(vm, &args),
+        "audit" => audit(vm, false),
+        "maps" => audit(vm, true),
+        "idt" => tables::idt(vm),
+        "gdt" => tables::gdt(vm),
+        "regs" => regs(vm),
+        "phys" => phys(vm, &args),
+        "explain" => Ok(explain(vm)),
+        "history" => history(vm, &args),
+        "catch" => catch(vm, &args),
+        "diff" => Ok(diff(vm)),
         other => Err(format!(
             "unknown monitor command `{other}`; `monitor help` lists them"
         )),
@@ -66,37 +66,35 @@ pub fn parse_number(text: &str) -> Result<u64, String> {
     parsed.map_err(|_| format!("`{text}` is not a number (use 0x… for hex)"))
 }
 
-fn walk(target: &mut GdbTarget<'_>, args: &[&str]) -> Result<String, String> {
+fn walk(vm: &mut dyn Inspect, args: &[&str]) -> Result<String, String> {
     let [what] = args else {
         return Err("usage: walk ADDR (or cr2, rip, rsp)".into());
     };
-    let regs = target.vm.registers().map_err(|e| e.to_string())?;
+    let regs = vm.registers().map_err(|e| e.to_string())?;
     let gva = match *what {
         "cr2" => regs.sregs.cr2,
         "rip" => regs.regs.rip,
         "rsp" => regs.regs.rsp,
         other => parse_number(other)?,
     };
-    let space = target
-        .vm
+    let space = vm
         .current_space()
         .map_err(|e| e.to_string())?
         .ok_or("paging is off (CR0.PG = 0): virtual addresses are physical")?;
     let walk = space.walk(Gva::new(gva));
     let mut text = walk.to_string();
-    if let Some(symbol) = target.vm.symbol(Gva::new(gva)) {
+    if let Some(symbol) = vm.symbol(Gva::new(gva)) {
         let _ = write!(text, "\n  {gva:#x} is in {symbol}");
     }
     Ok(text)
 }
 
-fn audit(target: &mut GdbTarget<'_>, maps: bool) -> Result<String, String> {
-    let space = target
-        .vm
+fn audit(vm: &mut dyn Inspect, maps: bool) -> Result<String, String> {
+    let space = vm
         .current_space()
         .map_err(|e| e.to_string())?
         .ok_or("paging is off (CR0.PG = 0): there are no page tables to audit")?;
-    let audit = paging::audit(&space.view, space.mode, space.cr3, target.vm.ram_regions());
+    let audit = paging::audit(&space.view, space.mode, space.cr3, vm.ram_regions());
     if maps {
         return Ok(audit.maps());
     }
@@ -107,11 +105,11 @@ fn audit(target: &mut GdbTarget<'_>, maps: bool) -> Result<String, String> {
     Ok(text)
 }
 
-fn regs(target: &mut GdbTarget<'_>) -> Result<String, String> {
-    let cpu = target.vm.registers().map_err(|e| e.to_string())?;
+fn regs(vm: &mut dyn Inspect) -> Result<String, String> {
+    let cpu = vm.registers().map_err(|e| e.to_string())?;
     let s = &cpu.sregs;
     let mut text = String::new();
-    if let Some(seq) = target.vm.held_exception() {
+    if let Some(seq) = vm.held_exception() {
         let _ = writeln!(
             text,
             "(shown before exception [{seq}]'s handler: RIP, RSP, RFLAGS, CS and SS are the interrupted code's)"
@@ -153,7 +151,7 @@ fn regs(target: &mut GdbTarget<'_>) -> Result<String, String> {
     Ok(text)
 }
 
-fn phys(target: &mut GdbTarget<'_>, args: &[&str]) -> Result<String, String> {
+fn phys(vm: &mut dyn Inspect, args: &[&str]) -> Result<String, String> {
     let (start, len) = match args {
         [start] => (parse_number(start)?, 64),
         [start, len] => (parse_number(start)?, parse_number(len)?),
@@ -163,8 +161,7 @@ fn phys(target: &mut GdbTarget<'_>, args: &[&str]) -> Result<String, String> {
         return Err(format!("LEN must be 1 to {PHYS_LIMIT} bytes, not {len}"));
     }
     let mut buf = vec![0u8; len as usize];
-    let got = target
-        .vm
+    let got = vm
         .read_physical(Gpa::new(start), &mut buf)
         .map_err(|e| e.to_string())?;
     let mut text = String::new();
@@ -197,21 +194,21 @@ fn phys(target: &mut GdbTarget<'_>, args: &[&str]) -> Result<String, String> {
     Ok(text)
 }
 
-fn explain(target: &mut GdbTarget<'_>) -> String {
-    match target.vm.exceptions().active.last() {
+fn explain(vm: &mut dyn Inspect) -> String {
+    match vm.exceptions().active.last() {
         Some(captured) => Detailed(captured).to_string(),
-        None if target.vm.tap_enabled() => "no exception captured yet".into(),
+        None if vm.tap_enabled() => "no exception captured yet".into(),
         None => "the tap is off (--no-tap): no exceptions are captured".into(),
     }
 }
 
-fn history(target: &mut GdbTarget<'_>, args: &[&str]) -> Result<String, String> {
+fn history(vm: &mut dyn Inspect, args: &[&str]) -> Result<String, String> {
     let n = match args {
         [] => 20,
         [n] => parse_number(n)? as usize,
         _ => return Err("usage: history [N]".into()),
     };
-    let log = target.vm.exceptions();
+    let log = vm.exceptions();
     let shown = log.sequence.len().min(n);
     let mut text = format!("{} exceptions captured; the last {shown}:\n", log.total);
     if let Some(gap) = log.sequence.gap() {
@@ -227,7 +224,7 @@ fn history(target: &mut GdbTarget<'_>, args: &[&str]) -> Result<String, String> 
         } else {
             "-".into()
         };
-        let symbol = target.vm.symbol(brief.rip).unwrap_or_default();
+        let symbol = vm.symbol(brief.rip).unwrap_or_default();
         let _ = writeln!(
             text,
             "[{:>6}] {:<4} err {:<6} cr2 {:<18} rip {:<18} cpl {} depth {} {}",
@@ -244,19 +241,19 @@ fn history(target: &mut GdbTarget<'_>, args: &[&str]) -> Result<String, String> 
     Ok(text)
 }
 
-fn catch(target: &mut GdbTarget<'_>, args: &[&str]) -> Result<String, String> {
+fn catch(vm: &mut dyn Inspect, args: &[&str]) -> Result<String, String> {
     if !args.is_empty() {
         let set = VectorSet::parse(&args.join(",")).map_err(|e| e.to_string())?;
-        *target.catch() = set;
+        vm.stop_on().catch = set;
     }
     Ok(format!(
         "exceptions that stop the guest: {}",
-        target.catch()
+        vm.stop_on().catch
     ))
 }
 
-fn diff(target: &mut GdbTarget<'_>) -> String {
-    match target.vm.diff_since_last_exception() {
+fn diff(vm: &mut dyn Inspect) -> String {
+    match vm.diff_since_last_exception() {
         Some((seq, diff)) => format!("since exception [{seq}]:\n{diff}"),
         None => "no exception with a walk to compare against yet".into(),
     }

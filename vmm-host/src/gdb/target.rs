@@ -6,7 +6,6 @@ use super::debuggable::Inspect;
 use super::interrupt::Interrupter;
 use super::monitor;
 use crate::addr::{Gpa, Gva};
-use crate::catch::VectorSet;
 use crate::ending::Ending;
 use crate::vm::{DebugError, HwKind, Resume, Stop};
 use gdbstub::common::{Signal, Tid};
@@ -108,10 +107,6 @@ impl<'a> GdbTarget<'a> {
             mode: Resume::Continue,
             end_shown: false,
         }
-    }
-
-    pub fn catch(&mut self) -> &mut VectorSet {
-        &mut self.vm.stop_on().catch
     }
 
     pub(super) fn stop_reason(&mut self, stop: Stop) -> MultiThreadStopReason<u64> {
@@ -407,7 +402,7 @@ impl MonitorCmd for GdbTarget<'_> {
         mut out: ConsoleOutput<'_>,
     ) -> Result<(), Self::Error> {
         let line = String::from_utf8_lossy(cmd);
-        let text = monitor::run(self, &line);
+        let text = monitor::run(self.vm, &line);
         for line in text.lines() {
             gdbstub::outputln!(out, "{}", line);
         }

@@ -2,7 +2,8 @@
 //! the check of a finished run against it. Serial text and the ending are checked in
 //! `mod.rs`; everything here comes from the exception tap.
 
-use crate::exceptions::{Brief, ExceptionLog};
+use crate::exceptions::ExceptionLog;
+use crate::history::Brief;
 use abi::exception::mnemonic;
 use serde::Deserialize;
 use std::fmt;

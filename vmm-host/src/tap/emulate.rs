@@ -7,8 +7,8 @@
 //! single-stepped.
 
 use crate::addr::{Gpa, Gva};
-use crate::analysis::RegisterFile;
 use crate::paging::WalkEnd;
+use crate::registers::RegisterFile;
 use crate::virt::AddressSpace;
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Register};
 use kvm_bindings::kvm_regs;
@@ -98,7 +98,7 @@ pub fn emulate(bytes: &[u8], regs: &kvm_regs, space: &AddressSpace<'_>) -> Optio
 mod tests {
     use super::*;
     use crate::paging::{Cr3, PagingMode};
-    use crate::tap::GuestView;
+    use crate::virt::GuestView;
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
     /// 2 MiB of RAM: PML4 at 0x1000, PDPT 0x2000, PD 0x3000, PT 0x4000 mapping VA 0..2 MiB

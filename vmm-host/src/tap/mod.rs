@@ -13,17 +13,17 @@ mod patch;
 mod record;
 
 pub use idt::{EXCEPTION_VECTORS, Gate, GateKind, Idtr};
-pub use patch::{GuestView, Patch, PatchError, Patches};
+pub use patch::{Patch, PatchError, Patches};
 pub use record::{ControlRegisters, ExceptionRecord, Frame, Nesting};
 
 use crate::addr::{Gpa, Gva};
 use crate::paging::{CpuPaging, Cr3, PagingMode};
-use crate::virt::AddressSpace;
+use crate::virt::{AddressSpace, GuestView};
 use kvm_bindings::{
     KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_SW_BP, kvm_guest_debug,
     kvm_regs, kvm_sregs,
 };
-use kvm_ioctls::{Kvm, VcpuFd};
+use kvm_ioctls::VcpuFd;
 use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestMemoryMmap};
 
@@ -68,16 +68,6 @@ impl TrapKind {
             Self::Hlt => "hlt",
             Self::Int3 => "int3",
         }
-    }
-
-    /// `int3` where a throw-away VM shows KVM reports it as a debug exit, `hlt` otherwise.
-    /// Probed once per process.
-    pub fn probe(kvm: &Kvm) -> Self {
-        static KIND: std::sync::OnceLock<TrapKind> = std::sync::OnceLock::new();
-        *KIND.get_or_init(|| match crate::doctor::probes::int3(kvm).verdict {
-            crate::doctor::Verdict::Yes => Self::Int3,
-            _ => Self::Hlt,
-        })
     }
 
     fn debug_control(self) -> u32 {

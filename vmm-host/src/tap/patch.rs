@@ -4,10 +4,10 @@
 //! breakpoint, or to both; it goes back to the guest only when no owner is left.
 //!
 //! Every host read of guest memory (walks, instruction decoding, reports, gdb) goes through
-//! [`GuestView`], which shows the guest's original bytes where a trap byte sits.
+//! `virt::GuestView`, which shows the guest's original bytes where a trap byte sits.
 
 use crate::addr::Gpa;
-use crate::paging::PhysMemory;
+use crate::virt::HostBytes;
 use std::collections::BTreeMap;
 use vm_memory::{Bytes, GuestMemoryMmap};
 
@@ -205,7 +205,9 @@ impl Patches {
     pub fn forget(&mut self, gpa: Gpa) {
         self.by_gpa.remove(&gpa);
     }
+}
 
+impl HostBytes for Patches {
     /// Replace trap bytes inside `[start, start + buf.len())` with the guest's originals.
     fn hide(&self, start: Gpa, buf: &mut [u8]) {
         let Some(end) = start.checked_add(buf.len() as u64) else {
@@ -219,51 +221,11 @@ impl Patches {
     }
 }
 
-/// Guest RAM as the guest believes it is: trap bytes hidden.
-#[derive(Debug, Clone, Copy)]
-pub struct GuestView<'a> {
-    pub ram: &'a GuestMemoryMmap,
-    pub patches: Option<&'a Patches>,
-}
-
-impl<'a> GuestView<'a> {
-    pub fn new(ram: &'a GuestMemoryMmap, patches: Option<&'a Patches>) -> Self {
-        Self { ram, patches }
-    }
-
-    /// Fill `buf` from `gpa`; false when any byte is outside guest RAM.
-    pub fn read(&self, gpa: Gpa, buf: &mut [u8]) -> bool {
-        if self.ram.read_slice(buf, gpa.guest_address()).is_err() {
-            return false;
-        }
-        if let Some(patches) = self.patches {
-            patches.hide(gpa, buf);
-        }
-        true
-    }
-}
-
-impl PhysMemory for GuestView<'_> {
-    fn read_u64(&self, gpa: Gpa) -> Option<u64> {
-        let mut raw = [0u8; 8];
-        self.read(gpa, &mut raw).then(|| u64::from_le_bytes(raw))
-    }
-
-    fn read_table(&self, table: Gpa, out: &mut [u64; 512]) -> bool {
-        let mut raw = [0u8; 4096];
-        if !self.read(table, &mut raw) {
-            return false;
-        }
-        for (entry, bytes) in out.iter_mut().zip(raw.chunks_exact(8)) {
-            *entry = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
-        }
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::paging::PhysMemory;
+    use crate::virt::GuestView;
     use vm_memory::GuestAddress;
 
     fn ram() -> GuestMemoryMmap {

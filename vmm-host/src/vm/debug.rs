@@ -7,8 +7,8 @@ use super::run::RunError;
 use super::stopped::{MSR_KERNEL_GS_BASE, ReadError};
 use crate::addr::{Gpa, Gva};
 use crate::paging::{Cr3, PagingMode};
-use crate::tap::{GuestView, TapError};
-use crate::virt::{AddressSpace, VirtError};
+use crate::tap::TapError;
+use crate::virt::{AddressSpace, GuestView, HostBytes, VirtError};
 use kvm_bindings::{
     KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, Msrs, kvm_fpu,
     kvm_guest_debug, kvm_msr_entry, kvm_regs, kvm_sregs,
@@ -363,7 +363,10 @@ impl Vm {
 
     /// Guest RAM as the guest sees it (trap bytes hidden).
     pub fn guest_view(&self) -> GuestView<'_> {
-        GuestView::new(&self.mem, self.tap.as_ref().map(|t| t.patches()))
+        GuestView::new(
+            &self.mem,
+            self.tap.as_ref().map(|t| t.patches() as &dyn HostBytes),
+        )
     }
 
     fn to_physical(&self, at: Gva) -> Result<Gpa, DebugError> {
@@ -536,7 +539,7 @@ impl Vm {
         }
         let mode = PagingMode::new(self.cpu_paging, sregs.efer);
         let space = self.address_space(mode, Cr3::new(sregs.cr3));
-        let registers = crate::analysis::RegisterFile {
+        let registers = crate::registers::RegisterFile {
             regs: &regs,
             fs_base: sregs.fs.base,
             gs_base: sregs.gs.base,

@@ -11,19 +11,19 @@ pub use debug::{DebugError, HwKind, Registers};
 pub use run::{Resume, Stop, StopOn};
 
 use crate::addr::{Gpa, Gva};
-use crate::analysis::{self, Context, Snapshot};
+use crate::analysis::{self, Captured, Context, Snapshot};
 use crate::boot_cpu;
 use crate::console::{ConsoleError, ConsoleSink};
 use crate::cpuid::{self, CpuidError};
 use crate::devices::{DeviceError, Devices};
-use crate::exceptions::{Captured, ExceptionLog, ExceptionReport};
+use crate::exceptions::{ExceptionLog, ExceptionReport};
 use crate::hypervisor::{self, KvmError};
 use crate::layout::{LayoutError, RamLayout};
 use crate::loader::{self, KernelImage, LoadError};
 use crate::paging::{self, CpuPaging, Cr3, PagingMode, Walk};
 use crate::report::{self, ReportError, ReportFile};
 use crate::symbols::Symbolizer;
-use crate::tap::{ExceptionRecord, GuestView, Tap, TrapKind};
+use crate::tap::{ExceptionRecord, Tap};
 use crate::virt::AddressSpace;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use std::path::PathBuf;
@@ -187,7 +187,7 @@ impl Vm {
             vcpu.set_sync_valid_reg(kvm_ioctls::SyncReg::SystemRegister);
         }
         let tap = config.tap.then(|| {
-            let mut tap = Tap::new(TrapKind::probe(&kvm), cpu_paging);
+            let mut tap = Tap::new(crate::doctor::trap_kind(&kvm), cpu_paging);
             if synced_sregs {
                 tap.use_synced_sregs();
             }
@@ -295,7 +295,7 @@ impl Vm {
     /// Guest memory under `cr3` as the guest sees it (the tap's bytes hidden).
     fn address_space(&self, mode: PagingMode, cr3: Cr3) -> AddressSpace<'_> {
         AddressSpace {
-            view: GuestView::new(&self.mem, self.tap.as_ref().map(Tap::patches)),
+            view: self.guest_view(),
             mode,
             cr3,
         }
