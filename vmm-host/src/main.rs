@@ -8,7 +8,7 @@ use vmm_host::catch::VectorSet;
 use vmm_host::ending::{RunReport, status};
 use vmm_host::gdb::{GdbServer, ListenAddr, SessionEnd};
 use vmm_host::scenario::{self, Scenario};
-use vmm_host::suite::{self, SuiteOptions};
+use vmm_host::suite::{self, RunFailed, SuiteOptions};
 use vmm_host::vm::{AuditMode, Vm, VmConfig, VmError};
 use vmm_host::{hypervisor, layout};
 
@@ -455,18 +455,23 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
         ..quiet_config
     };
     let _temporary = TemporaryReport::for_args(&args.tap);
-    let mut vm = Vm::new(config)
-        .map_err(|e| Failure::from(e).context(format!("scenario {}", scenario.name)))?;
-    let report = execute(&mut vm, &args.gdb)?;
+    let mut run = suite::run_scenario(&scenario, config, |vm| execute(vm, &args.gdb)).map_err(
+        |e| match e {
+            RunFailed::Vm(e) => Failure::from(e).context(format!("scenario {}", scenario.name)),
+            RunFailed::Drive(failure) => failure,
+        },
+    )?;
+    let report = &run.report;
     out!("{report}");
-    print_exceptions(&vm);
-    vm.finish_report()
+    print_exceptions(&run.vm);
+    run.vm
+        .finish_report()
         .map_err(|e| Failure::from(VmError::from(e)))?;
     write_html(
         &args.tap,
         &format!("scenario {}: {}", scenario.name, scenario.description),
     )?;
-    let failures = suite::check(&vm, &scenario, &report);
+    let failures = &run.failures;
     let budget = scenario
         .expect
         .budget
@@ -483,7 +488,7 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
         Ok(0)
     } else {
         outln!("== scenario {}: FAIL", scenario.name);
-        for failure in &failures {
+        for failure in failures {
             outln!("  {failure}");
         }
         Ok(status::SCENARIO_FAILED)

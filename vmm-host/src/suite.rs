@@ -5,7 +5,7 @@
 use crate::ending::{RunReport, seconds};
 use crate::html::escape;
 use crate::scenario::{self, Scenario, TapFacts};
-use crate::vm::{AuditMode, Vm, VmConfig};
+use crate::vm::{AuditMode, Vm, VmConfig, VmError};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -163,6 +163,47 @@ pub fn vm_config(scenario: &Scenario, options: &SuiteOptions) -> VmConfig {
     }
 }
 
+/// A scenario run to its end: the VM as it ended, its report, and what did not match.
+#[derive(Debug)]
+pub struct ScenarioRun {
+    pub vm: Vm,
+    pub report: RunReport,
+    /// From creating the VM to the run's end.
+    pub elapsed: Duration,
+    /// One line per expectation the run did not meet, with its scenario line.
+    pub failures: Vec<String>,
+}
+
+/// Why a scenario could not be run.
+#[derive(Debug)]
+pub enum RunFailed<E> {
+    /// The VM could not be made (a bad kernel, no KVM, …).
+    Vm(VmError),
+    /// What took the guest to its end failed (a gdb session that could not start).
+    Drive(E),
+}
+
+/// The one scenario runner, behind `scenario NAME` and `scenario --all`: a VM from `config`
+/// (made from the scenario by [`vm_config`], plus whatever the caller adds), taken to its
+/// end by `drive` (`Vm::run`, or a gdb session first), then checked against the scenario.
+pub fn run_scenario<E>(
+    scenario: &Scenario,
+    config: VmConfig,
+    drive: impl FnOnce(&mut Vm) -> Result<RunReport, E>,
+) -> Result<ScenarioRun, RunFailed<E>> {
+    let started = Instant::now();
+    let mut vm = Vm::new(config).map_err(RunFailed::Vm)?;
+    let report = drive(&mut vm).map_err(RunFailed::Drive)?;
+    let elapsed = started.elapsed();
+    let failures = check(&vm, scenario, &report);
+    Ok(ScenarioRun {
+        vm,
+        report,
+        elapsed,
+        failures,
+    })
+}
+
 /// Run one scenario file to its end, quietly.
 pub fn run_one(path: &Path, options: &SuiteOptions) -> Outcome {
     let name = path
@@ -190,25 +231,25 @@ pub fn run_one(path: &Path, options: &SuiteOptions) -> Outcome {
     outcome.description = scenario.description.clone();
     outcome.budget = scenario.expect.budget.as_ref().map(|b| b.value);
     let config = vm_config(&scenario, options);
-    let started = Instant::now();
-    let mut vm = match Vm::new(config) {
-        Ok(vm) => vm,
-        Err(e) => {
+    let run = match run_scenario(&scenario, config, |vm| {
+        Ok::<_, std::convert::Infallible>(vm.run())
+    }) {
+        Ok(run) => run,
+        Err(RunFailed::Vm(e)) => {
             outcome.verdict = Verdict::Error(e.to_string());
             return outcome;
         }
+        Err(RunFailed::Drive(never)) => match never {},
     };
-    let report = vm.run();
-    outcome.elapsed = started.elapsed();
-    outcome.ending = match &report.ending {
+    outcome.elapsed = run.elapsed;
+    outcome.ending = match &run.report.ending {
         crate::ending::Ending::GuestExit { code } => format!("exit {code}"),
         other => other.kind().replace('-', " "),
     };
-    outcome.exceptions = vm.exceptions().total;
-    outcome.exception_summary = summarize(&vm.exceptions().counts);
-    let failures = check(&vm, &scenario, &report);
-    if !failures.is_empty() {
-        outcome.verdict = Verdict::Fail(failures);
+    outcome.exceptions = run.vm.exceptions().total;
+    outcome.exception_summary = summarize(&run.vm.exceptions().counts);
+    if !run.failures.is_empty() {
+        outcome.verdict = Verdict::Fail(run.failures);
     }
     outcome
 }

@@ -17,15 +17,15 @@
 //! documented in docs/scenarios.md.
 
 pub mod expect;
+mod parse;
 
 use crate::ending::{Ending, RunReport};
 use crate::layout;
-use expect::{DiffExpect, ExceptionExpect, RawDiff, RawException};
+use expect::{DiffExpect, ExceptionExpect};
 pub use expect::{ExpectError, Located, TapFacts};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use toml::Spanned;
 
 /// Watchdog limit when a scenario does not set one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -70,40 +70,6 @@ impl EndingKind {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawScenario {
-    name: Spanned<String>,
-    description: String,
-    mem: Option<Spanned<String>>,
-    #[serde(default)]
-    cmdline: String,
-    timeout: Option<Spanned<f64>>,
-    serial_limit: Option<Spanned<String>>,
-    kernel: Option<PathBuf>,
-    expect: RawExpect,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawExpect {
-    ending: Spanned<EndingKind>,
-    exit_code: Option<Spanned<u8>>,
-    #[serde(default)]
-    serial: Vec<Spanned<String>>,
-    serial_capped: Option<Spanned<bool>>,
-    #[serde(default)]
-    exception: Vec<Spanned<RawException>>,
-    exception_count: Option<Spanned<u64>>,
-    #[serde(default)]
-    findings: Vec<Spanned<String>>,
-    #[serde(default)]
-    no_findings: Vec<Spanned<String>>,
-    #[serde(default)]
-    diff: Vec<Spanned<RawDiff>>,
-    budget: Option<Spanned<f64>>,
-}
-
 /// A parsed, checked scenario.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -142,17 +108,6 @@ pub struct Expect {
     pub budget: Option<Located<Duration>>,
 }
 
-/// 1-based line and column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rfind('\n')
-        .map_or(before.len(), |nl| before.len() - nl - 1)
-        + 1;
-    (line, col)
-}
-
 impl Scenario {
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
         let text =
@@ -161,171 +116,7 @@ impl Scenario {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, ScenarioError> {
-        let at = |offset: usize, message: &str| {
-            let (line, col) = line_col(text, offset);
-            // Messages quote the file's strings, which may hold escaped newlines.
-            let message: String = message
-                .chars()
-                .map(|c| {
-                    if c.is_control() {
-                        c.escape_default().to_string()
-                    } else {
-                        c.to_string()
-                    }
-                })
-                .collect();
-            ScenarioError::Invalid(format!("{}:{line}:{col}: {message}", path.display()))
-        };
-        let raw: RawScenario = toml::from_str(text).map_err(|e| {
-            let offset = e.span().map_or(0, |s| s.start);
-            at(offset, e.message().trim())
-        })?;
-        let located = |span: std::ops::Range<usize>| line_col(text, span.start).0;
-
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        if raw.name.get_ref() != &stem {
-            return Err(at(
-                raw.name.span().start,
-                &format!(
-                    "name `{}` differs from the file name `{stem}.toml`",
-                    raw.name.get_ref()
-                ),
-            ));
-        }
-        let mem = match &raw.mem {
-            None => layout::DEFAULT_RAM,
-            Some(mem) => layout::parse_size(mem.get_ref())
-                .and_then(|size| layout::RamLayout::new(size, None).map(|l| l.size()))
-                .map_err(|e| at(mem.span().start, &e.to_string()))?,
-        };
-        let timeout = match &raw.timeout {
-            None => DEFAULT_TIMEOUT,
-            Some(t)
-                if t.get_ref().is_finite() && *t.get_ref() > 0.0 && *t.get_ref() <= 86_400.0 =>
-            {
-                Duration::from_secs_f64(*t.get_ref())
-            }
-            Some(t) => {
-                return Err(at(
-                    t.span().start,
-                    "timeout must be a number of seconds above 0 and at most 86400",
-                ));
-            }
-        };
-        let serial_limit = match &raw.serial_limit {
-            None => crate::console::DEFAULT_LIMIT,
-            Some(limit) => layout::parse_size(limit.get_ref())
-                .map_err(|e| at(limit.span().start, &format!("serial_limit: {e}")))?,
-        };
-        let ending = &raw.expect.ending;
-        match (ending.get_ref(), &raw.expect.exit_code) {
-            (EndingKind::Exit, None) => {
-                return Err(at(
-                    ending.span().start,
-                    "ending = \"exit\" needs exit_code = N (the code the guest must exit with)",
-                ));
-            }
-            (kind, Some(code)) if *kind != EndingKind::Exit => {
-                return Err(at(
-                    code.span().start,
-                    &format!(
-                        "exit_code only applies to ending = \"exit\", not \"{}\"",
-                        kind.name()
-                    ),
-                ));
-            }
-            _ => {}
-        }
-        let located_text = |list: Vec<Spanned<String>>, what: &str| {
-            list.into_iter()
-                .map(|s| {
-                    if s.get_ref().is_empty() {
-                        return Err(at(
-                            s.span().start,
-                            &format!("an empty {what} matches anything: remove it"),
-                        ));
-                    }
-                    Ok(Located {
-                        line: located(s.span()),
-                        value: s.into_inner(),
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let serial = located_text(raw.expect.serial, "serial expectation")?;
-        let findings = located_text(raw.expect.findings, "finding")?;
-        let no_findings = located_text(raw.expect.no_findings, "finding")?;
-        let mut exceptions = Vec::new();
-        for raw_exception in raw.expect.exception {
-            let line = located(raw_exception.span());
-            let value = expect::exception(raw_exception.into_inner())
-                .map_err(|e| at(e.offset, &e.message))?;
-            exceptions.push(Located { value, line });
-        }
-        let mut diffs = Vec::new();
-        for raw_diff in raw.expect.diff {
-            let line = located(raw_diff.span());
-            let value =
-                expect::diff(raw_diff.into_inner()).map_err(|e| at(e.offset, &e.message))?;
-            diffs.push(Located { value, line });
-        }
-        let budget = match raw.expect.budget {
-            None => None,
-            Some(b)
-                if b.get_ref().is_finite() && *b.get_ref() > 0.0 && *b.get_ref() <= 86_400.0 =>
-            {
-                Some(Located {
-                    line: located(b.span()),
-                    value: Duration::from_secs_f64(*b.get_ref()),
-                })
-            }
-            Some(b) => {
-                return Err(at(
-                    b.span().start,
-                    "budget must be a number of seconds above 0 and at most 86400",
-                ));
-            }
-        };
-        let kernel = raw
-            .kernel
-            .map(|k| path.parent().unwrap_or(Path::new(".")).join(k));
-        Ok(Self {
-            path: path.to_path_buf(),
-            name: raw.name.into_inner(),
-            description: raw.description,
-            mem,
-            cmdline: raw.cmdline,
-            timeout,
-            serial_limit,
-            kernel,
-            expect: Expect {
-                ending: Located {
-                    value: *ending.get_ref(),
-                    line: located(ending.span()),
-                },
-                exit_code: raw.expect.exit_code.map(|c| Located {
-                    value: *c.get_ref(),
-                    line: located(c.span()),
-                }),
-                serial,
-                serial_capped: raw.expect.serial_capped.map(|c| Located {
-                    line: located(c.span()),
-                    value: c.into_inner(),
-                }),
-                exceptions,
-                exception_count: raw.expect.exception_count.map(|c| Located {
-                    line: located(c.span()),
-                    value: c.into_inner(),
-                }),
-                findings,
-                no_findings,
-                diffs,
-                budget,
-            },
-        })
+        parse::scenario(path, text)
     }
 
     /// What differs between this scenario's expectations and a finished run, one line each,
@@ -337,95 +128,10 @@ impl Scenario {
         tap: Option<&TapFacts<'_>>,
     ) -> Vec<String> {
         let mut located: Vec<(usize, String)> = Vec::new();
-        let expected = self.expect.ending.value;
-        let actual = &report.ending;
-        if expected.name() != actual.kind() {
-            located.push((
-                self.expect.ending.line,
-                format!(
-                    "expected ending \"{}\", but {}",
-                    expected.name(),
-                    actual.headline()
-                ),
-            ));
-        } else if let (Some(code), Ending::GuestExit { code: got }) =
-            (&self.expect.exit_code, actual)
-            && code.value != *got
-        {
-            located.push((
-                code.line,
-                format!(
-                    "expected exit code {}, the guest exited with {got}",
-                    code.value
-                ),
-            ));
-        }
-        let mut from = 0;
-        let mut previous: Option<&str> = None;
-        for wanted in &self.expect.serial {
-            match serial[from..].find(&wanted.value) {
-                Some(pos) => {
-                    from += pos + wanted.value.len();
-                    previous = Some(&wanted.value);
-                }
-                None => {
-                    let whereabouts = match previous {
-                        Some(p) if serial.contains(&wanted.value) => {
-                            format!(" after {p:?} (it appears only before it)")
-                        }
-                        Some(p) => format!(" (looked after {p:?})"),
-                        None => String::new(),
-                    };
-                    located.push((
-                        wanted.line,
-                        format!("serial output lacks {:?}{whereabouts}", wanted.value),
-                    ));
-                }
-            }
-        }
-        if let Some(capped) = &self.expect.serial_capped
-            && capped.value != (report.serial_dropped > 0)
-        {
-            let what = if capped.value {
-                format!(
-                    "expected the serial output to pass the {} limit, but it stayed within it",
-                    layout::human(report.serial_limit)
-                )
-            } else {
-                format!(
-                    "expected the serial output to stay within the {} limit, but {} bytes past it were dropped",
-                    layout::human(report.serial_limit),
-                    report.serial_dropped
-                )
-            };
-            located.push((capped.line, what));
-        }
-        let expects_tap = !self.expect.exceptions.is_empty()
-            || self.expect.exception_count.is_some()
-            || !self.expect.findings.is_empty()
-            || !self.expect.no_findings.is_empty()
-            || !self.expect.diffs.is_empty();
-        match tap {
-            Some(facts) => {
-                located.extend(expect::check_exceptions(
-                    &self.expect.exceptions,
-                    self.expect.exception_count.as_ref(),
-                    facts,
-                ));
-                located.extend(expect::check_findings(
-                    &self.expect.findings,
-                    &self.expect.no_findings,
-                    facts,
-                ));
-                located.extend(expect::check_diffs(&self.expect.diffs, facts));
-            }
-            None if expects_tap => located.push((
-                self.expect.ending.line,
-                "expectations on exceptions, findings or diffs need the tap: run without --no-tap"
-                    .to_string(),
-            )),
-            None => {}
-        }
+        located.extend(self.check_ending(&report.ending));
+        located.extend(self.check_serial(serial));
+        located.extend(self.check_serial_capped(report));
+        located.extend(self.check_tap(tap));
         located.extend(expect::check_budget(
             self.expect.budget.as_ref(),
             report.elapsed,
@@ -436,6 +142,100 @@ impl Scenario {
             .into_iter()
             .map(|(line, message)| format!("{}:{line}: {message}", self.path.display()))
             .collect()
+    }
+
+    fn check_ending(&self, actual: &Ending) -> Option<(usize, String)> {
+        let expected = self.expect.ending.value;
+        if expected.name() != actual.kind() {
+            return Some((
+                self.expect.ending.line,
+                format!(
+                    "expected ending \"{}\", but {}",
+                    expected.name(),
+                    actual.headline()
+                ),
+            ));
+        }
+        match (&self.expect.exit_code, actual) {
+            (Some(code), Ending::GuestExit { code: got }) if code.value != *got => Some((
+                code.line,
+                format!(
+                    "expected exit code {}, the guest exited with {got}",
+                    code.value
+                ),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Each expected phrase, in order, after the previous one.
+    fn check_serial(&self, serial: &str) -> Vec<(usize, String)> {
+        let mut missing = Vec::new();
+        let mut from = 0;
+        let mut previous: Option<&str> = None;
+        for wanted in &self.expect.serial {
+            if let Some(pos) = serial[from..].find(&wanted.value) {
+                from += pos + wanted.value.len();
+                previous = Some(&wanted.value);
+                continue;
+            }
+            let whereabouts = match previous {
+                Some(p) if serial.contains(&wanted.value) => {
+                    format!(" after {p:?} (it appears only before it)")
+                }
+                Some(p) => format!(" (looked after {p:?})"),
+                None => String::new(),
+            };
+            missing.push((
+                wanted.line,
+                format!("serial output lacks {:?}{whereabouts}", wanted.value),
+            ));
+        }
+        missing
+    }
+
+    fn check_serial_capped(&self, report: &RunReport) -> Option<(usize, String)> {
+        let capped = self.expect.serial_capped.as_ref()?;
+        if capped.value == (report.serial_dropped > 0) {
+            return None;
+        }
+        let limit = layout::human(report.serial_limit);
+        let what = if capped.value {
+            format!("expected the serial output to pass the {limit} limit, but it stayed within it")
+        } else {
+            format!(
+                "expected the serial output to stay within the {limit} limit, but {} bytes past it were dropped",
+                report.serial_dropped
+            )
+        };
+        Some((capped.line, what))
+    }
+
+    /// Exceptions, findings and diffs, which only the tap can see.
+    fn check_tap(&self, tap: Option<&TapFacts<'_>>) -> Vec<(usize, String)> {
+        let expect = &self.expect;
+        let Some(facts) = tap else {
+            let expects_tap = !expect.exceptions.is_empty()
+                || expect.exception_count.is_some()
+                || !expect.findings.is_empty()
+                || !expect.no_findings.is_empty()
+                || !expect.diffs.is_empty();
+            let needs =
+                "expectations on exceptions, findings or diffs need the tap: run without --no-tap";
+            return expects_tap
+                .then(|| (expect.ending.line, needs.to_string()))
+                .into_iter()
+                .collect();
+        };
+        let mut located =
+            expect::check_exceptions(&expect.exceptions, expect.exception_count.as_ref(), facts);
+        located.extend(expect::check_findings(
+            &expect.findings,
+            &expect.no_findings,
+            facts,
+        ));
+        located.extend(expect::check_diffs(&expect.diffs, facts));
+        located
     }
 }
 
