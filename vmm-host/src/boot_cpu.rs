@@ -3,9 +3,10 @@
 
 use crate::addr::Gpa;
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
+use x86_64::registers::control::Cr0Flags;
 
 /// CR0.PE | CR0.ET.
-const CR0_PROTECTED: u64 = 0x11;
+const CR0_PROTECTED: Cr0Flags = Cr0Flags::PROTECTED_MODE_ENABLE.union(Cr0Flags::EXTENSION_TYPE);
 /// Bit 1 of RFLAGS is reserved and always set.
 const RFLAGS_RESERVED: u64 = 0x2;
 
@@ -46,7 +47,7 @@ pub fn pvh_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
         present: 1,
         ..Default::default()
     };
-    sregs.cr0 = CR0_PROTECTED;
+    sregs.cr0 = CR0_PROTECTED.bits();
     sregs.cr3 = 0;
     sregs.cr4 = 0;
     sregs.efer = 0;

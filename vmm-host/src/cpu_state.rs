@@ -8,6 +8,9 @@ use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 use kvm_ioctls::VcpuFd;
 use std::fmt;
 use vm_memory::GuestMemoryMmap;
+use x86_64::registers::control::{Cr0Flags, Cr4Flags};
+use x86_64::registers::model_specific::EferFlags;
+use x86_64::registers::rflags::RFlags;
 
 /// Longest x86 instruction.
 const MAX_INSTRUCTION: usize = 15;
@@ -42,10 +45,9 @@ pub enum CpuMode {
 
 impl CpuMode {
     pub fn of(sregs: &kvm_sregs) -> Self {
-        const EFER_LMA: u64 = 1 << 10;
-        if sregs.cr0 & 1 == 0 {
+        if sregs.cr0 & Cr0Flags::PROTECTED_MODE_ENABLE.bits() == 0 {
             Self::Real
-        } else if sregs.efer & EFER_LMA != 0 {
+        } else if sregs.efer & EferFlags::LONG_MODE_ACTIVE.bits() != 0 {
             if sregs.cs.l != 0 {
                 Self::Long64
             } else {
@@ -77,93 +79,98 @@ impl CpuMode {
     }
 }
 
-fn named_bits(value: u64, names: &[(u32, &'static str)]) -> String {
+/// The SDM's short names of the bits set in `value`; the bits are the x86_64 crate's.
+fn named_bits(value: u64, names: &[(u64, &'static str)]) -> String {
     let set: Vec<&str> = names
         .iter()
-        .filter(|(bit, _)| value & (1 << bit) != 0)
+        .filter(|(mask, _)| value & mask != 0)
         .map(|&(_, n)| n)
         .collect();
     set.join(" ")
 }
 
 pub fn cr0_bits(cr0: u64) -> String {
+    use Cr0Flags as F;
     named_bits(
         cr0,
         &[
-            (0, "PE"),
-            (1, "MP"),
-            (2, "EM"),
-            (3, "TS"),
-            (4, "ET"),
-            (5, "NE"),
-            (16, "WP"),
-            (18, "AM"),
-            (29, "NW"),
-            (30, "CD"),
-            (31, "PG"),
+            (F::PROTECTED_MODE_ENABLE.bits(), "PE"),
+            (F::MONITOR_COPROCESSOR.bits(), "MP"),
+            (F::EMULATE_COPROCESSOR.bits(), "EM"),
+            (F::TASK_SWITCHED.bits(), "TS"),
+            (F::EXTENSION_TYPE.bits(), "ET"),
+            (F::NUMERIC_ERROR.bits(), "NE"),
+            (F::WRITE_PROTECT.bits(), "WP"),
+            (F::ALIGNMENT_MASK.bits(), "AM"),
+            (F::NOT_WRITE_THROUGH.bits(), "NW"),
+            (F::CACHE_DISABLE.bits(), "CD"),
+            (F::PAGING.bits(), "PG"),
         ],
     )
 }
 
 pub fn cr4_bits(cr4: u64) -> String {
+    use Cr4Flags as F;
     named_bits(
         cr4,
         &[
-            (0, "VME"),
-            (1, "PVI"),
-            (2, "TSD"),
-            (3, "DE"),
-            (4, "PSE"),
-            (5, "PAE"),
-            (6, "MCE"),
-            (7, "PGE"),
-            (8, "PCE"),
-            (9, "OSFXSR"),
-            (10, "OSXMMEXCPT"),
-            (11, "UMIP"),
-            (12, "LA57"),
-            (16, "FSGSBASE"),
-            (17, "PCIDE"),
-            (18, "OSXSAVE"),
-            (20, "SMEP"),
-            (21, "SMAP"),
-            (22, "PKE"),
+            (F::VIRTUAL_8086_MODE_EXTENSIONS.bits(), "VME"),
+            (F::PROTECTED_MODE_VIRTUAL_INTERRUPTS.bits(), "PVI"),
+            (F::TIMESTAMP_DISABLE.bits(), "TSD"),
+            (F::DEBUGGING_EXTENSIONS.bits(), "DE"),
+            (F::PAGE_SIZE_EXTENSION.bits(), "PSE"),
+            (F::PHYSICAL_ADDRESS_EXTENSION.bits(), "PAE"),
+            (F::MACHINE_CHECK_EXCEPTION.bits(), "MCE"),
+            (F::PAGE_GLOBAL.bits(), "PGE"),
+            (F::PERFORMANCE_MONITOR_COUNTER.bits(), "PCE"),
+            (F::OSFXSR.bits(), "OSFXSR"),
+            (F::OSXMMEXCPT_ENABLE.bits(), "OSXMMEXCPT"),
+            (F::USER_MODE_INSTRUCTION_PREVENTION.bits(), "UMIP"),
+            (F::L5_PAGING.bits(), "LA57"),
+            (F::FSGSBASE.bits(), "FSGSBASE"),
+            (F::PCID.bits(), "PCIDE"),
+            (F::OSXSAVE.bits(), "OSXSAVE"),
+            (F::SUPERVISOR_MODE_EXECUTION_PROTECTION.bits(), "SMEP"),
+            (F::SUPERVISOR_MODE_ACCESS_PREVENTION.bits(), "SMAP"),
+            (F::PROTECTION_KEY_USER.bits(), "PKE"),
         ],
     )
 }
 
 pub fn efer_bits(efer: u64) -> String {
+    use EferFlags as F;
     named_bits(
         efer,
         &[
-            (0, "SCE"),
-            (8, "LME"),
-            (10, "LMA"),
-            (11, "NXE"),
-            (12, "SVME"),
-            (14, "FFXSR"),
+            (F::SYSTEM_CALL_EXTENSIONS.bits(), "SCE"),
+            (F::LONG_MODE_ENABLE.bits(), "LME"),
+            (F::LONG_MODE_ACTIVE.bits(), "LMA"),
+            (F::NO_EXECUTE_ENABLE.bits(), "NXE"),
+            (F::SECURE_VIRTUAL_MACHINE_ENABLE.bits(), "SVME"),
+            (F::FAST_FXSAVE_FXRSTOR.bits(), "FFXSR"),
         ],
     )
 }
 
 pub fn rflags_bits(rflags: u64) -> String {
+    use RFlags as F;
     let mut s = named_bits(
         rflags,
         &[
-            (0, "CF"),
-            (2, "PF"),
-            (4, "AF"),
-            (6, "ZF"),
-            (7, "SF"),
-            (8, "TF"),
-            (9, "IF"),
-            (10, "DF"),
-            (11, "OF"),
-            (14, "NT"),
-            (16, "RF"),
-            (17, "VM"),
-            (18, "AC"),
-            (21, "ID"),
+            (F::CARRY_FLAG.bits(), "CF"),
+            (F::PARITY_FLAG.bits(), "PF"),
+            (F::AUXILIARY_CARRY_FLAG.bits(), "AF"),
+            (F::ZERO_FLAG.bits(), "ZF"),
+            (F::SIGN_FLAG.bits(), "SF"),
+            (F::TRAP_FLAG.bits(), "TF"),
+            (F::INTERRUPT_FLAG.bits(), "IF"),
+            (F::DIRECTION_FLAG.bits(), "DF"),
+            (F::OVERFLOW_FLAG.bits(), "OF"),
+            (F::NESTED_TASK.bits(), "NT"),
+            (F::RESUME_FLAG.bits(), "RF"),
+            (F::VIRTUAL_8086_MODE.bits(), "VM"),
+            (F::ALIGNMENT_CHECK.bits(), "AC"),
+            (F::ID.bits(), "ID"),
         ],
     );
     let iopl = (rflags >> 12) & 3;

@@ -64,7 +64,7 @@ pub fn walk_json(walk: &Walk) -> Value {
 fn walks_json(walks: &[NamedWalk]) -> Value {
     walks
         .iter()
-        .map(|w| json!({"what": w.what, "walk": walk_json(&w.walk)}))
+        .map(|w| json!({"what": w.what.to_string(), "walk": walk_json(&w.walk)}))
         .collect()
 }
 

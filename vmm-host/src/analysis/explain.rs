@@ -1,11 +1,12 @@
 //! The paragraph that names a fault's cause in the seed's terms.
 
-use super::{Analysis, Context, NamedWalk};
+use super::{Analysis, Context, NamedWalk, WalkOf};
 use crate::addr::Gpa;
 use crate::paging::{Level, WalkEnd};
 use crate::tap::ExceptionRecord;
 use abi::exception::{self, PfError, SelectorError, pf};
 use mm::paging::{ADDR_MASK, Flags, NO_EXECUTE, PRESENT};
+use x86_64::registers::model_specific::EferFlags;
 
 /// Accesses below this address are null pointers plus a field offset.
 const NULL_PAGE_END: u64 = 0x1000;
@@ -77,7 +78,7 @@ fn loop_note(walk: &crate::paging::Walk) -> Option<String> {
 
 fn page_fault(record: &ExceptionRecord, analysis: &Analysis, ctx: &Context<'_>) -> String {
     let text = page_fault_cause(record, analysis, ctx);
-    let walk = analysis.walks.iter().find(|w| w.what == "cr2");
+    let walk = analysis.walks.iter().find(|w| w.what == WalkOf::Cr2);
     match walk.and_then(|w| loop_note(&w.walk)) {
         Some(note) => text + &note,
         None => text,
@@ -93,7 +94,7 @@ fn page_fault_cause(record: &ExceptionRecord, analysis: &Analysis, ctx: &Context
         "kernel"
     };
     let access = PfError(error).access();
-    let Some(NamedWalk { walk, .. }) = analysis.walks.iter().find(|w| w.what == "cr2") else {
+    let Some(NamedWalk { walk, .. }) = analysis.walks.iter().find(|w| w.what == WalkOf::Cr2) else {
         return format!("a {who} {access} at {cr2:#x} faulted");
     };
     match walk.end {
@@ -149,7 +150,9 @@ fn page_fault_cause(record: &ExceptionRecord, analysis: &Analysis, ctx: &Context
             }
         }
         WalkEnd::ReservedBits { level, bits } => {
-            let nx = if bits & NO_EXECUTE != 0 && record.control.efer & (1 << 11) == 0 {
+            let nx = if bits & NO_EXECUTE != 0
+                && record.control.efer & EferFlags::NO_EXECUTE_ENABLE.bits() == 0
+            {
                 " (bit 63, NX, is reserved because EFER.NXE is clear)"
             } else {
                 ""

@@ -28,10 +28,33 @@ pub struct Captured {
 /// Callers followed through saved frame pointers, at most.
 const BACKTRACE_DEPTH: usize = 8;
 
-/// A walk and what it was for: "cr2", "rip", "rsp" or an operand.
+/// What a walk was made for.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WalkOf {
+    /// The faulting address of a #PF.
+    Cr2,
+    /// A memory operand of the faulting instruction, as written.
+    Operand(String),
+    Rip,
+    Rsp,
+}
+
+impl fmt::Display for WalkOf {
+    /// The name reports and the JSON lines use: "cr2", "operand [rax+8]", "rip", "rsp".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cr2 => f.write_str("cr2"),
+            Self::Operand(text) => write!(f, "operand {text}"),
+            Self::Rip => f.write_str("rip"),
+            Self::Rsp => f.write_str("rsp"),
+        }
+    }
+}
+
+/// A walk and what it was for.
+#[derive(Debug, Clone)]
 pub struct NamedWalk {
-    pub what: String,
+    pub what: WalkOf,
     pub walk: Walk,
 }
 
@@ -167,7 +190,7 @@ pub fn analyse(record: &ExceptionRecord, ctx: &Context<'_>) -> (Analysis, Option
     let mut walks = Vec::new();
     if record.is_page_fault() {
         walks.push(NamedWalk {
-            what: "cr2".into(),
+            what: WalkOf::Cr2,
             walk: ctx.space.walk(Gva::new(record.control.cr2)),
         });
     }
@@ -177,15 +200,18 @@ pub fn analyse(record: &ExceptionRecord, ctx: &Context<'_>) -> (Analysis, Option
                 && !walks.iter().any(|w| w.walk.gva == address)
             {
                 walks.push(NamedWalk {
-                    what: format!("operand {}", operand.text),
+                    what: WalkOf::Operand(operand.text.clone()),
                     walk: ctx.space.walk(address),
                 });
             }
         }
     }
-    for (what, address) in [("rip", record.regs.rip), ("rsp", record.regs.rsp)] {
+    for (what, address) in [
+        (WalkOf::Rip, record.regs.rip),
+        (WalkOf::Rsp, record.regs.rsp),
+    ] {
         walks.push(NamedWalk {
-            what: what.into(),
+            what,
             walk: ctx.space.walk(Gva::new(address)),
         });
     }

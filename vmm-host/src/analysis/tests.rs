@@ -96,7 +96,7 @@ fn a_physical_page_table_frame_used_as_a_pointer() {
         "{}",
         a.explanation
     );
-    assert_eq!(a.walks[0].what, "cr2");
+    assert_eq!(a.walks[0].what, WalkOf::Cr2);
     assert_eq!(
         a.walks[0].walk.end,
         WalkEnd::NotPresent {

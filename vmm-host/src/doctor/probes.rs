@@ -10,6 +10,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::Kvm;
 use std::time::Duration;
+use x86_64::registers::model_specific::EferFlags;
 
 /// Long enough for any probe on a loaded machine; a working probe takes milliseconds.
 const LIMIT: Duration = Duration::from_secs(2);
@@ -146,7 +147,8 @@ pub fn mode_switch(kvm: &Kvm) -> Probe {
         ),
         Err(p) => p.evidence,
     };
-    let reached = with.values_on(RESULT_PORT).any(|v| v == 64) && efer & (1 << 10) != 0;
+    let reached = with.values_on(RESULT_PORT).any(|v| v == 64)
+        && efer & EferFlags::LONG_MODE_ACTIVE.bits() != 0;
     Probe {
         name: NAME,
         verdict: if reached { Verdict::Yes } else { Verdict::No },

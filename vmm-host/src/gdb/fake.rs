@@ -16,6 +16,7 @@ use crate::vm::{DebugError, HwKind, Registers, Resume, Stop, StopOn};
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use x86_64::registers::rflags::RFlags;
 
 pub const RAM: u64 = 0x1_0000;
 /// Where the fake's code starts.
@@ -88,7 +89,7 @@ impl FakeVm {
         match (self.byte(rip), self.byte(rip.wrapping_add(1))) {
             (None, _) => Some(self.end(Ending::TripleFault)),
             (Some(0xf4), _) => {
-                let interrupts_enabled = self.regs.regs.rflags & 0x200 != 0;
+                let interrupts_enabled = self.regs.regs.rflags & RFlags::INTERRUPT_FLAG.bits() != 0;
                 Some(self.end(Ending::Halted { interrupts_enabled }))
             }
             (Some(0x0f), Some(0x0b)) if self.stop_on.catch.contains(6) => {

@@ -8,6 +8,7 @@ pub mod map;
 pub mod model;
 pub mod walk;
 
+use crate::analysis::WalkOf;
 use model::{Exception, Report};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -248,7 +249,11 @@ fn panel(report: &Report, e: &Exception, default: bool) -> String {
         let _ = write!(html, "<p class=\"explanation\">{}</p>", escape(text));
     }
     html.push_str("</div>");
-    let main = e.walks.iter().position(|w| w.what == "cr2").unwrap_or(0);
+    let main = e
+        .walks
+        .iter()
+        .position(|w| w.what == WalkOf::Cr2.to_string())
+        .unwrap_or(0);
     let figure = |w: &model::NamedWalk| {
         format!(
             "<figure class=\"walkfig\" data-what=\"{}\"><figcaption>{}: walk of {:#x}</figcaption>{}</figure>",

@@ -17,6 +17,7 @@ pub use audit::{
 pub use entry::{Cr3, Level, Pte, index};
 pub use synthetic::{SyntheticMemory, identity_tree_4k};
 pub use walk::{Mapping, PhysMemory, Step, Walk, WalkEnd, walk};
+use x86_64::registers::model_specific::EferFlags;
 
 /// What the guest's CPUID says about paging, fixed for the life of a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,15 +50,12 @@ pub struct PagingMode {
     pub gib_pages: bool,
 }
 
-/// EFER.NXE: entries may carry NX.
-const EFER_NXE: u64 = 1 << 11;
-
 impl PagingMode {
     /// The mode a vCPU with this EFER and physical-address width walks its tables in.
     pub fn new(cpu: CpuPaging, efer: u64) -> Self {
         Self {
             max_phys_addr: cpu.max_phys_addr,
-            nxe: efer & EFER_NXE != 0,
+            nxe: efer & EferFlags::NO_EXECUTE_ENABLE.bits() != 0,
             gib_pages: cpu.gib_pages,
         }
     }

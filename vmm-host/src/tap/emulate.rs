@@ -12,9 +12,10 @@ use crate::registers::RegisterFile;
 use crate::virt::AddressSpace;
 use iced_x86::{Code, Decoder, DecoderOptions, Instruction, Register};
 use kvm_bindings::kvm_regs;
+use x86_64::registers::rflags::RFlags;
 
-const RFLAGS_DF: u64 = 1 << 10;
-const RFLAGS_AC: u64 = 1 << 18;
+const RFLAGS_DF: u64 = RFlags::DIRECTION_FLAG.bits();
+const RFLAGS_AC: u64 = RFlags::ALIGNMENT_CHECK.bits();
 
 /// The effect of one emulated instruction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

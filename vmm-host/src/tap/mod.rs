@@ -26,9 +26,8 @@ use kvm_bindings::{
 use kvm_ioctls::VcpuFd;
 use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestMemoryMmap};
-
-const CR0_PG: u64 = 1 << 31;
-const EFER_LMA: u64 = 1 << 10;
+use x86_64::registers::control::Cr0Flags;
+use x86_64::registers::model_specific::EferFlags;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
@@ -224,7 +223,9 @@ impl Tap {
         ram: &GuestMemoryMmap,
         sregs: &kvm_sregs,
     ) -> Result<(), TapError> {
-        if sregs.cr0 & CR0_PG == 0 || sregs.efer & EFER_LMA == 0 {
+        if sregs.cr0 & Cr0Flags::PAGING.bits() == 0
+            || sregs.efer & EferFlags::LONG_MODE_ACTIVE.bits() == 0
+        {
             // Long-mode gates only: before the kernel enters long mode there is nothing to arm.
             return Ok(());
         }

@@ -14,8 +14,7 @@ use kvm_bindings::{
     kvm_guest_debug, kvm_msr_entry, kvm_regs, kvm_sregs,
 };
 use std::collections::BTreeMap;
-
-const CR0_PG: u64 = 1 << 31;
+use x86_64::registers::control::Cr0Flags;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DebugError {
@@ -354,7 +353,7 @@ impl Vm {
     /// The address space the vCPU is in now; `None` while paging is off (virtual is physical).
     pub fn current_space(&self) -> Result<Option<AddressSpace<'_>>, DebugError> {
         let sregs = self.stopped.sregs(&self.vcpu)?;
-        if sregs.cr0 & CR0_PG == 0 {
+        if sregs.cr0 & Cr0Flags::PAGING.bits() == 0 {
             return Ok(None);
         }
         let mode = PagingMode::new(self.cpu_paging, sregs.efer);
@@ -534,7 +533,7 @@ impl Vm {
         let (Ok(regs), Ok(sregs)) = (self.vcpu.get_regs(), self.vcpu.get_sregs()) else {
             return false;
         };
-        if sregs.cr0 & CR0_PG == 0 {
+        if sregs.cr0 & Cr0Flags::PAGING.bits() == 0 {
             return false;
         }
         let mode = PagingMode::new(self.cpu_paging, sregs.efer);

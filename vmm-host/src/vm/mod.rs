@@ -29,6 +29,7 @@ use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use std::path::PathBuf;
 use std::time::Duration;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
+use x86_64::registers::control::Cr0Flags;
 
 /// Where KVM on Intel keeps its real-mode TSS: three pages inside the hole below 4 GiB.
 const TSS_ADDRESS: usize = 0xfffb_d000;
@@ -327,7 +328,7 @@ impl Vm {
         self.resolve_diff(true);
         if self.config.audit != AuditMode::Off
             && let Ok(sregs) = self.vcpu.get_sregs()
-            && sregs.cr0 & (1 << 31) != 0
+            && sregs.cr0 & Cr0Flags::PAGING.bits() != 0
         {
             let mode = PagingMode::new(self.cpu_paging, sregs.efer);
             let space = self.address_space(mode, Cr3::new(sregs.cr3));
