@@ -38,6 +38,11 @@ macro_rules! address_common {
             pub const fn page_offset(self) -> u64 {
                 self.0 & 0xfff
             }
+
+            /// Bytes from here to the end of its 4 KiB page (1 to 4096).
+            pub const fn to_page_end(self) -> usize {
+                crate::narrow::to_usize(4096 - self.page_offset())
+            }
         }
 
         impl fmt::Display for $name {
@@ -67,7 +72,7 @@ impl Gpa {
 impl Gva {
     /// True when bits 63..47 are all equal (4-level paging).
     pub const fn is_canonical(self) -> bool {
-        let top = (self.0 as i64) >> 47;
+        let top = crate::narrow::signed(self.0) >> 47;
         top == 0 || top == -1
     }
 }

@@ -130,12 +130,12 @@ impl fmt::Display for ExceptionReport<'_> {
         for line in &s.unarmed {
             writeln!(f, "  not armed: {line}")?;
         }
-        for (vector, count) in log.counts.iter().enumerate() {
+        for (vector, count) in (0u8..).zip(&log.counts) {
             if *count > 0 {
                 writeln!(
                     f,
                     "  {:<32} {count:>9}",
-                    format!("vector {vector:>2} {}", exception::name(vector as u8))
+                    format!("vector {vector:>2} {}", exception::name(vector))
                 )?;
             }
         }

@@ -51,9 +51,9 @@ pub fn open(path: &Path) -> Result<Kvm, KvmError> {
 ///
 /// `mem` must outlive the VM: callers keep both in one struct with the VM fd dropped first.
 pub fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), kvm_ioctls::Error> {
-    for (slot, region) in mem.iter().enumerate() {
+    for (slot, region) in (0u32..).zip(mem.iter()) {
         let region = kvm_userspace_memory_region {
-            slot: slot as u32,
+            slot,
             flags: 0,
             guest_phys_addr: region.start_addr().0,
             memory_size: region.len(),

@@ -1,4 +1,13 @@
 //! vmm-host: a KVM host that boots a kernel and sees every exception it takes.
+// Narrowing casts go through `narrow`, which says why each is safe; tests may cast freely.
+#![cfg_attr(
+    not(test),
+    warn(
+        clippy::cast_possible_truncation,
+        clippy::cast_possible_wrap,
+        clippy::cast_sign_loss
+    )
+)]
 pub mod addr;
 pub mod analysis;
 pub mod boot_cpu;
@@ -16,6 +25,7 @@ pub mod html;
 pub mod hypervisor;
 pub mod layout;
 pub mod loader;
+pub mod narrow;
 pub mod paging;
 pub mod registers;
 pub mod report;

@@ -229,7 +229,7 @@ pub fn write_boot_data(
         version: 1,
         cmdline_paddr: CMDLINE,
         memmap_paddr: MEMMAP_TABLE,
-        memmap_entries: memmap.len() as u32,
+        memmap_entries: u32::try_from(memmap.len()).unwrap_or(u32::MAX),
         ..Default::default()
     };
     let mut params = BootParams::new(&start_info, Gpa::new(START_INFO).guest_address());

@@ -1,4 +1,9 @@
 //! `vmm-host`: boot a kernel under KVM and report how it ended.
+#![warn(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
 
 use clap::{Args, Parser, Subcommand};
 use std::path::{Path, PathBuf};
@@ -293,7 +298,7 @@ fn parse_cli() -> Result<Cli, ExitCode> {
             }
             ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
                 let _ = error.print();
-                return ExitCode::from(status::BAD_INPUT as u8);
+                return exit_code(status::BAD_INPUT);
             }
             _ => {}
         }
@@ -301,7 +306,7 @@ fn parse_cli() -> Result<Cli, ExitCode> {
             "error: {} (see --help)",
             usage_error_line(&error.to_string())
         );
-        ExitCode::from(status::BAD_INPUT as u8)
+        exit_code(status::BAD_INPUT)
     })
 }
 
@@ -339,10 +344,10 @@ fn main() -> ExitCode {
             .map_err(bad_input),
     };
     match result {
-        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+        Ok(code) => exit_code(code),
         Err(failure) => {
             eprintln!("error: {:#}", failure.error);
-            ExitCode::from(failure.status as u8)
+            exit_code(failure.status)
         }
     }
 }
@@ -544,4 +549,9 @@ fn run_suite(args: &ScenarioArgs, dir: &Path, kvm_device: &Path) -> Result<i32, 
     } else {
         status::SCENARIO_FAILED
     })
+}
+
+/// A status as the process's exit code; anything outside 0–255 is clamped into it.
+fn exit_code(status: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(status.clamp(0, 255)).unwrap_or(u8::MAX))
 }

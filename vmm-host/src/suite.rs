@@ -130,12 +130,11 @@ pub fn check(vm: &Vm, scenario: &Scenario, report: &RunReport) -> Vec<String> {
 }
 
 fn summarize(counts: &[u64; 32]) -> String {
-    let parts: Vec<String> = counts
-        .iter()
-        .enumerate()
+    let parts: Vec<String> = (0u8..)
+        .zip(counts)
         .filter(|(_, n)| **n > 0)
         .map(|(v, n)| {
-            let m = abi::exception::mnemonic(v as u8);
+            let m = abi::exception::mnemonic(v);
             if *n == 1 {
                 m.to_string()
             } else {

@@ -40,7 +40,7 @@ pub fn read_virtual(
         let here = Gva::new(gva.raw().wrapping_add(done as u64));
         let gpa = translate(vcpu, here)?;
         first.get_or_insert(gpa);
-        let in_page = (4096 - here.page_offset()) as usize;
+        let in_page = here.to_page_end();
         let len = in_page.min(buf.len() - done);
         mem.read_slice(&mut buf[done..done + len], gpa.guest_address())
             .map_err(|_| TranslateError::NotRam(here, gpa))?;

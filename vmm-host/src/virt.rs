@@ -107,7 +107,7 @@ impl<'a> AddressSpace<'a> {
             let here = Gva::new(gva.raw().wrapping_add(done as u64));
             let gpa = self.translate(here)?;
             first.get_or_insert(gpa);
-            let len = ((4096 - here.page_offset()) as usize).min(buf.len() - done);
+            let len = here.to_page_end().min(buf.len() - done);
             if !self.view.read(gpa, &mut buf[done..done + len]) {
                 return Err(VirtError::NotRam { gva: here, gpa });
             }

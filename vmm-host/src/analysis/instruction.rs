@@ -75,7 +75,7 @@ pub fn decode_bytes(bytes: &[u8], rip: u64, registers: &RegisterFile<'_>) -> Opt
                     operand_text.push_str(&format!("*{}", used.scale()));
                 }
             }
-            let displacement = used.displacement() as i64;
+            let displacement = crate::narrow::signed(used.displacement());
             if displacement != 0 || operand_text.len() == 1 {
                 if operand_text.len() > 1 {
                     if displacement < 0 {

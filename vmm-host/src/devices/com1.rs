@@ -36,15 +36,17 @@ impl Com1 {
         }
     }
 
-    /// One byte written to register `offset` (0–7).
-    pub fn write(&mut self, offset: u8, byte: u8) {
-        // The UART's only error is a failed trigger, and ours cannot fail.
-        let _ = self.uart.write(offset, byte);
+    /// One byte written to register `offset` (0–7; the bus decodes no other).
+    pub fn write(&mut self, offset: u16, byte: u8) {
+        if let Ok(offset) = u8::try_from(offset) {
+            // The UART's only error is a failed trigger, and ours cannot fail.
+            let _ = self.uart.write(offset, byte);
+        }
     }
 
     /// One byte read from register `offset` (0–7).
-    pub fn read(&mut self, offset: u8) -> u8 {
-        self.uart.read(offset)
+    pub fn read(&mut self, offset: u16) -> u8 {
+        u8::try_from(offset).map_or(0xff, |offset| self.uart.read(offset))
     }
 
     /// Where the transmitted bytes went.

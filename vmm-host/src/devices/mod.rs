@@ -137,7 +137,7 @@ impl Devices {
             Some((Port::Com1, _)) => {
                 for (at, &byte) in consecutive(port).zip(access) {
                     match self.port(at) {
-                        Some((Port::Com1, offset)) => self.com1.write(offset as u8, byte),
+                        Some((Port::Com1, offset)) => self.com1.write(offset, byte),
                         _ => self.stray.note(|| format!("out {byte:#x} to port {at:#x}")),
                     }
                 }
@@ -157,7 +157,7 @@ impl Devices {
         let mut stray = false;
         for (at, byte) in consecutive(port).zip(access.iter_mut()) {
             *byte = match self.port(at) {
-                Some((Port::Com1, offset)) => self.com1.read(offset as u8),
+                Some((Port::Com1, offset)) => self.com1.read(offset),
                 // The debug-exit port is write-only; absent ISA hardware reads as all ones.
                 Some((Port::DebugExit, _)) | None => {
                     stray = true;

@@ -21,6 +21,14 @@ pub const IDT: u64 = 0x5000;
 pub const TSS: u64 = 0x6000;
 pub const KERNEL_STACK: u64 = 0x9000;
 pub const USER_STACK: u64 = 0xa000;
+
+/// A probe address as the sign-extended 32-bit immediate `push` and `mov` take. Every probe
+/// address lies below 2 GiB; called in `const` blocks, a larger one fails the build.
+#[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap)]
+pub const fn imm32(address: u64) -> i32 {
+    assert!(address < 1 << 31, "probe addresses lie below 2 GiB");
+    address as i32
+}
 /// Where the probe's main code starts.
 pub const CODE: u64 = 0x10000;
 /// Exception handler for vector v lives at HANDLERS + v * HANDLER_SIZE.
@@ -127,7 +135,7 @@ fn reporting_handler(at: u64, vector: u64) -> Result<Vec<u8>, IcedError> {
     };
     assemble(64, at, |a| {
         use iced_x86::code_asm::*;
-        a.mov(eax, vector as u32)?;
+        a.mov(eax, u32::try_from(vector).unwrap_or(u32::MAX))?;
         a.mov(dx, u32::from(VECTOR_PORT))?;
         a.out(dx, eax)?;
         a.mov(rax, qword_ptr(rsp + frame + 8))?;

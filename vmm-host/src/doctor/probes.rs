@@ -47,10 +47,10 @@ fn describe(stop: &Stop) -> String {
 fn enter_ring3(a: &mut CodeAssembler) -> Result<(), iced_x86::IcedError> {
     a.mov(rsp, KERNEL_STACK)?;
     a.push(i32::from(USER_DS))?;
-    a.push(USER_STACK as i32)?;
+    a.push(const { imm32(USER_STACK) })?;
     a.push(0x2)?;
     a.push(i32::from(USER_CS))?;
-    a.push(USER_CODE as i32)?;
+    a.push(const { imm32(USER_CODE) })?;
     a.iretq()
 }
 
@@ -101,7 +101,7 @@ fn mode_switch_run(kvm: &Kvm, set_cpuid: bool) -> Result<(Trace, u64), Probe> {
         a.mov(eax, cr4)?;
         a.or(eax, 0x20)?;
         a.mov(cr4, eax)?;
-        a.mov(eax, PML4 as u32)?;
+        a.mov(eax, const { imm32(PML4) })?;
         a.mov(cr3, eax)?;
         a.mov(ecx, 0xc000_0080u32)?;
         a.rdmsr()?;
@@ -109,10 +109,11 @@ fn mode_switch_run(kvm: &Kvm, set_cpuid: bool) -> Result<(Trace, u64), Probe> {
         a.or(eax, 0x900)?;
         a.wrmsr()?;
         a.mov(eax, cr0)?;
-        a.or(eax, 0x8000_0000u32 as i32)?;
+        // CR0.PG, bit 31: the sign bit of the 32-bit immediate.
+        a.or(eax, i32::MIN)?;
         a.mov(cr0, eax)?;
         a.push(i32::from(KERNEL_CS))?;
-        a.push(AUX_CODE as i32)?;
+        a.push(const { imm32(AUX_CODE) })?;
         a.retf()
     })?;
     let long = code(64, AUX_CODE, |a| {

@@ -2,6 +2,7 @@
 //! i386-64bit core feature with fs_base … efer after the segment selectors), so gdb scripts
 //! written against `qemu -s` work unchanged: `info registers cr3`, `$efer`, `p $cr2`.
 
+use crate::narrow::{low_u16, low_u32};
 use crate::vm::Registers;
 use gdbstub::arch::{Arch, RegId};
 use std::num::NonZeroUsize;
@@ -182,7 +183,7 @@ impl GdbRegisters {
         .into_iter()
         .enumerate()
         {
-            seg.selector = self.u64(18 + i) as u16;
+            seg.selector = low_u16(self.u64(18 + i));
         }
         s.fs.base = self.u64(24);
         s.gs.base = self.u64(25);
@@ -197,14 +198,14 @@ impl GdbRegisters {
         for (i, st) in f.fpr.iter_mut().enumerate() {
             st[..10].copy_from_slice(self.get(33 + i));
         }
-        f.fcw = self.u64(41) as u16;
-        f.fsw = self.u64(42) as u16;
-        f.ftwx = abridged_tag_word(self.u64(43) as u16);
-        f.last_opcode = self.u64(48) as u16;
+        f.fcw = low_u16(self.u64(41));
+        f.fsw = low_u16(self.u64(42));
+        f.ftwx = abridged_tag_word(low_u16(self.u64(43)));
+        f.last_opcode = low_u16(self.u64(48));
         for (i, xmm) in f.xmm.iter_mut().enumerate() {
             xmm.copy_from_slice(self.get(49 + i));
         }
-        f.mxcsr = self.u64(65) as u32;
+        f.mxcsr = low_u32(self.u64(65));
         cpu
     }
 }

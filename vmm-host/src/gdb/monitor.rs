@@ -160,7 +160,7 @@ fn phys(vm: &mut dyn Inspect, args: &[&str]) -> Result<String, String> {
     if len == 0 || len > PHYS_LIMIT {
         return Err(format!("LEN must be 1 to {PHYS_LIMIT} bytes, not {len}"));
     }
-    let mut buf = vec![0u8; len as usize];
+    let mut buf = vec![0u8; crate::narrow::to_usize(len)];
     let got = vm
         .read_physical(Gpa::new(start), &mut buf)
         .map_err(|e| e.to_string())?;
@@ -205,7 +205,7 @@ fn explain(vm: &mut dyn Inspect) -> String {
 fn history(vm: &mut dyn Inspect, args: &[&str]) -> Result<String, String> {
     let n = match args {
         [] => 20,
-        [n] => parse_number(n)? as usize,
+        [n] => usize::try_from(parse_number(n)?).unwrap_or(usize::MAX),
         _ => return Err("usage: history [N]".into()),
     };
     let log = vm.exceptions();

@@ -135,7 +135,7 @@ pub fn gdt(vm: &dyn Inspect) -> Result<String, String> {
     let base = Gva::new(cpu.sregs.gdt.base);
     let limit = u64::from(cpu.sregs.gdt.limit);
     let mut text = format!("GDTR base {base} limit {limit:#x}\n");
-    let size = ((limit + 1) as usize).min(64 * 8);
+    let size = crate::narrow::to_usize(limit + 1).min(64 * 8);
     let mut raw = vec![0u8; size];
     let got = vm.read_virtual(base, &mut raw).map_err(|e| e.to_string())?;
     let qword = |i: usize| {
@@ -146,7 +146,7 @@ pub fn gdt(vm: &dyn Inspect) -> Result<String, String> {
     let mut index = 0usize;
     while let Some(low) = qword(index) {
         let high = qword(index + 1).unwrap_or(0);
-        let d = decode((index * 8) as u16, low, high);
+        let d = decode(u16::try_from(index * 8).unwrap_or(u16::MAX), low, high);
         let mark = |sel: u16| {
             if cpu.sregs.cs.selector & !3 == sel {
                 "  <- CS"

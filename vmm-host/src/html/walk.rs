@@ -16,9 +16,15 @@ fn stopped_at(walk: &Walk, index: usize) -> bool {
     walk.end.result != "mapped" && index + 1 == walk.steps.len()
 }
 
+/// Where a box goes: a walk has at most five steps, so a report with more draws the rest
+/// on top of the last rather than off the page.
+fn position(index: usize) -> u32 {
+    u32::try_from(index).unwrap_or(u32::MAX).min(8)
+}
+
 /// The walk as an SVG element.
 pub fn walk_svg(walk: &Walk) -> String {
-    let boxes = walk.steps.len() as u32 + 1;
+    let boxes = position(walk.steps.len()) + 1;
     let width = BOX_WIDTH + STEP_X * boxes + 20;
     let height = STEP_Y * boxes + 10;
     let mut svg = String::new();
@@ -28,8 +34,8 @@ pub fn walk_svg(walk: &Walk) -> String {
         walk.address.0
     );
     for (i, step) in walk.steps.iter().enumerate() {
-        let x = 10 + STEP_X * i as u32;
-        let y = 5 + STEP_Y * i as u32;
+        let x = 10 + STEP_X * position(i);
+        let y = 5 + STEP_Y * position(i);
         let stopped = stopped_at(walk, i);
         let class = if stopped { "level stopped" } else { "level" };
         let _ = write!(
@@ -60,7 +66,7 @@ pub fn walk_svg(walk: &Walk) -> String {
             );
         }
     }
-    let last = walk.steps.len() as u32;
+    let last = position(walk.steps.len());
     let (x, y) = (10 + STEP_X * last, 5 + STEP_Y * last);
     let (class, text) = match walk.end.result.as_str() {
         "mapped" => (

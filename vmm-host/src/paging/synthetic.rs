@@ -134,7 +134,7 @@ pub fn identity_tree_4k(size: u64) -> (SyntheticMemory, Cr3) {
     let mut fill = |first_table: u64, children: u64, child_address: &dyn Fn(u64) -> u64| {
         for child in 0..children {
             let table = first_table + (child / ENTRIES as u64) * PAGE_SIZE;
-            let slot = (child % ENTRIES as u64) as usize;
+            let slot = crate::narrow::to_usize(child % ENTRIES as u64);
             mem.page_mut(Gpa::new(table))[slot] = (child_address(child) & ADDR_MASK) | KERNEL_RW;
         }
     };

@@ -7,7 +7,9 @@ use std::fmt;
 /// Vectors the tap instruments: the architectural exceptions.
 pub const EXCEPTION_VECTORS: u8 = 32;
 /// Bytes per long-mode gate descriptor.
-pub const GATE_SIZE: u64 = 16;
+pub const GATE_BYTES: usize = 16;
+/// The same, for address arithmetic.
+pub const GATE_SIZE: u64 = GATE_BYTES as u64;
 
 /// IDTR: where the table is (virtual) and its limit (size − 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +22,7 @@ impl Idtr {
     /// How many of vectors 0–31 the limit covers.
     pub fn covered_vectors(self) -> u8 {
         let entries = (u64::from(self.limit) + 1) / GATE_SIZE;
-        entries.min(u64::from(EXCEPTION_VECTORS)) as u8
+        u8::try_from(entries).map_or(EXCEPTION_VECTORS, |n| n.min(EXCEPTION_VECTORS))
     }
 
     /// The gate's virtual address, if inside the limit.
@@ -51,7 +53,7 @@ pub struct Gate {
 }
 
 impl Gate {
-    pub fn parse(vector: u8, raw: &[u8; GATE_SIZE as usize]) -> Self {
+    pub fn parse(vector: u8, raw: &[u8; GATE_BYTES]) -> Self {
         let word = |at: usize| u16::from_le_bytes([raw[at], raw[at + 1]]);
         let offset = u64::from(word(0))
             | u64::from(word(6)) << 16

@@ -107,7 +107,7 @@ struct Armed {
 }
 
 /// The 32 exception gates' bytes.
-const GATES_BYTES: usize = EXCEPTION_VECTORS as usize * idt::GATE_SIZE as usize;
+const GATES_BYTES: usize = EXCEPTION_VECTORS as usize * idt::GATE_BYTES;
 
 #[derive(Debug)]
 pub struct Tap {
@@ -235,7 +235,7 @@ impl Tap {
         };
         // Runs at every exit that is not the tap's: no allocation unless something changed.
         let mut gates = [0u8; GATES_BYTES];
-        let covered = usize::from(idtr.covered_vectors()) * idt::GATE_SIZE as usize;
+        let covered = usize::from(idtr.covered_vectors()) * idt::GATE_BYTES;
         let space = self.space(ram, sregs);
         if covered > 0 && space.read(idtr.base, &mut gates[..covered]).is_err() {
             gates = [0; GATES_BYTES];
@@ -274,9 +274,8 @@ impl Tap {
         let space = self.space(ram, sregs);
         let mut wanted: Vec<(Gpa, u8)> = Vec::new();
         let mut unarmed = Vec::new();
-        let covered = usize::from(armed.idtr.covered_vectors()) * idt::GATE_SIZE as usize;
-        for (vector, raw) in armed.gates[..covered].chunks_exact(16).enumerate() {
-            let vector = vector as u8;
+        let covered = usize::from(armed.idtr.covered_vectors()) * idt::GATE_BYTES;
+        for (vector, raw) in (0u8..).zip(armed.gates[..covered].chunks_exact(16)) {
             let raw: &[u8; 16] = raw.try_into().unwrap_or(&[0; 16]);
             let gate = Gate::parse(vector, raw);
             if !gate.usable() {

@@ -148,7 +148,7 @@ impl Patches {
         };
         for (&at, patch) in self.by_gpa.range_mut(gpa..end) {
             if !patch.lifted {
-                patch.original = data[(at.raw() - gpa.raw()) as usize];
+                patch.original = data[crate::narrow::to_usize(at.raw() - gpa.raw())];
                 let _ = ram.write_obj(self.trap_byte, at.guest_address());
             }
         }
@@ -215,7 +215,7 @@ impl HostBytes for Patches {
         };
         for (&gpa, patch) in self.by_gpa.range(start..end) {
             if !patch.lifted {
-                buf[(gpa.raw() - start.raw()) as usize] = patch.original;
+                buf[crate::narrow::to_usize(gpa.raw() - start.raw())] = patch.original;
             }
         }
     }

@@ -35,10 +35,10 @@ impl Frame {
             at,
             error,
             rip: Gva::new(rest[0]),
-            cs: rest[1] as u16,
+            cs: crate::narrow::low_u16(rest[1]),
             rflags: rest[2],
             rsp: Gva::new(rest[3]),
-            ss: rest[4] as u16,
+            ss: crate::narrow::low_u16(rest[4]),
         }
     }
 }

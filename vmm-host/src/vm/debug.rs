@@ -383,7 +383,7 @@ impl Vm {
         let mut done = 0;
         while done < buf.len() {
             let here = Gva::new(at.raw().wrapping_add(done as u64));
-            let len = ((4096 - here.page_offset()) as usize).min(buf.len() - done);
+            let len = here.to_page_end().min(buf.len() - done);
             let gpa = match &space {
                 Some(space) => space.translate(here),
                 None => Ok(Gpa::new(here.raw())),
@@ -408,7 +408,7 @@ impl Vm {
         let mut done = 0;
         while done < buf.len() {
             let here = Gpa::new(at.raw().wrapping_add(done as u64));
-            let len = ((4096 - here.page_offset()) as usize).min(buf.len() - done);
+            let len = here.to_page_end().min(buf.len() - done);
             if !view.read(here, &mut buf[done..done + len]) {
                 if done == 0 {
                     return Err(DebugError::NotRam(here));
@@ -425,7 +425,7 @@ impl Vm {
         let mut done = 0;
         while done < data.len() {
             let here = Gva::new(at.raw().wrapping_add(done as u64));
-            let len = ((4096 - here.page_offset()) as usize).min(data.len() - done);
+            let len = here.to_page_end().min(data.len() - done);
             let gpa = self.to_physical(here)?;
             self.write_physical(gpa, &data[done..done + len])?;
             done += len;
@@ -522,7 +522,7 @@ impl Vm {
 
     fn watched_value(&self, slot: HwSlot) -> Option<u64> {
         let mut raw = [0u8; 8];
-        let len = slot.len as usize;
+        let len = crate::narrow::to_usize(slot.len);
         match self.read_virtual(slot.at, &mut raw[..len]) {
             Ok(n) if n == len => Some(u64::from_le_bytes(raw)),
             _ => None,

@@ -156,7 +156,7 @@ impl Vm {
         let ranges: Vec<(GuestAddress, usize)> = layout
             .regions()
             .iter()
-            .map(|&(base, size)| (base.guest_address(), size as usize))
+            .map(|&(base, size)| (base.guest_address(), crate::narrow::to_usize(size)))
             .collect();
         let mem = GuestMemoryMmap::from_ranges(&ranges).map_err(|e| VmError::Memory {
             size: layout.size(),

@@ -108,7 +108,12 @@ impl Vcpu for VcpuFd {
                 // whole (KVM_GET_VCPU_MMAP_SIZE bytes) for the life of the VcpuFd; kvm-ioctls
                 // builds its own IoIn/IoOut slices the same way. The slice borrows `self`
                 // mutably, so nothing else reads or writes the mapping meanwhile.
-                unsafe { std::slice::from_raw_parts_mut(start.add(io.data_offset as usize), len) }
+                unsafe {
+                    std::slice::from_raw_parts_mut(
+                        start.add(crate::narrow::to_usize(io.data_offset)),
+                        len,
+                    )
+                }
             }
             KVM_EXIT_MMIO => {
                 // SAFETY: the exit reason is KVM_EXIT_MMIO, so the `mmio` member is the one

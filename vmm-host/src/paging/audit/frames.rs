@@ -5,6 +5,7 @@
 //! millions of copies but sets one bit. A 4 GiB guest needs 128 KiB per bitmap.
 
 use crate::addr::Gpa;
+use crate::narrow::to_usize;
 
 const FRAME: u64 = 4096;
 
@@ -137,17 +138,17 @@ fn words(start: u64, n: u64) -> impl Iterator<Item = (usize, u64)> {
         } else {
             ((1u64 << (hi - lo)) - 1) << (lo - w * 64)
         };
-        (w as usize, mask)
+        (to_usize(w), mask)
     })
 }
 
 impl Bits {
     pub(super) fn new(bits: u64) -> Self {
-        Self(vec![0; bits.div_ceil(64) as usize])
+        Self(vec![0; to_usize(bits.div_ceil(64))])
     }
 
     pub(super) fn get(&self, bit: u64) -> bool {
-        self.0[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+        self.0[to_usize(bit / 64)] & (1 << (bit % 64)) != 0
     }
 
     pub(super) fn set_range(&mut self, start: u64, n: u64) {
