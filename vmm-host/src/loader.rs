@@ -82,25 +82,8 @@ impl KernelImage {
         ram: &RamLayout,
     ) -> Result<Self, LoadError> {
         let path_buf = || path.to_path_buf();
-        if data.get(..4) != Some(elf::ELFMAG.as_slice()) {
-            let start: Vec<String> = data.iter().take(4).map(|b| format!("{b:02x}")).collect();
-            let start = if start.is_empty() {
-                "nothing: it is empty".into()
-            } else {
-                start.join(" ")
-            };
-            return Err(LoadError::NotElf(path_buf(), start));
-        }
-        if data.get(ELF_CLASS_OFFSET) != Some(&elf::ELFCLASS64.0) {
-            return Err(LoadError::NotElf64(path_buf()));
-        }
         let malformed = |e: object::Error| LoadError::Malformed(path_buf(), e.to_string());
-        let header = elf::FileHeader64::<object::Endianness>::parse(data).map_err(malformed)?;
-        let endian = header.endian().map_err(malformed)?;
-        let machine = header.e_machine(endian);
-        if machine != elf::EM_X86_64 {
-            return Err(LoadError::NotX86_64(path_buf(), machine.0));
-        }
+        let (header, endian) = x86_64_elf(path, data)?;
         let mut segments = Vec::new();
         let mut pvh_entry = None;
         for phdr in header.program_headers(endian, data).map_err(malformed)? {
@@ -116,27 +99,9 @@ impl KernelImage {
                     segments.push((Gpa::new(start), Gpa::new(end)));
                 }
                 elf::PT_NOTE => {
-                    let Some(mut notes) = phdr.notes(endian, data).map_err(malformed)? else {
-                        continue;
-                    };
-                    while let Some(note) = notes.next().map_err(malformed)? {
-                        if note.name() == b"Xen"
-                            && note.n_type(endian).0 == XEN_ELFNOTE_PHYS32_ENTRY
-                        {
-                            let desc = note.desc();
-                            let bytes: [u8; 4] = desc
-                                .get(..4)
-                                .and_then(|d| d.try_into().ok())
-                                .ok_or_else(|| {
-                                    LoadError::Malformed(
-                                        path_buf(),
-                                        format!(
-                                            "PVH entry note holds {} bytes, not 4 or 8",
-                                            desc.len()
-                                        ),
-                                    )
-                                })?;
-                            pvh_entry = Some(Gpa::new(u64::from(u32::from_le_bytes(bytes))));
+                    if let Some(mut notes) = phdr.notes(endian, data).map_err(malformed)? {
+                        while let Some(note) = notes.next().map_err(malformed)? {
+                            pvh_entry = pvh_entry_of(path, &note, endian)?.or(pvh_entry);
                         }
                     }
                 }
@@ -144,32 +109,7 @@ impl KernelImage {
             }
         }
         let pvh_entry = pvh_entry.ok_or_else(|| LoadError::NoPvhEntry(path_buf()))?;
-        if segments.is_empty() {
-            return Err(LoadError::NoSegments(path_buf()));
-        }
-        for &(start, end) in &segments {
-            if !ram.contains(start, end.raw() - start.raw()) {
-                return Err(LoadError::OutsideRam(
-                    path_buf(),
-                    start.raw(),
-                    end.raw(),
-                    ram.to_string(),
-                ));
-            }
-            if start.raw() < BOOT_DATA.1 && end.raw() > BOOT_DATA.0 {
-                return Err(LoadError::OverlapsBootData(
-                    path_buf(),
-                    start.raw(),
-                    end.raw(),
-                ));
-            }
-        }
-        if !segments
-            .iter()
-            .any(|&(start, end)| start <= pvh_entry && pvh_entry < end)
-        {
-            return Err(LoadError::EntryOutsideImage(path_buf(), pvh_entry.raw()));
-        }
+        check_placement(path, &segments, pvh_entry, ram)?;
         Ok(Self {
             path: path_buf(),
             pvh_entry,
@@ -194,6 +134,95 @@ impl KernelImage {
             )),
         }
     }
+}
+
+type Elf64Header = elf::FileHeader64<object::Endianness>;
+
+/// The ELF header of a 64-bit x86-64 ELF, or what the file is instead.
+fn x86_64_elf<'d>(
+    path: &Path,
+    data: &'d [u8],
+) -> Result<(&'d Elf64Header, object::Endianness), LoadError> {
+    let path_buf = || path.to_path_buf();
+    if data.get(..4) != Some(elf::ELFMAG.as_slice()) {
+        let start: Vec<String> = data.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        let start = if start.is_empty() {
+            "nothing: it is empty".into()
+        } else {
+            start.join(" ")
+        };
+        return Err(LoadError::NotElf(path_buf(), start));
+    }
+    if data.get(ELF_CLASS_OFFSET) != Some(&elf::ELFCLASS64.0) {
+        return Err(LoadError::NotElf64(path_buf()));
+    }
+    let malformed = |e: object::Error| LoadError::Malformed(path_buf(), e.to_string());
+    let header = Elf64Header::parse(data).map_err(malformed)?;
+    let endian = header.endian().map_err(malformed)?;
+    let machine = header.e_machine(endian);
+    if machine != elf::EM_X86_64 {
+        return Err(LoadError::NotX86_64(path_buf(), machine.0));
+    }
+    Ok((header, endian))
+}
+
+/// The 32-bit entry a Xen PVH note (XEN_ELFNOTE_PHYS32_ENTRY) gives, if this is one.
+fn pvh_entry_of(
+    path: &Path,
+    note: &object::read::elf::Note<'_, Elf64Header>,
+    endian: object::Endianness,
+) -> Result<Option<Gpa>, LoadError> {
+    if note.name() != b"Xen" || note.n_type(endian).0 != XEN_ELFNOTE_PHYS32_ENTRY {
+        return Ok(None);
+    }
+    let desc = note.desc();
+    let bytes: [u8; 4] = desc
+        .get(..4)
+        .and_then(|d| d.try_into().ok())
+        .ok_or_else(|| {
+            LoadError::Malformed(
+                path.to_path_buf(),
+                format!("PVH entry note holds {} bytes, not 4 or 8", desc.len()),
+            )
+        })?;
+    Ok(Some(Gpa::new(u64::from(u32::from_le_bytes(bytes)))))
+}
+
+/// Every segment in RAM and clear of the host's boot data, and the entry inside one.
+fn check_placement(
+    path: &Path,
+    segments: &[(Gpa, Gpa)],
+    entry: Gpa,
+    ram: &RamLayout,
+) -> Result<(), LoadError> {
+    let path_buf = || path.to_path_buf();
+    if segments.is_empty() {
+        return Err(LoadError::NoSegments(path_buf()));
+    }
+    for &(start, end) in segments {
+        if !ram.contains(start, end.raw() - start.raw()) {
+            return Err(LoadError::OutsideRam(
+                path_buf(),
+                start.raw(),
+                end.raw(),
+                ram.to_string(),
+            ));
+        }
+        if start.raw() < BOOT_DATA.1 && end.raw() > BOOT_DATA.0 {
+            return Err(LoadError::OverlapsBootData(
+                path_buf(),
+                start.raw(),
+                end.raw(),
+            ));
+        }
+    }
+    if !segments
+        .iter()
+        .any(|&(start, end)| start <= entry && entry < end)
+    {
+        return Err(LoadError::EntryOutsideImage(path_buf(), entry.raw()));
+    }
+    Ok(())
 }
 
 /// Write `hvm_start_info`, its memory map and the command line where the guest expects them.

@@ -206,42 +206,62 @@ fn panel(report: &Report, e: &Exception, default: bool) -> String {
         e.seq,
         escape(&e.name)
     );
-    let _ = write!(
-        html,
-        "<p class=\"mono\">rip {:#x}{}{}{}{} · CR3 {:#x}{}</p>",
-        e.rip.0,
-        e.location
-            .as_ref()
-            .map(|_| format!(" ({})", escape(&where_text(e))))
-            .unwrap_or_default(),
-        e.cpl.map(|c| format!(" · CPL {c}")).unwrap_or_default(),
-        e.error_text
-            .as_ref()
-            .map(|t| format!(" · error {}", escape(t)))
-            .unwrap_or_default(),
-        if e.vector == 14 {
-            format!(" · CR2 {:#x}", e.cr2.0)
-        } else {
-            String::new()
-        },
-        e.cr3.0,
-        if e.depth > 1 {
-            format!(
-                " · nested at depth {} inside {}",
-                e.depth,
-                e.outer
-                    .iter()
-                    .map(|s| format!("<a href=\"#exc-{s}\">[{s}]</a>"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )
-        } else {
-            String::new()
-        },
-    );
-    // The explanation beside the fault's own walk (CR2's for a page fault, else the first);
-    // the other walks (RIP, RSP, operands) folded below.
-    html.push_str("<div class=\"fault\"><div class=\"why\">");
+    html.push_str(&facts_line(e));
+    html.push_str(&walks(e));
+    match report.diffs.get(&e.seq) {
+        Some(diff) => html.push_str(&walk::diff_table(diff)),
+        None => html.push_str("<p class=\"note\">no diff recorded for this exception</p>"),
+    }
+    if let Some(audit) = report.audit_for(e.seq, e.cr3.0) {
+        let _ = write!(
+            html,
+            "<h3>Address space under CR3 {:#x}</h3>{}",
+            audit.cr3.0,
+            map::address_space_svg(audit)
+        );
+    }
+    html.push_str("</section>");
+    html
+}
+
+/// RIP and where it is, CPL, error code, CR2, CR3 and the exceptions it is nested in.
+fn facts_line(e: &Exception) -> String {
+    let location = e
+        .location
+        .as_ref()
+        .map(|_| format!(" ({})", escape(&where_text(e))))
+        .unwrap_or_default();
+    let cpl = e.cpl.map(|c| format!(" · CPL {c}")).unwrap_or_default();
+    let error = e
+        .error_text
+        .as_ref()
+        .map(|t| format!(" · error {}", escape(t)))
+        .unwrap_or_default();
+    let cr2 = if e.vector == 14 {
+        format!(" · CR2 {:#x}", e.cr2.0)
+    } else {
+        String::new()
+    };
+    let nested = if e.depth > 1 {
+        let outer: Vec<String> = e
+            .outer
+            .iter()
+            .map(|s| format!("<a href=\"#exc-{s}\">[{s}]</a>"))
+            .collect();
+        format!(" · nested at depth {} inside {}", e.depth, outer.join(" "))
+    } else {
+        String::new()
+    };
+    format!(
+        "<p class=\"mono\">rip {:#x}{location}{cpl}{error}{cr2} · CR3 {:#x}{nested}</p>",
+        e.rip.0, e.cr3.0
+    )
+}
+
+/// The explanation beside the fault's own walk (CR2's for a page fault, else the first); the
+/// other walks (RIP, RSP, operands) folded below.
+fn walks(e: &Exception) -> String {
+    let mut html = String::from("<div class=\"fault\"><div class=\"why\">");
     if let Some(i) = &e.instruction {
         let _ = write!(html, "<p>instruction <code>{}</code></p>", escape(&i.text));
     }
@@ -283,19 +303,6 @@ fn panel(report: &Report, e: &Exception, default: bool) -> String {
             figures.concat()
         );
     }
-    match report.diffs.get(&e.seq) {
-        Some(diff) => html.push_str(&walk::diff_table(diff)),
-        None => html.push_str("<p class=\"note\">no diff recorded for this exception</p>"),
-    }
-    if let Some(audit) = report.audit_for(e.seq, e.cr3.0) {
-        let _ = write!(
-            html,
-            "<h3>Address space under CR3 {:#x}</h3>{}",
-            audit.cr3.0,
-            map::address_space_svg(audit)
-        );
-    }
-    html.push_str("</section>");
     html
 }
 

@@ -68,7 +68,22 @@ pub fn walk_svg(walk: &Walk) -> String {
     }
     let last = position(walk.steps.len());
     let (x, y) = (10 + STEP_X * last, 5 + STEP_Y * last);
-    let (class, text) = match walk.end.result.as_str() {
+    let (class, text) = end_box(walk);
+    let _ = write!(
+        svg,
+        "<g class=\"{class}\"><rect x=\"{x}\" y=\"{y}\" width=\"{BOX_WIDTH}\" height=\"{}\" rx=\"4\"/><text x=\"{}\" y=\"{}\">{}</text></g>",
+        BOX_HEIGHT - 20,
+        x + 8,
+        y + 24,
+        escape(&text)
+    );
+    svg.push_str("</svg>");
+    svg
+}
+
+/// The last box: the page the walk reached, or where and why it stopped.
+fn end_box(walk: &Walk) -> (&'static str, String) {
+    match walk.end.result.as_str() {
         "mapped" => (
             "page",
             format!(
@@ -96,17 +111,7 @@ pub fn walk_svg(walk: &Walk) -> String {
                 walk.end.level.as_deref().unwrap_or("?")
             ),
         ),
-    };
-    let _ = write!(
-        svg,
-        "<g class=\"{class}\"><rect x=\"{x}\" y=\"{y}\" width=\"{BOX_WIDTH}\" height=\"{}\" rx=\"4\"/><text x=\"{}\" y=\"{}\">{}</text></g>",
-        BOX_HEIGHT - 20,
-        x + 8,
-        y + 24,
-        escape(&text)
-    );
-    svg.push_str("</svg>");
-    svg
+    }
 }
 
 fn page_size(bytes: u64) -> &'static str {

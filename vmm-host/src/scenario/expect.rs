@@ -452,60 +452,15 @@ pub fn check_exceptions(
             .position(|s| brief_matches(&expect.value, s, facts))
             .map(|i| from + i);
         let Some(at) = found else {
-            let same_vector: Vec<&Brief> = seen[from..]
-                .iter()
-                .filter(|s| s.vector == expect.value.vector)
-                .copied()
-                .collect();
-            let detail = match same_vector.first() {
-                Some(first) => format!(
-                    "; the first {}{} was {}",
-                    mnemonic(expect.value.vector),
-                    if from > 0 { " after that" } else { "" },
-                    describe(first, facts)
-                ),
-                None if from > 0 => format!(
-                    "; no {} after exception #{}",
-                    mnemonic(expect.value.vector),
-                    seen[from - 1].seq
-                ),
-                None => format!("; the run took no {}", mnemonic(expect.value.vector)),
-            };
-            let detail = match facts.log.sequence.gap() {
-                Some(gap) => format!("{detail} ({gap})"),
-                None => detail,
-            };
+            let detail = not_seen(&expect.value, &seen, from, facts);
             failures.push((
                 expect.line,
                 format!("expected exception {} was not seen{detail}", expect.value),
             ));
             continue;
         };
-        if expect.value.explanation.is_some() && !facts.analysed {
-            failures.push((expect.line, format!("the explanation {NOT_ANALYSED}")));
-        } else if let Some(phrase) = &expect.value.explanation {
-            let seq = seen[at].seq;
-            let analysed = facts
-                .log
-                .kept()
-                .find(|c| c.record.seq == seq)
-                .and_then(|c| c.analysis.as_ref());
-            match analysed {
-                Some(analysis) if analysis.explanation.contains(phrase.as_str()) => {}
-                Some(analysis) => failures.push((
-                    expect.line,
-                    format!(
-                        "the explanation of exception #{seq} lacks {phrase:?}; it says: {}",
-                        first_line(&analysis.explanation)
-                    ),
-                )),
-                None => failures.push((
-                    expect.line,
-                    format!(
-                        "exception #{seq} has no explanation kept (the host analyses the first of each kind, and those still handled at the end)"
-                    ),
-                )),
-            }
+        if let Some(failure) = check_explanation(&expect.value, seen[at].seq, facts) {
+            failures.push((expect.line, failure));
         }
         from = at + 1;
     }
@@ -521,6 +476,57 @@ pub fn check_exceptions(
         ));
     }
     failures
+}
+
+/// What came instead of an expected exception that was not seen from `seen[from]` on.
+fn not_seen(
+    expect: &ExceptionExpect,
+    seen: &[&Brief],
+    from: usize,
+    facts: &TapFacts<'_>,
+) -> String {
+    let same_vector = seen[from..].iter().find(|s| s.vector == expect.vector);
+    let detail = match same_vector {
+        Some(first) => format!(
+            "; the first {}{} was {}",
+            mnemonic(expect.vector),
+            if from > 0 { " after that" } else { "" },
+            describe(first, facts)
+        ),
+        None if from > 0 => format!(
+            "; no {} after exception #{}",
+            mnemonic(expect.vector),
+            seen[from - 1].seq
+        ),
+        None => format!("; the run took no {}", mnemonic(expect.vector)),
+    };
+    match facts.log.sequence.gap() {
+        Some(gap) => format!("{detail} ({gap})"),
+        None => detail,
+    }
+}
+
+/// Whether exception `seq`'s explanation says what the scenario expects it to.
+fn check_explanation(expect: &ExceptionExpect, seq: u64, facts: &TapFacts<'_>) -> Option<String> {
+    let phrase = expect.explanation.as_ref()?;
+    if !facts.analysed {
+        return Some(format!("the explanation {NOT_ANALYSED}"));
+    }
+    let analysed = facts
+        .log
+        .kept()
+        .find(|c| c.record.seq == seq)
+        .and_then(|c| c.analysis.as_ref());
+    match analysed {
+        Some(analysis) if analysis.explanation.contains(phrase.as_str()) => None,
+        Some(analysis) => Some(format!(
+            "the explanation of exception #{seq} lacks {phrase:?}; it says: {}",
+            first_line(&analysis.explanation)
+        )),
+        None => Some(format!(
+            "exception #{seq} has no explanation kept (the host analyses the first of each kind, and those still handled at the end)"
+        )),
+    }
 }
 
 fn first_line(text: &str) -> &str {

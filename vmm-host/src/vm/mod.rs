@@ -136,6 +136,35 @@ pub struct Vm {
     mem: GuestMemoryMmap,
 }
 
+/// Guest RAM as `layout` lays it out, in anonymous host memory.
+fn guest_ram(layout: &RamLayout) -> Result<GuestMemoryMmap, VmError> {
+    let ranges: Vec<(GuestAddress, usize)> = layout
+        .regions()
+        .iter()
+        .map(|&(base, size)| (base.guest_address(), crate::narrow::to_usize(size)))
+        .collect();
+    GuestMemoryMmap::from_ranges(&ranges).map_err(|e| VmError::Memory {
+        size: layout.size(),
+        error: e.to_string(),
+    })
+}
+
+/// vCPU 0 with the CPUID this host gives guests, in the state PVH promises at `kernel`'s
+/// entry; and the paging features that CPUID lets the guest use.
+fn pvh_vcpu(kvm: &Kvm, vm: &VmFd, kernel: &KernelImage) -> Result<(VcpuFd, CpuPaging), VmError> {
+    let vcpu = vm.create_vcpu(0).map_err(setup("KVM_CREATE_VCPU"))?;
+    let guest_cpuid = cpuid::guest_cpuid(kvm, 0)?;
+    vcpu.set_cpuid2(&guest_cpuid)
+        .map_err(setup("KVM_SET_CPUID2"))?;
+    let sregs = vcpu.get_sregs().map_err(setup("KVM_GET_SREGS"))?;
+    vcpu.set_sregs(&boot_cpu::pvh_sregs(sregs))
+        .map_err(setup("KVM_SET_SREGS"))?;
+    let start_info = Gpa::new(abi::boot::START_INFO);
+    vcpu.set_regs(&boot_cpu::pvh_regs(kernel.pvh_entry, start_info))
+        .map_err(setup("KVM_SET_REGS"))?;
+    Ok((vcpu, cpuid::paging_features(&guest_cpuid)))
+}
+
 impl Vm {
     /// Check the inputs, create the VM and load the kernel; nothing runs yet.
     pub fn new(config: VmConfig) -> Result<Self, VmError> {
@@ -153,15 +182,7 @@ impl Vm {
             config.serial_limit,
         )?;
 
-        let ranges: Vec<(GuestAddress, usize)> = layout
-            .regions()
-            .iter()
-            .map(|&(base, size)| (base.guest_address(), crate::narrow::to_usize(size)))
-            .collect();
-        let mem = GuestMemoryMmap::from_ranges(&ranges).map_err(|e| VmError::Memory {
-            size: layout.size(),
-            error: e.to_string(),
-        })?;
+        let mem = guest_ram(&layout)?;
 
         let vm = kvm.create_vm().map_err(setup("KVM_CREATE_VM"))?;
         vm.set_tss_address(TSS_ADDRESS)
@@ -171,17 +192,7 @@ impl Vm {
         kernel.load(&mem)?;
         loader::write_boot_data(&mem, &layout, &config.cmdline)?;
 
-        let mut vcpu = vm.create_vcpu(0).map_err(setup("KVM_CREATE_VCPU"))?;
-        let guest_cpuid = cpuid::guest_cpuid(&kvm, 0)?;
-        let cpu_paging = cpuid::paging_features(&guest_cpuid);
-        vcpu.set_cpuid2(&guest_cpuid)
-            .map_err(setup("KVM_SET_CPUID2"))?;
-        let sregs = vcpu.get_sregs().map_err(setup("KVM_GET_SREGS"))?;
-        vcpu.set_sregs(&boot_cpu::pvh_sregs(sregs))
-            .map_err(setup("KVM_SET_SREGS"))?;
-        let start_info = Gpa::new(abi::boot::START_INFO);
-        vcpu.set_regs(&boot_cpu::pvh_regs(kernel.pvh_entry, start_info))
-            .map_err(setup("KVM_SET_REGS"))?;
+        let (mut vcpu, cpu_paging) = pvh_vcpu(&kvm, &vm, &kernel)?;
 
         let synced_sregs = kvm.check_extension(kvm_ioctls::Cap::SyncRegs);
         if synced_sregs {

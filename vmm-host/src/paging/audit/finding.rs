@@ -197,46 +197,48 @@ impl fmt::Display for Finding {
                 "table loop: the {level} entry at {entry} (for {va}) points at {table}, a table \
                  already on its own walk; not followed; check the frame written into that entry"
             ),
-            Finding::UnreachedTables { count, examples } => {
-                write!(
-                    f,
-                    "unreached tables: {count} page-table frames are covered by no mapping ("
-                )?;
-                for (i, (level, frame)) in examples.iter().enumerate() {
-                    let sep = if i == 0 { "" } else { ", " };
-                    write!(f, "{sep}{level} {frame}")?;
-                }
-                if *count > examples.len() as u64 {
-                    f.write_str(", ...")?;
-                }
-                f.write_str(
-                    "); only a physical address used as a virtual one can touch them: check \
-                     how the kernel edits its tables",
-                )
-            }
-            Finding::Aliased { frames, examples } => {
-                write!(
-                    f,
-                    "aliasing: {frames} frames are mapped at two or more virtual pages outside \
-                     the identity and direct maps ("
-                )?;
-                for (i, alias) in examples.iter().enumerate() {
-                    let sep = if i == 0 { "" } else { "; " };
-                    match alias.first {
-                        Some(first) => {
-                            write!(f, "{sep}{} at {first} and {}", alias.frame, alias.second)?
-                        }
-                        None => write!(f, "{sep}{} again at {}", alias.frame, alias.second)?,
-                    }
-                }
-                if *frames > examples.len() as u64 {
-                    f.write_str("; ...")?;
-                }
-                f.write_str("); check for a double map or a missing unmap")
-            }
+            Finding::UnreachedTables { count, examples } => unreached(f, *count, examples),
+            Finding::Aliased { frames, examples } => aliased(f, *frames, examples),
             Finding::Omitted { kind, count } => {
                 write!(f, "... and {count} more {} findings", kind.name())
             }
         }
     }
+}
+
+fn unreached(f: &mut fmt::Formatter<'_>, count: u64, examples: &[(Level, Gpa)]) -> fmt::Result {
+    write!(
+        f,
+        "unreached tables: {count} page-table frames are covered by no mapping ("
+    )?;
+    for (i, (level, frame)) in examples.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        write!(f, "{sep}{level} {frame}")?;
+    }
+    if count > examples.len() as u64 {
+        f.write_str(", ...")?;
+    }
+    f.write_str(
+        "); only a physical address used as a virtual one can touch them: check how the \
+         kernel edits its tables",
+    )
+}
+
+fn aliased(f: &mut fmt::Formatter<'_>, frames: u64, examples: &[Alias]) -> fmt::Result {
+    write!(
+        f,
+        "aliasing: {frames} frames are mapped at two or more virtual pages outside the identity \
+         and direct maps ("
+    )?;
+    for (i, alias) in examples.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "; " };
+        match alias.first {
+            Some(first) => write!(f, "{sep}{} at {first} and {}", alias.frame, alias.second)?,
+            None => write!(f, "{sep}{} again at {}", alias.frame, alias.second)?,
+        }
+    }
+    if frames > examples.len() as u64 {
+        f.write_str("; ...")?;
+    }
+    f.write_str("); check for a double map or a missing unmap")
 }
