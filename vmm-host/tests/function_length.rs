@@ -1,21 +1,12 @@
 //! No host function outside tests is longer than a screen: a longer one fails with its
 //! name, place and length (split it into functions whose names say what each part does).
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::rust_files;
+use std::path::Path;
 
 /// Lines from `fn` to its closing brace, inclusive.
 const LIMIT: usize = 85;
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("a source directory") {
-        let path = entry.expect("a directory entry").path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 /// Each function in `text` (before its `#[cfg(test)] mod tests`): name, first line, length.
 /// A function ends at the first `}` line indented as its `fn` line, as rustfmt writes it.

@@ -7,23 +7,14 @@
 //! modules below) may reach anywhere.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+mod common;
+use common::rust_files;
+use std::path::Path;
 
 const TEST_ONLY: &[&str] = &["walk_model.rs", "robustness.rs", "gdb/fake.rs"];
 
 /// `from → to`, with the first place that makes it.
 type Graph = BTreeMap<String, BTreeMap<String, String>>;
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("a source directory") {
-        let path = entry.expect("a directory entry").path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 /// The module path of a source file: `vm/run.rs` is `vm::run`, `vm/mod.rs` is `vm`.
 fn module_of(relative: &str) -> Vec<String> {

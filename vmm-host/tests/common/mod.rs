@@ -135,3 +135,15 @@ pub fn assert_one_line_error(run: &Run, expected: &str) {
         lines[0]
     );
 }
+
+/// Every `.rs` file under `dir`, for the tests that read the host's own source.
+pub fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("a source directory") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
