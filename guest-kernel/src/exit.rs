@@ -18,9 +18,3 @@ pub fn halt_forever() -> ! {
         x86_64::instructions::hlt();
     }
 }
-
-/// End a workload: the exception digest first (see `abi::trace`), then the exit code.
-pub fn finish(code: u8) -> ! {
-    crate::traps::print_digest();
-    exit(code)
-}

@@ -2,7 +2,7 @@
 //! must catch the exception and explain it. Each prints what it is about to do first, so
 //! a scenario can check that the fault came from the intended access.
 
-use crate::exit::finish;
+use crate::exceptions::finish;
 use crate::kprintln;
 use crate::pmm;
 use crate::vmm::{self, kernel_context};

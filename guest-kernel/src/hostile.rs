@@ -3,7 +3,7 @@
 //! debug-exit port. The host must report each and end cleanly; none of them is a bug the
 //! kernel could survive.
 
-use crate::exit::finish;
+use crate::exceptions::finish;
 use crate::kprintln;
 use crate::vmm::active_pml4;
 use abi::exit::FAILURE;

@@ -6,8 +6,10 @@
 mod boot;
 mod bootinfo;
 mod cpu;
+mod exceptions;
 mod exit;
 mod faults;
+mod frame;
 mod hostile;
 mod idt;
 mod log;
@@ -65,7 +67,7 @@ extern "C" fn kmain(start_info_paddr: u32) -> ! {
     let options = parse_options(&cmdline);
 
     let selectors = cpu::init();
-    traps::init();
+    exceptions::init();
     idt::init(&selectors);
     kprintln!("[kernel] GDT and TSS loaded (#DF on IST1); IDT: 32 exception vectors and int 0x80");
 

@@ -3,7 +3,6 @@
 
 use crate::bootinfo::BootInfo;
 use crate::sync::Global;
-use crate::vmm::{self, Variant};
 use abi::boot::{BOOT_PAGE_TABLES, BOOT_STACK_TOP, KERNEL_LOAD};
 use mm::pmm::{FRAME_SIZE, FrameBitmap, Placement};
 
@@ -79,13 +78,31 @@ pub fn pmm_alloc(pages: usize) -> Option<u64> {
     PMM.with(|pmm| pmm.alloc(pages))
 }
 
+/// How `pmm_alloc_zero` reaches a fresh frame; the VMM sets it for its variant.
+#[derive(Clone, Copy)]
+pub enum Zeroing {
+    /// BoxKernel's way: the physical address written through as if it were virtual.
+    ThroughPhysical,
+    /// Through a mapping the VMM lends for the frame at this physical address.
+    Through(fn(u64)),
+}
+
+static ZEROING: Global<Zeroing> = Global::new("the frame-zeroing method");
+
+pub fn set_zeroing(zeroing: Zeroing) {
+    ZEROING.set(zeroing);
+}
+
 /// `pages` contiguous zeroed frames; their physical address.
 #[inline(never)]
 pub fn pmm_alloc_zero(pages: usize) -> Option<u64> {
     let phys = pmm_alloc(pages)?;
     let len = pages * FRAME_SIZE as usize;
-    match vmm::variant() {
-        Variant::BoxKernel | Variant::BoxKernelNx | Variant::Identity4g => {
+    match ZEROING
+        .try_with(|zeroing| *zeroing)
+        .unwrap_or(Zeroing::ThroughPhysical)
+    {
+        Zeroing::ThroughPhysical => {
             // BUG #1 (seed 000, 2.3): the physical address is written through as if it were
             // virtual. Right only while `phys` is inside the identity map (64 MiB, or 4 GiB
             // with identity4g); above it this faults, inside whatever fault handler asked for
@@ -94,9 +111,9 @@ pub fn pmm_alloc_zero(pages: usize) -> Option<u64> {
             // map makes it land on the frame as long as the frame is below its end.
             unsafe { core::ptr::write_bytes(phys as *mut u8, 0, len) };
         }
-        Variant::Hhdm | Variant::Recursive => {
+        Zeroing::Through(zero) => {
             for page in 0..pages as u64 {
-                vmm::with_frame(phys + page * FRAME_SIZE, |frame| frame.fill(0));
+                zero(phys + page * FRAME_SIZE);
             }
         }
     }

@@ -3,13 +3,14 @@
 //! anonymous memory in the #PF handler, and SIGSEGV for addresses outside every VMA.
 
 use crate::cpu::Selectors;
-use crate::idt::TrapFrame;
+use crate::exceptions;
+use crate::frame::TrapFrame;
 use crate::pmm::pmm_alloc_zero;
 use crate::sync::Global;
-use crate::traps::{self, PfError};
 use crate::user::{KernelResume, Program, enter_user, program_bytes, resume_kernel};
 use crate::vmm::{self, Context};
 use crate::{fault_log, kprintln};
+use abi::exception::PfError;
 use core::sync::atomic::{AtomicBool, Ordering};
 use mm::paging::{
     ACCESSED, Flags, Level, NO_EXECUTE, PAGE_SIZE, PRESENT, USER, USER_ANON_DIRTY, WRITABLE,
@@ -175,7 +176,7 @@ pub fn run(program: Program, selectors: &Selectors) -> Outcome {
 
 /// End the process with `status` (128 + signal when killed) and return to [`run`].
 fn terminate(status: u64) -> ! {
-    traps::leave_all();
+    exceptions::leave_all();
     // SAFETY: RESUME was filled by enter_user in `run`, which is waiting for this.
     unsafe { resume_kernel(&raw const RESUME, status) }
 }
@@ -317,7 +318,7 @@ pub fn user_page_fault(frame: &mut TrapFrame, cr2: u64) {
             pte,
             Flags(pte)
         ),
-        Err(error) => traps::fatal(frame, cr2, format_args!("mapping a user page: {error}")),
+        Err(error) => exceptions::fatal(frame, cr2, format_args!("mapping a user page: {error}")),
     }
 }
 
@@ -330,7 +331,7 @@ pub fn kill_for_exception(frame: &mut TrapFrame, vector: u8, cr2: u64) -> ! {
         12..=14 => SIGSEGV,
         _ => SIGBUS,
     };
-    kill(frame, signal, cr2, traps::name(vector))
+    kill(frame, signal, cr2, abi::exception::name(vector))
 }
 
 fn kill(frame: &TrapFrame, signal: u8, cr2: u64, why: &str) -> ! {

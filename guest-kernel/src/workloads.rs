@@ -1,7 +1,8 @@
 //! What the kernel does after boot, chosen with `test=` on the command line.
 
 use crate::cpu::Selectors;
-use crate::exit::{exit, finish};
+use crate::exceptions::finish;
+use crate::exit::exit;
 use crate::kprintln;
 use crate::process::{self, Outcome, SIGSEGV};
 use crate::user::Program;

@@ -376,11 +376,18 @@ fn the_repository_command_file_connects_and_the_python_helpers_take_gdb_expressi
         out.contains(&format!("PML4 [  0]  table {cr3:#012x}  entry 0x")),
         "{out}"
     );
-    // `vmm-pte` shows only the last level.
+    // `vmm-pte` shows only the last level: the PT entry indexed by bits 20..12 of $pc.
+    let pc = out
+        .split("walk of 0x")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap_or_else(|| panic!("no walk of $pc: {out}"));
+    let leaf = format!("PT   [{:>3}]", (pc >> 12) & 0x1ff);
     let pte = out
         .lines()
-        .find(|l| l.starts_with("PT   [257]"))
-        .unwrap_or_else(|| panic!("no leaf entry line: {out}"));
+        .find(|l| l.starts_with(&leaf))
+        .unwrap_or_else(|| panic!("no leaf entry line `{leaf}`: {out}"));
     assert!(pte.contains("table 0x"), "{pte}");
     assert!(
         out.contains(&format!("{cr3:016x}  23 ")),

@@ -15,7 +15,7 @@
 pub mod dump;
 pub mod heap;
 
-use crate::pmm::{pmm_alloc, pmm_alloc_zero, pmm_free};
+use crate::pmm::{Zeroing, pmm_alloc, pmm_alloc_zero, pmm_free};
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use mm::paging::{
@@ -430,6 +430,11 @@ pub fn vmm_unmap_page(ctx: Context, va: u64) -> Result<u64, VmmError> {
     })
 }
 
+/// Zero the frame at `phys` through the variant's way to reach it.
+fn zero_frame(phys: u64) {
+    with_frame(phys, |frame| frame.fill(0));
+}
+
 /// Let the kernel touch the frame at `phys` the variant's way.
 pub fn with_frame<R>(phys: u64, f: impl FnOnce(&mut [u8; 4096]) -> R) -> R {
     let page = match variant() {
@@ -473,6 +478,10 @@ pub struct InitSummary {
 /// extras, and the switch to it.
 pub fn vmm_init(chosen: Variant, ram_ranges: impl Iterator<Item = (u64, u64)>) -> InitSummary {
     VARIANT.store(chosen as u8, Ordering::Relaxed);
+    crate::pmm::set_zeroing(match chosen {
+        Variant::Hhdm | Variant::Recursive => Zeroing::Through(zero_frame),
+        Variant::BoxKernel | Variant::BoxKernelNx | Variant::Identity4g => Zeroing::ThroughPhysical,
+    });
     let free_before = crate::pmm::free_frames();
     let pml4 = match pmm_alloc_zero(1) {
         Some(pml4) => pml4,
