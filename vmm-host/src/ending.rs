@@ -153,6 +153,8 @@ pub struct RunReport {
     /// Port and MMIO accesses that hit no device, with the first one described.
     pub stray_accesses: u64,
     pub first_stray: Option<String>,
+    /// The last POST codes the guest wrote to port 0x80, oldest first.
+    pub post_codes: Vec<u8>,
     pub serial_dropped: u64,
     /// The serial limit the run had, for the note on dropped bytes.
     pub serial_limit: u64,
@@ -190,6 +192,14 @@ impl fmt::Display for RunReport {
                 self.stray_accesses,
                 self.first_stray.as_deref().unwrap_or("?")
             )?;
+        }
+        if !self.post_codes.is_empty() {
+            let codes: Vec<String> = self
+                .post_codes
+                .iter()
+                .map(|c| format!("{c:#04x}"))
+                .collect();
+            writeln!(f, "  POST   last codes at port 0x80: {}", codes.join(" "))?;
         }
         if self.serial_dropped > 0 {
             writeln!(
@@ -270,6 +280,7 @@ mod tests {
             vm_exits: 3,
             stray_accesses: 0,
             first_stray: None,
+            post_codes: Vec::new(),
             serial_dropped: 0,
             serial_limit: 16 << 10,
         };
@@ -298,13 +309,14 @@ mod tests {
             elapsed: Duration::from_millis(250),
             vm_exits: 12,
             stray_accesses: 2,
-            first_stray: Some("in from port 0x61".into()),
+            first_stray: Some("in from port 0x378".into()),
+            post_codes: vec![0x10, 0xaa],
             serial_dropped: 0,
             serial_limit: 0,
         };
         assert_eq!(
             report.to_string(),
-            "== run ended: KVM internal error, suberror 1 (instruction emulation failed)\n  status 82   time 0.25 s   VM exits 12\n  data   0x1 0xcc\n  note   2 accesses reached no device (first: in from port 0x61)\n"
+            "== run ended: KVM internal error, suberror 1 (instruction emulation failed)\n  status 82   time 0.25 s   VM exits 12\n  data   0x1 0xcc\n  note   2 accesses reached no device (first: in from port 0x378)\n  POST   last codes at port 0x80: 0x10 0xaa\n"
         );
         let entry = Ending::EntryFailure { reason: 33, cpu: 0 }.headline();
         assert_eq!(

@@ -163,6 +163,7 @@ pub fn run_json(report: &RunReport, exceptions: u64) -> Value {
         "seconds": report.elapsed.as_secs_f64(),
         "vm_exits": report.vm_exits,
         "exceptions": exceptions,
+        "post_codes": report.post_codes,
     })
 }
 

@@ -13,18 +13,36 @@
 
 pub mod com1;
 pub mod debug_exit;
+pub mod pic;
+pub mod pit;
 
 use crate::addr::Gpa;
 use crate::console::ConsoleSink;
 use com1::Com1;
 use debug_exit::ExitRequest;
+use pic::Pic;
+use pit::Pit;
+use std::collections::VecDeque;
+use std::io::Write as _;
+use std::time::{Duration, Instant};
 use vm_device::bus::{MmioAddress, MmioBus, PioAddress, PioBus, PioRange};
+
+/// Bochs' and QEMU's debug console: bytes written here go to the console like COM1's.
+pub const DEBUG_CONSOLE: u16 = 0xe9;
+/// POST codes: firmware and many kernels write progress bytes here (Linux also as a delay).
+pub const POST: u16 = 0x80;
+/// POST codes kept for the report.
+const POST_KEPT: usize = 8;
 
 /// The device a port range belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Port {
     Com1,
     DebugExit,
+    DebugConsole,
+    Post,
+    Pic,
+    Pit,
 }
 
 /// The device an MMIO range belongs to. None exists yet: every MMIO access is stray.
@@ -74,7 +92,28 @@ pub struct Devices {
     pio: PioBus<Port>,
     mmio: MmioBus<Mmio>,
     pub com1: Com1,
+    pub pic: Pic,
+    pub pit: Pit,
+    /// The last POST codes written to port 0x80, oldest first.
+    pub post_codes: VecDeque<u8>,
     pub stray: StrayAccesses,
+    clock: Clock,
+}
+
+/// The time devices see: since the VM was made, or set by a test.
+#[derive(Debug, Clone, Copy)]
+pub enum Clock {
+    Host { started: Instant },
+    Fixed(Duration),
+}
+
+impl Clock {
+    fn now(self) -> Duration {
+        match self {
+            Self::Host { started } => started.elapsed(),
+            Self::Fixed(at) => at,
+        }
+    }
 }
 
 impl std::fmt::Debug for Devices {
@@ -82,23 +121,49 @@ impl std::fmt::Debug for Devices {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Devices")
             .field("com1", &self.com1)
+            .field("pic", &self.pic)
+            .field("pit", &self.pit)
             .field("stray", &self.stray)
             .finish_non_exhaustive()
     }
 }
 
 impl Devices {
-    /// The PC this host emulates: COM1 and the debug-exit port.
+    /// The PC this host emulates: COM1, the debug-exit port, the debug console at 0xE9,
+    /// POST codes at 0x80, the 8259A pair and the 8254 PIT.
     pub fn new(console: ConsoleSink) -> Result<Self, DeviceError> {
         let mut devices = Self {
             pio: PioBus::new(),
             mmio: MmioBus::new(),
             com1: Com1::new(console),
+            pic: Pic::default(),
+            pit: Pit::default(),
+            post_codes: VecDeque::with_capacity(POST_KEPT),
             stray: StrayAccesses::default(),
+            clock: Clock::Host {
+                started: Instant::now(),
+            },
         };
         devices.place("COM1", Port::Com1, com1::BASE, com1::PORTS)?;
         devices.place("the debug-exit port", Port::DebugExit, debug_exit::PORT, 1)?;
+        devices.place("the debug console", Port::DebugConsole, DEBUG_CONSOLE, 1)?;
+        devices.place("the POST port", Port::Post, POST, 1)?;
+        devices.place("the master PIC", Port::Pic, pic::MASTER, 2)?;
+        devices.place("the slave PIC", Port::Pic, pic::SLAVE, 2)?;
+        devices.place("the PICs' ELCR", Port::Pic, pic::ELCR, 2)?;
+        devices.place("the PIT", Port::Pit, pit::BASE, 4)?;
+        devices.place("port B", Port::Pit, pit::PORT_B, 1)?;
         Ok(devices)
+    }
+
+    /// Devices' time from now on (tests make it deterministic).
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.clock = clock;
+    }
+
+    /// The time the devices see now.
+    pub fn now(&self) -> Duration {
+        self.clock.now()
     }
 
     fn place(
@@ -134,12 +199,9 @@ impl Devices {
                 }
                 PortWrite::Exit { code }
             }
-            Some((Port::Com1, _)) => {
+            Some(_) => {
                 for (at, &byte) in consecutive(port).zip(access) {
-                    match self.port(at) {
-                        Some((Port::Com1, offset)) => self.com1.write(offset, byte),
-                        _ => self.stray.note(|| format!("out {byte:#x} to port {at:#x}")),
-                    }
+                    self.write_byte(at, byte);
                 }
                 PortWrite::Done
             }
@@ -152,12 +214,41 @@ impl Devices {
         }
     }
 
+    /// One byte of a write to a byte-wide device (or to no device).
+    fn write_byte(&mut self, at: u16, byte: u8) {
+        let now = self.now();
+        match self.port(at) {
+            Some((Port::Com1, offset)) => self.com1.write(offset, byte),
+            Some((Port::DebugConsole, _)) => {
+                // The sink never fails; a full log is noted by the sink itself.
+                let _ = self.com1.sink_mut().write_all(&[byte]);
+            }
+            Some((Port::Post, _)) => {
+                if self.post_codes.len() == POST_KEPT {
+                    self.post_codes.pop_front();
+                }
+                self.post_codes.push_back(byte);
+            }
+            Some((Port::Pic, _)) => self.pic.write(at, byte),
+            Some((Port::Pit, _)) => self.pit.write(at, byte, now),
+            Some((Port::DebugExit, _)) | None => {
+                self.stray.note(|| format!("out {byte:#x} to port {at:#x}"));
+            }
+        }
+    }
+
     /// One `in` access of 1, 2 or 4 bytes at `port`, filled in little-endian order.
     pub fn port_read(&mut self, port: u16, access: &mut [u8]) {
+        let now = self.now();
         let mut stray = false;
         for (at, byte) in consecutive(port).zip(access.iter_mut()) {
             *byte = match self.port(at) {
                 Some((Port::Com1, offset)) => self.com1.read(offset),
+                // Bochs' and QEMU's answer, by which kernels detect the debug console.
+                Some((Port::DebugConsole, _)) => 0xe9,
+                Some((Port::Post, _)) => 0xff,
+                Some((Port::Pic, _)) => self.pic.read(at),
+                Some((Port::Pit, _)) => self.pit.read(at, now),
                 // The debug-exit port is write-only; absent ISA hardware reads as all ones.
                 Some((Port::DebugExit, _)) | None => {
                     stray = true;

@@ -48,12 +48,12 @@ fn the_debug_exit_port_ends_the_run_with_the_low_byte() {
 #[test]
 fn unknown_ports_are_stray_and_read_as_all_ones() {
     let mut d = devices();
-    assert_eq!(d.port_write(0x80, &[0x34, 0x12]), PortWrite::Done);
+    assert_eq!(d.port_write(0x82, &[0x34, 0x12]), PortWrite::Done);
     let mut data = [0; 4];
-    d.port_read(0x61, &mut data);
+    d.port_read(0x378, &mut data);
     assert_eq!(data, [0xff; 4]);
     assert_eq!(d.stray.count, 2);
-    assert_eq!(d.stray.first.as_deref(), Some("out 0x1234 to port 0x80"));
+    assert_eq!(d.stray.first.as_deref(), Some("out 0x1234 to port 0x82"));
     let mut exit_port = [0];
     d.port_read(0xf4, &mut exit_port);
     assert_eq!(exit_port, [0xff], "the debug-exit port is write-only");
@@ -89,4 +89,49 @@ fn mmio_reaches_no_device_yet() {
         d.stray.first.as_deref(),
         Some("read of 4 bytes at physical 0xfee00030")
     );
+}
+
+#[test]
+fn the_debug_console_prints_like_com1_and_answers_0xe9() {
+    let mut d = devices();
+    for &b in b"dbg\r\n" {
+        d.port_write(0xe9, &[b]);
+    }
+    assert_eq!(d.com1.sink().captured(), b"dbg\n");
+    let mut probe = [0];
+    d.port_read(0xe9, &mut probe);
+    assert_eq!(probe, [0xe9]);
+    assert_eq!(d.stray.count, 0);
+}
+
+#[test]
+fn post_codes_keep_the_last_eight() {
+    let mut d = devices();
+    for code in 1..=10u8 {
+        d.port_write(0x80, &[code]);
+    }
+    assert_eq!(d.post_codes, [3, 4, 5, 6, 7, 8, 9, 10]);
+    assert_eq!(d.stray.count, 0, "Linux's I/O delay writes here: not stray");
+}
+
+#[test]
+fn the_pic_and_pit_answer_on_their_ports() {
+    let mut d = devices();
+    d.set_clock(Clock::Fixed(Duration::ZERO));
+    // Remap, unmask IRQ 0 only, then the PIT at 1 kHz.
+    for (port, value) in [(0x20, 0x11), (0x21, 0x20), (0x21, 0x04), (0x21, 0x01)] {
+        d.port_write(port, &[value]);
+    }
+    d.port_write(0x21, &[0xfe]);
+    d.port_write(0x43, &[0x34]);
+    d.port_write(0x40, &[0xa9]);
+    d.port_write(0x40, &[0x04]);
+    let mut mask = [0];
+    d.port_read(0x21, &mut mask);
+    assert_eq!(mask, [0xfe]);
+    assert_eq!(d.pit.irq0_period(), Some(Duration::from_nanos(999_847)));
+    d.set_clock(Clock::Fixed(Duration::from_millis(3)));
+    let mut port_b = [0];
+    d.port_read(0x61, &mut port_b);
+    assert_eq!(d.stray.count, 0);
 }

@@ -318,6 +318,7 @@ serial = ["memory map", "hello from guest-kernel"]
             vm_exits: 0,
             stray_accesses: 0,
             first_stray: None,
+            post_codes: Vec::new(),
             serial_dropped: 0,
             serial_limit: crate::console::DEFAULT_LIMIT,
         }

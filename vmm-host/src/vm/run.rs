@@ -214,6 +214,7 @@ impl Vm {
             vm_exits: self.progress.exits,
             stray_accesses: self.devices.stray.count,
             first_stray: self.devices.stray.first.clone(),
+            post_codes: self.devices.post_codes.iter().copied().collect(),
             serial_dropped: self.devices.com1.sink().dropped(),
             serial_limit: self.config.serial_limit,
         };
