@@ -113,6 +113,28 @@ stub!(vector_29, 29, error_code);
 stub!(vector_30, 30, error_code);
 stub!(vector_31, 31);
 stub!(vector_syscall, SYSCALL_VECTOR);
+stub!(irq_0, crate::timer::IRQ_BASE);
+stub!(irq_1, crate::timer::IRQ_BASE + 1);
+stub!(irq_2, crate::timer::IRQ_BASE + 2);
+stub!(irq_3, crate::timer::IRQ_BASE + 3);
+stub!(irq_4, crate::timer::IRQ_BASE + 4);
+stub!(irq_5, crate::timer::IRQ_BASE + 5);
+stub!(irq_6, crate::timer::IRQ_BASE + 6);
+stub!(irq_7, crate::timer::IRQ_BASE + 7);
+stub!(irq_8, crate::timer::IRQ_BASE + 8);
+stub!(irq_9, crate::timer::IRQ_BASE + 9);
+stub!(irq_10, crate::timer::IRQ_BASE + 10);
+stub!(irq_11, crate::timer::IRQ_BASE + 11);
+stub!(irq_12, crate::timer::IRQ_BASE + 12);
+stub!(irq_13, crate::timer::IRQ_BASE + 13);
+stub!(irq_14, crate::timer::IRQ_BASE + 14);
+stub!(irq_15, crate::timer::IRQ_BASE + 15);
+
+/// The 16 IRQs of the remapped PICs (see `timer`).
+const IRQ_STUBS: [extern "C" fn(); 16] = [
+    irq_0, irq_1, irq_2, irq_3, irq_4, irq_5, irq_6, irq_7, irq_8, irq_9, irq_10, irq_11, irq_12,
+    irq_13, irq_14, irq_15,
+];
 
 const EXCEPTION_STUBS: [extern "C" fn(); 32] = [
     vector_0, vector_1, vector_2, vector_3, vector_4, vector_5, vector_6, vector_7, vector_8,
@@ -177,6 +199,10 @@ fn gates(selectors: &Selectors, double_fault_ist: u8) -> Idt {
         gates[vector] = Gate::new(stub, selectors, 0, ist);
     }
     gates[usize::from(SYSCALL_VECTOR)] = Gate::new(vector_syscall, selectors, 3, 0);
+    let irqs = usize::from(crate::timer::IRQ_BASE);
+    for (gate, stub) in gates[irqs..irqs + 16].iter_mut().zip(IRQ_STUBS) {
+        *gate = Gate::new(stub, selectors, 0, 0);
+    }
     Idt(gates)
 }
 
@@ -190,8 +216,8 @@ fn load(idt: &'static Idt) {
     unsafe { x86_64::instructions::tables::lidt(&pointer) };
 }
 
-/// Build and load the IDT: the 32 exceptions for ring 0, #DF on its own IST stack, and
-/// `int 0x80` callable from ring 3.
+/// Build and load the IDT: the 32 exceptions for ring 0, #DF on its own IST stack, the 16
+/// IRQs of the remapped PICs, and `int 0x80` callable from ring 3.
 pub fn init(selectors: &Selectors) {
     load(IDT.init(gates(selectors, DOUBLE_FAULT_IST as u8 + 1)));
 }

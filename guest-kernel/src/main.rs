@@ -17,6 +17,7 @@ mod pmm;
 mod process;
 mod serial;
 mod sync;
+mod timer;
 mod traps;
 mod user;
 mod vmm;
@@ -69,7 +70,9 @@ extern "C" fn kmain(start_info_paddr: u32) -> ! {
     let selectors = cpu::init();
     exceptions::init();
     idt::init(&selectors);
-    kprintln!("[kernel] GDT and TSS loaded (#DF on IST1); IDT: 32 exception vectors and int 0x80");
+    kprintln!(
+        "[kernel] GDT and TSS loaded (#DF on IST1); IDT: 32 exception vectors, 16 IRQs and int 0x80"
+    );
 
     let pmm = pmm::init(&boot);
     kprintln!(

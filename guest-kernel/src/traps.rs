@@ -12,8 +12,13 @@ use x86_64::registers::control::Cr2;
 
 /// Entered from the stubs in `idt` with interrupts off.
 pub extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
-    let cr2 = Cr2::read_raw();
     let vector = frame.vector as u8;
+    if (crate::timer::IRQ_BASE..crate::timer::IRQ_BASE + 16).contains(&vector) {
+        // An external interrupt, not an exception: no digest entry, no nesting.
+        crate::timer::irq(vector);
+        return;
+    }
+    let cr2 = Cr2::read_raw();
     let syscall_via_ud =
         vector == INVALID_OPCODE && frame.came_from_user() && process::is_int80_at(frame.rip);
     let recorded = if syscall_via_ud {

@@ -39,6 +39,14 @@ pub const NAMES: &[(&str, &str)] = &[
         "cli; hlt: halt with interrupts disabled, which nothing can wake",
     ),
     (
+        "timer",
+        "remap the PICs, run the PIT at 1 kHz and wait in sti; hlt for 100 ticks, then exit 0",
+    ),
+    (
+        "timer-spin",
+        "the same, waiting in a spin loop with interrupts on: the guest never exits by itself",
+    ),
+    (
         "spin",
         "loop forever without exiting (the host's watchdog ends the run)",
     ),
@@ -152,6 +160,8 @@ pub fn run(settings: &Settings) -> ! {
             kprintln!("halting with interrupts disabled");
             crate::exit::halt_forever()
         }
+        "timer" => crate::timer::timer_workload(crate::timer::Wait::Halt),
+        "timer-spin" => crate::timer::timer_workload(crate::timer::Wait::Spin),
         "spin" => {
             kprintln!("spinning forever");
             loop {

@@ -22,7 +22,8 @@ pub mod status {
     pub const TIMEOUT: i32 = 84;
     /// The host failed while the guest ran (a KVM call failed, an unknown VM exit).
     pub const HOST_ERROR: i32 = 85;
-    /// The guest executed `hlt` with interrupts enabled, but this VM has no interrupt source.
+    /// The guest executed `hlt` with interrupts enabled, but nothing will raise an interrupt
+    /// (no PIT tick can reach an unmasked line of an initialised PIC).
     pub const IDLE: i32 = 86;
     /// gdb killed the guest (`kill`, or quitting gdb while attached).
     pub const KILLED: i32 = 87;
@@ -109,7 +110,7 @@ impl Ending {
                 "the guest executed hlt with interrupts disabled: nothing can wake it".into()
             }
             Self::Halted { interrupts_enabled: true } => {
-                "the guest executed hlt waiting for an interrupt, but this VM has no interrupt source".into()
+                "the guest executed hlt waiting for an interrupt, but nothing will raise one (no timer on an unmasked IRQ)".into()
             }
             Self::Timeout { limit } => format!("watchdog: the guest was still running after {}", seconds(*limit)),
             Self::HostError { what } => format!("host error: {what}"),
@@ -155,6 +156,8 @@ pub struct RunReport {
     pub first_stray: Option<String>,
     /// The last POST codes the guest wrote to port 0x80, oldest first.
     pub post_codes: Vec<u8>,
+    /// External interrupts the host injected: (vector, count), by vector.
+    pub interrupts: Vec<(u8, u64)>,
     pub serial_dropped: u64,
     /// The serial limit the run had, for the note on dropped bytes.
     pub serial_limit: u64,
@@ -192,6 +195,15 @@ impl fmt::Display for RunReport {
                 self.stray_accesses,
                 self.first_stray.as_deref().unwrap_or("?")
             )?;
+        }
+        if !self.interrupts.is_empty() {
+            let total: u64 = self.interrupts.iter().map(|(_, n)| n).sum();
+            let each: Vec<String> = self
+                .interrupts
+                .iter()
+                .map(|(vector, n)| format!("vector {vector:#04x} ×{n}"))
+                .collect();
+            writeln!(f, "  IRQs   {total} injected: {}", each.join(", "))?;
         }
         if !self.post_codes.is_empty() {
             let codes: Vec<String> = self
@@ -281,6 +293,7 @@ mod tests {
             stray_accesses: 0,
             first_stray: None,
             post_codes: Vec::new(),
+            interrupts: Vec::new(),
             serial_dropped: 0,
             serial_limit: 16 << 10,
         };
@@ -311,12 +324,13 @@ mod tests {
             stray_accesses: 2,
             first_stray: Some("in from port 0x378".into()),
             post_codes: vec![0x10, 0xaa],
+            interrupts: vec![(0x20, 99), (0x21, 1)],
             serial_dropped: 0,
             serial_limit: 0,
         };
         assert_eq!(
             report.to_string(),
-            "== run ended: KVM internal error, suberror 1 (instruction emulation failed)\n  status 82   time 0.25 s   VM exits 12\n  data   0x1 0xcc\n  note   2 accesses reached no device (first: in from port 0x378)\n  POST   last codes at port 0x80: 0x10 0xaa\n"
+            "== run ended: KVM internal error, suberror 1 (instruction emulation failed)\n  status 82   time 0.25 s   VM exits 12\n  data   0x1 0xcc\n  note   2 accesses reached no device (first: in from port 0x378)\n  IRQs   100 injected: vector 0x20 ×99, vector 0x21 ×1\n  POST   last codes at port 0x80: 0x10 0xaa\n"
         );
         let entry = Ending::EntryFailure { reason: 33, cpu: 0 }.headline();
         assert_eq!(

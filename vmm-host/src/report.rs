@@ -164,6 +164,11 @@ pub fn run_json(report: &RunReport, exceptions: u64) -> Value {
         "vm_exits": report.vm_exits,
         "exceptions": exceptions,
         "post_codes": report.post_codes,
+        "interrupts": report
+            .interrupts
+            .iter()
+            .map(|(vector, count)| json!({"vector": vector, "count": count}))
+            .collect::<Vec<_>>(),
     })
 }
 

@@ -89,6 +89,56 @@ impl Drop for Watchdog {
 
 /// Sleep up to 5 s in a blocking call that a kick interrupts with EINTR, as it does KVM_RUN,
 /// until `kicked` says the kick came.
+/// Kicks the vCPU thread out of KVM_RUN every `period` while armed, so a guest that waits
+/// for timer ticks without ever exiting (a `while ticks < n {}` loop) still gets them: the
+/// run loop injects due interrupts at every exit.
+#[derive(Debug)]
+pub struct Ticker {
+    period: Duration,
+    disarm: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Ticker {
+    /// The fastest a ticker kicks: faster timers get their ticks coalesced, as a busy CPU
+    /// would see them.
+    pub const MIN_PERIOD: Duration = Duration::from_millis(1);
+
+    pub fn arm(period: Duration) -> Self {
+        kick_signal();
+        let period = period.max(Self::MIN_PERIOD);
+        // SAFETY: pthread_self has no preconditions.
+        let target = unsafe { libc::pthread_self() };
+        let (disarm, disarmed) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("ticker".into())
+            .spawn(move || {
+                while disarmed.recv_timeout(period) == Err(RecvTimeoutError::Timeout) {
+                    kick(target);
+                }
+            })
+            .ok();
+        Self {
+            period,
+            disarm: Some(disarm),
+            thread,
+        }
+    }
+
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        drop(self.disarm.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) fn sleep_until_kicked(kicked: impl Fn() -> bool) {
     let mut remaining = libc::timespec {

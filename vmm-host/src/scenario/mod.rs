@@ -319,6 +319,7 @@ serial = ["memory map", "hello from guest-kernel"]
             stray_accesses: 0,
             first_stray: None,
             post_codes: Vec::new(),
+            interrupts: Vec::new(),
             serial_dropped: 0,
             serial_limit: crate::console::DEFAULT_LIMIT,
         }

@@ -13,8 +13,10 @@ pub enum Event {
     Served,
     Halted,
     Debug(DebugExit),
-    /// A signal kicked the vCPU out (the watchdog or gdb's interrupt).
+    /// A signal kicked the vCPU out (the watchdog, the timer or gdb's interrupt).
     Kicked,
+    /// The vCPU can take the interrupt waiting for it.
+    InterruptWindow,
     Ended(Ending),
 }
 
@@ -22,7 +24,7 @@ impl Event {
     /// Exits after which the tap re-checks the IDT: the guest ran its own code since the
     /// last look. Halt and debug exits are the tap's own traps, examined on their own path.
     pub fn idt_may_have_changed(&self) -> bool {
-        matches!(self, Self::Served | Self::Kicked)
+        matches!(self, Self::Served | Self::Kicked | Self::InterruptWindow)
     }
 }
 
@@ -48,6 +50,7 @@ pub fn next_event(vcpu: &mut impl Vcpu, devices: &mut Devices) -> Event {
         Exit::Hlt => Event::Halted,
         Exit::Debug(debug) => Event::Debug(debug),
         Exit::Kicked => Event::Kicked,
+        Exit::InterruptWindow => Event::InterruptWindow,
         Exit::Shutdown => Event::Ended(Ending::TripleFault),
         Exit::FailEntry { reason, cpu } => Event::Ended(Ending::EntryFailure { reason, cpu }),
         Exit::InternalError { suberror, data } => {

@@ -3,6 +3,7 @@
 
 mod debug;
 mod exits;
+mod interrupts;
 mod run;
 mod stopped;
 mod vcpu;
@@ -124,6 +125,8 @@ pub struct Vm {
     /// Set while the vCPU stands at a handler entry whose exception gdb was shown.
     held: Option<run::Held>,
     progress: run::Progress,
+    /// External interrupts injected, by vector.
+    interrupts: interrupts::InterruptCounts,
     pub stop_on: StopOn,
     hw: debug::HwSlots,
     sw_breakpoints: debug::SwBreakpoints,
@@ -220,6 +223,7 @@ impl Vm {
             pending_diff: None,
             held: None,
             progress: run::Progress::default(),
+            interrupts: interrupts::InterruptCounts::new(),
             stop_on: StopOn::default(),
             hw: debug::HwSlots::default(),
             sw_breakpoints: debug::SwBreakpoints::new(),

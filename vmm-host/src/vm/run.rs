@@ -3,6 +3,7 @@
 
 use super::Vm;
 use super::exits::{self, Event};
+use super::interrupts::Wake;
 use super::stopped::ReadError;
 use super::vcpu::DebugExit;
 use crate::addr::{Gpa, Gva};
@@ -11,7 +12,7 @@ use crate::cpu_state::CpuState;
 use crate::ending::{Ending, RunReport};
 use crate::report;
 use crate::tap::{Displaced, Hit, Tap, TapError, TrapKind};
-use crate::watchdog::Watchdog;
+use crate::watchdog::{Ticker, Watchdog};
 use kvm_bindings::{kvm_regs, kvm_sregs};
 use std::io::Write;
 use std::sync::Arc;
@@ -215,6 +216,7 @@ impl Vm {
             stray_accesses: self.devices.stray.count,
             first_stray: self.devices.stray.first.clone(),
             post_codes: self.devices.post_codes.iter().copied().collect(),
+            interrupts: self.interrupts.iter().map(|(&v, &n)| (v, n)).collect(),
             serial_dropped: self.devices.com1.sink().dropped(),
             serial_limit: self.config.serial_limit,
         };
@@ -287,10 +289,12 @@ impl Vm {
         watchdog: &mut Option<Watchdog>,
         remaining: Duration,
     ) -> Stop {
+        let mut ticker: Option<Ticker> = None;
         for exits in 1u32.. {
             if exits == STEP_EXITS_BEFORE_WATCHDOG && watchdog.is_none() {
                 *watchdog = Some(Watchdog::arm(remaining));
             }
+            self.keep_ticker(&mut ticker, step);
             match self.next_exit(step, watchdog.as_ref()) {
                 Ok(None) => {}
                 Ok(Some(stop)) => return stop,
@@ -316,6 +320,9 @@ impl Vm {
             tap_stepping: self.tap.as_ref().is_some_and(Tap::stepping),
             hw_suspended: self.hw.suspended().is_some(),
         };
+        let host_stepping =
+            step || before.tap_stepping || before.hw_suspended || self.hw.stepping_watches();
+        self.offer_interrupt(host_stepping)?;
         let event = exits::next_event(&mut self.vcpu, &mut self.devices);
         self.stopped.forget();
         self.progress.exits += 1;
@@ -332,7 +339,7 @@ impl Vm {
         let flow = match debug {
             Some(debug) if debug.exception == 1 => self.on_single_step(debug, step, before)?,
             Some(debug) => self.on_debug(debug, step)?.map_or(Flow::Go, Flow::Stop),
-            None if event == Event::Halted => self.on_halt(step)?,
+            None if event == Event::Halted => self.on_halt(step, watchdog)?,
             None => Flow::Go,
         };
         Ok(match flow {
@@ -377,7 +384,7 @@ impl Vm {
 
     /// A `hlt` exit: one of the tap's traps, or the guest halting for good (nothing here
     /// raises an interrupt).
-    fn on_halt(&mut self, step: bool) -> Result<Flow, RunError> {
+    fn on_halt(&mut self, step: bool, watchdog: Option<&Watchdog>) -> Result<Flow, RunError> {
         Ok(match self.on_hlt(step)? {
             Trap::Handled => Flow::Go,
             Trap::Stop(stop) => Flow::Stop(stop),
@@ -386,9 +393,35 @@ impl Vm {
                     .vcpu
                     .get_regs()
                     .is_ok_and(|r| r.rflags & RFlags::INTERRUPT_FLAG.bits() != 0);
-                Flow::Stop(Stop::Ended(Ending::Halted { interrupts_enabled }))
+                let wake = if interrupts_enabled {
+                    self.wait_for_interrupt(watchdog)
+                } else {
+                    Wake::Never
+                };
+                match wake {
+                    Wake::Interrupt => Flow::Go,
+                    Wake::Never => Flow::Stop(Stop::Ended(Ending::Halted { interrupts_enabled })),
+                    Wake::TimedOut => Flow::Stop(Stop::Ended(Ending::Timeout {
+                        limit: self.config.timeout,
+                    })),
+                }
             }
         })
+    }
+
+    /// Keep a ticker kicking the vCPU at the PIT's rate while IRQ 0 can reach the guest, so
+    /// ticks arrive even when the guest never exits; none while gdb steps.
+    fn keep_ticker(&self, ticker: &mut Option<Ticker>, step: bool) {
+        let pic = &self.devices.pic;
+        let period = self
+            .devices
+            .pit
+            .irq0_period()
+            .filter(|_| !step && pic.master.initialised && pic.master.imr & 1 == 0)
+            .map(|p| p.max(Ticker::MIN_PERIOD));
+        if ticker.as_ref().map(Ticker::period) != period {
+            *ticker = period.map(Ticker::arm);
+        }
     }
 
     /// gdb asked for a stop, and the tap is not in the middle of its own step.

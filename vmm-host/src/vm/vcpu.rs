@@ -48,8 +48,10 @@ pub enum Exit {
         suberror: u32,
         data: Vec<u64>,
     },
-    /// A signal kicked the vCPU out of `KVM_RUN` (the watchdog or gdb's interrupt).
+    /// A signal kicked the vCPU out of `KVM_RUN` (the watchdog, the timer or gdb).
     Kicked,
+    /// The guest can take the interrupt the host asked to be told about.
+    InterruptWindow,
     /// An exit this host does not handle, described.
     Unexpected(String),
     /// `KVM_RUN` itself failed.
@@ -77,6 +79,7 @@ impl Vcpu for VcpuFd {
                 len: data.len(),
             }),
             Ok(VcpuExit::Hlt) => Some(Exit::Hlt),
+            Ok(VcpuExit::IrqWindowOpen) => Some(Exit::InterruptWindow),
             Ok(VcpuExit::Debug(arch)) => Some(Exit::Debug(DebugExit {
                 exception: arch.exception,
                 pc: arch.pc,

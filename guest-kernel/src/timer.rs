@@ -1,0 +1,93 @@
+//! The PC's legacy timer: the 8259A PICs remapped off the exception vectors and the 8254 PIT
+//! ticking on IRQ 0, as nearly every hobby kernel sets them up, and the `timer` workload that
+//! idles in `sti; hlt` until enough ticks came.
+
+use crate::exceptions::finish;
+use crate::kprintln;
+use core::sync::atomic::{AtomicU64, Ordering};
+use x86_64::instructions::interrupts;
+use x86_64::instructions::port::Port;
+
+/// IRQ 0–7 land at 0x20–0x27, IRQ 8–15 at 0x28–0x2f.
+pub const IRQ_BASE: u8 = 0x20;
+/// The PIT's input clock.
+const PIT_HZ: u32 = 1_193_182;
+/// Ticks the workload waits for.
+const TICKS_WANTED: u64 = 100;
+
+static TICKS: AtomicU64 = AtomicU64::new(0);
+
+fn outb(port: u16, value: u8) {
+    let mut port: Port<u8> = Port::new(port);
+    // SAFETY: the PIC and PIT ports only program those devices; no memory is touched.
+    unsafe { port.write(value) };
+}
+
+/// Remap both PICs to IRQ_BASE and mask every line but the ones in `unmasked`.
+fn remap_pics(unmasked: u16) {
+    for (port, value) in [
+        (0x20, 0x11),
+        (0xa0, 0x11),
+        (0x21, IRQ_BASE),
+        (0xa1, IRQ_BASE + 8),
+        (0x21, 0x04),
+        (0xa1, 0x02),
+        (0x21, 0x01),
+        (0xa1, 0x01),
+    ] {
+        outb(port, value);
+    }
+    let [low, high] = (!unmasked).to_le_bytes();
+    outb(0x21, low);
+    outb(0xa1, high);
+}
+
+/// Channel 0 as a rate generator at `hz`.
+fn start_pit(hz: u32) {
+    let [low, high, ..] = (PIT_HZ / hz).to_le_bytes();
+    outb(0x43, 0x34);
+    outb(0x40, low);
+    outb(0x40, high);
+}
+
+/// An IRQ from the stubs in `idt`, with interrupts off: count timer ticks, then EOI.
+pub fn irq(vector: u8) {
+    if vector == IRQ_BASE {
+        TICKS.fetch_add(1, Ordering::Relaxed);
+    }
+    if vector >= IRQ_BASE + 8 {
+        outb(0xa0, 0x20);
+    }
+    outb(0x20, 0x20);
+}
+
+/// How the timer workload waits for its ticks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// `sti; hlt`: the CPU sleeps until the interrupt.
+    Halt,
+    /// Interrupts on, spinning on the tick count without ever leaving the guest.
+    Spin,
+}
+
+/// Wait for TICKS_WANTED ticks of a 1 kHz PIT, then mask everything and exit 0.
+pub fn timer_workload(wait: Wait) -> ! {
+    remap_pics(1 << 0);
+    start_pit(1000);
+    kprintln!(
+        "[timer] PIC remapped to {IRQ_BASE:#x}, PIT at 1000 Hz; waiting for {TICKS_WANTED} ticks"
+    );
+    if wait == Wait::Spin {
+        interrupts::enable();
+    }
+    while TICKS.load(Ordering::Relaxed) < TICKS_WANTED {
+        match wait {
+            Wait::Halt => interrupts::enable_and_hlt(),
+            Wait::Spin => core::hint::spin_loop(),
+        }
+    }
+    interrupts::disable();
+    remap_pics(0);
+    kprintln!("[timer] {} ticks", TICKS.load(Ordering::Relaxed));
+    finish(abi::exit::SUCCESS)
+}

@@ -1,0 +1,81 @@
+//! External interrupts: the PIT's ticks reach the guest through the PIC, whether it waits in
+//! `sti; hlt` (each halt exits to the host, which waits for the next tick) or spins with
+//! interrupts on and never exits by itself (the host's ticker kicks it out at the PIT's rate).
+//! The report and the JSON lines count what the host injected.
+
+mod common;
+use common::{kvm_or_skip, vmm};
+
+/// Run `test=WORKLOAD`; the status, stdout and the JSON run line.
+fn timer_run(workload: &str) -> (i32, String, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("run.jsonl");
+    let cmdline = format!("test={workload}");
+    let run = vmm(&[
+        "run",
+        "--timeout",
+        "10",
+        "--cmdline",
+        &cmdline,
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let text = std::fs::read_to_string(&report).unwrap_or_default();
+    let last = text.lines().last().unwrap_or("null");
+    let json: serde_json::Value = serde_json::from_str(last).unwrap();
+    (run.status, run.stdout + &run.stderr, json)
+}
+
+/// The injected count for IRQ 0 at 0x20, from the report's `IRQs` line.
+fn irq0_count(out: &str) -> u64 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("  IRQs   "))
+        .unwrap_or_else(|| panic!("no IRQs line: {out}"));
+    let count = line
+        .split("vector 0x20 ×")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok());
+    count.unwrap_or_else(|| panic!("no IRQ 0 count in {line:?}"))
+}
+
+fn assert_ticks_arrived(workload: &str) {
+    let (status, out, json) = timer_run(workload);
+    assert_eq!(status, 0, "{out}");
+    assert!(out.contains("[timer] 100 ticks"), "{out}");
+    // The guest counted 100; one more may land between its last check and its `cli`.
+    let injected = irq0_count(&out);
+    assert!((100..=102).contains(&injected), "{injected}: {out}");
+    assert_eq!(json["type"], "run");
+    assert_eq!(json["interrupts"][0]["vector"], 0x20, "{json}");
+    assert_eq!(json["interrupts"][0]["count"], injected, "{json}");
+}
+
+#[test]
+fn a_guest_waiting_in_sti_hlt_gets_its_timer_ticks() {
+    if kvm_or_skip("timer_sti_hlt").is_none() {
+        return;
+    }
+    assert_ticks_arrived("timer");
+}
+
+#[test]
+fn a_guest_spinning_with_interrupts_on_gets_them_too() {
+    if kvm_or_skip("timer_spin").is_none() {
+        return;
+    }
+    assert_ticks_arrived("timer-spin");
+}
+
+#[test]
+fn a_halt_that_nothing_can_wake_still_ends_the_run() {
+    if kvm_or_skip("halt_without_timer").is_none() {
+        return;
+    }
+    // `cli; hlt` with no PIC set up: halted for good, reported at once, no IRQs line.
+    let (status, out, json) = timer_run("halt");
+    assert_eq!(status, 83, "{out}");
+    assert!(!out.contains("\n  IRQs   "), "{out}");
+    assert_eq!(json["interrupts"], serde_json::json!([]), "{json}");
+}
