@@ -3,7 +3,7 @@
 //! breakpoints planted like the tap's traps, and hardware breakpoints in DR0–DR3.
 
 use super::Vm;
-use super::run::RunError;
+use super::error::RunError;
 use super::stopped::{MSR_KERNEL_GS_BASE, ReadError};
 use crate::addr::{Gpa, Gva};
 use crate::paging::{Cr3, PagingMode};

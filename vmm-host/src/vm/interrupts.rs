@@ -4,7 +4,7 @@
 //! is one the host chose to give it, counted per vector.
 
 use super::Vm;
-use super::run::RunError;
+use super::error::{RunError, kvm};
 use crate::watchdog::Watchdog;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -64,10 +64,7 @@ impl Vm {
         events.interrupt.soft = 0;
         self.vcpu
             .set_vcpu_events(&events)
-            .map_err(|error| RunError::Kvm {
-                ioctl: "KVM_SET_VCPU_EVENTS",
-                error,
-            })?;
+            .map_err(kvm("KVM_SET_VCPU_EVENTS"))?;
         *self.interrupts.entry(vector).or_default() += 1;
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! [`run`] holds the loop that runs it; [`debug`] what gdb reads and changes while it stands.
 
 mod debug;
+mod error;
 mod exits;
 mod interrupts;
 mod run;

@@ -2,16 +2,16 @@
 //! attached, a caught exception, a breakpoint, a finished step or an interrupt.
 
 use super::Vm;
+use super::error::{RunError, kvm};
 use super::exits::{self, Event};
 use super::interrupts::Wake;
-use super::stopped::ReadError;
 use super::vcpu::DebugExit;
 use crate::addr::{Gpa, Gva};
 use crate::catch::VectorSet;
 use crate::cpu_state::CpuState;
 use crate::ending::{Ending, RunReport};
 use crate::report;
-use crate::tap::{Displaced, Hit, Tap, TapError, TrapKind};
+use crate::tap::{Displaced, Hit, Tap, TrapKind};
 use crate::watchdog::{Ticker, Watchdog};
 use kvm_bindings::{kvm_regs, kvm_sregs};
 use std::io::Write;
@@ -95,30 +95,6 @@ pub(super) struct Progress {
     running: Duration,
     exits: u64,
     ended: Option<Ending>,
-}
-
-/// What went wrong in the host while the guest ran; the run ends with it as a host error.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("{ioctl}: {error}")]
-    Kvm {
-        ioctl: &'static str,
-        error: kvm_ioctls::Error,
-    },
-    #[error(transparent)]
-    Read(#[from] ReadError),
-    #[error(transparent)]
-    Tap(#[from] TapError),
-    #[error("an exception is held without the tap")]
-    HeldWithoutTap,
-    #[error("unexpected debug exit (exception {exception} at {pc:#x})")]
-    UnexpectedDebug { exception: u32, pc: u64 },
-    #[error("re-injecting the guest's own #BP: {0}")]
-    ReinjectBreakpoint(kvm_ioctls::Error),
-}
-
-fn kvm(ioctl: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> RunError {
-    move |error| RunError::Kvm { ioctl, error }
 }
 
 /// What an exit leaves the loop to do.
