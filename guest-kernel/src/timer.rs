@@ -25,11 +25,16 @@ fn outb(port: u16, value: u8) {
 
 /// Remap both PICs to IRQ_BASE and mask every line but the ones in `unmasked`.
 fn remap_pics(unmasked: u16) {
+    init_pics(IRQ_BASE, IRQ_BASE + 8, unmasked);
+}
+
+/// Initialise both PICs with these vector bases, masking all lines but `unmasked`.
+fn init_pics(master_base: u8, slave_base: u8, unmasked: u16) {
     for (port, value) in [
         (0x20, 0x11),
         (0xa0, 0x11),
-        (0x21, IRQ_BASE),
-        (0xa1, IRQ_BASE + 8),
+        (0x21, master_base),
+        (0xa1, slave_base),
         (0x21, 0x04),
         (0xa1, 0x02),
         (0x21, 0x01),
@@ -59,6 +64,18 @@ pub fn irq(vector: u8) {
         outb(0xa0, 0x20);
     }
     outb(0x20, 0x20);
+}
+
+/// The classic mistake: the PICs left at the vectors a PC BIOS gives them (IRQ 0 at 0x08,
+/// the CPU's #DF vector), then the PIT started and interrupts enabled. The first tick runs
+/// the #DF handler, which reports a double fault.
+pub fn unremapped_workload() -> ! {
+    init_pics(0x08, 0x70, 1 << 0);
+    start_pit(1000);
+    kprintln!("[timer] PICs at the BIOS's vectors (IRQ 0 at 0x08), PIT at 1000 Hz; sti");
+    loop {
+        interrupts::enable_and_hlt();
+    }
 }
 
 /// How the timer workload waits for its ticks.

@@ -47,6 +47,10 @@ pub const NAMES: &[(&str, &str)] = &[
         "the same, waiting in a spin loop with interrupts on: the guest never exits by itself",
     ),
     (
+        "timer-unremapped",
+        "the PIT started with the PICs at the BIOS's vectors: IRQ 0 arrives through the #DF gate",
+    ),
+    (
         "spin",
         "loop forever without exiting (the host's watchdog ends the run)",
     ),
@@ -162,6 +166,7 @@ pub fn run(settings: &Settings) -> ! {
         }
         "timer" => crate::timer::timer_workload(crate::timer::Wait::Halt),
         "timer-spin" => crate::timer::timer_workload(crate::timer::Wait::Spin),
+        "timer-unremapped" => crate::timer::unremapped_workload(),
         "spin" => {
             kprintln!("spinning forever");
             loop {

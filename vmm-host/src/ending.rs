@@ -204,6 +204,14 @@ impl fmt::Display for RunReport {
                 .map(|(vector, n)| format!("vector {vector:#04x} ×{n}"))
                 .collect();
             writeln!(f, "  IRQs   {total} injected: {}", each.join(", "))?;
+            if let Some((vector, _)) = self.interrupts.iter().find(|(v, _)| *v < 32) {
+                writeln!(
+                    f,
+                    "  note   interrupts arrived at vector {vector:#04x}, which the CPU uses for {}: \
+                     the PIC was not remapped (ICW2); move its vectors above 0x1f",
+                    abi::exception::mnemonic(*vector)
+                )?;
+            }
         }
         if !self.post_codes.is_empty() {
             let codes: Vec<String> = self

@@ -79,3 +79,26 @@ fn a_halt_that_nothing_can_wake_still_ends_the_run() {
     assert!(!out.contains("\n  IRQs   "), "{out}");
     assert_eq!(json["interrupts"], serde_json::json!([]), "{json}");
 }
+
+#[test]
+fn an_irq_through_an_exception_gate_is_an_interrupt_not_that_exception() {
+    if kvm_or_skip("timer_unremapped").is_none() {
+        return;
+    }
+    // IRQ 0 at 0x08 runs the guest's #DF handler, which reports a double fault and exits 4;
+    // the host knows it injected that vector, so it records no exception and says why.
+    let (status, out, json) = timer_run("timer-unremapped");
+    assert_eq!(status, 4, "{out}");
+    assert!(out.contains("== exceptions: 0 captured"), "{out}");
+    assert!(
+        out.contains("  IRQs   1 injected: vector 0x08 ×1\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "  note   interrupts arrived at vector 0x08, which the CPU uses for #DF: the PIC was not remapped (ICW2); move its vectors above 0x1f"
+        ),
+        "{out}"
+    );
+    assert_eq!(json["interrupts"][0]["vector"], 8, "{json}");
+}

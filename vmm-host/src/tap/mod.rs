@@ -375,6 +375,13 @@ impl Tap {
         }
     }
 
+    /// Whether the handler trapped at `gpa` is the one of `vector`.
+    pub fn handles(&self, gpa: Gpa, vector: u8) -> bool {
+        self.patches
+            .get(gpa)
+            .is_some_and(|p| vector < 32 && p.vectors & (1 << vector) != 0)
+    }
+
     pub fn has_breakpoints(&self) -> bool {
         self.patches.iter().any(|(_, p)| p.breakpoint)
     }

@@ -66,7 +66,18 @@ impl Vm {
             .set_vcpu_events(&events)
             .map_err(kvm("KVM_SET_VCPU_EVENTS"))?;
         *self.interrupts.entry(vector).or_default() += 1;
+        self.injected_now = Some(vector);
         Ok(())
+    }
+
+    /// Whether the handler the tap just caught was entered by the interrupt injected for
+    /// this run of the vCPU (a PIC left at the CPU's exception vectors sends IRQ 0 through
+    /// the #DF gate): then it is an interrupt, not that exception.
+    pub(super) fn entered_by_interrupt(&self, gpa: crate::addr::Gpa) -> bool {
+        match (self.injected_now, &self.tap) {
+            (Some(vector), Some(tap)) => tap.handles(gpa, vector),
+            _ => false,
+        }
     }
 
     /// The guest halted with interrupts enabled: wait for its next interrupt, if the PIC

@@ -128,6 +128,8 @@ pub struct Vm {
     progress: run::Progress,
     /// External interrupts injected, by vector.
     interrupts: interrupts::InterruptCounts,
+    /// The vector injected before the vCPU's current run, if any.
+    injected_now: Option<u8>,
     pub stop_on: StopOn,
     hw: debug::HwSlots,
     sw_breakpoints: debug::SwBreakpoints,
@@ -225,6 +227,7 @@ impl Vm {
             held: None,
             progress: run::Progress::default(),
             interrupts: interrupts::InterruptCounts::new(),
+            injected_now: None,
             stop_on: StopOn::default(),
             hw: debug::HwSlots::default(),
             sw_breakpoints: debug::SwBreakpoints::new(),

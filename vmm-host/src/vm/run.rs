@@ -298,6 +298,7 @@ impl Vm {
         };
         let host_stepping =
             step || before.tap_stepping || before.hw_suspended || self.hw.stepping_watches();
+        self.injected_now = None;
         self.offer_interrupt(host_stepping)?;
         let event = exits::next_event(&mut self.vcpu, &mut self.devices);
         self.stopped.forget();
@@ -500,6 +501,14 @@ impl Vm {
                 breakpoint,
             } => (gpa, handler, breakpoint),
         };
+        if self.entered_by_interrupt(gpa) {
+            let Some(tap) = &mut self.tap else {
+                return Ok(Trap::NotOurs);
+            };
+            regs.rip = handler.raw();
+            tap.deliver(&self.vcpu, &self.mem, regs, sregs, gpa)?;
+            return Ok(Trap::Handled);
+        }
         // The previous handler has run since its exception: its diff is due.
         self.resolve_diff(false);
         // The access a watchpoint saw coming faulted instead of completing.
