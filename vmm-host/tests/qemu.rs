@@ -269,3 +269,106 @@ fn the_log_parser_reads_qemu_int_lines() {
         ]
     );
 }
+
+/// Interrupts QEMU's own PIC delivered at `vector`, from its `-d int` log ("Servicing
+/// hardware INT=0x20").
+fn hardware_interrupts(log: &str, vector: u8) -> usize {
+    let wanted = format!("Servicing hardware INT={vector:#04x}");
+    log.lines().filter(|l| l.trim() == wanted).count()
+}
+
+/// The injected count at `vector` in vmm-host's report (`IRQs   N injected: vector 0x20 ×N`).
+fn injected(out: &str, vector: u8) -> u64 {
+    let key = format!("vector {vector:#04x} ×");
+    out.lines()
+        .filter(|l| l.starts_with("  IRQs   "))
+        .find_map(|l| {
+            let rest = l.split(&key).nth(1)?;
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// QEMU TCG's PIC and PIT as the oracle for the host's: each timer workload ends with the
+/// same exit code under both, and the interrupts go to the same vector (IRQ 0 at 0x20 after
+/// the remap, at 0x08 through the #DF gate without it).
+#[test]
+fn timer_workloads_end_the_same_under_kvm_and_qemu() {
+    let name = "timer_workloads_under_qemu";
+    if common::kvm_or_skip(name).is_none() || qemu_or_skip(name).is_none() {
+        return;
+    }
+    for (workload, code, vector, ticks) in [
+        ("timer", abi::exit::SUCCESS, 0x20, 100..=102),
+        (
+            "timer-unremapped",
+            abi::exit::UNHANDLED_EXCEPTION,
+            0x08,
+            1..=1,
+        ),
+    ] {
+        let cmdline = format!("test={workload}");
+        let kvm = common::vmm(&["run", "--cmdline", &cmdline]);
+        assert_eq!(kvm.status, i32::from(code), "{}", kvm.stdout);
+        let ours = injected(&kvm.stdout, vector);
+        assert!(ticks.contains(&ours), "{workload}: {ours} injected");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log_path = dir.path().join("int.log");
+        let output = Command::new("timeout")
+            .args([
+                "120",
+                "qemu-system-x86_64",
+                "-accel",
+                "tcg",
+                "-display",
+                "none",
+            ])
+            .args([
+                "-no-reboot",
+                "-net",
+                "none",
+                "-serial",
+                "stdio",
+                "-monitor",
+                "none",
+            ])
+            .args([
+                "-m",
+                "128M",
+                "-device",
+                "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            ])
+            .args(["-d", "int", "-D"])
+            .arg(&log_path)
+            .args(["-kernel", vmm_host::GUEST_KERNEL_ELF, "-append", &cmdline])
+            .output()
+            .expect("spawn qemu");
+        let serial = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(abi::exit::qemu_status(code)),
+            "{workload} under QEMU: {serial}"
+        );
+        let log = std::fs::read_to_string(&log_path).expect("qemu -d int log");
+        // QEMU's firmware takes its own ticks at 0x08 before the kernel runs: at least as
+        // many as the kernel's.
+        let theirs = hardware_interrupts(&log, vector);
+        assert!(
+            theirs >= usize::try_from(*ticks.start()).unwrap(),
+            "{workload}: QEMU serviced {theirs} at {vector:#04x}"
+        );
+        let last = log
+            .lines()
+            .rev()
+            .find_map(|l| l.trim().strip_prefix("Servicing hardware INT="));
+        assert_eq!(
+            last,
+            Some(format!("{vector:#04x}").as_str()),
+            "{workload}: the kernel's last interrupt under QEMU"
+        );
+    }
+}
