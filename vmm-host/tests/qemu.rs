@@ -50,6 +50,40 @@ fn qemu_tcg_boots_the_same_kernel() {
     assert!(stdout.contains("hello from guest-kernel"), "{stdout}");
 }
 
+/// QEMU TCG running the bundled kernel with `cmdline` in `mem_mib` of RAM, its `-d int` log
+/// in `log`; its output once it ends (at most two minutes).
+fn qemu_logging_interrupts(
+    mem_mib: u64,
+    cmdline: &str,
+    log: &std::path::Path,
+) -> std::process::Output {
+    Command::new("timeout")
+        .args([
+            "120",
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-display",
+            "none",
+        ])
+        .args([
+            "-no-reboot",
+            "-net",
+            "none",
+            "-serial",
+            "stdio",
+            "-monitor",
+            "none",
+        ])
+        .args(["-m", &format!("{mem_mib}M")])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .args(["-d", "int", "-D"])
+        .arg(log)
+        .args(["-kernel", vmm_host::GUEST_KERNEL_ELF, "-append", cmdline])
+        .output()
+        .expect("spawn qemu")
+}
+
 /// One exception as QEMU's `-d int` log shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Logged {
@@ -119,36 +153,7 @@ fn cross_check(name: &str) {
     let tapped = tap_sequence(&std::fs::read_to_string(&report).expect("report"));
 
     let log_path = dir.path().join("int.log");
-    let output = Command::new("timeout")
-        .args([
-            "120",
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-display",
-            "none",
-        ])
-        .args([
-            "-no-reboot",
-            "-net",
-            "none",
-            "-serial",
-            "stdio",
-            "-monitor",
-            "none",
-        ])
-        .args(["-m", &format!("{}M", scenario.mem >> 20)])
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        .args(["-d", "int", "-D"])
-        .arg(&log_path)
-        .args([
-            "-kernel",
-            vmm_host::GUEST_KERNEL_ELF,
-            "-append",
-            &scenario.cmdline,
-        ])
-        .output()
-        .expect("spawn qemu");
+    let output = qemu_logging_interrupts(scenario.mem >> 20, &scenario.cmdline, &log_path);
     let serial = String::from_utf8_lossy(&output.stdout);
     let log = std::fs::read_to_string(&log_path).expect("qemu -d int log");
     let logged = exceptions_in(&log);
@@ -318,35 +323,7 @@ fn timer_workloads_end_the_same_under_kvm_and_qemu() {
 
         let dir = tempfile::tempdir().expect("tempdir");
         let log_path = dir.path().join("int.log");
-        let output = Command::new("timeout")
-            .args([
-                "120",
-                "qemu-system-x86_64",
-                "-accel",
-                "tcg",
-                "-display",
-                "none",
-            ])
-            .args([
-                "-no-reboot",
-                "-net",
-                "none",
-                "-serial",
-                "stdio",
-                "-monitor",
-                "none",
-            ])
-            .args([
-                "-m",
-                "128M",
-                "-device",
-                "isa-debug-exit,iobase=0xf4,iosize=0x04",
-            ])
-            .args(["-d", "int", "-D"])
-            .arg(&log_path)
-            .args(["-kernel", vmm_host::GUEST_KERNEL_ELF, "-append", &cmdline])
-            .output()
-            .expect("spawn qemu");
+        let output = qemu_logging_interrupts(128, &cmdline, &log_path);
         let serial = String::from_utf8_lossy(&output.stdout);
         assert_eq!(
             output.status.code(),
