@@ -227,5 +227,48 @@ impl Pic {
     }
 }
 
+impl std::fmt::Display for Chip {
+    /// `vectors 0x20-0x27  IMR 0xfe  IRR 0x00  ISR 0x00`, or that ICW1–ICW4 never came.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.initialised {
+            return write!(f, "not initialised (no ICW1-ICW4 yet): delivers nothing");
+        }
+        write!(
+            f,
+            "vectors {:#04x}-{:#04x}  IMR {:#04x}  IRR {:#04x}  ISR {:#04x}  ELCR {:#04x}{}",
+            self.vector_base,
+            self.vector_base + 7,
+            self.imr,
+            self.irr,
+            self.isr,
+            self.level,
+            if self.auto_eoi { "  auto-EOI" } else { "" }
+        )
+    }
+}
+
+impl std::fmt::Display for Pic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "master (0x20): {}", self.master)?;
+        writeln!(f, "slave  (0xa0): {}", self.slave)?;
+        let unmasked: Vec<String> = (0..16u8)
+            .filter(|&irq| {
+                let (chip, line) = if irq < 8 {
+                    (&self.master, irq)
+                } else {
+                    (&self.slave, irq - 8)
+                };
+                chip.initialised && chip.imr & (1 << line) == 0 && irq != CASCADE_LINE
+            })
+            .map(|irq| irq.to_string())
+            .collect();
+        if unmasked.is_empty() {
+            write!(f, "no IRQ can reach the CPU")
+        } else {
+            write!(f, "unmasked IRQs: {}", unmasked.join(" "))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -241,6 +241,38 @@ impl Pit {
         self.channels[0].next_edge()
     }
 
+    /// Each channel in a line, for `monitor pit`.
+    pub fn describe(&self, now: Duration) -> String {
+        let mut lines = Vec::new();
+        for (i, channel) in self.channels.iter().enumerate() {
+            let mode = match channel.mode {
+                0 => "0 (interrupt on terminal count)",
+                1 => "1 (one-shot)",
+                2 | 6 => "2 (rate generator)",
+                3 | 7 => "3 (square wave)",
+                4 => "4 (software strobe)",
+                _ => "5 (hardware strobe)",
+            };
+            let mut line = format!("channel {i}: ");
+            if channel.loaded_at.is_none() {
+                line.push_str("no count loaded");
+            } else {
+                let hz = HZ as f64 / f64::from(channel.reload.max(1));
+                line.push_str(&format!(
+                    "mode {mode}, count {} ({hz:.2} Hz), now {}",
+                    channel.reload,
+                    channel.count(now)
+                ));
+            }
+            if i == 2 {
+                let gate = if self.port_b & 1 != 0 { "on" } else { "off" };
+                line.push_str(&format!("; gate {gate}"));
+            }
+            lines.push(line);
+        }
+        lines.join("\n")
+    }
+
     /// Channel 0's period, when it repeats: what the report calls the timer's rate.
     pub fn irq0_period(&self) -> Option<Duration> {
         let channel = &self.channels[0];

@@ -5,6 +5,7 @@
 
 use crate::addr::{Gpa, Gva};
 use crate::analysis::Diff;
+use crate::devices::Devices;
 use crate::exceptions::ExceptionLog;
 use crate::virt::AddressSpace;
 use crate::vm::{DebugError, HwKind, Registers, Resume, Stop, StopOn, Vm};
@@ -60,6 +61,8 @@ pub trait Inspect: Debuggable {
     fn exceptions(&self) -> &ExceptionLog;
     /// Page-table entries on the last exception's walk that changed since.
     fn diff_since_last_exception(&self) -> Option<(u64, Diff)>;
+    /// The emulated devices (PIC, PIT, …).
+    fn devices(&self) -> &Devices;
 }
 
 impl Debuggable for Vm {
@@ -137,5 +140,8 @@ impl Inspect for Vm {
     }
     fn diff_since_last_exception(&self) -> Option<(u64, Diff)> {
         Vm::diff_since_last_exception(self)
+    }
+    fn devices(&self) -> &Devices {
+        Vm::devices(self)
     }
 }

@@ -9,6 +9,8 @@
 use super::debuggable::{Debuggable, Inspect};
 use crate::addr::{Gpa, Gva};
 use crate::analysis::Diff;
+use crate::console::{ConsoleSink, DEFAULT_LIMIT};
+use crate::devices::{Clock, Devices};
 use crate::ending::Ending;
 use crate::exceptions::ExceptionLog;
 use crate::virt::AddressSpace;
@@ -39,6 +41,8 @@ pub struct FakeVm {
     pub cleared: bool,
     /// Reading registers fails, as it would if KVM refused.
     pub registers_broken: bool,
+    /// The PC's devices, on a clock stopped at zero.
+    pub devices: Devices,
 }
 
 impl FakeVm {
@@ -68,6 +72,12 @@ impl FakeVm {
             exceptions_raised: 0,
             cleared: false,
             registers_broken: false,
+            devices: {
+                let console = ConsoleSink::new(false, None, DEFAULT_LIMIT).expect("no log file");
+                let mut devices = Devices::new(console).expect("the standard ports");
+                devices.set_clock(Clock::Fixed(std::time::Duration::ZERO));
+                devices
+            },
         }
     }
 
@@ -272,5 +282,9 @@ impl Inspect for FakeVm {
 
     fn diff_since_last_exception(&self) -> Option<(u64, Diff)> {
         None
+    }
+
+    fn devices(&self) -> &Devices {
+        &self.devices
     }
 }

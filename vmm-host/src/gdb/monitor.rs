@@ -27,6 +27,8 @@ vmm-host monitor commands:
   history [N]            the last N exceptions (default 20)
   catch [VECTORS|all|none]  show or set the exceptions that stop the guest (gp,pf,df or 13,14)
   diff                   page-table entries changed since the last exception
+  pic                    the 8259A pair: vectors, IMR, IRR, ISR, unmasked IRQs
+  pit                    the 8254's channels: mode, count, rate
   help                   this list";
 
 /// Run one monitor command line; the answer is text for gdb's console.
@@ -47,6 +49,11 @@ pub fn run(vm: &mut dyn Inspect, line: &str) -> String {
         "history" => history(vm, &args),
         "catch" => catch(vm, &args),
         "diff" => Ok(diff(vm)),
+        "pic" => Ok(vm.devices().pic.to_string()),
+        "pit" => {
+            let devices = vm.devices();
+            Ok(devices.pit.describe(devices.now()))
+        }
         other => Err(format!(
             "unknown monitor command `{other}`; `monitor help` lists them"
         )),

@@ -347,3 +347,49 @@ fn fuzz_session(gdb: &mut Client, fuzzer: &mut Fuzzer, tally: &mut Tally) -> u64
     }
     sent
 }
+
+#[test]
+fn monitor_pic_and_pit_show_how_the_guest_programmed_them() {
+    let mut vm = FakeVm::new(0x1100);
+    let ((), _) = with_session(&mut vm, |gdb| {
+        assert_eq!(
+            gdb.monitor("pic").0.trim_end(),
+            "master (0x20): not initialised (no ICW1-ICW4 yet): delivers nothing\n\
+             slave  (0xa0): not initialised (no ICW1-ICW4 yet): delivers nothing\n\
+             no IRQ can reach the CPU"
+        );
+        assert_eq!(
+            gdb.monitor("pit").0.trim_end(),
+            "channel 0: no count loaded\nchannel 1: no count loaded\nchannel 2: no count loaded; gate off"
+        );
+        gdb.ask("D");
+    });
+    for (port, value) in [
+        (0x20, 0x11),
+        (0x21, 0x20),
+        (0x21, 0x04),
+        (0x21, 0x01),
+        (0x21, 0xfc),
+    ] {
+        vm.devices.port_write(port, &[value]);
+    }
+    for (port, value) in [(0x43, 0x34), (0x40, 0xa9), (0x40, 0x04)] {
+        vm.devices.port_write(port, &[value]);
+    }
+    with_session(&mut vm, |gdb| {
+        let pic = gdb.monitor("pic").0;
+        assert!(
+            pic.starts_with("master (0x20): vectors 0x20-0x27  IMR 0xfc  IRR 0x00  ISR 0x00"),
+            "{pic}"
+        );
+        assert!(pic.trim_end().ends_with("unmasked IRQs: 0 1"), "{pic}");
+        let pit = gdb.monitor("pit").0;
+        assert!(
+            pit.starts_with(
+                "channel 0: mode 2 (rate generator), count 1193 (1000.15 Hz), now 1193"
+            ),
+            "{pit}"
+        );
+        gdb.ask("D");
+    });
+}

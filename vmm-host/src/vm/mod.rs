@@ -258,6 +258,11 @@ impl Vm {
         self.devices.com1.sink().captured()
     }
 
+    /// The emulated devices, as they stand.
+    pub fn devices(&self) -> &Devices {
+        &self.devices
+    }
+
     /// Everything the tap captured so far.
     pub fn exceptions(&self) -> &ExceptionLog {
         &self.exceptions
