@@ -11,6 +11,7 @@
 //! or a byte that falls past a device's ports, is a stray access: reads return all ones, and
 //! the first stray access is described in the run's report.
 
+pub mod cmos;
 pub mod com1;
 pub mod debug_exit;
 pub mod pic;
@@ -18,6 +19,7 @@ pub mod pit;
 
 use crate::addr::Gpa;
 use crate::console::ConsoleSink;
+use cmos::Cmos;
 use com1::Com1;
 use debug_exit::ExitRequest;
 use pic::Pic;
@@ -43,6 +45,7 @@ enum Port {
     Post,
     Pic,
     Pit,
+    Cmos,
 }
 
 /// The device an MMIO range belongs to. None exists yet: every MMIO access is stray.
@@ -94,6 +97,7 @@ pub struct Devices {
     pub com1: Com1,
     pub pic: Pic,
     pub pit: Pit,
+    pub cmos: Cmos,
     /// The last POST codes written to port 0x80, oldest first.
     pub post_codes: VecDeque<u8>,
     pub stray: StrayAccesses,
@@ -130,7 +134,8 @@ impl std::fmt::Debug for Devices {
 
 impl Devices {
     /// The PC this host emulates: COM1, the debug-exit port, the debug console at 0xE9,
-    /// POST codes at 0x80, the 8259A pair and the 8254 PIT.
+    /// POST codes at 0x80, the 8259A pair, the 8254 PIT and the CMOS RTC (whose memory
+    /// sizes the VM sets with [`Devices::set_ram`]).
     pub fn new(console: ConsoleSink) -> Result<Self, DeviceError> {
         let mut devices = Self {
             pio: PioBus::new(),
@@ -138,6 +143,7 @@ impl Devices {
             com1: Com1::new(console),
             pic: Pic::default(),
             pit: Pit::default(),
+            cmos: Cmos::new(unix_now(), 0, 0),
             post_codes: VecDeque::with_capacity(POST_KEPT),
             stray: StrayAccesses::default(),
             clock: Clock::Host {
@@ -153,7 +159,13 @@ impl Devices {
         devices.place("the PICs' ELCR", Port::Pic, pic::ELCR, 2)?;
         devices.place("the PIT", Port::Pit, pit::BASE, 4)?;
         devices.place("port B", Port::Pit, pit::PORT_B, 1)?;
+        devices.place("the CMOS RTC", Port::Cmos, cmos::INDEX, 2)?;
         Ok(devices)
+    }
+
+    /// The RAM the CMOS reports, below and above 4 GiB.
+    pub fn set_ram(&mut self, below_4g: u64, above_4g: u64) {
+        self.cmos = Cmos::new(unix_now(), below_4g, above_4g);
     }
 
     /// Devices' time from now on (tests make it deterministic).
@@ -231,6 +243,7 @@ impl Devices {
             }
             Some((Port::Pic, _)) => self.pic.write(at, byte),
             Some((Port::Pit, _)) => self.pit.write(at, byte, now),
+            Some((Port::Cmos, _)) => self.cmos.write(at, byte),
             Some((Port::DebugExit, _)) | None => {
                 self.stray.note(|| format!("out {byte:#x} to port {at:#x}"));
             }
@@ -249,6 +262,7 @@ impl Devices {
                 Some((Port::Post, _)) => 0xff,
                 Some((Port::Pic, _)) => self.pic.read(at),
                 Some((Port::Pit, _)) => self.pit.read(at, now),
+                Some((Port::Cmos, _)) => self.cmos.read(at, now),
                 // The debug-exit port is write-only; absent ISA hardware reads as all ones.
                 Some((Port::DebugExit, _)) | None => {
                     stray = true;
@@ -282,6 +296,13 @@ impl Devices {
                 .note(|| format!("write of {} bytes at physical {:#x}", data.len(), gpa.raw())),
         }
     }
+}
+
+/// Seconds since 1970 by the host's clock (0 if it is set before then).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `port` and the ports after it, wrapping at 0xffff as the CPU's port addresses do.

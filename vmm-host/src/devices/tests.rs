@@ -135,3 +135,30 @@ fn the_pic_and_pit_answer_on_their_ports() {
     d.port_read(0x61, &mut port_b);
     assert_eq!(d.stray.count, 0);
 }
+
+#[test]
+fn the_cmos_answers_on_0x70_and_0x71_with_the_vms_memory() {
+    let mut d = devices();
+    d.set_ram(128 << 20, 0);
+    d.port_write(0x70, &[0x0d]);
+    let mut valid = [0];
+    d.port_read(0x71, &mut valid);
+    assert_eq!(valid, [0x80]);
+    d.port_write(0x70, &[0x30]);
+    let mut extended = [0];
+    d.port_read(0x71, &mut extended);
+    assert_eq!(
+        extended,
+        [0xff],
+        "127 MiB above 1 MiB: capped at 0xffff KiB"
+    );
+    d.port_write(0x70, &[0x35]);
+    let mut above_16m = [0];
+    d.port_read(0x71, &mut above_16m);
+    assert_eq!(
+        above_16m,
+        [0x07],
+        "112 MiB above 16 MiB: 0x700 blocks of 64 KiB"
+    );
+    assert_eq!(d.stray.count, 0);
+}

@@ -142,6 +142,23 @@ pub struct Vm {
     mem: GuestMemoryMmap,
 }
 
+/// The PC's devices, the CMOS told how much RAM there is.
+fn pc_devices(console: ConsoleSink, layout: &RamLayout) -> Result<Devices, VmError> {
+    let mut devices = Devices::new(console)?;
+    let (below, above) = layout
+        .regions()
+        .iter()
+        .fold((0, 0), |(below, above), &(base, size)| {
+            if base.raw() < 1 << 32 {
+                (below + size, above)
+            } else {
+                (below, above + size)
+            }
+        });
+    devices.set_ram(below, above);
+    Ok(devices)
+}
+
 /// Guest RAM as `layout` lays it out, in anonymous host memory.
 fn guest_ram(layout: &RamLayout) -> Result<GuestMemoryMmap, VmError> {
     let ranges: Vec<(GuestAddress, usize)> = layout
@@ -217,7 +234,7 @@ impl Vm {
             vcpu,
             _vm: vm,
             _kvm: kvm,
-            devices: Devices::new(sink)?,
+            devices: pc_devices(sink, &layout)?,
             config,
             cpu_paging,
             ram: layout.regions().to_vec(),
