@@ -50,6 +50,7 @@ pub const NAMES: &[(&str, &str)] = &[
         "timer-unremapped",
         "the PIT started with the PICs at the BIOS's vectors: IRQ 0 arrives through the #DF gate",
     ),
+    ("reset", "reset the machine through the keyboard controller"),
     (
         "spin",
         "loop forever without exiting (the host's watchdog ends the run)",
@@ -167,6 +168,14 @@ pub fn run(settings: &Settings) -> ! {
         "timer" => crate::timer::timer_workload(crate::timer::Wait::Halt),
         "timer-spin" => crate::timer::timer_workload(crate::timer::Wait::Spin),
         "timer-unremapped" => crate::timer::unremapped_workload(),
+        "reset" => {
+            kprintln!("resetting through the keyboard controller (0xfe to port 0x64)");
+            let mut command: x86_64::instructions::port::Port<u8> =
+                x86_64::instructions::port::Port::new(0x64);
+            // SAFETY: the i8042's reset command ends the machine; no memory is touched.
+            unsafe { command.write(0xfe) };
+            crate::exit::halt_forever()
+        }
         "spin" => {
             kprintln!("spinning forever");
             loop {

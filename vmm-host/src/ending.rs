@@ -27,6 +27,8 @@ pub mod status {
     pub const IDLE: i32 = 86;
     /// gdb killed the guest (`kill`, or quitting gdb while attached).
     pub const KILLED: i32 = 87;
+    /// The guest reset the machine (the i8042's 0xFE command, port 0x92's fast reset).
+    pub const RESET: i32 = 88;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +57,10 @@ pub enum Ending {
     },
     /// gdb ended the run.
     Killed,
+    /// The guest reset the machine; `how` says by what.
+    Reset {
+        how: &'static str,
+    },
 }
 
 impl Ending {
@@ -73,6 +79,7 @@ impl Ending {
             Self::Timeout { .. } => status::TIMEOUT,
             Self::HostError { .. } => status::HOST_ERROR,
             Self::Killed => status::KILLED,
+            Self::Reset { .. } => status::RESET,
         }
     }
 
@@ -92,6 +99,7 @@ impl Ending {
             Self::Timeout { .. } => "timeout",
             Self::HostError { .. } => "host-error",
             Self::Killed => "killed",
+            Self::Reset { .. } => "reset",
         }
     }
 
@@ -115,6 +123,7 @@ impl Ending {
             Self::Timeout { limit } => format!("watchdog: the guest was still running after {}", seconds(*limit)),
             Self::HostError { what } => format!("host error: {what}"),
             Self::Killed => "gdb killed the guest".into(),
+            Self::Reset { how } => format!("the guest reset the machine through {how}"),
         }
     }
 }

@@ -702,6 +702,7 @@ fn exit_statuses_agree_everywhere() {
         status::HOST_ERROR,
         status::IDLE,
         status::KILLED,
+        status::RESET,
     ]
     .into_iter()
     .collect();

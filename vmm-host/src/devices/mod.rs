@@ -16,6 +16,7 @@ pub mod com1;
 pub mod debug_exit;
 pub mod pic;
 pub mod pit;
+pub mod reset;
 
 use crate::addr::Gpa;
 use crate::console::ConsoleSink;
@@ -24,6 +25,7 @@ use com1::Com1;
 use debug_exit::ExitRequest;
 use pic::Pic;
 use pit::Pit;
+use reset::{ResetBy, ResetPorts};
 use std::collections::VecDeque;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -46,6 +48,7 @@ enum Port {
     Pic,
     Pit,
     Cmos,
+    Reset,
 }
 
 /// The device an MMIO range belongs to. None exists yet: every MMIO access is stray.
@@ -60,6 +63,8 @@ pub enum PortWrite {
     Exit {
         code: u8,
     },
+    /// The guest reset the machine.
+    Reset(ResetBy),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +103,9 @@ pub struct Devices {
     pub pic: Pic,
     pub pit: Pit,
     pub cmos: Cmos,
+    reset: ResetPorts,
+    /// Set when the guest asked for a reset; the run loop ends the run.
+    pending_reset: Option<ResetBy>,
     /// The last POST codes written to port 0x80, oldest first.
     pub post_codes: VecDeque<u8>,
     pub stray: StrayAccesses,
@@ -144,6 +152,8 @@ impl Devices {
             pic: Pic::default(),
             pit: Pit::default(),
             cmos: Cmos::new(unix_now(), 0, 0),
+            reset: ResetPorts::default(),
+            pending_reset: None,
             post_codes: VecDeque::with_capacity(POST_KEPT),
             stray: StrayAccesses::default(),
             clock: Clock::Host {
@@ -160,6 +170,10 @@ impl Devices {
         devices.place("the PIT", Port::Pit, pit::BASE, 4)?;
         devices.place("port B", Port::Pit, pit::PORT_B, 1)?;
         devices.place("the CMOS RTC", Port::Cmos, cmos::INDEX, 2)?;
+        // The i8042's data and command ports; 0x61 between them is port B (the PIT's).
+        devices.place("the i8042's data port", Port::Reset, reset::I8042, 1)?;
+        devices.place("the i8042's command port", Port::Reset, reset::I8042 + 4, 1)?;
+        devices.place("port A", Port::Reset, reset::PORT_A, 1)?;
         Ok(devices)
     }
 
@@ -215,7 +229,9 @@ impl Devices {
                 for (at, &byte) in consecutive(port).zip(access) {
                     self.write_byte(at, byte);
                 }
-                PortWrite::Done
+                self.pending_reset
+                    .take()
+                    .map_or(PortWrite::Done, PortWrite::Reset)
             }
             None => {
                 let value = little_endian(access);
@@ -244,6 +260,11 @@ impl Devices {
             Some((Port::Pic, _)) => self.pic.write(at, byte),
             Some((Port::Pit, _)) => self.pit.write(at, byte, now),
             Some((Port::Cmos, _)) => self.cmos.write(at, byte),
+            Some((Port::Reset, _)) => {
+                if let Some(by) = self.reset.write(at, byte) {
+                    self.pending_reset.get_or_insert(by);
+                }
+            }
             Some((Port::DebugExit, _)) | None => {
                 self.stray.note(|| format!("out {byte:#x} to port {at:#x}"));
             }
@@ -263,6 +284,7 @@ impl Devices {
                 Some((Port::Pic, _)) => self.pic.read(at),
                 Some((Port::Pit, _)) => self.pit.read(at, now),
                 Some((Port::Cmos, _)) => self.cmos.read(at, now),
+                Some((Port::Reset, _)) => self.reset.read(at),
                 // The debug-exit port is write-only; absent ISA hardware reads as all ones.
                 Some((Port::DebugExit, _)) | None => {
                     stray = true;

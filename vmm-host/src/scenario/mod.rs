@@ -54,6 +54,7 @@ pub enum EndingKind {
     Halted,
     Idle,
     Timeout,
+    Reset,
 }
 
 impl EndingKind {
@@ -66,6 +67,7 @@ impl EndingKind {
             Self::Halted => "halted",
             Self::Idle => "idle",
             Self::Timeout => "timeout",
+            Self::Reset => "reset",
         }
     }
 }

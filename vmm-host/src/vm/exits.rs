@@ -69,8 +69,12 @@ pub fn next_event(vcpu: &mut impl Vcpu, devices: &mut Devices) -> Event {
 /// `size` bytes writes the same port(s) again, so `rep outsb` to THR sends every byte.
 fn port_out(data: &[u8], port: u16, size: u8, devices: &mut Devices) -> Event {
     for access in data.chunks(usize::from(size).max(1)) {
-        if let PortWrite::Exit { code } = devices.port_write(port, access) {
-            return Event::Ended(Ending::GuestExit { code });
+        match devices.port_write(port, access) {
+            PortWrite::Done => {}
+            PortWrite::Exit { code } => return Event::Ended(Ending::GuestExit { code }),
+            PortWrite::Reset(by) => {
+                return Event::Ended(Ending::Reset { how: by.describe() });
+            }
         }
     }
     Event::Served

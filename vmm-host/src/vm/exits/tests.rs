@@ -168,3 +168,28 @@ fn exits_the_loop_acts_on_pass_through() {
     assert!(Event::Served.idt_may_have_changed());
     assert!(!Event::Halted.idt_may_have_changed());
 }
+
+#[test]
+fn a_reset_through_the_keyboard_controller_or_port_a_ends_the_run() {
+    for (port, value, how) in [
+        (
+            0x64,
+            0xfe,
+            "the keyboard controller's reset command (0xfe to port 0x64)",
+        ),
+        (0x92, 0x01, "the fast-reset bit of port 0x92"),
+    ] {
+        let mut vcpu = ScriptedVcpu::default().then(out(port, 1, 1), &[value]);
+        assert_eq!(
+            next_event(&mut vcpu, &mut devices()),
+            Event::Ended(Ending::Reset { how })
+        );
+    }
+    // Other i8042 commands and A20 through port A go on.
+    let mut vcpu = ScriptedVcpu::default()
+        .then(out(0x64, 1, 1), &[0xd1])
+        .then(out(0x92, 1, 1), &[0x02]);
+    let mut devices = devices();
+    assert_eq!(next_event(&mut vcpu, &mut devices), Event::Served);
+    assert_eq!(next_event(&mut vcpu, &mut devices), Event::Served);
+}
