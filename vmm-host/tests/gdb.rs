@@ -186,14 +186,49 @@ fn a_hundred_stepis_run_the_instructions_qemu_runs() {
     assert_eq!(ours.len(), 100);
     let distinct: std::collections::HashSet<&String> = ours.iter().collect();
     assert!(distinct.len() > 20, "the steps go somewhere: {ours:?}");
-    for (step, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-        assert_eq!(
-            a,
-            b,
-            "step {}: vmm-host at rip/rsp {a}, QEMU at {b}\nvmm-host: {ours:?}\nQEMU: {theirs:?}",
-            step + 1
-        );
+    if let Err(why) = same_steps(&ours, &theirs) {
+        panic!("{why}\nvmm-host: {ours:?}\nQEMU: {theirs:?}");
     }
+}
+
+/// Whether our step trace is QEMU's, step by step. QEMU TCG's gdbstub now and then answers a
+/// `stepi` over a locked instruction (`xchg` with memory) without running it, so QEMU may
+/// repeat a position ours does not: up to three such repeats are skipped in QEMU's trace
+/// only, so a step of ours that ran nothing (or two instructions) still fails.
+fn same_steps(ours: &[String], theirs: &[String]) -> Result<(), String> {
+    let mut skipped = 0;
+    let mut j = 0;
+    for (step, a) in ours.iter().enumerate() {
+        while theirs.get(j) != Some(a) && j > 0 && theirs.get(j) == theirs.get(j - 1) && skipped < 3
+        {
+            skipped += 1;
+            j += 1;
+        }
+        match theirs.get(j) {
+            Some(b) if b == a => j += 1,
+            Some(b) => {
+                return Err(format!(
+                    "step {}: vmm-host at rip/rsp {a}, QEMU at {b}",
+                    step + 1
+                ));
+            }
+            None if step + skipped >= theirs.len() => return Ok(()),
+            None => return Err(format!("QEMU's trace ended at step {}", step + 1)),
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn step_traces_tolerate_only_qemus_own_repeats() {
+    let t = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    assert!(same_steps(&t(&["a", "b", "c"]), &t(&["a", "b", "c"])).is_ok());
+    // QEMU stood still once at b: skipped.
+    assert!(same_steps(&t(&["a", "b", "c"]), &t(&["a", "b", "b", "c"])).is_ok());
+    // Ours stood still (a step that ran nothing): a failure.
+    assert!(same_steps(&t(&["a", "a", "b"]), &t(&["a", "b", "c"])).is_err());
+    // Ours ran two instructions in one step: a failure.
+    assert!(same_steps(&t(&["a", "c", "d"]), &t(&["a", "b", "c"])).is_err());
 }
 
 #[test]
