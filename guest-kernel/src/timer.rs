@@ -78,6 +78,24 @@ pub fn unremapped_workload() -> ! {
     }
 }
 
+/// Hostile: the PIT at the fastest rate it has (a count of 2, about 597 kHz), IRQ 0
+/// unmasked, `sti; hlt` until 200 ticks. The host must coalesce what the guest cannot take
+/// and stay responsive; the run ends by the guest's own exit.
+pub fn pit_flood() -> ! {
+    remap_pics(1 << 0);
+    outb(0x43, 0x34);
+    outb(0x40, 2);
+    outb(0x40, 0);
+    kprintln!("[hostile] PIT at its fastest rate (count 2); waiting for 200 ticks");
+    while TICKS.load(Ordering::Relaxed) < 200 {
+        interrupts::enable_and_hlt();
+    }
+    interrupts::disable();
+    remap_pics(0);
+    kprintln!("[hostile] 200 ticks");
+    finish(abi::exit::SUCCESS)
+}
+
 /// How the timer workload waits for its ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {
@@ -105,6 +123,7 @@ pub fn timer_workload(wait: Wait) -> ! {
     }
     interrupts::disable();
     remap_pics(0);
-    kprintln!("[timer] {} ticks", TICKS.load(Ordering::Relaxed));
+    // The count reached; one more tick may have come in before `cli`.
+    kprintln!("[timer] {TICKS_WANTED} ticks");
     finish(abi::exit::SUCCESS)
 }

@@ -117,6 +117,10 @@ pub const NAMES: &[(&str, &str)] = &[
         "serial-flood",
         "hostile: 32 KiB to COM1 one out at a time, then 128 KiB by rep outsb, then exit 0",
     ),
+    (
+        "pit-flood",
+        "hostile: the PIT at its fastest rate (count 2), sti; hlt until 200 ticks, then exit 0",
+    ),
 ];
 
 /// The heap workload's default size: enough to push the PMM past the 64 MiB identity map
@@ -211,6 +215,7 @@ pub fn run(settings: &Settings) -> ! {
         "idt-churn" => crate::hostile::idt_churn(1000),
         "debug-exit-garbage" => crate::hostile::debug_exit_garbage(),
         "serial-flood" => crate::hostile::serial_flood(32 << 10, 128 << 10),
+        "pit-flood" => crate::timer::pit_flood(),
         "help" => {
             for (name, what) in NAMES {
                 kprintln!("  test={name:<21} {what}");
