@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use vmm_sys_util::signal::{SIGRTMIN, register_signal_handler};
@@ -38,11 +38,41 @@ pub fn kick(thread: libc::pthread_t) {
     unsafe { libc::pthread_kill(thread, kick_signal()) };
 }
 
+/// A thread that kicks the vCPU thread until it is dropped (which disarms it and waits).
+#[derive(Debug)]
+struct KickThread {
+    disarm: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl KickThread {
+    /// Run `body` on a thread named `name`; it returns when its receiver says disarmed.
+    fn spawn(name: &str, body: impl FnOnce(Receiver<()>) + Send + 'static) -> Self {
+        let (disarm, disarmed) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || body(disarmed))
+            .ok();
+        Self {
+            disarm: Some(disarm),
+            thread,
+        }
+    }
+}
+
+impl Drop for KickThread {
+    fn drop(&mut self) {
+        drop(self.disarm.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Watchdog {
     fired: Arc<AtomicBool>,
-    disarm: Option<Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _kicker: KickThread,
 }
 
 impl Watchdog {
@@ -52,38 +82,24 @@ impl Watchdog {
         // SAFETY: pthread_self has no preconditions.
         let target = unsafe { libc::pthread_self() };
         let fired = Arc::new(AtomicBool::new(false));
-        let (disarm, disarmed) = mpsc::channel::<()>();
         let flag = fired.clone();
-        let thread = std::thread::Builder::new()
-            .name("watchdog".into())
-            .spawn(move || {
-                if disarmed.recv_timeout(limit) != Err(RecvTimeoutError::Timeout) {
-                    return;
-                }
-                flag.store(true, Ordering::SeqCst);
-                while disarmed.recv_timeout(KICK_INTERVAL) == Err(RecvTimeoutError::Timeout) {
-                    kick(target);
-                }
-            })
-            .ok();
+        let kicker = KickThread::spawn("watchdog", move |disarmed| {
+            if disarmed.recv_timeout(limit) != Err(RecvTimeoutError::Timeout) {
+                return;
+            }
+            flag.store(true, Ordering::SeqCst);
+            while disarmed.recv_timeout(KICK_INTERVAL) == Err(RecvTimeoutError::Timeout) {
+                kick(target);
+            }
+        });
         Self {
             fired,
-            disarm: Some(disarm),
-            thread,
+            _kicker: kicker,
         }
     }
 
     pub fn fired(&self) -> bool {
         self.fired.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Watchdog {
-    fn drop(&mut self) {
-        drop(self.disarm.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -95,8 +111,7 @@ impl Drop for Watchdog {
 #[derive(Debug)]
 pub struct Ticker {
     period: Duration,
-    disarm: Option<Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _kicker: KickThread,
 }
 
 impl Ticker {
@@ -109,33 +124,19 @@ impl Ticker {
         let period = period.max(Self::MIN_PERIOD);
         // SAFETY: pthread_self has no preconditions.
         let target = unsafe { libc::pthread_self() };
-        let (disarm, disarmed) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("ticker".into())
-            .spawn(move || {
-                while disarmed.recv_timeout(period) == Err(RecvTimeoutError::Timeout) {
-                    kick(target);
-                }
-            })
-            .ok();
+        let kicker = KickThread::spawn("ticker", move |disarmed| {
+            while disarmed.recv_timeout(period) == Err(RecvTimeoutError::Timeout) {
+                kick(target);
+            }
+        });
         Self {
             period,
-            disarm: Some(disarm),
-            thread,
+            _kicker: kicker,
         }
     }
 
     pub fn period(&self) -> Duration {
         self.period
-    }
-}
-
-impl Drop for Ticker {
-    fn drop(&mut self) {
-        drop(self.disarm.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

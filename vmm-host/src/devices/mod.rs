@@ -104,8 +104,6 @@ pub struct Devices {
     pub pit: Pit,
     pub cmos: Cmos,
     reset: ResetPorts,
-    /// Set when the guest asked for a reset; the run loop ends the run.
-    pending_reset: Option<ResetBy>,
     /// The last POST codes written to port 0x80, oldest first.
     pub post_codes: VecDeque<u8>,
     pub stray: StrayAccesses,
@@ -153,7 +151,6 @@ impl Devices {
             pit: Pit::default(),
             cmos: Cmos::new(unix_now(), 0, 0),
             reset: ResetPorts::default(),
-            pending_reset: None,
             post_codes: VecDeque::with_capacity(POST_KEPT),
             stray: StrayAccesses::default(),
             clock: Clock::Host {
@@ -226,12 +223,11 @@ impl Devices {
                 PortWrite::Exit { code }
             }
             Some(_) => {
+                let mut reset = None;
                 for (at, &byte) in consecutive(port).zip(access) {
-                    self.write_byte(at, byte);
+                    reset = reset.or(self.write_byte(at, byte));
                 }
-                self.pending_reset
-                    .take()
-                    .map_or(PortWrite::Done, PortWrite::Reset)
+                reset.map_or(PortWrite::Done, PortWrite::Reset)
             }
             None => {
                 let value = little_endian(access);
@@ -242,8 +238,8 @@ impl Devices {
         }
     }
 
-    /// One byte of a write to a byte-wide device (or to no device).
-    fn write_byte(&mut self, at: u16, byte: u8) {
+    /// One byte of a write to a byte-wide device (or to no device); the reset it asks for.
+    fn write_byte(&mut self, at: u16, byte: u8) -> Option<ResetBy> {
         let now = self.now();
         match self.port(at) {
             Some((Port::Com1, offset)) => self.com1.write(offset, byte),
@@ -260,15 +256,12 @@ impl Devices {
             Some((Port::Pic, _)) => self.pic.write(at, byte),
             Some((Port::Pit, _)) => self.pit.write(at, byte, now),
             Some((Port::Cmos, _)) => self.cmos.write(at, byte),
-            Some((Port::Reset, _)) => {
-                if let Some(by) = self.reset.write(at, byte) {
-                    self.pending_reset.get_or_insert(by);
-                }
-            }
+            Some((Port::Reset, _)) => return self.reset.write(at, byte),
             Some((Port::DebugExit, _)) | None => {
                 self.stray.note(|| format!("out {byte:#x} to port {at:#x}"));
             }
         }
+        None
     }
 
     /// One `in` access of 1, 2 or 4 bytes at `port`, filled in little-endian order.

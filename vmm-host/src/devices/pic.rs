@@ -178,6 +178,17 @@ impl Pic {
         self.master.set_line(CASCADE_LINE, slave_wants);
     }
 
+    /// Whether IRQ `irq` (0–15) could reach the CPU: its chip initialised and the line
+    /// unmasked (the cascade line 2 carries the slave's requests, not an IRQ of its own).
+    pub fn irq_reaches_cpu(&self, irq: u8) -> bool {
+        let (chip, line) = match irq {
+            0..=7 => (&self.master, irq),
+            8..=15 => (&self.slave, irq - 8),
+            _ => return false,
+        };
+        irq != CASCADE_LINE && chip.initialised && chip.imr & (1 << line) == 0
+    }
+
     /// Whether the master would interrupt the CPU now.
     pub fn has_pending(&self) -> bool {
         self.master.next_line().is_some()
@@ -252,14 +263,7 @@ impl std::fmt::Display for Pic {
         writeln!(f, "master (0x20): {}", self.master)?;
         writeln!(f, "slave  (0xa0): {}", self.slave)?;
         let unmasked: Vec<String> = (0..16u8)
-            .filter(|&irq| {
-                let (chip, line) = if irq < 8 {
-                    (&self.master, irq)
-                } else {
-                    (&self.slave, irq - 8)
-                };
-                chip.initialised && chip.imr & (1 << line) == 0 && irq != CASCADE_LINE
-            })
+            .filter(|&irq| self.irq_reaches_cpu(irq))
             .map(|irq| irq.to_string())
             .collect();
         if unmasked.is_empty() {

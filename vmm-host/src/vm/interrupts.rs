@@ -87,7 +87,7 @@ impl Vm {
         if pic.has_pending() {
             return Wake::Interrupt;
         }
-        let timer_unmasked = pic.master.initialised && pic.master.imr & 1 == 0;
+        let timer_unmasked = pic.irq_reaches_cpu(0);
         let Some(next) = self.devices.pit.next_irq0().filter(|_| timer_unmasked) else {
             return Wake::Never;
         };

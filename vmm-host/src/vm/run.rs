@@ -389,12 +389,11 @@ impl Vm {
     /// Keep a ticker kicking the vCPU at the PIT's rate while IRQ 0 can reach the guest, so
     /// ticks arrive even when the guest never exits; none while gdb steps.
     fn keep_ticker(&self, ticker: &mut Option<Ticker>, step: bool) {
-        let pic = &self.devices.pic;
         let period = self
             .devices
             .pit
             .irq0_period()
-            .filter(|_| !step && pic.master.initialised && pic.master.imr & 1 == 0)
+            .filter(|_| !step && self.devices.pic.irq_reaches_cpu(0))
             .map(|p| p.max(Ticker::MIN_PERIOD));
         if ticker.as_ref().map(Ticker::period) != period {
             *ticker = period.map(Ticker::arm);
