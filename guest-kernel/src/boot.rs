@@ -1,11 +1,25 @@
-//! The PVH entry: BoxKernel's stage2 in 32-bit assembly.
+//! The entries: BoxKernel's stage2 in 32-bit assembly, reached through PVH or Multiboot 1.
 //!
-//! The host (or QEMU) enters `pvh_start32` in 32-bit protected mode with paging off and
-//! EBX = physical address of `hvm_start_info`. Like BoxKernel's `stage2.asm`, the stub builds
-//! boot page tables at 0x500000 that identity-map the first 32 MiB with 2 MiB pages, switches
-//! to long mode and calls [`crate::kmain`] on the boot stack at 0x510000.
+//! The host (or QEMU, or GRUB) enters in 32-bit protected mode with paging off:
+//! - `pvh_start32` (the PVH note) with EBX = physical address of `hvm_start_info`;
+//! - `multiboot_start32` (the Multiboot header's entry address) with EAX = 0x2BADB002 and
+//!   EBX = physical address of the Multiboot information.
+//!
+//! Like BoxKernel's `stage2.asm`, the shared stub builds boot page tables at 0x500000 that
+//! identity-map the first 32 MiB with 2 MiB pages, switches to long mode and calls
+//! [`crate::kmain`] with the boot data's address and the protocol's magic on the boot stack at
+//! 0x510000.
+//!
+//! The Multiboot header uses the address fields (flag 16): loaders that refuse ELF64 (QEMU's
+//! `-kernel`) load the file's bytes from `__kernel_start` to `__load_end` by them, which works
+//! because the linker script keeps file offsets and addresses in step.
 
 use abi::boot::{BOOT_IDENTITY_MAP, BOOT_PAGE_TABLES, BOOT_PAGE_TABLES_SIZE, BOOT_STACK_TOP};
+use abi::multiboot::header_flags;
+
+/// Page-aligned modules, memory information, and load by the address fields.
+const MULTIBOOT_FLAGS: u32 =
+    header_flags::PAGE_ALIGN | header_flags::MEMORY_INFO | header_flags::ADDRESS;
 
 /// Flags of a boot page-table entry that points at the next table: present + writable.
 const TABLE_FLAGS: u64 = 0x3;
@@ -27,10 +41,31 @@ core::arch::global_asm!(
     ".balign 4",
     ".popsection",
 
+    // The Multiboot header: first in the image, inside the first 8 KiB of the file.
+    ".pushsection .text.multiboot, \"ax\"",
+    ".balign 4",
+    "multiboot_header:",
+    "    .long {mb_magic}",
+    "    .long {mb_flags}",
+    "    .long {mb_checksum}",
+    "    .long multiboot_header",
+    "    .long __kernel_start",
+    "    .long __load_end",
+    "    .long __bss_end",
+    "    .long multiboot_start32",
+    ".popsection",
+
     ".pushsection .text.boot, \"ax\"",
     ".code32",
+    ".global multiboot_start32",
+    "multiboot_start32:",
+    "    mov ebp, eax",
+    "    jmp boot32",
     ".global pvh_start32",
     "pvh_start32:",
+    "    mov ebp, {pvh_magic}",
+    // EBX = the boot data, EBP = the protocol's magic: both survive to long mode.
+    "boot32:",
     "    cli",
     "    cld",
     "    mov esp, {stack_top}",
@@ -65,13 +100,13 @@ core::arch::global_asm!(
     "    or eax, 0x80010001",
     "    mov cr0, eax",
     "    lgdt [boot_gdt_ptr]",
-    "    lea eax, [pvh_start64]",
+    "    lea eax, [boot64]",
     "    push 0x08",
     "    push eax",
     "    retf",
 
     ".code64",
-    "pvh_start64:",
+    "boot64:",
     "    mov ax, 0x10",
     "    mov ds, ax",
     "    mov es, ax",
@@ -80,6 +115,7 @@ core::arch::global_asm!(
     "    mov gs, ax",
     "    mov rsp, {stack_top}",
     "    mov edi, esi",
+    "    mov esi, ebp",
     "    call kmain",
     "3:",
     "    cli",
@@ -98,6 +134,10 @@ core::arch::global_asm!(
     "    .long boot_gdt",
     ".popsection",
 
+    mb_magic = const abi::multiboot::HEADER_MAGIC,
+    mb_flags = const MULTIBOOT_FLAGS,
+    mb_checksum = const 0u32.wrapping_sub(abi::multiboot::HEADER_MAGIC).wrapping_sub(MULTIBOOT_FLAGS),
+    pvh_magic = const abi::start_info::MAGIC,
     stack_top = const BOOT_STACK_TOP,
     tables = const BOOT_PAGE_TABLES,
     tables_dwords = const BOOT_PAGE_TABLES_SIZE / 4,

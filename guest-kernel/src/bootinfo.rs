@@ -1,9 +1,34 @@
-//! What the host told us at boot: the PVH start info, turned into BoxKernel's E820 map at
-//! 0x500 and a command line.
+//! What the loader told us at boot — PVH's start info or Multiboot's information structure —
+//! turned into BoxKernel's E820 map at 0x500 and a command line.
 
 use abi::boot::{CMDLINE_MAX, E820_MAP, E820_MAX_ENTRIES};
+use abi::multiboot::{self, info_flags};
 use abi::start_info::{MEMMAP_ENTRY_SIZE, MemmapEntry, START_INFO_SIZE, StartInfo, StartInfoError};
 use core::fmt;
+
+/// The protocol that entered the kernel, told apart by the magic its entry stub passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Pvh,
+    Multiboot,
+}
+
+impl Protocol {
+    pub fn from_magic(magic: u32) -> Option<Self> {
+        match magic {
+            abi::start_info::MAGIC => Some(Self::Pvh),
+            multiboot::BOOTLOADER_MAGIC => Some(Self::Multiboot),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pvh => "PVH",
+            Self::Multiboot => "Multiboot",
+        }
+    }
+}
 
 /// Size of one BIOS-style E820 entry: base, length, type.
 const E820_ENTRY_SIZE: usize = 20;
@@ -12,6 +37,9 @@ const E820_ENTRY_SIZE: usize = 20;
 pub enum BootError {
     StartInfo(StartInfoError),
     NoMemoryMap { version: u32 },
+    UnknownMagic(u32),
+    MultibootTooShort,
+    MultibootNoMemoryMap { flags: u32 },
     CmdlineNotUtf8,
 }
 
@@ -29,14 +57,29 @@ impl fmt::Display for BootError {
             Self::NoMemoryMap { version } => {
                 write!(f, "hvm_start_info version {version} carries no memory map")
             }
+            Self::UnknownMagic(magic) => write!(
+                f,
+                "entered with magic {magic:#x}: neither PVH nor Multiboot ({:#x})",
+                multiboot::BOOTLOADER_MAGIC
+            ),
+            Self::MultibootTooShort => f.write_str("the Multiboot information is cut short"),
+            Self::MultibootNoMemoryMap { flags } => write!(
+                f,
+                "the Multiboot information (flags {flags:#x}) carries no memory map"
+            ),
             Self::CmdlineNotUtf8 => f.write_str("the command line is not UTF-8"),
         }
     }
 }
 
 pub struct BootInfo {
-    pub start_info_paddr: u64,
+    pub protocol: Protocol,
+    /// Where the start info or the Multiboot information was.
+    pub info_paddr: u64,
+    /// PVH: the start info's version. Multiboot: 0.
     pub version: u32,
+    /// Multiboot: the boot loader's name, when it gave one.
+    pub loader: &'static str,
     pub cmdline: &'static str,
     /// Entries the host gave; more than [`E820_MAX_ENTRIES`] are dropped (and counted here).
     pub dropped_entries: usize,
@@ -52,9 +95,90 @@ unsafe fn phys_bytes(paddr: u64, len: usize) -> &'static [u8] {
     unsafe { core::slice::from_raw_parts(paddr as *const u8, len) }
 }
 
+/// The command line, copied out of the loader's memory: QEMU's Multiboot loader puts its
+/// information right after the kernel's bss, in frames the PMM hands out.
+static mut CMDLINE_COPY: [u8; CMDLINE_MAX] = [0; CMDLINE_MAX];
+
+/// The NUL-terminated string at `paddr` (at most [`CMDLINE_MAX`] bytes), copied to
+/// [`CMDLINE_COPY`].
+fn keep_cmdline(paddr: u64) -> Result<&'static str, BootError> {
+    if paddr == 0 {
+        return Ok("");
+    }
+    // SAFETY: loaders write the command line in low RAM, inside the 32 MiB identity map.
+    let raw = unsafe { phys_bytes(paddr, CMDLINE_MAX) };
+    let len = raw.iter().position(|&b| b == 0).unwrap_or(CMDLINE_MAX);
+    let copy: *mut u8 = (&raw mut CMDLINE_COPY).cast();
+    // SAFETY: called once, during boot, on the only CPU, before anything reads the copy; only
+    // shared references to it exist afterwards. `len` is at most the copy's size.
+    let kept = unsafe {
+        core::ptr::copy_nonoverlapping(raw.as_ptr(), copy, len);
+        core::slice::from_raw_parts(copy, len)
+    };
+    core::str::from_utf8(kept).map_err(|_| BootError::CmdlineNotUtf8)
+}
+
+/// The NUL-terminated string at `paddr`, in place (at most 256 bytes; not UTF-8: empty).
+fn c_string(paddr: u64) -> &'static str {
+    if paddr == 0 {
+        return "";
+    }
+    // SAFETY: loaders write their strings in low RAM, inside the 32 MiB identity map.
+    let raw = unsafe { phys_bytes(paddr, 256) };
+    let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
+    core::str::from_utf8(&raw[..len]).unwrap_or("")
+}
+
 impl BootInfo {
+    /// Read the boot data the entry stub found in EBX, as the protocol `magic` names.
+    pub fn read(paddr: u32, magic: u32) -> Result<Self, BootError> {
+        match Protocol::from_magic(magic) {
+            Some(Protocol::Pvh) => Self::read_pvh(paddr),
+            Some(Protocol::Multiboot) => Self::read_multiboot(paddr),
+            None => Err(BootError::UnknownMagic(magic)),
+        }
+    }
+
+    /// Read the Multiboot information at `paddr` and copy its memory map to the E820 area.
+    /// GRUB and QEMU start the command line with the image's name: a first word without `=`
+    /// is that name, and dropped.
+    fn read_multiboot(paddr: u32) -> Result<Self, BootError> {
+        let paddr = u64::from(paddr);
+        // SAFETY: Multiboot loaders put the information in low RAM, inside the identity map.
+        let info = multiboot::Info::parse(unsafe { phys_bytes(paddr, multiboot::INFO_SIZE) })
+            .map_err(|_| BootError::MultibootTooShort)?;
+        if info.flags & info_flags::MEMORY_MAP == 0 {
+            return Err(BootError::MultibootNoMemoryMap { flags: info.flags });
+        }
+        // SAFETY: the memory map lies in low RAM where the loader wrote it.
+        let map = unsafe { phys_bytes(u64::from(info.mmap_addr), info.mmap_length as usize) };
+        let mut count = 0;
+        for entry in multiboot::mmap_entries(map) {
+            if count < E820_MAX_ENTRIES {
+                write_e820(count, &entry);
+            }
+            count += 1;
+        }
+        let line = keep_cmdline(u64::from(info.cmdline_paddr))?;
+        let cmdline = match line.split_once(' ') {
+            Some((first, rest)) if !first.contains('=') => rest.trim_start(),
+            None if !line.contains('=') => "",
+            _ => line,
+        };
+        let kept = count.min(E820_MAX_ENTRIES);
+        Ok(Self {
+            protocol: Protocol::Multiboot,
+            info_paddr: paddr,
+            version: 0,
+            loader: c_string(u64::from(info.boot_loader_name_paddr)),
+            cmdline,
+            dropped_entries: count - kept,
+            entries: kept,
+        })
+    }
+
     /// Read the start info at `paddr` and copy its memory map to the E820 area.
-    pub fn read(paddr: u32) -> Result<Self, BootError> {
+    fn read_pvh(paddr: u32) -> Result<Self, BootError> {
         let paddr = u64::from(paddr);
         // SAFETY: the PVH protocol puts start_info in low RAM, inside the 32 MiB identity map.
         let info = StartInfo::parse(unsafe { phys_bytes(paddr, START_INFO_SIZE) })
@@ -76,17 +200,12 @@ impl BootInfo {
             });
             write_e820(index, &entry);
         }
-        let cmdline = if info.cmdline_paddr == 0 {
-            ""
-        } else {
-            // SAFETY: the host writes the command line in low RAM, at most CMDLINE_MAX bytes.
-            let raw = unsafe { phys_bytes(info.cmdline_paddr, CMDLINE_MAX) };
-            let len = raw.iter().position(|&b| b == 0).unwrap_or(CMDLINE_MAX);
-            core::str::from_utf8(&raw[..len]).map_err(|_| BootError::CmdlineNotUtf8)?
-        };
+        let cmdline = keep_cmdline(info.cmdline_paddr)?;
         Ok(Self {
-            start_info_paddr: paddr,
+            protocol: Protocol::Pvh,
+            info_paddr: paddr,
             version: info.version,
+            loader: "",
             cmdline,
             dropped_entries: count - kept,
             entries: kept,

@@ -31,28 +31,38 @@ use core::panic::PanicInfo;
 const KNOWN_KEYS: &[&str] = &["test", "log", "vmm", "pmm", "heap"];
 
 #[unsafe(no_mangle)]
-extern "C" fn kmain(start_info_paddr: u32) -> ! {
+extern "C" fn kmain(boot_data_paddr: u32, magic: u32) -> ! {
     serial::console().init();
     kprintln!(
-        "guest-kernel {}: PVH entry at {:#x}, long mode, boot page tables at {:#x} identity-mapping {} MiB, stack top {:#x}",
+        "guest-kernel {}: {} entry at {:#x}, long mode, boot page tables at {:#x} identity-mapping {} MiB, stack top {:#x}",
         env!("CARGO_PKG_VERSION"),
+        bootinfo::Protocol::from_magic(magic).map_or("unknown", bootinfo::Protocol::name),
         KERNEL_LOAD,
         BOOT_PAGE_TABLES,
         BOOT_IDENTITY_MAP >> 20,
         BOOT_STACK_TOP,
     );
-    let boot = match bootinfo::BootInfo::read(start_info_paddr) {
+    let boot = match bootinfo::BootInfo::read(boot_data_paddr, magic) {
         Ok(boot) => boot,
         Err(error) => {
             kprintln!("boot: {error}");
             exit::exit(abi::exit::FAILURE)
         }
     };
-    kprintln!(
-        "start info at {:#x}, version {}",
-        boot.start_info_paddr,
-        boot.version
-    );
+    match boot.protocol {
+        bootinfo::Protocol::Pvh => {
+            kprintln!(
+                "start info at {:#x}, version {}",
+                boot.info_paddr,
+                boot.version
+            )
+        }
+        bootinfo::Protocol::Multiboot => kprintln!(
+            "Multiboot information at {:#x}, from \"{}\"",
+            boot.info_paddr,
+            boot.loader
+        ),
+    }
     kprintln!("command line: \"{}\"", boot.cmdline);
     print_memory_map(&boot);
 

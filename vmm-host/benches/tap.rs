@@ -21,6 +21,8 @@ struct Sample {
 fn run(tap: bool, audit: AuditMode) -> Sample {
     let mut vm = Vm::new(VmConfig {
         kernel: vmm_host::GUEST_KERNEL_ELF.into(),
+        boot: None,
+        modules: Vec::new(),
         mem: 256 << 20,
         cmdline: CMDLINE.into(),
         timeout: Duration::from_secs(300),

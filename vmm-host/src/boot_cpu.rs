@@ -1,7 +1,9 @@
-//! The vCPU state the PVH boot protocol promises at the kernel's 32-bit entry: protected mode,
-//! paging off, flat 4 GiB segments, EBX = physical address of `hvm_start_info`.
+//! The vCPU state PVH and Multiboot promise at a kernel's 32-bit entry: protected mode, paging
+//! off, flat 4 GiB segments, interrupts off, EAX the protocol's magic (Multiboot's 0x2BADB002;
+//! PVH has none) and EBX the physical address of its boot data. A20 is always on here: guest
+//! RAM has no A20 gate.
 
-use crate::addr::Gpa;
+use crate::loader::BootEntry;
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 use x86_64::registers::control::Cr0Flags;
 
@@ -29,8 +31,8 @@ pub fn flat_segment(selector: u16, type_: u8, dpl: u8, long: bool) -> kvm_segmen
     }
 }
 
-/// Special registers for the PVH entry; `sregs` is the vCPU's reset state.
-pub fn pvh_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
+/// Special registers for a 32-bit protected-mode entry; `sregs` is the vCPU's reset state.
+pub fn protected_mode_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
     sregs.cs = flat_segment(0x08, 0xb, 0, false); // execute/read, accessed
     let data = flat_segment(0x10, 0x3, 0, false); // read/write, accessed
     sregs.ds = data;
@@ -54,10 +56,12 @@ pub fn pvh_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
     sregs
 }
 
-pub fn pvh_regs(entry: Gpa, start_info: Gpa) -> kvm_regs {
+/// General registers at the entry `boot` names; RFLAGS.IF clear.
+pub fn entry_regs(boot: BootEntry) -> kvm_regs {
     kvm_regs {
-        rip: entry.raw(),
-        rbx: start_info.raw(),
+        rip: boot.rip.raw(),
+        rax: u64::from(boot.eax),
+        rbx: boot.ebx.raw(),
         rflags: RFLAGS_RESERVED,
         ..Default::default()
     }
@@ -66,12 +70,20 @@ pub fn pvh_regs(entry: Gpa, start_info: Gpa) -> kvm_regs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::addr::Gpa;
 
     #[test]
-    fn entry_state_follows_pvh() {
-        let regs = pvh_regs(Gpa::new(0x10_0000), Gpa::new(0x6000));
-        assert_eq!((regs.rip, regs.rbx, regs.rflags), (0x10_0000, 0x6000, 2));
-        let sregs = pvh_sregs(kvm_sregs {
+    fn entry_state_follows_the_protocols() {
+        let regs = entry_regs(BootEntry {
+            rip: Gpa::new(0x10_0000),
+            eax: 0x2bad_b002,
+            ebx: Gpa::new(0x6000),
+        });
+        assert_eq!(
+            (regs.rip, regs.rax, regs.rbx, regs.rflags),
+            (0x10_0000, 0x2bad_b002, 0x6000, 2)
+        );
+        let sregs = protected_mode_sregs(kvm_sregs {
             cr0: 0x6000_0010,
             efer: 0x500,
             ..Default::default()

@@ -12,6 +12,7 @@ use std::time::Duration;
 use vmm_host::catch::VectorSet;
 use vmm_host::ending::{RunReport, status};
 use vmm_host::gdb::{GdbServer, ListenAddr, SessionEnd};
+use vmm_host::loader::{BootProtocol, ModuleArg};
 use vmm_host::scenario::{self, Scenario};
 use vmm_host::suite::{self, RunFailed, SuiteOptions};
 use vmm_host::vm::{AuditMode, Vm, VmConfig, VmError};
@@ -77,9 +78,18 @@ struct ReportArgs {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Kernel ELF with a PVH entry note [default: the bundled guest-kernel].
-    #[arg(long, value_name = "ELF")]
+    /// Kernel: an ELF with a PVH entry note, or a Multiboot kernel [default: the bundled
+    /// guest-kernel].
+    #[arg(long, value_name = "FILE")]
     kernel: Option<PathBuf>,
+    /// Boot protocol, when the file's contents should not decide (a PVH note wins over a
+    /// Multiboot header).
+    #[arg(long, value_name = "PROTOCOL")]
+    boot: Option<BootProtocol>,
+    /// A file loaded next to a Multiboot kernel, listed in its boot information with CMDLINE;
+    /// repeat for more.
+    #[arg(long = "module", value_name = "FILE[,CMDLINE]")]
+    modules: Vec<ModuleArg>,
     /// Guest RAM, e.g. 256M or 4G; a bare number is MiB.
     #[arg(long, value_name = "SIZE", default_value = "128M", value_parser = parse_size)]
     mem: u64,
@@ -370,6 +380,8 @@ fn bundled_kernel() -> PathBuf {
 fn run(args: RunArgs, kvm_device: &Path) -> Result<i32, Failure> {
     let config = VmConfig {
         kernel: args.kernel.unwrap_or_else(bundled_kernel),
+        boot: args.boot,
+        modules: args.modules,
         mem: args.mem,
         cmdline: args.cmdline,
         timeout: args.common.timeout,

@@ -218,8 +218,50 @@ proptest! {
             data.truncate(len);
         }
         let ram = RamLayout::new(128 << 20, None).unwrap();
-        if let Err(e) = KernelImage::inspect_bytes(Path::new("k.elf"), &data, &ram) {
+        if let Err(e) = KernelImage::inspect_bytes(Path::new("k.elf"), data.clone(), &ram, None) {
             prop_assert!(!e.to_string().contains('\n'), "{e}");
+        }
+    }
+
+    /// Multiboot headers with a good checksum and random flags and address fields: refused
+    /// in one line, or accepted only with everything inside RAM and clear of the boot data.
+    #[test]
+    fn random_multiboot_headers_load_inside_ram_or_are_refused_in_one_line(
+        flags in prop_oneof![Just(0x1_0003u32), any::<u32>()],
+        load in prop_oneof![Just(0x10_0000u32), 0u32..0x400_0000, any::<u32>()],
+        deltas in prop::array::uniform4(prop_oneof![Just(None), Just(Some(0u32)), (0u32..0x2000).prop_map(Some)]),
+        noise in prop::array::uniform4(any::<u32>()),
+        offset in 0usize..64,
+        tail in prop::collection::vec(any::<u8>(), 0..512),
+    ) {
+        // Each field is sensible (near load_addr, or 0) or random.
+        let near = |i: usize, zero_ok: bool| match deltas[i] {
+            None => noise[i],
+            Some(0) if zero_ok => 0,
+            Some(d) => load.wrapping_add(d),
+        };
+        let header_addr = match deltas[0] {
+            Some(_) => load.wrapping_add(4 * offset as u32),
+            None => noise[0],
+        };
+        let fields = [header_addr, load, near(1, true), near(2, true), near(3, false)];
+        let magic = abi::multiboot::HEADER_MAGIC;
+        let checksum = 0u32.wrapping_sub(magic).wrapping_sub(flags);
+        let mut data = vec![0u8; offset * 4];
+        for word in [magic, flags, checksum].iter().chain(&fields) {
+            data.extend(word.to_le_bytes());
+        }
+        data.extend(tail);
+        let ram = RamLayout::new(64 << 20, None).unwrap();
+        match KernelImage::inspect_bytes(Path::new("k.bin"), data, &ram, None) {
+            Err(e) => prop_assert!(!e.to_string().contains('\n'), "{e}"),
+            Ok(kernel) => {
+                for (start, end) in &kernel.segments {
+                    prop_assert!(ram.contains(*start, end.raw() - start.raw()));
+                    prop_assert!(start.raw() >= 0xa000 || end.raw() <= 0x6000);
+                }
+                prop_assert!(kernel.segments.iter().any(|(s, e)| *s <= kernel.entry && kernel.entry < *e));
+            }
         }
     }
 
@@ -231,6 +273,6 @@ proptest! {
         if data.len() > 4 && data[0] & 1 == 0 {
             data[..4].copy_from_slice(b"\x7fELF");
         }
-        prop_assert!(KernelImage::inspect_bytes(Path::new("k.elf"), &data, &ram).is_err());
+        prop_assert!(KernelImage::inspect_bytes(Path::new("k.elf"), data.clone(), &ram, None).is_err());
     }
 }

@@ -149,6 +149,8 @@ fn summarize(counts: &[u64; 32]) -> String {
 pub fn vm_config(scenario: &Scenario, options: &SuiteOptions) -> VmConfig {
     VmConfig {
         kernel: scenario.kernel.clone().unwrap_or(options.kernel.clone()),
+        boot: scenario.boot,
+        modules: Vec::new(),
         mem: scenario.mem,
         cmdline: scenario.cmdline.clone(),
         timeout: options.timeout.unwrap_or(scenario.timeout),

@@ -13,12 +13,65 @@ fn missing_kernel() {
 }
 
 #[test]
-fn kernel_that_is_not_elf() {
+fn kernel_of_no_known_format() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kernel.bin");
     std::fs::write(&path, b"MZ\x90\x00 this is not an ELF").unwrap();
     let run = vmm(&["run", "--kernel", path.to_str().unwrap()]);
-    assert_one_line_error(&run, "is not an ELF file (it starts with 4d 5a 90 00)");
+    assert_one_line_error(
+        &run,
+        "is neither an ELF with a PVH entry note nor a Multiboot kernel (it starts with 4d 5a 90 00)",
+    );
+    let forced = vmm(&["run", "--boot", "pvh", "--kernel", path.to_str().unwrap()]);
+    assert_one_line_error(&forced, "is not an ELF file (it starts with 4d 5a 90 00)");
+}
+
+/// A raw Multiboot image loaded by its address fields; `checksum_delta` spoils the checksum.
+fn multiboot_image(load_addr: u32, checksum_delta: u32) -> Vec<u8> {
+    let (magic, flags) = (0x1bad_b002u32, 0x1_0000u32);
+    let checksum = 0u32
+        .wrapping_sub(magic)
+        .wrapping_sub(flags)
+        .wrapping_add(checksum_delta);
+    [
+        magic, flags, checksum, load_addr, load_addr, 0, 0, load_addr,
+    ]
+    .iter()
+    .flat_map(|w| w.to_le_bytes())
+    .chain([0xf4; 16])
+    .collect()
+}
+
+#[test]
+fn multiboot_kernels_that_cannot_be_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mb.bin");
+    let path_str = path.to_str().unwrap();
+    std::fs::write(&path, multiboot_image(0x10_0000, 1)).unwrap();
+    assert_one_line_error(
+        &vmm(&["run", "--kernel", path_str]),
+        "the Multiboot header at file offset 0x0 is invalid: bad checksum 0xe4514fff",
+    );
+    std::fs::write(&path, multiboot_image(0x7ff_0000, 0)).unwrap();
+    assert_one_line_error(
+        &vmm(&["run", "--mem", "64M", "--kernel", path_str]),
+        "segment [0x7ff0000, 0x7ff0030) lies outside guest RAM (64 MiB of RAM at [0x0, 0x4000000))",
+    );
+    std::fs::write(&path, multiboot_image(0x10_0000, 0)).unwrap();
+    assert_one_line_error(
+        &vmm(&[
+            "run",
+            "--kernel",
+            path_str,
+            "--module",
+            "/nonexistent/initrd,x",
+        ]),
+        "--module: cannot read `/nonexistent/initrd`",
+    );
+    assert_one_line_error(
+        &vmm(&["run", "--module", ",x"]),
+        "`,x` names no file: write --module FILE[,CMDLINE]",
+    );
 }
 
 #[test]

@@ -10,6 +10,8 @@ use vmm_host::vm::{Vm, VmConfig};
 fn finished_vm(cmdline: &str) -> Vm {
     let mut vm = Vm::new(VmConfig {
         kernel: vmm_host::GUEST_KERNEL_ELF.into(),
+        boot: None,
+        modules: Vec::new(),
         mem: 256 << 20,
         cmdline: cmdline.into(),
         timeout: Duration::from_secs(30),

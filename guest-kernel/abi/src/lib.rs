@@ -9,6 +9,7 @@ pub mod boot;
 pub mod cmdline;
 pub mod exception;
 pub mod exit;
+pub mod multiboot;
 pub mod ports;
 pub mod start_info;
 pub mod trace;

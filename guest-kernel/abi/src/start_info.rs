@@ -42,13 +42,15 @@ pub enum StartInfoError {
     BadMagic(u32),
 }
 
-fn u32_at(bytes: &[u8], offset: usize) -> u32 {
+/// The little-endian u32 at `offset`; the caller has checked the length.
+pub(crate) fn u32_at(bytes: &[u8], offset: usize) -> u32 {
     let mut b = [0u8; 4];
     b.copy_from_slice(&bytes[offset..offset + 4]);
     u32::from_le_bytes(b)
 }
 
-fn u64_at(bytes: &[u8], offset: usize) -> u64 {
+/// The little-endian u64 at `offset`; the caller has checked the length.
+pub(crate) fn u64_at(bytes: &[u8], offset: usize) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&bytes[offset..offset + 8]);
     u64::from_le_bytes(b)

@@ -85,6 +85,8 @@ pub struct Scenario {
     pub serial_limit: u64,
     /// A kernel other than the bundled guest-kernel, relative to the scenario file.
     pub kernel: Option<PathBuf>,
+    /// The boot protocol, when the kernel file's contents should not decide.
+    pub boot: Option<crate::loader::BootProtocol>,
     pub expect: Expect,
 }
 

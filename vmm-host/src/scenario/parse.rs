@@ -23,6 +23,7 @@ struct RawScenario {
     timeout: Option<Spanned<f64>>,
     serial_limit: Option<Spanned<String>>,
     kernel: Option<PathBuf>,
+    boot: Option<crate::loader::BootProtocol>,
     expect: RawExpect,
 }
 
@@ -141,6 +142,7 @@ pub(super) fn scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioErro
         timeout,
         serial_limit,
         kernel,
+        boot: raw.boot,
         expect: expectations(&source, raw.expect)?,
     })
 }

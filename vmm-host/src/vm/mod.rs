@@ -1,4 +1,4 @@
-//! A VM booting one kernel through PVH: guest RAM, one vCPU, COM1 and the debug-exit port.
+//! A VM booting one kernel (PVH or Multiboot): guest RAM, one vCPU, COM1 and the debug-exit port.
 //! [`run`] holds the loop that runs it; [`debug`] what gdb reads and changes while it stands.
 
 mod debug;
@@ -21,7 +21,7 @@ use crate::devices::{DeviceError, Devices};
 use crate::exceptions::{ExceptionLog, ExceptionReport};
 use crate::hypervisor::{self, KvmError};
 use crate::layout::{LayoutError, RamLayout};
-use crate::loader::{self, KernelImage, LoadError};
+use crate::loader::{BootEntry, BootProtocol, KernelImage, LoadError, ModuleArg};
 use crate::paging::{self, CpuPaging, Cr3, PagingMode, Walk};
 use crate::report::{self, ReportError, ReportFile};
 use crate::symbols::Symbolizer;
@@ -39,6 +39,10 @@ const TSS_ADDRESS: usize = 0xfffb_d000;
 #[derive(Debug, Clone)]
 pub struct VmConfig {
     pub kernel: PathBuf,
+    /// The boot protocol; `None` recognises it from the kernel file.
+    pub boot: Option<BootProtocol>,
+    /// Files loaded next to a Multiboot kernel.
+    pub modules: Vec<ModuleArg>,
     pub mem: u64,
     pub cmdline: String,
     pub timeout: Duration,
@@ -172,18 +176,17 @@ fn guest_ram(layout: &RamLayout) -> Result<GuestMemoryMmap, VmError> {
     })
 }
 
-/// vCPU 0 with the CPUID this host gives guests, in the state PVH promises at `kernel`'s
-/// entry; and the paging features that CPUID lets the guest use.
-fn pvh_vcpu(kvm: &Kvm, vm: &VmFd, kernel: &KernelImage) -> Result<(VcpuFd, CpuPaging), VmError> {
+/// vCPU 0 with the CPUID this host gives guests, in the state the boot protocol promises at
+/// the kernel's entry; and the paging features that CPUID lets the guest use.
+fn boot_vcpu(kvm: &Kvm, vm: &VmFd, entry: BootEntry) -> Result<(VcpuFd, CpuPaging), VmError> {
     let vcpu = vm.create_vcpu(0).map_err(setup("KVM_CREATE_VCPU"))?;
     let guest_cpuid = cpuid::guest_cpuid(kvm, 0)?;
     vcpu.set_cpuid2(&guest_cpuid)
         .map_err(setup("KVM_SET_CPUID2"))?;
     let sregs = vcpu.get_sregs().map_err(setup("KVM_GET_SREGS"))?;
-    vcpu.set_sregs(&boot_cpu::pvh_sregs(sregs))
+    vcpu.set_sregs(&boot_cpu::protected_mode_sregs(sregs))
         .map_err(setup("KVM_SET_SREGS"))?;
-    let start_info = Gpa::new(abi::boot::START_INFO);
-    vcpu.set_regs(&boot_cpu::pvh_regs(kernel.pvh_entry, start_info))
+    vcpu.set_regs(&boot_cpu::entry_regs(entry))
         .map_err(setup("KVM_SET_REGS"))?;
     Ok((vcpu, cpuid::paging_features(&guest_cpuid)))
 }
@@ -192,7 +195,7 @@ impl Vm {
     /// Check the inputs, create the VM and load the kernel; nothing runs yet.
     pub fn new(config: VmConfig) -> Result<Self, VmError> {
         let layout = RamLayout::new(config.mem, crate::layout::host_ram())?;
-        let kernel = KernelImage::inspect(&config.kernel, &layout)?;
+        let kernel = KernelImage::inspect(&config.kernel, &layout, config.boot)?;
         let report = config
             .report
             .as_deref()
@@ -212,10 +215,8 @@ impl Vm {
             .map_err(setup("KVM_SET_TSS_ADDR"))?;
         hypervisor::register_memory(&vm, &mem).map_err(setup("KVM_SET_USER_MEMORY_REGION"))?;
 
-        kernel.load(&mem)?;
-        loader::write_boot_data(&mem, &layout, &config.cmdline)?;
-
-        let (mut vcpu, cpu_paging) = pvh_vcpu(&kvm, &vm, &kernel)?;
+        let entry = kernel.boot(&mem, &layout, &config.cmdline, &config.modules)?;
+        let (mut vcpu, cpu_paging) = boot_vcpu(&kvm, &vm, entry)?;
 
         let synced_sregs = kvm.check_extension(kvm_ioctls::Cap::SyncRegs);
         if synced_sregs {
