@@ -136,6 +136,11 @@ pub fn fatal(frame: &TrapFrame, cr2: u64, why: impl fmt::Display) -> ! {
         }
     }
     kprintln!("[EXC] Unhandled exception in kernel mode: {why}");
+    crate::vga::paint_fatal(format_args!(
+        "KERNEL PANIC: vector {vector} ({}) at rip {:#x}, cr2 {cr2:#x}",
+        name(vector),
+        frame.rip
+    ));
     kprintln!("  Exception Vector: {} ({})", vector, name(vector));
     if vector == PAGE_FAULT {
         kprintln!(

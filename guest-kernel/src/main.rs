@@ -20,6 +20,7 @@ mod sync;
 mod timer;
 mod traps;
 mod user;
+mod vga;
 mod vmm;
 mod workloads;
 

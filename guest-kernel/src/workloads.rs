@@ -52,6 +52,10 @@ pub const NAMES: &[(&str, &str)] = &[
     ),
     ("reset", "reset the machine through the keyboard controller"),
     (
+        "vga",
+        "a boot log on the VGA text screen that scrolls, then a null dereference painted on it",
+    ),
+    (
         "spin",
         "loop forever without exiting (the host's watchdog ends the run)",
     ),
@@ -172,6 +176,10 @@ pub fn run(settings: &Settings) -> ! {
         "timer" => crate::timer::timer_workload(crate::timer::Wait::Halt),
         "timer-spin" => crate::timer::timer_workload(crate::timer::Wait::Spin),
         "timer-unremapped" => crate::timer::unremapped_workload(),
+        "vga" => {
+            crate::vga::draw_boot_log();
+            crate::faults::null_dereference()
+        }
         "reset" => {
             kprintln!("resetting through the keyboard controller (0xfe to port 0x64)");
             let mut command: x86_64::instructions::port::Port<u8> =

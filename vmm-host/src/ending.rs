@@ -165,6 +165,8 @@ pub struct RunReport {
     pub first_stray: Option<String>,
     /// The last POST codes the guest wrote to port 0x80, oldest first.
     pub post_codes: Vec<u8>,
+    /// The VGA text screen at the end, unless it was blank.
+    pub screen: Option<crate::screen::Screen>,
     /// External interrupts the host injected: (vector, count), by vector.
     pub interrupts: Vec<(u8, u64)>,
     pub serial_dropped: u64,
@@ -229,6 +231,14 @@ impl fmt::Display for RunReport {
                 .map(|c| format!("{c:#04x}"))
                 .collect();
             writeln!(f, "  POST   last codes at port 0x80: {}", codes.join(" "))?;
+        }
+        if let Some(screen) = &self.screen {
+            writeln!(
+                f,
+                "-- screen when the run ended (80×25 text at 0xb8000, cursor {})",
+                crate::screen::cursor_words(screen.cursor)
+            )?;
+            writeln!(f, "{screen}")?;
         }
         if self.serial_dropped > 0 {
             writeln!(
@@ -310,6 +320,7 @@ mod tests {
             stray_accesses: 0,
             first_stray: None,
             post_codes: Vec::new(),
+            screen: None,
             interrupts: Vec::new(),
             serial_dropped: 0,
             serial_limit: 16 << 10,
@@ -341,6 +352,7 @@ mod tests {
             stray_accesses: 2,
             first_stray: Some("in from port 0x378".into()),
             post_codes: vec![0x10, 0xaa],
+            screen: None,
             interrupts: vec![(0x20, 99), (0x21, 1)],
             serial_dropped: 0,
             serial_limit: 0,

@@ -32,6 +32,7 @@ pub mod report;
 #[cfg(test)]
 mod robustness;
 pub mod scenario;
+pub mod screen;
 pub mod suite;
 pub mod symbols;
 pub mod tap;

@@ -4,6 +4,7 @@
 use crate::analysis::{Analysis, Diff, NamedWalk};
 use crate::ending::RunReport;
 use crate::paging::{Audit, Walk, WalkEnd};
+use crate::screen::Screen;
 use crate::tap::ExceptionRecord;
 use abi::exception;
 use serde_json::{Value, json};
@@ -164,11 +165,21 @@ pub fn run_json(report: &RunReport, exceptions: u64) -> Value {
         "vm_exits": report.vm_exits,
         "exceptions": exceptions,
         "post_codes": report.post_codes,
+        "screen": report.screen.as_ref().map(screen_json),
         "interrupts": report
             .interrupts
             .iter()
             .map(|(vector, count)| json!({"vector": vector, "count": count}))
             .collect::<Vec<_>>(),
+    })
+}
+
+/// The screen as the run record carries it: every row's text and attributes, and the cursor.
+pub fn screen_json(screen: &Screen) -> Value {
+    json!({
+        "text": screen.lines(),
+        "attributes": screen.attribute_rows(),
+        "cursor": screen.cursor.map(|(row, column)| [row, column]),
     })
 }
 
@@ -178,6 +189,8 @@ pub struct ReportFile {
     path: PathBuf,
     out: BufWriter<File>,
     error: Option<std::io::Error>,
+    /// The screen's text as the last exception record carried it.
+    last_screen: Vec<String>,
 }
 
 impl ReportFile {
@@ -187,6 +200,17 @@ impl ReportFile {
             path: path.into(),
             out: BufWriter::new(file),
             error: None,
+            last_screen: Vec::new(),
+        })
+    }
+
+    /// The screen's text rows (up to the last with text) when they differ from what the last
+    /// exception record carried: records carry the screen only when it changed.
+    pub fn screen_changed(&mut self, screen: &Screen) -> Option<Vec<String>> {
+        let text: Vec<String> = screen.text().lines().map(str::to_string).collect();
+        (text != self.last_screen).then(|| {
+            self.last_screen.clone_from(&text);
+            text
         })
     }
 

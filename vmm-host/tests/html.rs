@@ -24,14 +24,14 @@ fn a_missing_or_malformed_report_is_one_line_of_error() {
     assert!(!Path::new(out).exists(), "nothing written on error");
 }
 
-/// The journey scenario with --html (and --report, to convert it again with `report`).
-fn journey_page(dir: &Path) -> Option<std::path::PathBuf> {
-    kvm_or_skip("journey_html")?;
-    let html = dir.join("journey.html");
-    let jsonl = dir.join("journey.jsonl");
+/// Scenario `name` run with --report and --html into `dir`: the page's and the report's
+/// paths, and what the run printed.
+fn scenario_pages(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let html = dir.join(format!("{name}.html"));
+    let jsonl = dir.join(format!("{name}.jsonl"));
     let r = vmm(&[
         "scenario",
-        "journey",
+        name,
         "--quiet",
         "--report",
         jsonl.to_str().unwrap(),
@@ -39,10 +39,14 @@ fn journey_page(dir: &Path) -> Option<std::path::PathBuf> {
         html.to_str().unwrap(),
     ]);
     assert_eq!(r.status, 0, "{}{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout
-            .contains(&format!("HTML report: {}", html.display()))
-    );
+    (html, jsonl, r.stdout)
+}
+
+/// The journey scenario with --html (and --report, to convert it again with `report`).
+fn journey_page(dir: &Path) -> Option<std::path::PathBuf> {
+    kvm_or_skip("journey_html")?;
+    let (html, jsonl, stdout) = scenario_pages(dir, "journey");
+    assert!(stdout.contains(&format!("HTML report: {}", html.display())));
     let again = dir.join("again.html");
     let r = run(vmm_host().args([
         "report",
@@ -200,4 +204,47 @@ fn chromium_renders_the_walk_and_the_diff_of_the_selected_fault() {
         &format!("--screenshot={}", shot.display()),
         &format!("file://{}#exc-2", html.display()),
     ]);
+}
+
+/// The screen in the report file and on the page: the exception record carries the screen
+/// as it was when the fault came, the run record the final one with its colours.
+#[test]
+fn the_vga_screen_reaches_the_report_file_and_the_page() {
+    if kvm_or_skip("vga_screen_html").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (html, jsonl, _) = scenario_pages(dir.path(), "vga");
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let fault = records.iter().find(|r| r["type"] == "exception").unwrap();
+    let at_fault: Vec<&str> = fault["screen"]
+        .as_array()
+        .expect("the first exception record carries the screen")
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert_eq!(at_fault.first(), Some(&"[vga] boot log line  6 of 30"));
+    assert_eq!(at_fault.last(), Some(&"[vga] boot log line 30 of 30"));
+    let run = records.last().unwrap();
+    assert_eq!(run["type"], "run");
+    let panic_row = run["screen"]["text"][24].as_str().unwrap();
+    assert!(
+        panic_row.starts_with("KERNEL PANIC: vector 14"),
+        "{panic_row}"
+    );
+    assert_eq!(
+        &run["screen"]["attributes"][24].as_str().unwrap()[..4],
+        "4f4f"
+    );
+    assert_eq!(run["screen"]["cursor"], serde_json::json!([24, 0]));
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<pre class=\"vga\">"));
+    assert!(
+        page.contains("<span style=\"color:#ffffff;background:#aa0000\">ERNEL PANIC: vector 14"),
+        "the panic row in white on red, after the cursor's cell"
+    );
 }

@@ -255,6 +255,12 @@ fn multiboot_takes_the_same_exceptions_under_kvm_and_qemu() {
     cross_check("multiboot");
 }
 
+/// Under QEMU the text buffer is the VGA device's memory, not RAM: the same exceptions still.
+#[test]
+fn vga_takes_the_same_exceptions_under_kvm_and_qemu() {
+    cross_check("vga");
+}
+
 #[test]
 fn journey_takes_the_same_exceptions_under_kvm_and_qemu() {
     cross_check("journey");

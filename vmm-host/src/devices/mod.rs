@@ -17,6 +17,7 @@ pub mod debug_exit;
 pub mod pic;
 pub mod pit;
 pub mod reset;
+pub mod vga;
 
 use crate::addr::Gpa;
 use crate::console::ConsoleSink;
@@ -29,6 +30,7 @@ use reset::{ResetBy, ResetPorts};
 use std::collections::VecDeque;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
+use vga::Vga;
 use vm_device::bus::{MmioAddress, MmioBus, PioAddress, PioBus, PioRange};
 
 /// Bochs' and QEMU's debug console: bytes written here go to the console like COM1's.
@@ -49,6 +51,7 @@ enum Port {
     Pit,
     Cmos,
     Reset,
+    Vga,
 }
 
 /// The device an MMIO range belongs to. None exists yet: every MMIO access is stray.
@@ -103,6 +106,7 @@ pub struct Devices {
     pub pic: Pic,
     pub pit: Pit,
     pub cmos: Cmos,
+    pub vga: Vga,
     reset: ResetPorts,
     /// The last POST codes written to port 0x80, oldest first.
     pub post_codes: VecDeque<u8>,
@@ -140,8 +144,8 @@ impl std::fmt::Debug for Devices {
 
 impl Devices {
     /// The PC this host emulates: COM1, the debug-exit port, the debug console at 0xE9,
-    /// POST codes at 0x80, the 8259A pair, the 8254 PIT and the CMOS RTC (whose memory
-    /// sizes the VM sets with [`Devices::set_ram`]).
+    /// POST codes at 0x80, the 8259A pair, the 8254 PIT, the CMOS RTC (whose memory
+    /// sizes the VM sets with [`Devices::set_ram`]) and the VGA's registers.
     pub fn new(console: ConsoleSink) -> Result<Self, DeviceError> {
         let mut devices = Self {
             pio: PioBus::new(),
@@ -150,6 +154,7 @@ impl Devices {
             pic: Pic::default(),
             pit: Pit::default(),
             cmos: Cmos::new(unix_now(), 0, 0),
+            vga: Vga::default(),
             reset: ResetPorts::default(),
             post_codes: VecDeque::with_capacity(POST_KEPT),
             stray: StrayAccesses::default(),
@@ -171,6 +176,7 @@ impl Devices {
         devices.place("the i8042's data port", Port::Reset, reset::I8042, 1)?;
         devices.place("the i8042's command port", Port::Reset, reset::I8042 + 4, 1)?;
         devices.place("port A", Port::Reset, reset::PORT_A, 1)?;
+        devices.place("the VGA", Port::Vga, vga::BASE, vga::PORTS)?;
         Ok(devices)
     }
 
@@ -257,6 +263,7 @@ impl Devices {
             Some((Port::Pit, _)) => self.pit.write(at, byte, now),
             Some((Port::Cmos, _)) => self.cmos.write(at, byte),
             Some((Port::Reset, _)) => return self.reset.write(at, byte),
+            Some((Port::Vga, _)) => self.vga.write(at, byte),
             Some((Port::DebugExit, _)) | None => {
                 self.stray.note(|| format!("out {byte:#x} to port {at:#x}"));
             }
@@ -278,6 +285,7 @@ impl Devices {
                 Some((Port::Pit, _)) => self.pit.read(at, now),
                 Some((Port::Cmos, _)) => self.cmos.read(at, now),
                 Some((Port::Reset, _)) => self.reset.read(at),
+                Some((Port::Vga, _)) => self.vga.read(at),
                 // The debug-exit port is write-only; absent ISA hardware reads as all ones.
                 Some((Port::DebugExit, _)) | None => {
                     stray = true;

@@ -1,4 +1,5 @@
-//! A fake VM for the gdb stub's unit tests: 64 KiB of RAM at physical 0, paging off, and a
+//! A fake VM for the gdb stub's unit tests: 768 KiB of RAM at physical 0 (the VGA text buffer
+//! at 0xB8000 included), code in its first 64 KiB, paging off, and a
 //! CPU that knows three instructions. Enough to check what the stub says about registers,
 //! memory, breakpoints, steps and stops, with no `/dev/kvm`.
 //!
@@ -20,7 +21,9 @@ use std::sync::atomic::Ordering;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use x86_64::registers::rflags::RFlags;
 
-pub const RAM: u64 = 0x1_0000;
+pub const RAM: u64 = 0xc_0000;
+/// The code (no-ops up to a `hlt`) ends here.
+const CODE_END: u64 = 0x1_0000;
 /// Where the fake's code starts.
 pub const ENTRY: u64 = 0x1000;
 /// Instructions a `continue` runs before it gives up (a run the test did not bound).
@@ -49,9 +52,12 @@ impl FakeVm {
     /// RAM of one-byte instructions from [`ENTRY`] on, ending in `hlt` at `halt_at`.
     pub fn new(halt_at: u64) -> Self {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM as usize)])
-            .expect("64 KiB of anonymous memory");
-        mem.write_slice(&vec![0x90; (RAM - ENTRY) as usize], GuestAddress(ENTRY))
-            .expect("in RAM");
+            .expect("768 KiB of anonymous memory");
+        mem.write_slice(
+            &vec![0x90; (CODE_END - ENTRY) as usize],
+            GuestAddress(ENTRY),
+        )
+        .expect("in RAM");
         mem.write_obj(0xf4u8, GuestAddress(halt_at))
             .expect("in RAM");
         let mut regs = Registers::default();

@@ -7,8 +7,10 @@ use super::tables;
 use crate::addr::{Gpa, Gva};
 use crate::catch::VectorSet;
 use crate::cpu_state::{cr0_bits, cr4_bits, efer_bits, rflags_bits};
+use crate::devices::vga::{TEXT_BUFFER, TEXT_BUFFER_SIZE};
 use crate::exceptions::Detailed;
 use crate::paging;
+use crate::screen::{Screen, cursor_words};
 use std::fmt::Write as _;
 
 /// Bytes `phys` shows at most per command.
@@ -29,6 +31,7 @@ vmm-host monitor commands:
   diff                   page-table entries changed since the last exception
   pic                    the 8259A pair: vectors, IMR, IRR, ISR, unmasked IRQs
   pit                    the 8254's channels: mode, count, rate
+  screen                 the VGA text screen (80×25 at 0xb8000) and the cursor
   help                   this list";
 
 /// Run one monitor command line; the answer is text for gdb's console.
@@ -54,6 +57,7 @@ pub fn run(vm: &mut dyn Inspect, line: &str) -> String {
             let devices = vm.devices();
             Ok(devices.pit.describe(devices.now()))
         }
+        "screen" => screen(vm),
         other => Err(format!(
             "unknown monitor command `{other}`; `monitor help` lists them"
         )),
@@ -62,6 +66,26 @@ pub fn run(vm: &mut dyn Inspect, line: &str) -> String {
         Ok(text) => text,
         Err(e) => format!("error: {e}"),
     }
+}
+
+/// The text screen, read through the same physical reads as `phys`.
+fn screen(vm: &mut dyn Inspect) -> Result<String, String> {
+    let mut buffer = vec![0u8; crate::narrow::to_usize(TEXT_BUFFER_SIZE)];
+    let read = vm
+        .read_physical(Gpa::new(TEXT_BUFFER), &mut buffer)
+        .map_err(|e| e.to_string())?;
+    if read < buffer.len() {
+        return Err(format!(
+            "the VGA text buffer at {TEXT_BUFFER:#x} is not all guest RAM ({read} bytes readable)"
+        ));
+    }
+    let screen = Screen::from_buffer(&buffer, vm.devices().vga.text_mode());
+    let cursor = cursor_words(screen.cursor);
+    Ok(if screen.is_blank() {
+        format!("the VGA text screen is blank (80×25 at {TEXT_BUFFER:#x}, cursor {cursor})")
+    } else {
+        format!("VGA text screen, 80×25 at {TEXT_BUFFER:#x}, cursor {cursor}:\n{screen}")
+    })
 }
 
 /// A number in hex (0x…) or decimal.

@@ -229,9 +229,9 @@ fn monitor_commands_answer_in_words() {
                 ".".repeat(16)
             )
         );
-        let (past, _) = gdb.monitor("phys 0xfff8 16");
+        let (past, _) = gdb.monitor("phys 0xbfff8 16");
         assert!(
-            past.contains("(stopped at physical 0x10000: not guest RAM)"),
+            past.contains("(stopped at physical 0xc0000: not guest RAM)"),
             "{past}"
         );
         assert_eq!(
@@ -346,6 +346,35 @@ fn fuzz_session(gdb: &mut Client, fuzzer: &mut Fuzzer, tally: &mut Tally) -> u64
         }
     }
     sent
+}
+
+#[test]
+fn monitor_screen_shows_the_text_buffer_where_the_crtc_points() {
+    let mut vm = FakeVm::new(0x1100);
+    let ((), _) = with_session(&mut vm, |gdb| {
+        assert_eq!(
+            gdb.monitor("screen").0.trim_end(),
+            "the VGA text screen is blank (80×25 at 0xb8000, cursor row 1, column 1)"
+        );
+        gdb.ask("D");
+    });
+    // "OK" on row 2 in white on blue, the cursor after it, as a kernel's putc leaves them.
+    vm.write_physical(Gpa::new(0xb8000 + 160), b"O\x1fK\x1f")
+        .unwrap();
+    for (port, value) in [(0x3d4, 0x0f), (0x3d5, 82), (0x3d4, 0x0e), (0x3d5, 0)] {
+        vm.devices.port_write(port, &[value]);
+    }
+    with_session(&mut vm, |gdb| {
+        let screen = gdb.monitor("screen").0;
+        let rows: Vec<&str> = screen.lines().collect();
+        assert_eq!(
+            rows[0],
+            "VGA text screen, 80×25 at 0xb8000, cursor row 2, column 3:"
+        );
+        assert_eq!(rows[3], format!("  |OK{}|", " ".repeat(78)), "{screen}");
+        assert!(rows[4].starts_with("  | (rows 3–25 blank)"), "{screen}");
+        gdb.ask("D");
+    });
 }
 
 #[test]

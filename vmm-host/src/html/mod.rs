@@ -6,6 +6,7 @@
 
 pub mod map;
 pub mod model;
+mod screen;
 pub mod walk;
 
 use crate::analysis::WalkOf;
@@ -73,6 +74,8 @@ table.diff { border-collapse: collapse; font: 13px ui-monospace, monospace; }
 table.diff td, table.diff th { padding: 2px 10px; border-bottom: 1px solid #e3e3e3; text-align: left; }
 table.diff caption { text-align: left; font: 14px system-ui, sans-serif; margin-bottom: 4px; }
 .old { color: #a33; } .new { color: #1d7a3a; }
+pre.vga { display: inline-block; margin: 0; padding: 6px; background: #000; font: 14px/1.15 ui-monospace, "DejaVu Sans Mono", monospace; }
+pre.vga .cursor { text-decoration: underline; }
 svg.addrmap text { font-size: 12px; } svg.addrmap .half { font-size: 13px; font-weight: bold; }
 svg.addrmap .rwx rect { fill: #e74c3c; } svg.addrmap .rw rect { fill: #3498db; }
 svg.addrmap .rx rect { fill: #27ae60; } svg.addrmap .r rect { fill: #95a5a6; }
@@ -325,6 +328,9 @@ pub fn render(report: &Report, title: &str) -> String {
                 run.seconds,
                 run.exceptions
             );
+            if let Some(shown) = &run.screen {
+                html.push_str(&screen::section(shown));
+            }
         }
         None => html.push_str(
             "<p class=\"summary\">the report has no end-of-run line: the run was cut short</p>",

@@ -149,6 +149,17 @@ pub struct Run {
     pub status: i64,
     pub seconds: f64,
     pub exceptions: u64,
+    /// The VGA text screen at the end; absent in older reports and when it was blank.
+    #[serde(default)]
+    pub screen: Option<ScreenLine>,
+}
+
+/// The run record's `screen`: 25 rows of text, their attributes in hex, the cursor.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ScreenLine {
+    pub text: Vec<String>,
+    pub attributes: Vec<String>,
+    pub cursor: Option<[usize; 2]>,
 }
 
 #[derive(Debug, Deserialize)]

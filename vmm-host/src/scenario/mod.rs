@@ -21,6 +21,7 @@ mod parse;
 
 use crate::ending::{Ending, RunReport};
 use crate::layout;
+use crate::screen::Screen;
 use expect::{DiffExpect, ExceptionExpect};
 pub use expect::{ExpectError, Located, TapFacts};
 use serde::Deserialize;
@@ -96,6 +97,9 @@ pub struct Expect {
     pub exit_code: Option<Located<u8>>,
     /// Substrings that must appear in the serial output, in this order.
     pub serial: Vec<Located<String>>,
+    /// Substrings that must appear on the VGA text screen at the end (rows joined by
+    /// newlines), in this order.
+    pub screen: Vec<Located<String>>,
     /// Whether the guest's serial output must (true) or must not (false) pass the limit.
     pub serial_capped: Option<Located<bool>>,
     /// Exceptions that must be taken in this order (others may come between).
@@ -133,8 +137,15 @@ impl Scenario {
     ) -> Vec<String> {
         let mut located: Vec<(usize, String)> = Vec::new();
         located.extend(self.check_ending(&report.ending));
-        located.extend(self.check_serial(serial));
+        located.extend(in_order(&self.expect.serial, serial, "serial output"));
         located.extend(self.check_serial_capped(report));
+        let screen = report.screen.as_ref().map(Screen::text).unwrap_or_default();
+        let what = if screen.is_empty() {
+            "the screen (blank at the end)"
+        } else {
+            "the screen"
+        };
+        located.extend(in_order(&self.expect.screen, &screen, what));
         located.extend(self.check_tap(tap));
         located.extend(expect::check_budget(
             self.expect.budget.as_ref(),
@@ -170,32 +181,6 @@ impl Scenario {
             )),
             _ => None,
         }
-    }
-
-    /// Each expected phrase, in order, after the previous one.
-    fn check_serial(&self, serial: &str) -> Vec<(usize, String)> {
-        let mut missing = Vec::new();
-        let mut from = 0;
-        let mut previous: Option<&str> = None;
-        for wanted in &self.expect.serial {
-            if let Some(pos) = serial[from..].find(&wanted.value) {
-                from += pos + wanted.value.len();
-                previous = Some(&wanted.value);
-                continue;
-            }
-            let whereabouts = match previous {
-                Some(p) if serial.contains(&wanted.value) => {
-                    format!(" after {p:?} (it appears only before it)")
-                }
-                Some(p) => format!(" (looked after {p:?})"),
-                None => String::new(),
-            };
-            missing.push((
-                wanted.line,
-                format!("serial output lacks {:?}{whereabouts}", wanted.value),
-            ));
-        }
-        missing
     }
 
     fn check_serial_capped(&self, report: &RunReport) -> Option<(usize, String)> {
@@ -277,6 +262,32 @@ pub fn list(dir: &Path) -> Result<Vec<String>, ScenarioError> {
     Ok(names)
 }
 
+/// Each expected phrase in `text`, in order, after the previous one; `what` names the text.
+fn in_order(wanted: &[Located<String>], text: &str, what: &str) -> Vec<(usize, String)> {
+    let mut missing = Vec::new();
+    let mut from = 0;
+    let mut previous: Option<&str> = None;
+    for wanted in wanted {
+        if let Some(pos) = text[from..].find(&wanted.value) {
+            from += pos + wanted.value.len();
+            previous = Some(&wanted.value);
+            continue;
+        }
+        let whereabouts = match previous {
+            Some(p) if text.contains(&wanted.value) => {
+                format!(" after {p:?} (it appears only before it)")
+            }
+            Some(p) => format!(" (looked after {p:?})"),
+            None => String::new(),
+        };
+        missing.push((
+            wanted.line,
+            format!("{what} lacks {:?}{whereabouts}", wanted.value),
+        ));
+    }
+    missing
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +325,50 @@ serial = ["memory map", "hello from guest-kernel"]
         }
     }
 
+    #[test]
+    fn screen_expectations_are_searched_in_order_on_the_final_screen() {
+        let text = HELLO.replace(
+            "serial = [",
+            "screen = [\"READY\", \"C:\\\\>\"]\nserial = [",
+        );
+        let scenario = parse(&text).unwrap();
+        let serial = "memory map\nhello from guest-kernel";
+        let ok = Ending::GuestExit { code: 0 };
+        let mut buffer = vec![0u8; 4000];
+        for (at, byte) in b"READY".iter().enumerate() {
+            buffer[at * 2] = *byte;
+        }
+        for (at, byte) in br"C:\>".iter().enumerate() {
+            buffer[160 + at * 2] = *byte;
+        }
+        let mode = crate::screen::TextMode {
+            start: 0,
+            cursor: None,
+        };
+        let mut shown = report(ok.clone());
+        shown.screen = Some(Screen::from_buffer(&buffer, mode));
+        assert_eq!(scenario.check(&shown, serial, None), Vec::<String>::new());
+
+        let blank = scenario.check(&report(ok), serial, None);
+        assert_eq!(
+            blank,
+            [
+                "scenarios/hello.toml:10: the screen (blank at the end) lacks \"READY\"",
+                "scenarios/hello.toml:10: the screen (blank at the end) lacks \"C:\\\\>\""
+            ]
+        );
+        buffer.copy_within(0..10, 320); // READY again, below the prompt: order still holds
+        buffer[..10].fill(0);
+        shown.screen = Some(Screen::from_buffer(&buffer, mode));
+        let order = scenario.check(&shown, serial, None);
+        assert_eq!(
+            order,
+            [
+                "scenarios/hello.toml:10: the screen lacks \"C:\\\\>\" after \"READY\" (it appears only before it)"
+            ]
+        );
+    }
+
     fn report(ending: Ending) -> RunReport {
         RunReport {
             ending,
@@ -323,6 +378,7 @@ serial = ["memory map", "hello from guest-kernel"]
             stray_accesses: 0,
             first_stray: None,
             post_codes: Vec::new(),
+            screen: None,
             interrupts: Vec::new(),
             serial_dropped: 0,
             serial_limit: crate::console::DEFAULT_LIMIT,

@@ -36,6 +36,8 @@ struct RawExpect {
     serial: Vec<Spanned<String>>,
     serial_capped: Option<Spanned<bool>>,
     #[serde(default)]
+    screen: Vec<Spanned<String>>,
+    #[serde(default)]
     exception: Vec<Spanned<RawException>>,
     exception_count: Option<Spanned<u64>>,
     #[serde(default)]
@@ -180,6 +182,7 @@ fn expectations(source: &Source<'_>, raw: RawExpect) -> Result<Expect, ScenarioE
         exit_code: raw.exit_code.map(|c| source.located(c)),
         serial: texts(source, raw.serial, "serial expectation")?,
         serial_capped: raw.serial_capped.map(|c| source.located(c)),
+        screen: texts(source, raw.screen, "screen expectation")?,
         exceptions: raw
             .exception
             .into_iter()

@@ -17,6 +17,7 @@ use crate::analysis::{self, Captured, Context, Snapshot};
 use crate::boot_cpu;
 use crate::console::{ConsoleError, ConsoleSink};
 use crate::cpuid::{self, CpuidError};
+use crate::devices::vga::{TEXT_BUFFER, TEXT_BUFFER_SIZE};
 use crate::devices::{DeviceError, Devices};
 use crate::exceptions::{ExceptionLog, ExceptionReport};
 use crate::hypervisor::{self, KvmError};
@@ -24,13 +25,14 @@ use crate::layout::{LayoutError, RamLayout};
 use crate::loader::{BootEntry, BootProtocol, KernelImage, LoadError, ModuleArg};
 use crate::paging::{self, CpuPaging, Cr3, PagingMode, Walk};
 use crate::report::{self, ReportError, ReportFile};
+use crate::screen::Screen;
 use crate::symbols::Symbolizer;
 use crate::tap::{ExceptionRecord, Tap};
 use crate::virt::AddressSpace;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use std::path::PathBuf;
 use std::time::Duration;
-use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use x86_64::registers::control::Cr0Flags;
 
 /// Where KVM on Intel keeps its real-mode TSS: three pages inside the hole below 4 GiB.
@@ -276,6 +278,16 @@ impl Vm {
         self.devices.com1.sink().captured()
     }
 
+    /// The VGA text screen as it stands: the text buffer read where the CRTC says the screen
+    /// starts.
+    pub fn screen(&self) -> Screen {
+        let mut buffer = vec![0u8; crate::narrow::to_usize(TEXT_BUFFER_SIZE)];
+        // Guest RAM starts at 0 and is at least 32 MiB, so the read cannot fail; if it did,
+        // the screen would read as blank.
+        let _ = self.mem.read_slice(&mut buffer, GuestAddress(TEXT_BUFFER));
+        Screen::from_buffer(&buffer, self.devices.vga.text_mode())
+    }
+
     /// The emulated devices, as they stand.
     pub fn devices(&self) -> &Devices {
         &self.devices
@@ -326,8 +338,13 @@ impl Vm {
             self.pending_diff = snapshot;
             analysis
         });
+        let screen = self.report.is_some().then(|| self.screen());
         if let Some(file) = &mut self.report {
-            file.line(&report::exception_json(&record, analysis.as_ref()));
+            let mut line = report::exception_json(&record, analysis.as_ref());
+            if let Some(changed) = screen.and_then(|s| file.screen_changed(&s)) {
+                line["screen"] = changed.into();
+            }
+            file.line(&line);
             if let Some(audit) = analysis.as_ref().and_then(|a| a.audit.as_ref()) {
                 file.line(&report::audit_json(Some(record.seq), audit));
             }

@@ -192,6 +192,7 @@ impl Vm {
             stray_accesses: self.devices.stray.count,
             first_stray: self.devices.stray.first.clone(),
             post_codes: self.devices.post_codes.iter().copied().collect(),
+            screen: Some(self.screen()).filter(|s| !s.is_blank()),
             interrupts: self.interrupts.iter().map(|(&v, &n)| (v, n)).collect(),
             serial_dropped: self.devices.com1.sink().dropped(),
             serial_limit: self.config.serial_limit,
