@@ -23,6 +23,7 @@ fn run(tap: bool, audit: AuditMode) -> Sample {
         kernel: vmm_host::GUEST_KERNEL_ELF.into(),
         boot: None,
         modules: Vec::new(),
+        cpuid: Default::default(),
         mem: 256 << 20,
         cmdline: CMDLINE.into(),
         timeout: Duration::from_secs(300),

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use vmm_host::catch::VectorSet;
+use vmm_host::cpuid::Hidden;
 use vmm_host::ending::{RunReport, status};
 use vmm_host::gdb::{GdbServer, ListenAddr, SessionEnd};
 use vmm_host::loader::{BootProtocol, ModuleArg};
@@ -90,6 +91,16 @@ struct RunArgs {
     /// repeat for more.
     #[arg(long = "module", value_name = "FILE[,CMDLINE]")]
     modules: Vec<ModuleArg>,
+    /// CPUID features to hide, by /proc/cpuinfo's names (`-cx16,-xsave`; `-kvm` hides KVM's
+    /// paravirtual leaves): a kernel takes its other path past an instruction this KVM
+    /// cannot emulate.
+    #[arg(
+        long,
+        value_name = "-FLAG,…",
+        allow_hyphen_values = true,
+        default_value = ""
+    )]
+    cpuid: Hidden,
     /// Guest RAM, e.g. 256M or 4G; a bare number is MiB.
     #[arg(long, value_name = "SIZE", default_value = "128M", value_parser = parse_size)]
     mem: u64,
@@ -382,6 +393,7 @@ fn run(args: RunArgs, kvm_device: &Path) -> Result<i32, Failure> {
         kernel: args.kernel.unwrap_or_else(bundled_kernel),
         boot: args.boot,
         modules: args.modules,
+        cpuid: args.cpuid,
         mem: args.mem,
         cmdline: args.cmdline,
         timeout: args.common.timeout,

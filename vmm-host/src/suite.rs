@@ -151,6 +151,7 @@ pub fn vm_config(scenario: &Scenario, options: &SuiteOptions) -> VmConfig {
         kernel: scenario.kernel.clone().unwrap_or(options.kernel.clone()),
         boot: scenario.boot,
         modules: Vec::new(),
+        cpuid: Default::default(),
         mem: scenario.mem,
         cmdline: scenario.cmdline.clone(),
         timeout: options.timeout.unwrap_or(scenario.timeout),

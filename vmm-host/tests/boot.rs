@@ -224,3 +224,22 @@ fn a_failing_expectation_fails_the_scenario_and_points_at_its_line() {
         run.stdout
     );
 }
+
+/// `--cpuid` really changes what the guest sees: without long mode in CPUID the kernel's
+/// `wrmsr` to EFER (ECX 0xc0000080, LME|NXE) raises #GP, and with no IDT yet, the CPU shuts
+/// down at that instruction.
+#[test]
+fn hiding_long_mode_stops_the_kernel_at_its_wrmsr_to_efer() {
+    let Some(()) = kvm_or_skip("cpuid_hides_lm") else {
+        return;
+    };
+    let plain = vmm(&["run", "--quiet", "--cmdline", "test=hello"]);
+    assert_eq!(plain.status, 0, "{}", plain.stdout);
+    let run = vmm(&["run", "--quiet", "--cpuid", "-lm", "--cmdline", "test=hello"]);
+    assert_eq!(run.status, 80, "triple fault: {}", run.stdout);
+    assert!(run.stdout.contains("mode   32-bit protected mode"), "{}", run.stdout);
+    assert!(run.stdout.contains("rcx  0x00000000c0000080"), "{}", run.stdout);
+    let bad = vmm(&["run", "--cpuid", "-cx61"]);
+    assert_eq!(bad.status, 2);
+    assert!(bad.stderr.contains("unknown CPUID feature `cx61`"), "{}", bad.stderr);
+}

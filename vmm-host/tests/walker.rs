@@ -12,6 +12,7 @@ fn finished_vm(cmdline: &str) -> Vm {
         kernel: vmm_host::GUEST_KERNEL_ELF.into(),
         boot: None,
         modules: Vec::new(),
+        cpuid: Default::default(),
         mem: 256 << 20,
         cmdline: cmdline.into(),
         timeout: Duration::from_secs(30),

@@ -160,7 +160,7 @@ impl ProbeVm {
         hypervisor::register_memory(&vm, &mem).map_err(kvm_step("KVM_SET_USER_MEMORY_REGION"))?;
         let vcpu = vm.create_vcpu(0).map_err(kvm_step("KVM_CREATE_VCPU"))?;
         if set_cpuid {
-            vcpu.set_cpuid2(&cpuid::guest_cpuid(kvm, 0)?)
+            vcpu.set_cpuid2(&cpuid::guest_cpuid(kvm, 0, &cpuid::Hidden::default())?)
                 .map_err(kvm_step("KVM_SET_CPUID2"))?;
         }
         let probe = Self { vcpu, _vm: vm, mem };

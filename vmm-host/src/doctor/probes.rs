@@ -78,7 +78,7 @@ fn code(
 
 pub fn cpuid(kvm: &Kvm) -> Probe {
     const NAME: &str = "CPUID set";
-    match crate::cpuid::guest_cpuid(kvm, 0) {
+    match crate::cpuid::guest_cpuid(kvm, 0, &crate::cpuid::Hidden::default()) {
         Err(e) => failed(NAME, e),
         Ok(cpuid) => match ProbeVm::new(kvm, true, false) {
             Ok(_) => Probe {

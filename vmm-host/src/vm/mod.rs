@@ -45,6 +45,8 @@ pub struct VmConfig {
     pub boot: Option<BootProtocol>,
     /// Files loaded next to a Multiboot kernel.
     pub modules: Vec<ModuleArg>,
+    /// CPUID features hidden from the guest.
+    pub cpuid: cpuid::Hidden,
     pub mem: u64,
     pub cmdline: String,
     pub timeout: Duration,
@@ -180,9 +182,14 @@ fn guest_ram(layout: &RamLayout) -> Result<GuestMemoryMmap, VmError> {
 
 /// vCPU 0 with the CPUID this host gives guests, in the state the boot protocol promises at
 /// the kernel's entry; and the paging features that CPUID lets the guest use.
-fn boot_vcpu(kvm: &Kvm, vm: &VmFd, entry: BootEntry) -> Result<(VcpuFd, CpuPaging), VmError> {
+fn boot_vcpu(
+    kvm: &Kvm,
+    vm: &VmFd,
+    entry: BootEntry,
+    hidden: &cpuid::Hidden,
+) -> Result<(VcpuFd, CpuPaging), VmError> {
     let vcpu = vm.create_vcpu(0).map_err(setup("KVM_CREATE_VCPU"))?;
-    let guest_cpuid = cpuid::guest_cpuid(kvm, 0)?;
+    let guest_cpuid = cpuid::guest_cpuid(kvm, 0, hidden)?;
     vcpu.set_cpuid2(&guest_cpuid)
         .map_err(setup("KVM_SET_CPUID2"))?;
     let sregs = vcpu.get_sregs().map_err(setup("KVM_GET_SREGS"))?;
@@ -218,7 +225,7 @@ impl Vm {
         hypervisor::register_memory(&vm, &mem).map_err(setup("KVM_SET_USER_MEMORY_REGION"))?;
 
         let entry = kernel.boot(&mem, &layout, &config.cmdline, &config.modules)?;
-        let (mut vcpu, cpu_paging) = boot_vcpu(&kvm, &vm, entry)?;
+        let (mut vcpu, cpu_paging) = boot_vcpu(&kvm, &vm, entry, &config.cpuid)?;
 
         let synced_sregs = kvm.check_extension(kvm_ioctls::Cap::SyncRegs);
         if synced_sregs {
