@@ -15,6 +15,7 @@ mod idt;
 mod log;
 mod pmm;
 mod process;
+mod rtc;
 mod serial;
 mod sync;
 mod timer;

@@ -64,9 +64,12 @@ fn scroll() {
 }
 
 fn set_cursor(row: usize, column: usize) {
-    let [low, high] = u16::try_from(row * COLUMNS + column)
-        .unwrap_or(0)
-        .to_le_bytes();
+    set_cursor_cell(row * COLUMNS + column);
+}
+
+/// The cursor at `cell` of the text buffer (the CRTC counts from the buffer, not the screen).
+fn set_cursor_cell(cell: usize) {
+    let [low, high] = u16::try_from(cell).unwrap_or(0).to_le_bytes();
     for (index, value) in [(0x0f, low), (0x0e, high)] {
         let mut select: Port<u8> = Port::new(0x3d4);
         let mut data: Port<u8> = Port::new(0x3d5);
@@ -141,4 +144,68 @@ pub fn draw_boot_log() {
         "[vga] wrote a title and {LOG_LINES} lines to the screen; the first {} scrolled off",
         LOG_LINES + 1 - ROWS
     );
+}
+
+/// Cells in the 32 KiB text buffer.
+const BUFFER_CELLS: usize = 0x4000;
+
+/// Hostile: garbage to every VGA register and the whole text buffer, `rounds` times; then the
+/// screen's start address near the buffer's end, so the screen wraps to its beginning, with
+/// one line written there. The host must survive the ports and draw the wrapped screen.
+pub fn flood(rounds: u32) {
+    let mut seed: u32 = 0x1234_5678;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 17;
+        seed ^= seed << 5;
+        seed
+    };
+    for _ in 0..rounds {
+        let [a, b, c, d] = next().to_le_bytes();
+        let port = 0x3c0 + u16::from(a % 0x20);
+        let mut any: Port<u8> = Port::new(port);
+        let mut index: Port<u8> = Port::new(0x3d4);
+        let mut data: Port<u8> = Port::new(0x3d5);
+        // SAFETY: VGA register ports only; no memory is touched.
+        unsafe {
+            any.write(b);
+            let _ = any.read();
+            index.write(c);
+            data.write(d);
+        }
+    }
+    for i in 0..BUFFER_CELLS {
+        let [ch, attr, ..] = next().to_le_bytes();
+        // SAFETY: inside the 32 KiB text buffer, identity-mapped as in `put`.
+        unsafe { ((BUFFER + i * 2) as *mut u16).write_volatile(u16::from_le_bytes([ch, attr])) };
+    }
+    // The screen starts three rows before the buffer's end: its fourth row is the buffer's first.
+    let start = BUFFER_CELLS - 3 * COLUMNS;
+    let message = b"[hostile] VGA flood done; this row wrapped to the buffer's start";
+    for (row, at) in [(0usize, start), (3, 0)] {
+        for column in 0..COLUMNS {
+            let ch = if row == 3 {
+                message.get(column).copied().unwrap_or(b' ')
+            } else {
+                b'-'
+            };
+            // SAFETY: as above; `at + column` stays inside the buffer.
+            unsafe {
+                ((BUFFER + (at + column) * 2) as *mut u16)
+                    .write_volatile(u16::from_le_bytes([ch, NORMAL]))
+            };
+        }
+    }
+    let [high, low] = u16::try_from(start).unwrap_or(0).to_be_bytes();
+    for (index, value) in [(0x0c, high), (0x0d, low), (0x0a, 0x0d)] {
+        let mut select: Port<u8> = Port::new(0x3d4);
+        let mut data: Port<u8> = Port::new(0x3d5);
+        // SAFETY: the CRTC's start address and cursor shape.
+        unsafe {
+            select.write(index);
+            data.write(value);
+        }
+    }
+    // The cursor is an address in the buffer: after the message, shown on the fourth row.
+    set_cursor_cell(message.len());
 }

@@ -52,6 +52,10 @@ pub const NAMES: &[(&str, &str)] = &[
     ),
     ("reset", "reset the machine through the keyboard controller"),
     (
+        "rtc",
+        "read the CMOS real-time clock and print the date and time",
+    ),
+    (
         "vga",
         "a boot log on the VGA text screen that scrolls, then a null dereference painted on it",
     ),
@@ -118,6 +122,10 @@ pub const NAMES: &[(&str, &str)] = &[
         "hostile: write the dword 0xdeadbeef to the debug-exit port",
     ),
     (
+        "vga-flood",
+        "hostile: garbage to every VGA register and the whole text buffer, a wrapped screen, exit 0",
+    ),
+    (
         "serial-flood",
         "hostile: 32 KiB to COM1 one out at a time, then 128 KiB by rep outsb, then exit 0",
     ),
@@ -176,6 +184,19 @@ pub fn run(settings: &Settings) -> ! {
         "timer" => crate::timer::timer_workload(crate::timer::Wait::Halt),
         "timer-spin" => crate::timer::timer_workload(crate::timer::Wait::Spin),
         "timer-unremapped" => crate::timer::unremapped_workload(),
+        "rtc" => {
+            let t = crate::rtc::now();
+            kprintln!(
+                "[rtc] {:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC (CMOS)",
+                t.year,
+                t.month,
+                t.day,
+                t.hour,
+                t.minute,
+                t.second
+            );
+            finish(SUCCESS)
+        }
         "vga" => {
             crate::vga::draw_boot_log();
             crate::faults::null_dereference()
@@ -224,6 +245,14 @@ pub fn run(settings: &Settings) -> ! {
         "debug-exit-garbage" => crate::hostile::debug_exit_garbage(),
         "serial-flood" => crate::hostile::serial_flood(32 << 10, 128 << 10),
         "pit-flood" => crate::timer::pit_flood(),
+        "vga-flood" => {
+            kprintln!(
+                "[hostile] flooding the VGA: 20000 register accesses, 32 KiB of garbage text"
+            );
+            crate::vga::flood(20_000);
+            kprintln!("[hostile] VGA flood done");
+            finish(SUCCESS)
+        }
         "help" => {
             for (name, what) in NAMES {
                 kprintln!("  test={name:<21} {what}");

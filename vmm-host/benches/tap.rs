@@ -24,6 +24,7 @@ fn run(tap: bool, audit: AuditMode) -> Sample {
         boot: None,
         modules: Vec::new(),
         cpuid: Default::default(),
+        clock: None,
         mem: 256 << 20,
         cmdline: CMDLINE.into(),
         timeout: Duration::from_secs(300),

@@ -103,6 +103,9 @@ pub struct ExceptionReport<'a> {
     pub kind: TrapKind,
     pub stats: &'a TapStats,
     pub handlers: usize,
+    /// External interrupts the host injected, by vector: counted beside the exceptions,
+    /// never walked or explained.
+    pub interrupts: &'a std::collections::BTreeMap<u8, u64>,
 }
 
 impl fmt::Display for ExceptionReport<'_> {
@@ -138,6 +141,13 @@ impl fmt::Display for ExceptionReport<'_> {
                     format!("vector {vector:>2} {}", exception::name(vector))
                 )?;
             }
+        }
+        for (vector, count) in self.interrupts {
+            writeln!(
+                f,
+                "  {:<32} {count:>9}",
+                format!("IRQ at vector {vector:#04x} (injected)")
+            )?;
         }
         if let Some(gap) = log.sequence.gap() {
             writeln!(f, "  note: {gap}")?;

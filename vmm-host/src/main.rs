@@ -101,6 +101,10 @@ struct RunArgs {
         default_value = ""
     )]
     cpuid: Hidden,
+    /// Start the CMOS clock at TIME (2026-12-02T01:30:00, UTC, or @SECONDS) instead of the
+    /// host's time, for repeatable runs; it runs on from there.
+    #[arg(long, value_name = "TIME", value_parser = vmm_host::devices::cmos::parse_time)]
+    clock: Option<u64>,
     /// Guest RAM, e.g. 256M or 4G; a bare number is MiB.
     #[arg(long, value_name = "SIZE", default_value = "128M", value_parser = parse_size)]
     mem: u64,
@@ -394,6 +398,7 @@ fn run(args: RunArgs, kvm_device: &Path) -> Result<i32, Failure> {
         boot: args.boot,
         modules: args.modules,
         cpuid: args.cpuid,
+        clock: args.clock,
         mem: args.mem,
         cmdline: args.cmdline,
         timeout: args.common.timeout,

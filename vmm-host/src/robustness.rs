@@ -72,6 +72,36 @@ fn cr3() -> impl Strategy<Value = u64> {
 proptest! {
     #![proptest_config(cases(1024))]
 
+    /// Any sequence of port accesses, to the PC's devices or between them: no panic, the
+    /// screen still 25 rows of at most 80 characters, a VGA register still reads back.
+    #[test]
+    fn port_sequences_never_break_the_devices(
+        accesses in prop::collection::vec((0x0u16..0x400, any::<u8>(), any::<bool>(), 1usize..=4), 0..400),
+        text in prop::collection::vec(any::<u8>(), 0..0x8000),
+    ) {
+        let sink = crate::console::ConsoleSink::new(false, None, 4096).unwrap();
+        let mut devices = crate::devices::Devices::new(sink).unwrap();
+        devices.set_clock(crate::devices::Clock::Fixed(std::time::Duration::from_secs(1)));
+        for (port, value, write, len) in accesses {
+            if write {
+                let _ = devices.port_write(port, &vec![value; len]);
+            } else {
+                let mut buf = vec![0u8; len];
+                devices.port_read(port, &mut buf);
+            }
+        }
+        let screen = crate::screen::Screen::from_buffer(&text, devices.vga.text_mode());
+        let lines = screen.lines();
+        prop_assert_eq!(lines.len(), 25);
+        prop_assert!(lines.iter().all(|l| l.chars().count() <= 80));
+        prop_assert!(screen.to_string().lines().all(|l| l.chars().count() == 84));
+        devices.port_write(0x3d4, &[0x0e]);
+        devices.port_write(0x3d5, &[0x12]);
+        let mut back = [0u8];
+        devices.port_read(0x3d5, &mut back);
+        prop_assert_eq!(back[0], 0x12);
+    }
+
     #[test]
     fn walks_and_audits_of_random_tables_end_within_bounds(
         mut writes in writes(),

@@ -39,9 +39,15 @@ impl Screen {
                 u16::from_le_bytes([buffer[at], buffer[at + 1]])
             })
             .collect();
+        // The cursor is an address in the buffer, shown where the screen's scan reaches it,
+        // wrapping as the screen does.
         let cursor = mode
             .cursor
-            .and_then(|c| usize::from(c).checked_sub(usize::from(mode.start)))
+            .filter(|_| buffer_cells > 0)
+            .map(|c| {
+                (usize::from(c) + buffer_cells - usize::from(mode.start) % buffer_cells)
+                    % buffer_cells
+            })
             .filter(|&c| c < CELLS)
             .map(|c| (c / COLUMNS, c % COLUMNS));
         Self { cells, cursor }
@@ -176,7 +182,19 @@ mod tests {
             },
         );
         assert_eq!(screen.lines()[0], "AB");
-        assert_eq!(screen.cursor, None, "the cursor is above the screen");
+        assert_eq!(
+            screen.cursor,
+            Some((0, 1)),
+            "the cursor wrapped with the screen"
+        );
+        let far = Screen::from_buffer(
+            &b,
+            TextMode {
+                start: 0,
+                cursor: Some(2000),
+            },
+        );
+        assert_eq!(far.cursor, None, "below the last row");
     }
 
     #[test]

@@ -152,6 +152,7 @@ pub fn vm_config(scenario: &Scenario, options: &SuiteOptions) -> VmConfig {
         boot: scenario.boot,
         modules: Vec::new(),
         cpuid: Default::default(),
+        clock: scenario.clock,
         mem: scenario.mem,
         cmdline: scenario.cmdline.clone(),
         timeout: options.timeout.unwrap_or(scenario.timeout),

@@ -235,11 +235,54 @@ fn hiding_long_mode_stops_the_kernel_at_its_wrmsr_to_efer() {
     };
     let plain = vmm(&["run", "--quiet", "--cmdline", "test=hello"]);
     assert_eq!(plain.status, 0, "{}", plain.stdout);
-    let run = vmm(&["run", "--quiet", "--cpuid", "-lm", "--cmdline", "test=hello"]);
+    let run = vmm(&[
+        "run",
+        "--quiet",
+        "--cpuid",
+        "-lm",
+        "--cmdline",
+        "test=hello",
+    ]);
     assert_eq!(run.status, 80, "triple fault: {}", run.stdout);
-    assert!(run.stdout.contains("mode   32-bit protected mode"), "{}", run.stdout);
-    assert!(run.stdout.contains("rcx  0x00000000c0000080"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("mode   32-bit protected mode"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("rcx  0x00000000c0000080"),
+        "{}",
+        run.stdout
+    );
     let bad = vmm(&["run", "--cpuid", "-cx61"]);
     assert_eq!(bad.status, 2);
-    assert!(bad.stderr.contains("unknown CPUID feature `cx61`"), "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("unknown CPUID feature `cx61`"),
+        "{}",
+        bad.stderr
+    );
+}
+
+/// `--clock` sets what the kernel reads from the CMOS; a malformed time is one line.
+#[test]
+fn the_kernel_reads_the_clock_it_was_given() {
+    let Some(()) = kvm_or_skip("clock_fixed") else {
+        return;
+    };
+    let run = vmm(&["run", "--clock", "@0", "--cmdline", "test=rtc"]);
+    assert_eq!(run.status, 0, "{}", run.stdout);
+    assert!(
+        run.stdout.contains("[rtc] 1970-01-01 00:00:0"),
+        "{}",
+        run.stdout
+    );
+    let bad = vmm(&["run", "--clock", "noon", "--cmdline", "test=rtc"]);
+    assert_eq!(bad.status, 2);
+    assert!(
+        bad.stderr.contains(
+            "`noon` is not a time: write 2026-12-02T01:30:00 (UTC) or @SECONDS since 1970"
+        ),
+        "{}",
+        bad.stderr
+    );
 }

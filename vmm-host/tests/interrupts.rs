@@ -47,6 +47,11 @@ fn assert_ticks_arrived(workload: &str) {
     // The guest counted 100; one more may land between its last check and its `cli`.
     let injected = irq0_count(&out);
     assert!((100..=102).contains(&injected), "{injected}: {out}");
+    let block = format!("  IRQ at vector 0x20 (injected)    {injected:>9}\n");
+    assert!(
+        out.contains(&block),
+        "the exception block counts them: {out}"
+    );
     assert_eq!(json["type"], "run");
     assert_eq!(json["interrupts"][0]["vector"], 0x20, "{json}");
     assert_eq!(json["interrupts"][0]["count"], injected, "{json}");
@@ -90,6 +95,12 @@ fn an_irq_through_an_exception_gate_is_an_interrupt_not_that_exception() {
     let (status, out, json) = timer_run("timer-unremapped");
     assert_eq!(status, 4, "{out}");
     assert!(out.contains("== exceptions: 0 captured"), "{out}");
+    // Counted beside the exceptions as an interrupt, with nothing under #DF.
+    assert!(
+        out.contains(&format!("  IRQ at vector 0x08 (injected)    {:>9}\n", 1)),
+        "{out}"
+    );
+    assert!(!out.contains("  vector  8 #DF"), "{out}");
     assert!(
         out.contains("  IRQs   1 injected: vector 0x08 ×1\n"),
         "{out}"

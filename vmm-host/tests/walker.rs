@@ -13,6 +13,7 @@ fn finished_vm(cmdline: &str) -> Vm {
         boot: None,
         modules: Vec::new(),
         cpuid: Default::default(),
+        clock: None,
         mem: 256 << 20,
         cmdline: cmdline.into(),
         timeout: Duration::from_secs(30),

@@ -57,6 +57,11 @@ impl Cmos {
         }
     }
 
+    /// Start the clock at `epoch` (Unix seconds) instead of the host's time.
+    pub fn set_epoch(&mut self, epoch: u64) {
+        self.epoch = epoch;
+    }
+
     pub fn write(&mut self, port: u16, value: u8) {
         if port == INDEX {
             self.nmi_masked = value & 0x80 != 0;
@@ -91,6 +96,21 @@ impl Cmos {
             index => self.ram[usize::from(index)],
         }
     }
+}
+
+/// `--clock TIME`: `2026-12-02T01:30:00` (UTC; a space for the `T` and a trailing `Z` are
+/// fine) or `@SECONDS` since 1970; Unix seconds.
+pub fn parse_time(text: &str) -> Result<u64, String> {
+    let bad = || {
+        format!("`{text}` is not a time: write 2026-12-02T01:30:00 (UTC) or @SECONDS since 1970")
+    };
+    if let Some(seconds) = text.strip_prefix('@') {
+        return seconds.parse().map_err(|_| bad());
+    }
+    let at = humantime::parse_rfc3339_weak(text).map_err(|_| bad())?;
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .map_err(|_| bad())
 }
 
 fn bcd(value: u8) -> u8 {
@@ -226,5 +246,33 @@ mod tests {
             0x58,
             "the clock cannot be set"
         );
+    }
+
+    #[test]
+    fn a_fixed_clock_starts_where_it_is_told_and_runs_on() {
+        assert_eq!(parse_time("@86400"), Ok(86_400));
+        let at = parse_time("2026-12-02T01:30:00").unwrap();
+        assert_eq!(parse_time("2026-12-02 01:30:00Z"), Ok(at));
+        assert!(
+            parse_time("yesterday")
+                .unwrap_err()
+                .starts_with("`yesterday` is not a time")
+        );
+        let mut cmos = Cmos::new(0, 0, 0);
+        cmos.set_epoch(at);
+        let mut read = |index: u8, now: u64| {
+            cmos.write(INDEX, index);
+            cmos.read(INDEX + 1, Duration::from_secs(now))
+        };
+        // BCD: 2026-12-02 01:30:00, then 61 s later 01:31:01.
+        assert_eq!(
+            [read(0x32, 0), read(0x09, 0), read(0x08, 0), read(0x07, 0)],
+            [0x20, 0x26, 0x12, 0x02]
+        );
+        assert_eq!(
+            [read(0x04, 0), read(0x02, 0), read(0x00, 0)],
+            [0x01, 0x30, 0x00]
+        );
+        assert_eq!([read(0x02, 61), read(0x00, 61)], [0x31, 0x01]);
     }
 }

@@ -88,6 +88,8 @@ pub struct Scenario {
     pub kernel: Option<PathBuf>,
     /// The boot protocol, when the kernel file's contents should not decide.
     pub boot: Option<crate::loader::BootProtocol>,
+    /// Unix seconds the CMOS clock starts at (`clock = "2026-12-02T01:30:00"`).
+    pub clock: Option<u64>,
     pub expect: Expect,
 }
 
@@ -663,6 +665,28 @@ flags = "P RW US A D"
             (
                 text.replace("serial_capped = true", "serial_capped = \"yes\""),
                 "scenarios/hello.toml:11:17: ",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn the_clock_and_boot_keys_are_read_and_a_bad_clock_is_located() {
+        let text = HELLO.replace(
+            "timeout = 5",
+            "timeout = 5\nclock = \"@86400\"\nboot = \"multiboot\"",
+        );
+        let s = parse(&text).unwrap();
+        assert_eq!(s.clock, Some(86_400));
+        assert_eq!(s.boot, Some(crate::loader::BootProtocol::Multiboot));
+        assert_eq!(parse(HELLO).unwrap().clock, None);
+        assert_errors(&[
+            (
+                text.replace("@86400", "noon"),
+                "scenarios/hello.toml:6:9: clock: `noon` is not a time",
+            ),
+            (
+                text.replace("\"multiboot\"", "\"grub\""),
+                "scenarios/hello.toml:7:8: ",
             ),
         ]);
     }

@@ -24,6 +24,7 @@ struct RawScenario {
     serial_limit: Option<Spanned<String>>,
     kernel: Option<PathBuf>,
     boot: Option<crate::loader::BootProtocol>,
+    clock: Option<Spanned<String>>,
     expect: RawExpect,
 }
 
@@ -145,6 +146,13 @@ pub(super) fn scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioErro
         serial_limit,
         kernel,
         boot: raw.boot,
+        clock: raw
+            .clock
+            .map(|c| {
+                crate::devices::cmos::parse_time(c.get_ref())
+                    .map_err(|e| source.at(c.span().start, &format!("clock: {e}")))
+            })
+            .transpose()?,
         expect: expectations(&source, raw.expect)?,
     })
 }

@@ -47,6 +47,8 @@ pub struct VmConfig {
     pub modules: Vec<ModuleArg>,
     /// CPUID features hidden from the guest.
     pub cpuid: cpuid::Hidden,
+    /// Unix seconds the CMOS clock starts at; `None`: the host's time.
+    pub clock: Option<u64>,
     pub mem: u64,
     pub cmdline: String,
     pub timeout: Duration,
@@ -150,8 +152,12 @@ pub struct Vm {
     mem: GuestMemoryMmap,
 }
 
-/// The PC's devices, the CMOS told how much RAM there is.
-fn pc_devices(console: ConsoleSink, layout: &RamLayout) -> Result<Devices, VmError> {
+/// The PC's devices, the CMOS told how much RAM there is and, perhaps, what time it is.
+fn pc_devices(
+    console: ConsoleSink,
+    layout: &RamLayout,
+    clock: Option<u64>,
+) -> Result<Devices, VmError> {
     let mut devices = Devices::new(console)?;
     let (below, above) = layout
         .regions()
@@ -164,6 +170,9 @@ fn pc_devices(console: ConsoleSink, layout: &RamLayout) -> Result<Devices, VmErr
             }
         });
     devices.set_ram(below, above);
+    if let Some(epoch) = clock {
+        devices.cmos.set_epoch(epoch);
+    }
     Ok(devices)
 }
 
@@ -244,7 +253,7 @@ impl Vm {
             vcpu,
             _vm: vm,
             _kvm: kvm,
-            devices: pc_devices(sink, &layout)?,
+            devices: pc_devices(sink, &layout, config.clock)?,
             config,
             cpu_paging,
             ram: layout.regions().to_vec(),
@@ -313,6 +322,7 @@ impl Vm {
             kind: tap.kind(),
             stats: &tap.stats,
             handlers: tap.stats.handlers,
+            interrupts: &self.interrupts,
         })
     }
 
