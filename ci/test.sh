@@ -24,13 +24,15 @@ report_skips() {
 trap report_skips EXIT
 
 # Under CI=true nothing may be skipped unless VMM_ALLOW_SKIP=1 says so: a KVM runner that lost
-# /dev/kvm, or a job without QEMU, gdb or Chromium, must fail rather than test nothing.
+# /dev/kvm, or a job without QEMU, gdb, Chromium or GRUB's grub-file, must fail rather than
+# test nothing.
 if [ "${CI:-}" = "true" ] && [ "${VMM_ALLOW_SKIP:-}" != "1" ]; then
   absent=()
   { [ -r /dev/kvm ] && [ -w /dev/kvm ]; } || absent+=("/dev/kvm (missing or not readable and writable)")
   command -v qemu-system-x86_64 >/dev/null 2>&1 || absent+=("qemu-system-x86_64")
   command -v gdb >/dev/null 2>&1 || absent+=("gdb")
   command -v chromium >/dev/null 2>&1 || absent+=("chromium")
+  command -v grub-file >/dev/null 2>&1 || absent+=("grub-file")
   if [ "${#absent[@]}" -gt 0 ]; then
     joined=$(printf '%s, ' "${absent[@]}")
     echo "error: CI=true but this machine lacks ${joined%, }: the tests that need them would be skipped; run .ci/run (it installs the packages), use a runner with KVM, or set VMM_ALLOW_SKIP=1 to allow skipping"

@@ -2,15 +2,16 @@
 //!
 //! The host (or QEMU, or GRUB) enters in 32-bit protected mode with paging off:
 //! - `pvh_start32` (the PVH note) with EBX = physical address of `hvm_start_info`;
-//! - `multiboot_start32` (the Multiboot header's entry address) with EAX = 0x2BADB002 and
-//!   EBX = physical address of the Multiboot information.
+//! - `multiboot_start32` (both Multiboot headers' entry address) with EAX = 0x2BADB002 and
+//!   EBX = the Multiboot information, or EAX = 0x36D76289 and EBX = the Multiboot 2 boot
+//!   information.
 //!
 //! Like BoxKernel's `stage2.asm`, the shared stub builds boot page tables at 0x500000 that
 //! identity-map the first 32 MiB with 2 MiB pages, switches to long mode and calls
 //! [`crate::kmain`] with the boot data's address and the protocol's magic on the boot stack at
 //! 0x510000.
 //!
-//! The Multiboot header uses the address fields (flag 16): loaders that refuse ELF64 (QEMU's
+//! Both Multiboot headers use address fields (Multiboot 1's flag 16, Multiboot 2's address tag): loaders that refuse ELF64 (QEMU's
 //! `-kernel`) load the file's bytes from `__kernel_start` to `__load_end` by them, which works
 //! because the linker script keeps file offsets and addresses in step.
 
@@ -53,6 +54,29 @@ core::arch::global_asm!(
     "    .long __load_end",
     "    .long __bss_end",
     "    .long multiboot_start32",
+    // The Multiboot 2 header: address and entry address tags, then the end tag.
+    ".balign 8",
+    "multiboot2_header:",
+    "    .long {mb2_magic}",
+    "    .long 0",
+    "    .long multiboot2_header_end - multiboot2_header",
+    "    .long 0x100000000 - {mb2_magic} - (multiboot2_header_end - multiboot2_header)",
+    "    .short 2",
+    "    .short 0",
+    "    .long 24",
+    "    .long multiboot2_header",
+    "    .long __kernel_start",
+    "    .long __load_end",
+    "    .long __bss_end",
+    "    .short 3",
+    "    .short 0",
+    "    .long 12",
+    "    .long multiboot_start32",
+    "    .balign 8",
+    "    .short 0",
+    "    .short 0",
+    "    .long 8",
+    "multiboot2_header_end:",
     ".popsection",
 
     ".pushsection .text.boot, \"ax\"",
@@ -135,6 +159,7 @@ core::arch::global_asm!(
     ".popsection",
 
     mb_magic = const abi::multiboot::HEADER_MAGIC,
+    mb2_magic = const abi::multiboot2::HEADER_MAGIC,
     mb_flags = const MULTIBOOT_FLAGS,
     mb_checksum = const 0u32.wrapping_sub(abi::multiboot::HEADER_MAGIC).wrapping_sub(MULTIBOOT_FLAGS),
     pvh_magic = const abi::start_info::MAGIC,

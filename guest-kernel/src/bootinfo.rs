@@ -11,6 +11,7 @@ use core::fmt;
 pub enum Protocol {
     Pvh,
     Multiboot,
+    Multiboot2,
 }
 
 impl Protocol {
@@ -18,6 +19,7 @@ impl Protocol {
         match magic {
             abi::start_info::MAGIC => Some(Self::Pvh),
             multiboot::BOOTLOADER_MAGIC => Some(Self::Multiboot),
+            abi::multiboot2::BOOTLOADER_MAGIC => Some(Self::Multiboot2),
             _ => None,
         }
     }
@@ -26,6 +28,7 @@ impl Protocol {
         match self {
             Self::Pvh => "PVH",
             Self::Multiboot => "Multiboot",
+            Self::Multiboot2 => "Multiboot 2",
         }
     }
 }
@@ -118,6 +121,16 @@ fn keep_cmdline(paddr: u64) -> Result<&'static str, BootError> {
     core::str::from_utf8(kept).map_err(|_| BootError::CmdlineNotUtf8)
 }
 
+/// GRUB and QEMU start a Multiboot command line with the image's name: a first word without
+/// `=` is that name.
+fn without_image_name(line: &'static str) -> &'static str {
+    match line.split_once(' ') {
+        Some((first, rest)) if !first.contains('=') => rest.trim_start(),
+        None if !line.contains('=') => "",
+        _ => line,
+    }
+}
+
 /// The NUL-terminated string at `paddr`, in place (at most 256 bytes; not UTF-8: empty).
 fn c_string(paddr: u64) -> &'static str {
     if paddr == 0 {
@@ -135,6 +148,7 @@ impl BootInfo {
         match Protocol::from_magic(magic) {
             Some(Protocol::Pvh) => Self::read_pvh(paddr),
             Some(Protocol::Multiboot) => Self::read_multiboot(paddr),
+            Some(Protocol::Multiboot2) => Self::read_multiboot2(paddr),
             None => Err(BootError::UnknownMagic(magic)),
         }
     }
@@ -159,12 +173,7 @@ impl BootInfo {
             }
             count += 1;
         }
-        let line = keep_cmdline(u64::from(info.cmdline_paddr))?;
-        let cmdline = match line.split_once(' ') {
-            Some((first, rest)) if !first.contains('=') => rest.trim_start(),
-            None if !line.contains('=') => "",
-            _ => line,
-        };
+        let cmdline = without_image_name(keep_cmdline(u64::from(info.cmdline_paddr))?);
         let kept = count.min(E820_MAX_ENTRIES);
         Ok(Self {
             protocol: Protocol::Multiboot,
@@ -172,6 +181,50 @@ impl BootInfo {
             version: 0,
             loader: c_string(u64::from(info.boot_loader_name_paddr)),
             cmdline,
+            dropped_entries: count - kept,
+            entries: kept,
+        })
+    }
+
+    /// Read the Multiboot 2 boot information at `paddr`: its tags give the command line (the
+    /// image's name dropped, as for Multiboot 1), the loader's name and the memory map.
+    fn read_multiboot2(paddr: u32) -> Result<Self, BootError> {
+        use abi::multiboot2::{info_tag, mmap_entries, tag_string, tags};
+        let paddr = u64::from(paddr);
+        // SAFETY: Multiboot 2 loaders put the information in low RAM, inside the identity map;
+        // its first word is its size, read before the rest.
+        let total = unsafe { phys_bytes(paddr, 4) };
+        let total = u32::from_le_bytes([total[0], total[1], total[2], total[3]]).min(0x1_0000);
+        // SAFETY: as above, `total` bytes (at most 64 KiB) from the same place.
+        let mbi = unsafe { phys_bytes(paddr, total as usize) };
+        let (mut count, mut line, mut loader) = (0, "", "");
+        for tag in tags(mbi) {
+            match tag.kind {
+                info_tag::CMDLINE => line = keep_cmdline(tag.body.as_ptr() as u64)?,
+                info_tag::LOADER_NAME => {
+                    loader = core::str::from_utf8(tag_string(tag.body, 0)).unwrap_or("")
+                }
+                info_tag::MEMORY_MAP => {
+                    for entry in mmap_entries(tag.body) {
+                        if count < E820_MAX_ENTRIES {
+                            write_e820(count, &entry);
+                        }
+                        count += 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        if count == 0 {
+            return Err(BootError::MultibootNoMemoryMap { flags: 0 });
+        }
+        let kept = count.min(E820_MAX_ENTRIES);
+        Ok(Self {
+            protocol: Protocol::Multiboot2,
+            info_paddr: paddr,
+            version: 2,
+            loader,
+            cmdline: without_image_name(line),
             dropped_entries: count - kept,
             entries: kept,
         })

@@ -59,8 +59,9 @@ extern "C" fn kmain(boot_data_paddr: u32, magic: u32) -> ! {
                 boot.version
             )
         }
-        bootinfo::Protocol::Multiboot => kprintln!(
-            "Multiboot information at {:#x}, from \"{}\"",
+        bootinfo::Protocol::Multiboot | bootinfo::Protocol::Multiboot2 => kprintln!(
+            "{} information at {:#x}, from \"{}\"",
+            boot.protocol.name(),
             boot.info_paddr,
             boot.loader
         ),

@@ -42,7 +42,13 @@ fn ci_true_without_the_tools_fails_with_one_line_naming_them() {
         .filter(|l| l.starts_with("error:"))
         .collect();
     assert_eq!(errors.len(), 1, "{}", run.stdout);
-    for missing in ["qemu-system-x86_64", "gdb", "chromium", "VMM_ALLOW_SKIP=1"] {
+    for missing in [
+        "qemu-system-x86_64",
+        "gdb",
+        "chromium",
+        "grub-file",
+        "VMM_ALLOW_SKIP=1",
+    ] {
         assert!(errors[0].contains(missing), "{missing} in {}", errors[0]);
     }
     assert!(

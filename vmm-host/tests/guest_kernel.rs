@@ -223,3 +223,51 @@ fn hhdm_completes_the_heap_with_frames_above_64_mib() {
 fn recursive_completes_the_heap_with_frames_above_64_mib() {
     fixed_variant("recursive-heap");
 }
+
+/// GRUB's own checker as the oracle for the bundled kernel's Multiboot 1 and 2 headers, with
+/// a spoiled copy to show it refuses what it should.
+#[test]
+fn grub_accepts_both_multiboot_headers_of_the_bundled_kernel() {
+    let found = std::process::Command::new("grub-file")
+        .arg("--help")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        common::skip(
+            "grub_multiboot_headers",
+            "grub-file is not installed (.ci/run installs Debian's grub-common)",
+        );
+        return;
+    }
+    let check = |kind: &str, path: &std::path::Path| {
+        std::process::Command::new("grub-file")
+            .arg(format!("--is-x86-{kind}"))
+            .arg(path)
+            .status()
+            .expect("run grub-file")
+            .success()
+    };
+    let kernel = std::path::Path::new(vmm_host::GUEST_KERNEL_ELF);
+    assert!(
+        check("multiboot", kernel),
+        "GRUB refuses the Multiboot 1 header"
+    );
+    assert!(
+        check("multiboot2", kernel),
+        "GRUB refuses the Multiboot 2 header"
+    );
+    let mut spoiled = std::fs::read(kernel).unwrap();
+    let at = spoiled
+        .windows(4)
+        .position(|w| w == 0xe852_50d6u32.to_le_bytes())
+        .expect("the Multiboot 2 magic");
+    spoiled[at + 12] ^= 1; // its checksum
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("spoiled.elf");
+    std::fs::write(&bad, &spoiled).unwrap();
+    assert!(!check("multiboot2", &bad), "a bad checksum must be refused");
+    assert!(
+        check("multiboot", &bad),
+        "the Multiboot 1 header is untouched"
+    );
+}

@@ -10,6 +10,7 @@ pub mod cmdline;
 pub mod exception;
 pub mod exit;
 pub mod multiboot;
+pub mod multiboot2;
 pub mod ports;
 pub mod start_info;
 pub mod trace;

@@ -3,6 +3,8 @@
 //! promises (PVH's start info, Multiboot's information structure) and naming the entry state.
 
 mod multiboot;
+mod multiboot2;
+mod multiboot2_info;
 mod multiboot_info;
 mod pvh;
 
@@ -26,6 +28,8 @@ pub enum BootProtocol {
     Pvh,
     /// Multiboot 1: a header in the first 8 KiB; ELF32, ELF64, or loaded by its address fields.
     Multiboot,
+    /// Multiboot 2: a header of tags in the first 32 KiB; ELF32, ELF64, or its address tag.
+    Multiboot2,
 }
 
 impl std::fmt::Display for BootProtocol {
@@ -33,6 +37,7 @@ impl std::fmt::Display for BootProtocol {
         f.write_str(match self {
             Self::Pvh => "PVH",
             Self::Multiboot => "Multiboot",
+            Self::Multiboot2 => "Multiboot 2",
         })
     }
 }
@@ -55,7 +60,7 @@ pub enum LoadError {
     Malformed(PathBuf, String),
     #[error("`{path}` has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY in a PT_NOTE segment) and no Multiboot header: see \"Booting your kernel\" in the README", path = .0.display())]
     NoPvhEntry(PathBuf),
-    #[error("`{path}` has no Multiboot header (magic 0x1badb002, 4-aligned, in the first 8192 bytes)", path = .0.display())]
+    #[error("`{path}` has no Multiboot header (Multiboot 1: magic 0x1badb002, 4-aligned in the first 8 KiB; Multiboot 2: 0xe85250d6, 8-aligned in the first 32 KiB)", path = .0.display())]
     NoMultibootHeader(PathBuf),
     #[error("`{path}`: the Multiboot header at file offset {offset:#x} is invalid: {why}", path = .0.display(), offset = .1, why = .2)]
     BadMultibootHeader(PathBuf, usize, String),
@@ -75,7 +80,7 @@ pub enum LoadError {
     Cmdline(String, linux_loader::cmdline::Error),
     #[error("--module: {0}")]
     Module(String),
-    #[error("{protocol} takes no modules: --module works with Multiboot kernels")]
+    #[error("{protocol} takes no modules: --module works with Multiboot 1 and 2 kernels")]
     ModulesUnsupported { protocol: BootProtocol },
     #[error("writing the boot data failed: {0}")]
     BootData(String),
@@ -96,6 +101,7 @@ pub struct KernelImage {
 #[derive(Debug, Clone)]
 enum Plan {
     Pvh,
+    /// Multiboot 1 or 2, as `protocol` says: the same planning, different boot information.
     Multiboot(multiboot::Image),
 }
 
@@ -141,8 +147,12 @@ impl KernelImage {
                     plan: Plan::Pvh,
                 }
             }
-            BootProtocol::Multiboot => {
-                let image = multiboot::inspect(path, data)?;
+            BootProtocol::Multiboot | BootProtocol::Multiboot2 => {
+                let image = if protocol == BootProtocol::Multiboot {
+                    multiboot::inspect(path, data)?
+                } else {
+                    multiboot2::inspect(path, data)?
+                };
                 Self {
                     path: path.to_path_buf(),
                     protocol,
@@ -182,16 +192,37 @@ impl KernelImage {
             }
             Plan::Multiboot(image) => {
                 image.load(&self.path, mem)?;
-                let info = multiboot_info::write(mem, ram, image, &self.path, cmdline, modules)?;
+                let (write, eax) = if self.protocol == BootProtocol::Multiboot {
+                    (
+                        multiboot_info::write as InfoWriter,
+                        abi::multiboot::BOOTLOADER_MAGIC,
+                    )
+                } else {
+                    (
+                        multiboot2_info::write as InfoWriter,
+                        abi::multiboot2::BOOTLOADER_MAGIC,
+                    )
+                };
+                let ebx = write(mem, ram, image, &self.path, cmdline, modules)?;
                 Ok(BootEntry {
                     rip: self.entry,
-                    eax: abi::multiboot::BOOTLOADER_MAGIC,
-                    ebx: info,
+                    eax,
+                    ebx,
                 })
             }
         }
     }
 }
+
+/// Writes a Multiboot protocol's boot information; its address.
+type InfoWriter = fn(
+    &GuestMemoryMmap,
+    &RamLayout,
+    &multiboot::Image,
+    &Path,
+    &str,
+    &[ModuleArg],
+) -> Result<Gpa, LoadError>;
 
 fn read_file(path: &Path) -> Result<Vec<u8>, LoadError> {
     std::fs::read(path).map_err(|e| match e.kind() {
@@ -201,10 +232,13 @@ fn read_file(path: &Path) -> Result<Vec<u8>, LoadError> {
 }
 
 /// The protocol a file asks for: a PVH note wins (the kernel's 64-bit-friendly entry, and the
-/// one Linux prefers), then a Multiboot header.
+/// one Linux prefers), then a Multiboot 2 header (richer boot information), then Multiboot 1.
 fn recognise(path: &Path, data: &[u8]) -> Result<BootProtocol, LoadError> {
     if pvh::has_pvh_note(data) {
         return Ok(BootProtocol::Pvh);
+    }
+    if multiboot2::has_header(data) {
+        return Ok(BootProtocol::Multiboot2);
     }
     if multiboot::has_header(data) {
         return Ok(BootProtocol::Multiboot);
@@ -285,6 +319,7 @@ fn check_placement(
 #[cfg(test)]
 mod test_support {
     use super::*;
+    use object::elf;
 
     /// 64 MiB of guest RAM, as the loader tests lay it out.
     pub fn ram() -> RamLayout {
@@ -299,7 +334,42 @@ mod test_support {
             .collect();
         GuestMemoryMmap::from_ranges(&ranges).unwrap()
     }
+
+    /// A minimal ELF64 image: header, program headers, and their contents.
+    pub fn elf(machine: elf::Machine, phdrs: &[(elf::ProgramType, u64, u64, Vec<u8>)]) -> Vec<u8> {
+        let ph_off = 64usize;
+        let mut data_off = ph_off + phdrs.len() * 56;
+        let mut out = vec![0u8; data_off];
+        out[..4].copy_from_slice(elf::ELFMAG.as_slice());
+        out[4] = elf::ELFCLASS64.0;
+        out[5] = elf::ELFDATA2LSB.0;
+        out[6] = 1;
+        out[16..18].copy_from_slice(&elf::ET_EXEC.0.to_le_bytes());
+        out[18..20].copy_from_slice(&machine.0.to_le_bytes());
+        out[20..24].copy_from_slice(&1u32.to_le_bytes());
+        out[32..40].copy_from_slice(&(ph_off as u64).to_le_bytes());
+        out[52..54].copy_from_slice(&64u16.to_le_bytes());
+        out[54..56].copy_from_slice(&56u16.to_le_bytes());
+        out[56..58].copy_from_slice(&(phdrs.len() as u16).to_le_bytes());
+        let mut contents = Vec::new();
+        for (i, (kind, paddr, memsz, bytes)) in phdrs.iter().enumerate() {
+            let p = ph_off + i * 56;
+            out[p..p + 4].copy_from_slice(&kind.0.to_le_bytes());
+            out[p + 8..p + 16].copy_from_slice(&(data_off as u64).to_le_bytes());
+            out[p + 16..p + 24].copy_from_slice(&paddr.to_le_bytes());
+            out[p + 24..p + 32].copy_from_slice(&paddr.to_le_bytes());
+            out[p + 32..p + 40].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
+            out[p + 40..p + 48].copy_from_slice(&memsz.to_le_bytes());
+            out[p + 48..p + 56].copy_from_slice(&4u64.to_le_bytes());
+            data_off += bytes.len();
+            contents.extend_from_slice(bytes);
+        }
+        out.extend(contents);
+        out
+    }
 }
+#[cfg(test)]
+mod multiboot2_tests;
 #[cfg(test)]
 mod multiboot_tests;
 #[cfg(test)]

@@ -18,18 +18,19 @@ const SUPPORTED_REQUIRED: u32 =
 /// Multiboot loads below 4 GiB: every address in the header and the info is 32-bit.
 const LIMIT_4G: u64 = 1 << 32;
 
-/// A Multiboot kernel, checked, with where its bytes go.
+/// A Multiboot (1 or 2) kernel, checked, with where its bytes go.
 #[derive(Debug, Clone)]
 pub(super) struct Image {
     data: Vec<u8>,
     chunks: Vec<Chunk>,
     pub entry: Gpa,
-    pub header_flags: u32,
+    /// The kernel asked for a video mode: it is told about the 80×25 text screen.
+    pub wants_screen: bool,
 }
 
 /// File bytes copied to `at`, then `bss` zero bytes after them.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Chunk {
+pub(super) struct Chunk {
     at: Gpa,
     file: Range<usize>,
     bss: u64,
@@ -48,7 +49,7 @@ struct Header {
     flags: u32,
 }
 
-fn u32_at(data: &[u8], offset: usize) -> Option<u32> {
+pub(super) fn u32_at(data: &[u8], offset: usize) -> Option<u32> {
     let bytes = data.get(offset..offset.checked_add(4)?)?;
     Some(u32::from_le_bytes(bytes.try_into().ok()?))
 }
@@ -107,42 +108,60 @@ pub(super) fn inspect(path: &Path, data: Vec<u8>) -> Result<Image, LoadError> {
         )));
     }
     let (chunks, entry) = if header.flags & header_flags::ADDRESS != 0 {
-        address_fields_plan(&data, header).map_err(bad)?
+        let field = |index: usize| {
+            u32_at(&data, header.offset + 12 + 4 * index)
+                .ok_or_else(|| bad("its address fields are cut off by the end of the file".into()))
+        };
+        let fields = [field(0)?, field(1)?, field(2)?, field(3)?];
+        let chunk = address_plan(&data, header.offset, fields).map_err(bad)?;
+        (vec![chunk], Gpa::new(u64::from(field(4)?)))
     } else {
         elf_plan(path, &data)?
     };
-    if let Some(high) = chunks.iter().find(|c| c.end().raw() > LIMIT_4G) {
-        return Err(bad(format!(
-            "it loads [{}, {}), above 4 GiB where Multiboot cannot reach",
-            high.at,
-            high.end()
-        )));
-    }
-    Ok(Image {
-        data,
-        chunks,
-        entry,
-        header_flags: header.flags,
-    })
+    let wants_screen = header.flags & header_flags::VIDEO_MODE != 0;
+    Image::new(data, chunks, entry, wants_screen).map_err(bad)
 }
 
-/// The "a.out kludge": header_addr, load_addr, load_end_addr, bss_end_addr, entry_addr.
-fn address_fields_plan(data: &[u8], header: Header) -> Result<(Vec<Chunk>, Gpa), String> {
-    let field = |index: usize| {
-        u32_at(data, header.offset + 12 + 4 * index)
-            .ok_or_else(|| "its address fields are cut off by the end of the file".to_string())
-    };
-    let (header_addr, load_addr, load_end, bss_end, entry) =
-        (field(0)?, field(1)?, field(2)?, field(3)?, field(4)?);
+impl Image {
+    /// A checked plan: nothing above 4 GiB, where Multiboot's 32-bit addresses cannot reach.
+    pub(super) fn new(
+        data: Vec<u8>,
+        chunks: Vec<Chunk>,
+        entry: Gpa,
+        wants_screen: bool,
+    ) -> Result<Self, String> {
+        if let Some(high) = chunks.iter().find(|c| c.end().raw() > LIMIT_4G) {
+            return Err(format!(
+                "it loads [{}, {}), above 4 GiB where Multiboot cannot reach",
+                high.at,
+                high.end()
+            ));
+        }
+        Ok(Self {
+            data,
+            chunks,
+            entry,
+            wants_screen,
+        })
+    }
+}
+
+/// Load by address fields (Multiboot 1's "a.out kludge", Multiboot 2's address tag):
+/// `[header_addr, load_addr, load_end_addr, bss_end_addr]`, the header found at file offset
+/// `header_offset`.
+pub(super) fn address_plan(
+    data: &[u8],
+    header_offset: usize,
+    [header_addr, load_addr, load_end, bss_end]: [u32; 4],
+) -> Result<Chunk, String> {
     let Some(into_load) = header_addr.checked_sub(load_addr) else {
         return Err(format!(
             "header_addr {header_addr:#x} lies below load_addr {load_addr:#x}"
         ));
     };
-    let Some(file_start) = header.offset.checked_sub(into_load as usize) else {
+    let Some(file_start) = header_offset.checked_sub(into_load as usize) else {
         return Err(format!(
-            "header_addr - load_addr is {into_load:#x}, but the header is only {:#x} bytes into the file",
-            header.offset
+            "header_addr - load_addr is {into_load:#x}, but the header is only {header_offset:#x} bytes into the file"
         ));
     };
     let file_end = if load_end == 0 {
@@ -172,16 +191,15 @@ fn address_fields_plan(data: &[u8], header: Header) -> Result<(Vec<Chunk>, Gpa),
         }
         end => end - loaded_end,
     };
-    let chunk = Chunk {
+    Ok(Chunk {
         at: Gpa::new(u64::from(load_addr)),
         file: file_start..file_end,
         bss,
-    };
-    Ok((vec![chunk], Gpa::new(u64::from(entry))))
+    })
 }
 
 /// Load by the ELF's program headers: ELF32 for i386 or ELF64 for x86-64.
-fn elf_plan(path: &Path, data: &[u8]) -> Result<(Vec<Chunk>, Gpa), LoadError> {
+pub(super) fn elf_plan(path: &Path, data: &[u8]) -> Result<(Vec<Chunk>, Gpa), LoadError> {
     if !data.starts_with(elf::ELFMAG.as_slice()) {
         return Err(LoadError::Malformed(
             path.to_path_buf(),

@@ -17,8 +17,8 @@ use crate::addr::Gpa;
 use crate::layout::RamLayout;
 use abi::boot::{CMDLINE, MEMMAP_TABLE, START_INFO};
 use abi::multiboot::{
-    FRAMEBUFFER_EGA_TEXT, INFO_SIZE, MMAP_ENTRY_SIZE, MODULE_SIZE, header_flags, info_flags,
-    mmap_entry_bytes, offset,
+    FRAMEBUFFER_EGA_TEXT, INFO_SIZE, MMAP_ENTRY_SIZE, MODULE_SIZE, info_flags, mmap_entry_bytes,
+    offset,
 };
 use std::path::{Path, PathBuf};
 use vm_memory::{Bytes, GuestMemoryMmap};
@@ -30,7 +30,7 @@ const STRINGS_AT: u64 = MEMMAP_TABLE + 0x1000;
 /// What the kernel finds at `boot_loader_name`.
 pub const LOADER_NAME: &str = concat!("vmm-host ", env!("CARGO_PKG_VERSION"));
 /// The EGA text screen a kernel that asks for a video mode is given.
-const TEXT_SCREEN: (u64, u32, u32) = (0xb_8000, 80, 25);
+pub(super) const TEXT_SCREEN: (u64, u32, u32) = (0xb_8000, 80, 25);
 const PAGE: u64 = 4096;
 
 /// `--module FILE[,CMDLINE]`: a file loaded next to a Multiboot kernel.
@@ -80,7 +80,7 @@ impl Strings {
     }
 }
 
-fn write_bytes(mem: &GuestMemoryMmap, at: Gpa, bytes: &[u8]) -> Result<(), LoadError> {
+pub(super) fn write_bytes(mem: &GuestMemoryMmap, at: Gpa, bytes: &[u8]) -> Result<(), LoadError> {
     mem.write_slice(bytes, at.guest_address())
         .map_err(|e| LoadError::BootData(format!("{} bytes at {at}: {e}", bytes.len())))
 }
@@ -90,7 +90,7 @@ fn set(info: &mut [u8; INFO_SIZE], at: usize, value: u32) {
 }
 
 /// Every address here is below 4 GiB: checked where it is chosen.
-fn low32(value: u64) -> u32 {
+pub(super) fn low32(value: u64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
 }
 
@@ -151,7 +151,7 @@ pub(super) fn write(
     set(&mut info, offset::MODS_COUNT, count);
     set(&mut info, offset::MODS_ADDR, low32(MODULES_AT));
 
-    if image.header_flags & header_flags::VIDEO_MODE != 0 {
+    if image.wants_screen {
         flags |= info_flags::FRAMEBUFFER;
         let (addr, width, height) = TEXT_SCREEN;
         info[offset::FRAMEBUFFER_ADDR..][..8].copy_from_slice(&addr.to_le_bytes());
@@ -167,30 +167,30 @@ pub(super) fn write(
 }
 
 /// Conventional memory: the usable RAM that starts at 0.
-fn ram_below_1m(ram: &RamLayout) -> u64 {
+pub(super) fn ram_below_1m(ram: &RamLayout) -> u64 {
     ram.memory_map()
         .iter()
         .find(|e| e.addr == 0 && e.kind == abi::boot::e820::RAM)
         .map_or(0, |e| e.size.min(0x10_0000))
 }
 
-/// Copy each module to the next free page above the kernel, and list it; the count.
-fn load_modules(
+/// A module copied into guest RAM: [start, end) and the string the kernel is given.
+pub(super) struct Placed {
+    pub start: u32,
+    pub end: u32,
+    pub text: String,
+}
+
+/// Copy each module to the next free page above the kernel (GRUB's placement).
+pub(super) fn place_modules(
     mem: &GuestMemoryMmap,
     ram: &RamLayout,
     kernel_end: Gpa,
     modules: &[ModuleArg],
-    strings: &mut Strings,
-) -> Result<u32, LoadError> {
-    let most = (MMAP_AT - MODULES_AT) / MODULE_SIZE as u64;
-    if modules.len() as u64 > most {
-        return Err(LoadError::Module(format!(
-            "{} modules given; the host lists at most {most}",
-            modules.len()
-        )));
-    }
+) -> Result<Vec<Placed>, LoadError> {
     let mut next = kernel_end.raw().max(BOOT_DATA.1).next_multiple_of(PAGE);
-    for (index, module) in modules.iter().enumerate() {
+    let mut placed = Vec::with_capacity(modules.len());
+    for module in modules {
         let bytes = std::fs::read(&module.path).map_err(|e| {
             LoadError::Module(format!("cannot read `{}`: {e}", module.path.display()))
         })?;
@@ -205,16 +205,42 @@ fn load_modules(
         }
         write_bytes(mem, Gpa::new(start), &bytes)?;
         let text = format!("{} {}", module.path.display(), module.cmdline);
+        placed.push(Placed {
+            start: low32(start),
+            end: low32(end),
+            text: text.trim().to_string(),
+        });
+        next = end.max(start + 1).next_multiple_of(PAGE);
+    }
+    Ok(placed)
+}
+
+/// Copy each module above the kernel and list it with its string; the count.
+fn load_modules(
+    mem: &GuestMemoryMmap,
+    ram: &RamLayout,
+    kernel_end: Gpa,
+    modules: &[ModuleArg],
+    strings: &mut Strings,
+) -> Result<u32, LoadError> {
+    let most = (MMAP_AT - MODULES_AT) / MODULE_SIZE as u64;
+    if modules.len() as u64 > most {
+        return Err(LoadError::Module(format!(
+            "{} modules given; the host lists at most {most}",
+            modules.len()
+        )));
+    }
+    let placed = place_modules(mem, ram, kernel_end, modules)?;
+    for (index, module) in placed.iter().enumerate() {
         let mut entry = [0u8; MODULE_SIZE];
-        entry[0..4].copy_from_slice(&low32(start).to_le_bytes());
-        entry[4..8].copy_from_slice(&low32(end).to_le_bytes());
-        entry[8..12].copy_from_slice(&strings.put(mem, text.trim())?.to_le_bytes());
+        entry[0..4].copy_from_slice(&module.start.to_le_bytes());
+        entry[4..8].copy_from_slice(&module.end.to_le_bytes());
+        entry[8..12].copy_from_slice(&strings.put(mem, &module.text)?.to_le_bytes());
         write_bytes(
             mem,
             Gpa::new(MODULES_AT + (index * MODULE_SIZE) as u64),
             &entry,
         )?;
-        next = end.max(start + 1).next_multiple_of(PAGE);
     }
-    Ok(u32::try_from(modules.len()).unwrap_or(u32::MAX))
+    Ok(u32::try_from(placed.len()).unwrap_or(u32::MAX))
 }

@@ -5,7 +5,7 @@ use abi::start_info::{MEMMAP_ENTRY_SIZE, MemmapEntry, START_INFO_SIZE, StartInfo
 use object::elf;
 use vm_memory::Bytes;
 
-use super::test_support::{guest_memory, ram};
+use super::test_support::{elf, guest_memory, ram};
 
 #[test]
 fn the_guest_parser_reads_what_linux_loader_writes() {
@@ -49,39 +49,6 @@ fn refuses_overlong_and_unprintable_command_lines() {
         write_boot_data(&mem, &ram, "a\u{7}b"),
         Err(LoadError::Cmdline(..))
     ));
-}
-
-/// A minimal ELF64 image: header, program headers, and their contents.
-fn elf(machine: elf::Machine, phdrs: &[(elf::ProgramType, u64, u64, Vec<u8>)]) -> Vec<u8> {
-    let ph_off = 64usize;
-    let mut data_off = ph_off + phdrs.len() * 56;
-    let mut out = vec![0u8; data_off];
-    out[..4].copy_from_slice(elf::ELFMAG.as_slice());
-    out[4] = elf::ELFCLASS64.0;
-    out[5] = elf::ELFDATA2LSB.0;
-    out[6] = 1;
-    out[16..18].copy_from_slice(&elf::ET_EXEC.0.to_le_bytes());
-    out[18..20].copy_from_slice(&machine.0.to_le_bytes());
-    out[20..24].copy_from_slice(&1u32.to_le_bytes());
-    out[32..40].copy_from_slice(&(ph_off as u64).to_le_bytes());
-    out[52..54].copy_from_slice(&64u16.to_le_bytes());
-    out[54..56].copy_from_slice(&56u16.to_le_bytes());
-    out[56..58].copy_from_slice(&(phdrs.len() as u16).to_le_bytes());
-    let mut contents = Vec::new();
-    for (i, (kind, paddr, memsz, bytes)) in phdrs.iter().enumerate() {
-        let p = ph_off + i * 56;
-        out[p..p + 4].copy_from_slice(&kind.0.to_le_bytes());
-        out[p + 8..p + 16].copy_from_slice(&(data_off as u64).to_le_bytes());
-        out[p + 16..p + 24].copy_from_slice(&paddr.to_le_bytes());
-        out[p + 24..p + 32].copy_from_slice(&paddr.to_le_bytes());
-        out[p + 32..p + 40].copy_from_slice(&(bytes.len() as u64).to_le_bytes());
-        out[p + 40..p + 48].copy_from_slice(&memsz.to_le_bytes());
-        out[p + 48..p + 56].copy_from_slice(&4u64.to_le_bytes());
-        data_off += bytes.len();
-        contents.extend_from_slice(bytes);
-    }
-    out.extend(contents);
-    out
 }
 
 fn pvh_note(entry: u64) -> Vec<u8> {
