@@ -6,6 +6,7 @@
 mod boot;
 mod bootinfo;
 mod cpu;
+mod cx16;
 mod exceptions;
 mod exit;
 mod faults;

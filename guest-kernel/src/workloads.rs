@@ -184,6 +184,11 @@ pub fn run(settings: &Settings) -> ! {
         "timer" => crate::timer::timer_workload(crate::timer::Wait::Halt),
         "timer-spin" => crate::timer::timer_workload(crate::timer::Wait::Spin),
         "timer-unremapped" => crate::timer::unremapped_workload(),
+        "cx16" => {
+            let pair = crate::cx16::swap_pair();
+            kprintln!("[cx16] the pair is now {pair:?}");
+            finish(if pair == [3, 4] { SUCCESS } else { FAILURE })
+        }
         "rtc" => {
             let t = crate::rtc::now();
             kprintln!(

@@ -178,6 +178,18 @@ impl RunReport {
     pub fn exit_status(&self) -> i32 {
         self.ending.exit_status()
     }
+
+    /// For a run KVM stopped because it could not emulate an instruction: which one, and
+    /// how a kernel gets past it.
+    fn emulation_hint(&self, state: &CpuState) -> Option<String> {
+        let Ending::InternalError { suberror: 1, .. } = self.ending else {
+            return None;
+        };
+        let crate::cpu_state::Code::Decoded { bytes, .. } = &state.code else {
+            return None;
+        };
+        crate::emulation::hint(bytes, state.regs.rip, state.mode().bitness())
+    }
 }
 
 impl fmt::Display for RunReport {
@@ -198,6 +210,9 @@ impl fmt::Display for RunReport {
         }
         if let Some(state) = &self.state {
             writeln!(f, "{state}")?;
+            if let Some(hint) = self.emulation_hint(state) {
+                writeln!(f, "  hint   {hint}")?;
+            }
         }
         if self.stray_accesses > 0 {
             writeln!(

@@ -17,6 +17,7 @@ pub mod cpu_state;
 pub mod cpuid;
 pub mod devices;
 pub mod doctor;
+pub mod emulation;
 pub mod ending;
 pub mod exceptions;
 pub mod gdb;

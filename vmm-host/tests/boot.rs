@@ -286,3 +286,35 @@ fn the_kernel_reads_the_clock_it_was_given() {
         bad.stderr
     );
 }
+
+/// A kernel that uses `lock cmpxchg16b` when CPUID offers CX16. Where this KVM cannot emulate
+/// it (the nested kvm_pvm), the report names the instruction and the flag; hiding the flag
+/// gets the kernel past it on any host.
+#[test]
+fn an_instruction_kvm_cannot_emulate_is_named_with_the_flag_that_avoids_it() {
+    let Some(()) = kvm_or_skip("cx16_hint") else {
+        return;
+    };
+    let run = vmm(&["run", "--quiet", "--cmdline", "test=cx16"]);
+    if run.status == 82 {
+        assert!(
+            run.stdout.contains(
+                "  hint   this KVM could not emulate `lock cmpxchg16b [rsi]`; a kernel that checks CPUID avoids it with --cpuid -cx16"
+            ),
+            "{}",
+            run.stdout
+        );
+    } else {
+        // A KVM that runs the instruction natively.
+        assert_eq!(run.status, 0, "{}", run.stdout);
+    }
+    let hidden = vmm(&["run", "--cpuid", "-cx16", "--cmdline", "test=cx16"]);
+    assert_eq!(hidden.status, 0, "{}", hidden.stdout);
+    assert!(
+        hidden
+            .stdout
+            .contains("[cx16] CPUID lacks CX16: swapping the pair one word at a time"),
+        "{}",
+        hidden.stdout
+    );
+}

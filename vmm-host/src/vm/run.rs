@@ -95,6 +95,8 @@ pub(super) struct Progress {
     running: Duration,
     exits: u64,
     ended: Option<Ending>,
+    /// The last exit was a kick (KVM_EXIT_INTR): the guest may not have run since.
+    kicked: bool,
 }
 
 /// What an exit leaves the loop to do.
@@ -299,11 +301,17 @@ impl Vm {
         };
         let host_stepping =
             step || before.tap_stepping || before.hw_suspended || self.hw.stepping_watches();
-        self.injected_now = None;
+        // An interrupt injected before a run that a kick cut short may still be on its way
+        // into its handler (whose first instruction is the tap's trap): it is forgotten only
+        // once an exit shows the guest ran.
+        if !self.progress.kicked {
+            self.injected_now = None;
+        }
         self.offer_interrupt(host_stepping)?;
         let event = exits::next_event(&mut self.vcpu, &mut self.devices);
         self.stopped.forget();
         self.progress.exits += 1;
+        self.progress.kicked = event == Event::Kicked;
         let debug = match event {
             Event::Ended(ending) => return Ok(Some(Stop::Ended(ending))),
             Event::Kicked if watchdog.is_some_and(Watchdog::fired) => {
