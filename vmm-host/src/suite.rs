@@ -151,7 +151,7 @@ pub fn vm_config(scenario: &Scenario, options: &SuiteOptions) -> VmConfig {
         kernel: scenario.kernel.clone().unwrap_or(options.kernel.clone()),
         boot: scenario.boot,
         modules: Vec::new(),
-        cpuid: Default::default(),
+        cpuid: scenario.cpuid.clone(),
         clock: scenario.clock,
         mem: scenario.mem,
         cmdline: scenario.cmdline.clone(),

@@ -90,6 +90,8 @@ pub struct Scenario {
     pub boot: Option<crate::loader::BootProtocol>,
     /// Unix seconds the CMOS clock starts at (`clock = "2026-12-02T01:30:00"`).
     pub clock: Option<u64>,
+    /// CPUID features hidden from the guest (`cpuid = "-cx16,-xsave"`).
+    pub cpuid: crate::cpuid::Hidden,
     pub expect: Expect,
 }
 
@@ -673,10 +675,11 @@ flags = "P RW US A D"
     fn the_clock_and_boot_keys_are_read_and_a_bad_clock_is_located() {
         let text = HELLO.replace(
             "timeout = 5",
-            "timeout = 5\nclock = \"@86400\"\nboot = \"multiboot\"",
+            "timeout = 5\nclock = \"@86400\"\nboot = \"multiboot\"\ncpuid = \"-cx16\"",
         );
         let s = parse(&text).unwrap();
         assert_eq!(s.clock, Some(86_400));
+        assert_eq!(s.cpuid, "-cx16".parse().unwrap());
         assert_eq!(s.boot, Some(crate::loader::BootProtocol::Multiboot));
         assert_eq!(parse(HELLO).unwrap().clock, None);
         assert_errors(&[
@@ -687,6 +690,10 @@ flags = "P RW US A D"
             (
                 text.replace("\"multiboot\"", "\"grub\""),
                 "scenarios/hello.toml:7:8: ",
+            ),
+            (
+                text.replace("-cx16", "cx16"),
+                "scenarios/hello.toml:8:9: cpuid: `cx16`: write -cx16 to hide it",
             ),
         ]);
     }

@@ -25,6 +25,7 @@ struct RawScenario {
     kernel: Option<PathBuf>,
     boot: Option<crate::loader::BootProtocol>,
     clock: Option<Spanned<String>>,
+    cpuid: Option<Spanned<String>>,
     expect: RawExpect,
 }
 
@@ -153,6 +154,13 @@ pub(super) fn scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioErro
                     .map_err(|e| source.at(c.span().start, &format!("clock: {e}")))
             })
             .transpose()?,
+        cpuid: match raw.cpuid {
+            None => crate::cpuid::Hidden::default(),
+            Some(c) => c
+                .get_ref()
+                .parse()
+                .map_err(|e: String| source.at(c.span().start, &format!("cpuid: {e}")))?,
+        },
         expect: expectations(&source, raw.expect)?,
     })
 }
