@@ -189,8 +189,10 @@ pub struct ReportFile {
     path: PathBuf,
     out: BufWriter<File>,
     error: Option<std::io::Error>,
-    /// The screen's text as the last exception record carried it.
-    last_screen: Vec<String>,
+    /// The screen when the last exception was recorded, and its text as the last record that
+    /// carried one had it.
+    last_screen: Option<Screen>,
+    last_text: Vec<String>,
 }
 
 impl ReportFile {
@@ -200,16 +202,22 @@ impl ReportFile {
             path: path.into(),
             out: BufWriter::new(file),
             error: None,
-            last_screen: Vec::new(),
+            last_screen: None,
+            last_text: Vec::new(),
         })
     }
 
     /// The screen's text rows (up to the last with text) when they differ from what the last
     /// exception record carried: records carry the screen only when it changed.
     pub fn screen_changed(&mut self, screen: &Screen) -> Option<Vec<String>> {
+        // The same cells mean the same text: most exceptions leave the screen alone.
+        if self.last_screen.as_ref() == Some(screen) {
+            return None;
+        }
+        self.last_screen = Some(screen.clone());
         let text: Vec<String> = screen.text().lines().map(str::to_string).collect();
-        (text != self.last_screen).then(|| {
-            self.last_screen.clone_from(&text);
+        (text != self.last_text).then(|| {
+            self.last_text.clone_from(&text);
             text
         })
     }

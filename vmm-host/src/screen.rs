@@ -25,6 +25,22 @@ pub struct Screen {
     pub cursor: Option<(usize, usize)>,
 }
 
+/// The bytes of a `buffer_len`-byte text buffer the screen at `mode` shows: its 4000 bytes,
+/// or the whole buffer when the screen wraps past the buffer's end. Readers copy only these.
+pub fn window(mode: TextMode, buffer_len: usize) -> std::ops::Range<usize> {
+    let cells = buffer_len / 2;
+    let first = if cells == 0 {
+        0
+    } else {
+        usize::from(mode.start) % cells
+    };
+    if first + CELLS <= cells {
+        first * 2..(first + CELLS) * 2
+    } else {
+        0..buffer_len
+    }
+}
+
 impl Screen {
     /// The screen that starts `mode.start` cells into `buffer` (the text buffer), wrapping at
     /// the buffer's end as the VGA's address counter does.

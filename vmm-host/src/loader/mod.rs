@@ -326,6 +326,15 @@ mod test_support {
         RamLayout::new(64 << 20, None).unwrap()
     }
 
+    /// The bundled guest-kernel, checked for `protocol` in 128 MiB, and that RAM.
+    pub fn bundled(protocol: Option<BootProtocol>) -> (KernelImage, RamLayout) {
+        let path = Path::new(crate::GUEST_KERNEL_ELF);
+        let ram = RamLayout::new(128 << 20, None).unwrap();
+        let data = std::fs::read(path).unwrap();
+        let kernel = KernelImage::inspect_bytes(path, data, &ram, protocol).unwrap();
+        (kernel, ram)
+    }
+
     pub fn guest_memory(ram: &RamLayout) -> GuestMemoryMmap {
         let ranges: Vec<_> = ram
             .regions()

@@ -4,7 +4,8 @@
 
 use super::multiboot::Image;
 use super::multiboot_info::{
-    LOADER_NAME, ModuleArg, TEXT_SCREEN, low32, place_modules, ram_below_1m, write_bytes,
+    LOADER_NAME, ModuleArg, TEXT_SCREEN, command_line, low32, memory_kib, place_modules,
+    write_bytes,
 };
 use super::{BOOT_DATA, LoadError};
 use crate::addr::Gpa;
@@ -49,8 +50,7 @@ pub(super) fn write(
     modules: &[ModuleArg],
 ) -> Result<Gpa, LoadError> {
     let mut mbi = Mbi(vec![0; 8]);
-    let line = format!("{} {}", kernel.display(), cmdline.trim());
-    mbi.string_tag(info_tag::CMDLINE, &[], line.trim());
+    mbi.string_tag(info_tag::CMDLINE, &[], &command_line(kernel, cmdline));
     mbi.string_tag(info_tag::LOADER_NAME, &[], LOADER_NAME);
     for module in place_modules(mem, ram, image.end(), modules)? {
         let mut range = module.start.to_le_bytes().to_vec();
@@ -58,12 +58,9 @@ pub(super) fn write(
         mbi.string_tag(info_tag::MODULE, &range, &module.text);
     }
     let map = ram.memory_map();
-    let upper = map
-        .iter()
-        .find(|e| e.addr == 0x10_0000)
-        .map_or(0, |e| e.size);
-    let mut meminfo = low32(ram_below_1m(ram) / 1024).to_le_bytes().to_vec();
-    meminfo.extend(low32(upper / 1024).to_le_bytes());
+    let (lower, upper) = memory_kib(ram);
+    let mut meminfo = lower.to_le_bytes().to_vec();
+    meminfo.extend(upper.to_le_bytes());
     mbi.tag(info_tag::BASIC_MEMINFO, &meminfo);
     let mut table = low32(MMAP_ENTRY_SIZE as u64).to_le_bytes().to_vec();
     table.extend(0u32.to_le_bytes());

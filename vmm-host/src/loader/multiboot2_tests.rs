@@ -1,7 +1,7 @@
 //! Multiboot 2 images built byte by byte: the boot information read back with the parser the
 //! guest uses, and every header the host cannot honour refused in one line.
 
-use super::test_support::{elf, guest_memory, ram};
+use super::test_support::{bundled, elf, guest_memory, ram};
 use super::*;
 use abi::multiboot2::{self as mb2, header_tag, info_tag};
 use vm_memory::Bytes;
@@ -205,13 +205,7 @@ fn each_header_the_host_cannot_honour_is_refused_in_one_line() {
 
 #[test]
 fn the_bundled_kernel_boots_through_its_multiboot2_header_too() {
-    let path = Path::new(crate::GUEST_KERNEL_ELF);
-    let bundled = std::fs::read(path).unwrap();
-    let ram = RamLayout::new(128 << 20, None).unwrap();
-    let mb1 =
-        KernelImage::inspect_bytes(path, bundled.clone(), &ram, Some(BootProtocol::Multiboot))
-            .unwrap();
-    let mb2 =
-        KernelImage::inspect_bytes(path, bundled, &ram, Some(BootProtocol::Multiboot2)).unwrap();
+    let (mb1, _) = bundled(Some(BootProtocol::Multiboot));
+    let (mb2, _) = bundled(Some(BootProtocol::Multiboot2));
     assert_eq!((mb2.entry, &mb2.segments), (mb1.entry, &mb1.segments));
 }

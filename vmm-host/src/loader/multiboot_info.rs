@@ -108,23 +108,14 @@ pub(super) fn write(
     flags |= info_flags::LOADER_NAME | info_flags::MODULES;
 
     let map = ram.memory_map();
-    let upper = map
-        .iter()
-        .find(|e| e.addr == 0x10_0000)
-        .map_or(0, |e| e.size);
-    set(
-        &mut info,
-        offset::MEM_LOWER,
-        low32(ram_below_1m(ram) / 1024),
-    );
-    set(&mut info, offset::MEM_UPPER, low32(upper / 1024));
-
-    // GRUB and QEMU both hand the kernel "IMAGE ARGS"; kernels written for them skip the first word.
-    let line = format!("{} {}", kernel.display(), cmdline.trim());
+    let (lower, upper) = memory_kib(ram);
+    set(&mut info, offset::MEM_LOWER, lower);
+    set(&mut info, offset::MEM_UPPER, upper);
+    let line = command_line(kernel, cmdline);
     set(
         &mut info,
         offset::CMDLINE,
-        low32(super::write_cmdline(mem, line.trim())?.raw()),
+        low32(super::write_cmdline(mem, &line)?.raw()),
     );
 
     let mut table = Vec::with_capacity(map.len() * MMAP_ENTRY_SIZE);
@@ -166,12 +157,27 @@ pub(super) fn write(
     Ok(Gpa::new(INFO_AT))
 }
 
-/// Conventional memory: the usable RAM that starts at 0.
-pub(super) fn ram_below_1m(ram: &RamLayout) -> u64 {
-    ram.memory_map()
+/// mem_lower and mem_upper in KiB: the usable RAM from 0 (at most 1 MiB), and from 1 MiB to
+/// the first hole.
+pub(super) fn memory_kib(ram: &RamLayout) -> (u32, u32) {
+    let map = ram.memory_map();
+    let lower = map
         .iter()
         .find(|e| e.addr == 0 && e.kind == abi::boot::e820::RAM)
-        .map_or(0, |e| e.size.min(0x10_0000))
+        .map_or(0, |e| e.size.min(0x10_0000));
+    let upper = map
+        .iter()
+        .find(|e| e.addr == 0x10_0000)
+        .map_or(0, |e| e.size);
+    (low32(lower / 1024), low32(upper / 1024))
+}
+
+/// The command line as GRUB and QEMU hand it over, "IMAGE ARGS": kernels written for them
+/// skip the first word.
+pub(super) fn command_line(kernel: &Path, args: &str) -> String {
+    format!("{} {}", kernel.display(), args.trim())
+        .trim()
+        .to_string()
 }
 
 /// A module copied into guest RAM: [start, end) and the string the kernel is given.

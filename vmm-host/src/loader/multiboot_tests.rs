@@ -6,7 +6,7 @@ use abi::multiboot::{self as mb, Info, header_flags, info_flags};
 use object::elf;
 use vm_memory::Bytes;
 
-use super::test_support::{guest_memory, ram};
+use super::test_support::{bundled, guest_memory, ram};
 
 /// A Multiboot header with `flags`, a correct checksum and the words after it.
 fn header(flags: u32, extra: &[u32]) -> Vec<u8> {
@@ -193,13 +193,8 @@ fn a_pvh_note_wins_unless_multiboot_is_forced() {
     let message = forced(BootProtocol::Pvh).unwrap_err().to_string();
     assert!(message.contains("is a 32-bit ELF"), "{message}");
 
-    let bundled = std::fs::read(crate::GUEST_KERNEL_ELF).unwrap();
-    let ram = RamLayout::new(128 << 20, None).unwrap();
-    let auto = KernelImage::inspect_bytes(Path::new("k"), bundled.clone(), &ram, None).unwrap();
-    assert_eq!(auto.protocol, BootProtocol::Pvh);
-    let multiboot =
-        KernelImage::inspect_bytes(Path::new("k"), bundled, &ram, Some(BootProtocol::Multiboot))
-            .unwrap();
+    assert_eq!(bundled(None).0.protocol, BootProtocol::Pvh);
+    let (multiboot, _) = bundled(Some(BootProtocol::Multiboot));
     assert_eq!(multiboot.protocol, BootProtocol::Multiboot);
 }
 
@@ -401,10 +396,8 @@ fn module_mistakes_are_named() {
         "{message}"
     );
 
-    let pvh = std::fs::read(crate::GUEST_KERNEL_ELF).unwrap();
-    let ram = RamLayout::new(128 << 20, None).unwrap();
+    let (pvh, ram) = bundled(None);
     let mem = guest_memory(&ram);
-    let pvh = KernelImage::inspect_bytes(Path::new("k"), pvh, &ram, None).unwrap();
     let message = pvh.boot(&mem, &ram, "", &too_big).unwrap_err().to_string();
     assert_eq!(
         message,
@@ -416,12 +409,8 @@ fn module_mistakes_are_named() {
 /// linker script keeps file offsets and addresses in step, and this fails when it does not.
 #[test]
 fn the_bundled_kernel_loads_the_same_bytes_through_either_protocol() {
-    let path = Path::new(crate::GUEST_KERNEL_ELF);
-    let bundled = std::fs::read(path).unwrap();
-    let ram = RamLayout::new(128 << 20, None).unwrap();
     let load = |protocol| {
-        let kernel =
-            KernelImage::inspect_bytes(path, bundled.clone(), &ram, Some(protocol)).unwrap();
+        let (kernel, ram) = bundled(Some(protocol));
         // Fresh RAM is zero, as in a new VM: linux-loader leaves a bss to that.
         let mem = guest_memory(&ram);
         kernel.boot(&mem, &ram, "", &[]).unwrap();

@@ -297,11 +297,15 @@ impl Vm {
     /// The VGA text screen as it stands: the text buffer read where the CRTC says the screen
     /// starts.
     pub fn screen(&self) -> Screen {
+        let mode = self.devices.vga.text_mode();
         let mut buffer = vec![0u8; crate::narrow::to_usize(TEXT_BUFFER_SIZE)];
+        // Only the bytes the screen shows: this runs at every exception a report records.
+        let shown = crate::screen::window(mode, buffer.len());
+        let at = GuestAddress(TEXT_BUFFER + shown.start as u64);
         // Guest RAM starts at 0 and is at least 32 MiB, so the read cannot fail; if it did,
         // the screen would read as blank.
-        let _ = self.mem.read_slice(&mut buffer, GuestAddress(TEXT_BUFFER));
-        Screen::from_buffer(&buffer, self.devices.vga.text_mode())
+        let _ = self.mem.read_slice(&mut buffer[shown], at);
+        Screen::from_buffer(&buffer, mode)
     }
 
     /// The emulated devices, as they stand.
