@@ -4,7 +4,9 @@
 //! - `pvh_start32` (the PVH note) with EBX = physical address of `hvm_start_info`;
 //! - `multiboot_start32` (both Multiboot headers' entry address) with EAX = 0x2BADB002 and
 //!   EBX = the Multiboot information, or EAX = 0x36D76289 and EBX = the Multiboot 2 boot
-//!   information.
+//!   information;
+//! - `linux_start32`, the image's first byte, with ESI = `boot_params`, when the host's build
+//!   has wrapped the image in a bzImage (`GUEST_KERNEL_BZIMAGE`).
 //!
 //! Like BoxKernel's `stage2.asm`, the shared stub builds boot page tables at 0x500000 that
 //! identity-map the first 32 MiB with 2 MiB pages, switches to long mode and calls
@@ -42,7 +44,18 @@ core::arch::global_asm!(
     ".balign 4",
     ".popsection",
 
-    // The Multiboot header: first in the image, inside the first 8 KiB of the file.
+    // The Linux boot protocol's 32-bit entry: the first byte of the image (code32_start) when
+    // the host's build wraps it in a bzImage, with ESI = boot_params.
+    ".pushsection .text.linux, \"ax\"",
+    ".code32",
+    ".global linux_start32",
+    "linux_start32:",
+    "    mov ebx, esi",
+    "    mov ebp, {linux_magic}",
+    "    jmp boot32",
+    ".popsection",
+
+    // The Multiboot header: next in the image, inside the first 8 KiB of the file.
     ".pushsection .text.multiboot, \"ax\"",
     ".balign 4",
     "multiboot_header:",
@@ -163,6 +176,7 @@ core::arch::global_asm!(
     mb_flags = const MULTIBOOT_FLAGS,
     mb_checksum = const 0u32.wrapping_sub(abi::multiboot::HEADER_MAGIC).wrapping_sub(MULTIBOOT_FLAGS),
     pvh_magic = const abi::start_info::MAGIC,
+    linux_magic = const abi::linux::ENTRY_MAGIC,
     stack_top = const BOOT_STACK_TOP,
     tables = const BOOT_PAGE_TABLES,
     tables_dwords = const BOOT_PAGE_TABLES_SIZE / 4,

@@ -12,6 +12,7 @@ pub enum Protocol {
     Pvh,
     Multiboot,
     Multiboot2,
+    Linux,
 }
 
 impl Protocol {
@@ -20,6 +21,7 @@ impl Protocol {
             abi::start_info::MAGIC => Some(Self::Pvh),
             multiboot::BOOTLOADER_MAGIC => Some(Self::Multiboot),
             abi::multiboot2::BOOTLOADER_MAGIC => Some(Self::Multiboot2),
+            abi::linux::ENTRY_MAGIC => Some(Self::Linux),
             _ => None,
         }
     }
@@ -29,6 +31,7 @@ impl Protocol {
             Self::Pvh => "PVH",
             Self::Multiboot => "Multiboot",
             Self::Multiboot2 => "Multiboot 2",
+            Self::Linux => "Linux",
         }
     }
 }
@@ -43,6 +46,7 @@ pub enum BootError {
     UnknownMagic(u32),
     MultibootTooShort,
     MultibootNoMemoryMap { flags: u32 },
+    BootParams(abi::linux::BootParamsError),
     CmdlineNotUtf8,
 }
 
@@ -70,6 +74,11 @@ impl fmt::Display for BootError {
                 f,
                 "the Multiboot information (flags {flags:#x}) carries no memory map"
             ),
+            Self::BootParams(abi::linux::BootParamsError::NoHeader(found)) => write!(
+                f,
+                "boot_params holds {found:#x} where the setup header's \"HdrS\" should be"
+            ),
+            Self::BootParams(e) => write!(f, "boot_params unreadable: {e:?}"),
             Self::CmdlineNotUtf8 => f.write_str("the command line is not UTF-8"),
         }
     }
@@ -79,7 +88,7 @@ pub struct BootInfo {
     pub protocol: Protocol,
     /// Where the start info or the Multiboot information was.
     pub info_paddr: u64,
-    /// PVH: the start info's version. Multiboot: 0.
+    /// PVH: the start info's version. Linux: the boot protocol's (0x020f is 2.15). Multiboot: 0.
     pub version: u32,
     /// Multiboot: the boot loader's name, when it gave one.
     pub loader: &'static str,
@@ -149,6 +158,7 @@ impl BootInfo {
             Some(Protocol::Pvh) => Self::read_pvh(paddr),
             Some(Protocol::Multiboot) => Self::read_multiboot(paddr),
             Some(Protocol::Multiboot2) => Self::read_multiboot2(paddr),
+            Some(Protocol::Linux) => Self::read_linux(paddr),
             None => Err(BootError::UnknownMagic(magic)),
         }
     }
@@ -225,6 +235,32 @@ impl BootInfo {
             version: 2,
             loader,
             cmdline: without_image_name(line),
+            dropped_entries: count - kept,
+            entries: kept,
+        })
+    }
+
+    /// Read the Linux boot protocol's `boot_params` at `paddr`: its E820 table and the command
+    /// line `cmd_line_ptr` points at. `version` is the protocol version (0x020f for 2.15).
+    fn read_linux(paddr: u32) -> Result<Self, BootError> {
+        let paddr = u64::from(paddr);
+        // SAFETY: the loader puts boot_params in low RAM, inside the 32 MiB identity map.
+        let bytes = unsafe { phys_bytes(paddr, abi::linux::BOOT_PARAMS_SIZE) };
+        let params = abi::linux::BootParams::parse(bytes).map_err(BootError::BootParams)?;
+        let mut count = 0;
+        for entry in params.memory_map() {
+            if count < E820_MAX_ENTRIES {
+                write_e820(count, &entry);
+            }
+            count += 1;
+        }
+        let kept = count.min(E820_MAX_ENTRIES);
+        Ok(Self {
+            protocol: Protocol::Linux,
+            info_paddr: paddr,
+            version: u32::from(params.version),
+            loader: "",
+            cmdline: keep_cmdline(u64::from(params.cmd_line_ptr))?,
             dropped_entries: count - kept,
             entries: kept,
         })

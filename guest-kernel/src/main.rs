@@ -60,6 +60,12 @@ extern "C" fn kmain(boot_data_paddr: u32, magic: u32) -> ! {
                 boot.version
             )
         }
+        bootinfo::Protocol::Linux => kprintln!(
+            "boot_params at {:#x}, boot protocol {}.{:02}",
+            boot.info_paddr,
+            boot.version >> 8,
+            boot.version & 0xff
+        ),
         bootinfo::Protocol::Multiboot | bootinfo::Protocol::Multiboot2 => kprintln!(
             "{} information at {:#x}, from \"{}\"",
             boot.protocol.name(),

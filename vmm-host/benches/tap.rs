@@ -21,6 +21,7 @@ struct Sample {
 fn run(tap: bool, audit: AuditMode) -> Sample {
     let mut vm = Vm::new(VmConfig {
         kernel: vmm_host::GUEST_KERNEL_ELF.into(),
+        symbols: None,
         boot: None,
         modules: Vec::new(),
         cpuid: Default::default(),

@@ -3,7 +3,7 @@
 //! PVH has none) and EBX the physical address of its boot data. A20 is always on here: guest
 //! RAM has no A20 gate.
 
-use crate::loader::BootEntry;
+use crate::loader::{BootEntry, EntryGdt};
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
 use x86_64::registers::control::Cr0Flags;
 
@@ -32,9 +32,16 @@ pub fn flat_segment(selector: u16, type_: u8, dpl: u8, long: bool) -> kvm_segmen
 }
 
 /// Special registers for a 32-bit protected-mode entry; `sregs` is the vCPU's reset state.
-pub fn protected_mode_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
-    sregs.cs = flat_segment(0x08, 0xb, 0, false); // execute/read, accessed
-    let data = flat_segment(0x10, 0x3, 0, false); // read/write, accessed
+/// Without a `gdt` the selectors are 0x08 and 0x10 and GDTR is left as it is: Multiboot and
+/// PVH kernels load their own GDT before they reload a segment register.
+pub fn protected_mode_sregs(mut sregs: kvm_sregs, gdt: Option<EntryGdt>) -> kvm_sregs {
+    let (code, data) = gdt.map_or((0x08, 0x10), |gdt| (gdt.code, gdt.data));
+    if let Some(gdt) = gdt {
+        sregs.gdt.base = gdt.base.raw();
+        sregs.gdt.limit = gdt.limit;
+    }
+    sregs.cs = flat_segment(code, 0xb, 0, false); // execute/read, accessed
+    let data = flat_segment(data, 0x3, 0, false); // read/write, accessed
     sregs.ds = data;
     sregs.es = data;
     sregs.fs = data;
@@ -62,6 +69,7 @@ pub fn entry_regs(boot: BootEntry) -> kvm_regs {
         rip: boot.rip.raw(),
         rax: u64::from(boot.eax),
         rbx: boot.ebx.raw(),
+        rsi: u64::from(boot.esi),
         rflags: RFLAGS_RESERVED,
         ..Default::default()
     }
@@ -78,16 +86,20 @@ mod tests {
             rip: Gpa::new(0x10_0000),
             eax: 0x2bad_b002,
             ebx: Gpa::new(0x6000),
+            esi: 0,
+            gdt: None,
         });
         assert_eq!(
-            (regs.rip, regs.rax, regs.rbx, regs.rflags),
-            (0x10_0000, 0x2bad_b002, 0x6000, 2)
+            (regs.rip, regs.rax, regs.rbx, regs.rsi, regs.rflags),
+            (0x10_0000, 0x2bad_b002, 0x6000, 0, 2)
         );
-        let sregs = protected_mode_sregs(kvm_sregs {
+        let reset = kvm_sregs {
             cr0: 0x6000_0010,
             efer: 0x500,
             ..Default::default()
-        });
+        };
+        let sregs = protected_mode_sregs(reset, None);
+        assert_eq!((sregs.cs.selector, sregs.ss.selector), (0x08, 0x10));
         assert_eq!(sregs.cr0 & 0x8000_0001, 1, "protected mode, paging off");
         assert_eq!(
             (sregs.cs.db, sregs.cs.l, sregs.cs.limit),
@@ -95,5 +107,29 @@ mod tests {
             "32-bit flat code"
         );
         assert_eq!(sregs.efer, 0);
+    }
+
+    #[test]
+    fn linux_enters_with_its_gdt_selectors_and_esi() {
+        let gdt = EntryGdt {
+            base: Gpa::new(0x7000),
+            limit: 31,
+            code: 0x10,
+            data: 0x18,
+        };
+        let regs = entry_regs(BootEntry {
+            rip: Gpa::new(0x10_0000),
+            eax: 0,
+            ebx: Gpa::new(0),
+            esi: 0x6000,
+            gdt: Some(gdt),
+        });
+        assert_eq!((regs.rsi, regs.rbx), (0x6000, 0));
+        let sregs = protected_mode_sregs(kvm_sregs::default(), Some(gdt));
+        assert_eq!((sregs.gdt.base, sregs.gdt.limit), (0x7000, 31));
+        assert_eq!(sregs.cs.selector, 0x10);
+        for data in [sregs.ds, sregs.es, sregs.ss, sregs.fs, sregs.gs] {
+            assert_eq!((data.selector, data.type_), (0x18, 0x3));
+        }
     }
 }

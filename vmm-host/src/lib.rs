@@ -46,3 +46,14 @@ pub mod watchdog;
 
 /// The guest-kernel ELF that this build of vmm-host bundles (built by build.rs).
 pub const GUEST_KERNEL_ELF: &str = env!("GUEST_KERNEL_ELF");
+/// The same kernel wrapped in a bzImage by build.rs, for the Linux boot protocol.
+pub const GUEST_KERNEL_BZIMAGE: &str = env!("GUEST_KERNEL_BZIMAGE");
+
+/// The bundled guest-kernel in the form `boot` needs: the bzImage for Linux, else the ELF
+/// (which carries the PVH note and both Multiboot headers). Its symbols are in the ELF.
+pub fn bundled_kernel(boot: Option<loader::BootProtocol>) -> std::path::PathBuf {
+    match boot {
+        Some(loader::BootProtocol::Linux) => GUEST_KERNEL_BZIMAGE.into(),
+        _ => GUEST_KERNEL_ELF.into(),
+    }
+}

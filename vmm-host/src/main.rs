@@ -79,16 +79,20 @@ struct ReportArgs {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Kernel: an ELF with a PVH entry note, or a Multiboot kernel [default: the bundled
-    /// guest-kernel].
+    /// Kernel: an ELF with a PVH entry note, a Multiboot kernel or a Linux bzImage [default:
+    /// the bundled guest-kernel].
     #[arg(long, value_name = "FILE")]
     kernel: Option<PathBuf>,
     /// Boot protocol, when the file's contents should not decide (a PVH note wins over a
-    /// Multiboot header).
+    /// bzImage's setup header, which wins over a Multiboot header).
     #[arg(long, value_name = "PROTOCOL")]
     boot: Option<BootProtocol>,
-    /// A file loaded next to a Multiboot kernel, listed in its boot information with CMDLINE;
-    /// repeat for more.
+    /// The ELF to read function names and source lines from, when the kernel file has none
+    /// (the vmlinux of a bzImage) [default: the kernel file].
+    #[arg(long, value_name = "ELF")]
+    symbols: Option<PathBuf>,
+    /// A file loaded next to a Multiboot kernel, listed in its boot information with CMDLINE
+    /// (repeat for more); for a Linux kernel, its initrd.
     #[arg(long = "module", value_name = "FILE[,CMDLINE]")]
     modules: Vec<ModuleArg>,
     /// CPUID features to hide, by /proc/cpuinfo's names (`-cx16,-xsave`; `-kvm` hides KVM's
@@ -388,13 +392,16 @@ fn doctor(kvm_device: &Path) -> i32 {
     }
 }
 
-fn bundled_kernel() -> PathBuf {
-    PathBuf::from(vmm_host::GUEST_KERNEL_ELF)
-}
-
 fn run(args: RunArgs, kvm_device: &Path) -> Result<i32, Failure> {
     let config = VmConfig {
-        kernel: args.kernel.unwrap_or_else(bundled_kernel),
+        symbols: args.symbols.or_else(|| {
+            args.kernel
+                .is_none()
+                .then(|| vmm_host::GUEST_KERNEL_ELF.into())
+        }),
+        kernel: args
+            .kernel
+            .unwrap_or_else(|| vmm_host::bundled_kernel(args.boot)),
         boot: args.boot,
         modules: args.modules,
         cpuid: args.cpuid,
@@ -533,7 +540,6 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
 fn suite_options(args: &ScenarioArgs, kvm_device: &Path) -> SuiteOptions {
     SuiteOptions {
         kvm_device: kvm_device.to_path_buf(),
-        kernel: bundled_kernel(),
         timeout: args.timeout,
         serial_limit: args.serial_limit,
         tap: !args.tap.no_tap,

@@ -40,7 +40,6 @@ pub enum SuiteError {
 #[derive(Debug, Clone)]
 pub struct SuiteOptions {
     pub kvm_device: PathBuf,
-    pub kernel: PathBuf,
     pub timeout: Option<Duration>,
     /// `--serial-limit`, overriding the scenario's.
     pub serial_limit: Option<u64>,
@@ -148,7 +147,16 @@ fn summarize(counts: &[u64; 32]) -> String {
 /// The VM a scenario asks for, quiet and without files (callers add those).
 pub fn vm_config(scenario: &Scenario, options: &SuiteOptions) -> VmConfig {
     VmConfig {
-        kernel: scenario.kernel.clone().unwrap_or(options.kernel.clone()),
+        kernel: scenario
+            .kernel
+            .clone()
+            .unwrap_or_else(|| crate::bundled_kernel(scenario.boot)),
+        symbols: scenario.symbols.clone().or_else(|| {
+            scenario
+                .kernel
+                .is_none()
+                .then(|| crate::GUEST_KERNEL_ELF.into())
+        }),
         boot: scenario.boot,
         modules: Vec::new(),
         cpuid: scenario.cpuid.clone(),

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolError {
-    #[error("cannot read symbols from `{path}`: {error}; reports will show bare addresses", path = .path.display())]
+    #[error("cannot read symbols from `{path}`: {error}; --symbols takes the kernel's ELF (a vmlinux)", path = .path.display())]
     Open { path: PathBuf, error: String },
 }
 

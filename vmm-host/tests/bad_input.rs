@@ -20,7 +20,7 @@ fn kernel_of_no_known_format() {
     let run = vmm(&["run", "--kernel", path.to_str().unwrap()]);
     assert_one_line_error(
         &run,
-        "is neither an ELF with a PVH entry note nor a Multiboot kernel (it starts with 4d 5a 90 00)",
+        "is neither an ELF with a PVH entry note, a Multiboot kernel nor a Linux bzImage (it starts with 4d 5a 90 00)",
     );
     let forced = vmm(&["run", "--boot", "pvh", "--kernel", path.to_str().unwrap()]);
     assert_one_line_error(&forced, "is not an ELF file (it starts with 4d 5a 90 00)");
@@ -300,4 +300,29 @@ fn a_closed_stdout_is_not_a_panic() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
+
+#[test]
+fn a_bzimage_the_host_cannot_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zImage");
+    let mut image = vec![0u8; 1024];
+    image[0x1f1] = 1;
+    image[0x201] = 0x6a;
+    image[0x202..0x206].copy_from_slice(b"HdrS");
+    image[0x206..0x208].copy_from_slice(&0x0204u16.to_le_bytes());
+    image.extend_from_slice(b"kernel");
+    std::fs::write(&path, &image).unwrap();
+    let run = vmm(&["run", "--kernel", path.to_str().unwrap()]);
+    assert_one_line_error(&run, "is not a bzImage the host can boot: it is a zImage");
+    let elf = vmm(&[
+        "run",
+        "--boot",
+        "linux",
+        "--kernel",
+        vmm_host::GUEST_KERNEL_ELF,
+    ]);
+    assert_one_line_error(&elf, "no Linux setup header (\"HdrS\" at 0x202)");
+    let symbols = vmm(&["run", "--symbols", path.to_str().unwrap()]);
+    assert_one_line_error(&symbols, "cannot read symbols from");
 }

@@ -10,6 +10,7 @@ use vmm_host::vm::{Vm, VmConfig};
 fn finished_vm(cmdline: &str) -> Vm {
     let mut vm = Vm::new(VmConfig {
         kernel: vmm_host::GUEST_KERNEL_ELF.into(),
+        symbols: None,
         boot: None,
         modules: Vec::new(),
         cpuid: Default::default(),

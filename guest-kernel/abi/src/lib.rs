@@ -9,6 +9,7 @@ pub mod boot;
 pub mod cmdline;
 pub mod exception;
 pub mod exit;
+pub mod linux;
 pub mod multiboot;
 pub mod multiboot2;
 pub mod ports;

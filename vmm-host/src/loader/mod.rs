@@ -2,6 +2,7 @@
 //! fits in guest RAM before anything is copied, then writing the boot data that protocol
 //! promises (PVH's start info, Multiboot's information structure) and naming the entry state.
 
+mod linux;
 mod multiboot;
 mod multiboot2;
 mod multiboot2_info;
@@ -30,6 +31,8 @@ pub enum BootProtocol {
     Multiboot,
     /// Multiboot 2: a header of tags in the first 32 KiB; ELF32, ELF64, or its address tag.
     Multiboot2,
+    /// The Linux boot protocol: a bzImage ("HdrS" at 0x202), entered at its 32-bit entry.
+    Linux,
 }
 
 impl std::fmt::Display for BootProtocol {
@@ -38,6 +41,7 @@ impl std::fmt::Display for BootProtocol {
             Self::Pvh => "PVH",
             Self::Multiboot => "Multiboot",
             Self::Multiboot2 => "Multiboot 2",
+            Self::Linux => "Linux",
         })
     }
 }
@@ -48,7 +52,7 @@ pub enum LoadError {
     Missing(PathBuf),
     #[error("cannot read `{path}`: {error}", path = .0.display(), error = .1)]
     Read(PathBuf, std::io::Error),
-    #[error("`{path}` is neither an ELF with a PVH entry note nor a Multiboot kernel (it starts with {start}): see \"Booting your kernel\" in the README", path = .0.display(), start = .1)]
+    #[error("`{path}` is neither an ELF with a PVH entry note, a Multiboot kernel nor a Linux bzImage (it starts with {start}): see \"Booting your kernel\" in the README", path = .0.display(), start = .1)]
     Unrecognised(PathBuf, String),
     #[error("`{path}` is not an ELF file (it starts with {start}): --boot pvh needs an x86-64 ELF with a PVH entry note", path = .0.display(), start = .1)]
     NotElf(PathBuf, String),
@@ -64,6 +68,8 @@ pub enum LoadError {
     NoMultibootHeader(PathBuf),
     #[error("`{path}`: the Multiboot header at file offset {offset:#x} is invalid: {why}", path = .0.display(), offset = .1, why = .2)]
     BadMultibootHeader(PathBuf, usize, String),
+    #[error("`{path}` is not a bzImage the host can boot: {why}", path = .0.display(), why = .1)]
+    BadBzImage(PathBuf, String),
     #[error("`{path}` has no loadable (PT_LOAD) segment", path = .0.display())]
     NoSegments(PathBuf),
     #[error("`{path}`: segment [{start:#x}, {end:#x}) lies outside guest RAM ({ram}): raise --mem or link the kernel lower", path = .0.display(), start = .1, end = .2, ram = .3)]
@@ -80,7 +86,9 @@ pub enum LoadError {
     Cmdline(String, linux_loader::cmdline::Error),
     #[error("--module: {0}")]
     Module(String),
-    #[error("{protocol} takes no modules: --module works with Multiboot 1 and 2 kernels")]
+    #[error(
+        "{protocol} takes no modules: --module works with Multiboot 1 and 2 kernels, and is a Linux kernel's initrd"
+    )]
     ModulesUnsupported { protocol: BootProtocol },
     #[error("writing the boot data failed: {0}")]
     BootData(String),
@@ -103,15 +111,29 @@ enum Plan {
     Pvh,
     /// Multiboot 1 or 2, as `protocol` says: the same planning, different boot information.
     Multiboot(multiboot::Image),
+    Linux(linux::Image),
+}
+
+/// A GDT the host wrote for the kernel, and the selectors of its flat code and data
+/// descriptors (Linux's 32-bit entry asks for 0x10 and 0x18).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryGdt {
+    pub base: Gpa,
+    pub limit: u16,
+    pub code: u16,
+    pub data: u16,
 }
 
 /// The registers a protocol sets at the kernel's 32-bit entry: EAX a magic value (0 for PVH,
-/// which has none) and EBX the physical address of the boot data.
+/// which has none), EBX (PVH, Multiboot) or ESI (Linux) the physical address of the boot
+/// data, and the GDT when the protocol names its selectors (Linux).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BootEntry {
     pub rip: Gpa,
     pub eax: u32,
     pub ebx: Gpa,
+    pub esi: u32,
+    pub gdt: Option<EntryGdt>,
 }
 
 impl KernelImage {
@@ -161,6 +183,16 @@ impl KernelImage {
                     plan: Plan::Multiboot(image),
                 }
             }
+            BootProtocol::Linux => {
+                let image = linux::inspect(path, data)?;
+                Self {
+                    path: path.to_path_buf(),
+                    protocol,
+                    entry: image.entry(),
+                    segments: image.segments(),
+                    plan: Plan::Linux(image),
+                }
+            }
         };
         check_placement(path, &image.segments, image.entry, ram)?;
         Ok(image)
@@ -188,6 +220,8 @@ impl KernelImage {
                     rip: self.entry,
                     eax: 0,
                     ebx: Gpa::new(START_INFO),
+                    esi: 0,
+                    gdt: None,
                 })
             }
             Plan::Multiboot(image) => {
@@ -208,8 +242,11 @@ impl KernelImage {
                     rip: self.entry,
                     eax,
                     ebx,
+                    esi: 0,
+                    gdt: None,
                 })
             }
+            Plan::Linux(image) => image.boot(&self.path, mem, ram, cmdline, modules),
         }
     }
 }
@@ -232,10 +269,14 @@ fn read_file(path: &Path) -> Result<Vec<u8>, LoadError> {
 }
 
 /// The protocol a file asks for: a PVH note wins (the kernel's 64-bit-friendly entry, and the
-/// one Linux prefers), then a Multiboot 2 header (richer boot information), then Multiboot 1.
+/// one Linux prefers), then a bzImage's setup header, then a Multiboot 2 header (richer boot
+/// information), then Multiboot 1.
 fn recognise(path: &Path, data: &[u8]) -> Result<BootProtocol, LoadError> {
     if pvh::has_pvh_note(data) {
         return Ok(BootProtocol::Pvh);
+    }
+    if linux::has_header(data) {
+        return Ok(BootProtocol::Linux);
     }
     if multiboot2::has_header(data) {
         return Ok(BootProtocol::Multiboot2);
@@ -377,6 +418,8 @@ mod test_support {
         out
     }
 }
+#[cfg(test)]
+mod linux_tests;
 #[cfg(test)]
 mod multiboot2_tests;
 #[cfg(test)]

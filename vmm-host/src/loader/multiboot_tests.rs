@@ -401,7 +401,7 @@ fn module_mistakes_are_named() {
     let message = pvh.boot(&mem, &ram, "", &too_big).unwrap_err().to_string();
     assert_eq!(
         message,
-        "PVH takes no modules: --module works with Multiboot 1 and 2 kernels"
+        "PVH takes no modules: --module works with Multiboot 1 and 2 kernels, and is a Linux kernel's initrd"
     );
 }
 

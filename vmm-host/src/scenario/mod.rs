@@ -86,6 +86,8 @@ pub struct Scenario {
     pub serial_limit: u64,
     /// A kernel other than the bundled guest-kernel, relative to the scenario file.
     pub kernel: Option<PathBuf>,
+    /// The ELF with the kernel's symbols (a bzImage's vmlinux), relative to the scenario file.
+    pub symbols: Option<PathBuf>,
     /// The boot protocol, when the kernel file's contents should not decide.
     pub boot: Option<crate::loader::BootProtocol>,
     /// Unix seconds the CMOS clock starts at (`clock = "2026-12-02T01:30:00"`).

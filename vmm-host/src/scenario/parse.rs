@@ -23,6 +23,7 @@ struct RawScenario {
     timeout: Option<Spanned<f64>>,
     serial_limit: Option<Spanned<String>>,
     kernel: Option<PathBuf>,
+    symbols: Option<PathBuf>,
     boot: Option<crate::loader::BootProtocol>,
     clock: Option<Spanned<String>>,
     cpuid: Option<Spanned<String>>,
@@ -134,9 +135,9 @@ pub(super) fn scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioErro
         Some(limit) => layout::parse_size(limit.get_ref())
             .map_err(|e| source.at(limit.span().start, &format!("serial_limit: {e}")))?,
     };
-    let kernel = raw
-        .kernel
-        .map(|k| path.parent().unwrap_or(Path::new(".")).join(k));
+    let beside = |file: PathBuf| path.parent().unwrap_or(Path::new(".")).join(file);
+    let kernel = raw.kernel.map(beside);
+    let symbols = raw.symbols.map(beside);
     Ok(Scenario {
         path: path.to_path_buf(),
         name: raw.name.into_inner(),
@@ -146,6 +147,7 @@ pub(super) fn scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioErro
         timeout,
         serial_limit,
         kernel,
+        symbols,
         boot: raw.boot,
         clock: raw
             .clock

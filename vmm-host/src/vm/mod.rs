@@ -41,6 +41,8 @@ const TSS_ADDRESS: usize = 0xfffb_d000;
 #[derive(Debug, Clone)]
 pub struct VmConfig {
     pub kernel: PathBuf,
+    /// The ELF holding the kernel's symbols; `None`: the kernel file, when it has them.
+    pub symbols: Option<PathBuf>,
     /// The boot protocol; `None` recognises it from the kernel file.
     pub boot: Option<BootProtocol>,
     /// Files loaded next to a Multiboot kernel.
@@ -94,6 +96,8 @@ pub enum VmError {
     Devices(#[from] DeviceError),
     #[error(transparent)]
     Report(#[from] ReportError),
+    #[error(transparent)]
+    Symbols(#[from] crate::symbols::SymbolError),
     #[error("cannot allocate {size} bytes of guest RAM: {error}")]
     Memory { size: u64, error: String },
     #[error("setting up the VM failed at {step}: {error}")]
@@ -202,7 +206,7 @@ fn boot_vcpu(
     vcpu.set_cpuid2(&guest_cpuid)
         .map_err(setup("KVM_SET_CPUID2"))?;
     let sregs = vcpu.get_sregs().map_err(setup("KVM_GET_SREGS"))?;
-    vcpu.set_sregs(&boot_cpu::protected_mode_sregs(sregs))
+    vcpu.set_sregs(&boot_cpu::protected_mode_sregs(sregs, entry.gdt))
         .map_err(setup("KVM_SET_SREGS"))?;
     vcpu.set_regs(&boot_cpu::entry_regs(entry))
         .map_err(setup("KVM_SET_REGS"))?;
@@ -214,6 +218,12 @@ impl Vm {
     pub fn new(config: VmConfig) -> Result<Self, VmError> {
         let layout = RamLayout::new(config.mem, crate::layout::host_ram())?;
         let kernel = KernelImage::inspect(&config.kernel, &layout, config.boot)?;
+        // Without symbols reports show bare addresses; that is no reason to refuse to run,
+        // unless symbols were asked for by name.
+        let symbols = match &config.symbols {
+            Some(elf) => Some(Symbolizer::open(elf)?),
+            None => Symbolizer::open(&config.kernel).ok(),
+        };
         let report = config
             .report
             .as_deref()
@@ -247,8 +257,6 @@ impl Vm {
             }
             tap
         });
-        // Without symbols reports show bare addresses; that is no reason to refuse to run.
-        let symbols = Symbolizer::open(&config.kernel).ok();
         Ok(Self {
             vcpu,
             _vm: vm,

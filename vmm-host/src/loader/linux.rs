@@ -1,0 +1,323 @@
+//! The Linux boot protocol (the kernel's Documentation/arch/x86/boot.rst) for a bzImage: its
+//! protected-mode kernel copied to 1 MiB, `boot_params` (the "zero page") at 0x6000 holding
+//! the file's setup header, the E820 map, the VGA text screen and the command line, an initrd
+//! at the top of low RAM, and the 32-bit entry at `code32_start` with ESI at `boot_params`.
+//!
+//! The real-mode setup code at the start of the file is not run: the host fills in what it
+//! would have asked the BIOS for, as QEMU's and every VMM's direct Linux boot does.
+//!
+//! | at      | what                                         |
+//! |---------|----------------------------------------------|
+//! | 0x6000  | `boot_params` (4 KiB)                        |
+//! | 0x7000  | the GDT the protocol asks for (0x10, 0x18)   |
+//! | 0x9000  | the kernel's command line                    |
+
+use super::multiboot_info::{ModuleArg, low32, write_bytes};
+use super::{BootEntry, EntryGdt, LoadError};
+use crate::addr::Gpa;
+use crate::layout::RamLayout;
+use abi::boot::{CMDLINE_MAX, MEMMAP_TABLE, START_INFO};
+use linux_loader::loader::bootparam::{boot_e820_entry, boot_params, setup_header};
+use linux_loader::loader::{BzImage, KernelLoader};
+use std::io::Cursor;
+use std::path::Path;
+use vm_memory::{ByteValued, Bytes, GuestMemoryMmap};
+
+/// Where the setup header starts in the file and in `boot_params`.
+const HEADER_AT: usize = 0x1f1;
+/// "HdrS" at 0x202: the header is there (protocol 2.00 and later).
+const HEADER_MAGIC: u32 = 0x5372_6448;
+const HEADER_MAGIC_AT: usize = 0x202;
+/// The byte after the jump at 0x200: the header's length past 0x202.
+const HEADER_LENGTH_AT: usize = 0x201;
+/// `loadflags` bit 0: the protected-mode kernel is loaded at 1 MiB (a bzImage, not a zImage).
+const LOADED_HIGH: u8 = 1;
+/// `type_of_loader` 0xff: a boot loader with no assigned ID.
+const UNDEFINED_LOADER: u8 = 0xff;
+/// The oldest protocol whose fields the host fills in: 2.02 has `cmd_line_ptr`.
+const MIN_VERSION: u16 = 0x0202;
+/// Protocol 2.10 added `pref_address` and `init_size`.
+const VERSION_INIT_SIZE: u16 = 0x020a;
+/// Protocol 2.06 added `cmdline_size`; older kernels read at most 255 bytes.
+const VERSION_CMDLINE_SIZE: u16 = 0x0206;
+const OLD_CMDLINE_MAX: u32 = 255;
+/// The GDT Linux's 32-bit entry expects: flat code at 0x10 (__BOOT_CS), flat data at 0x18.
+const GDT_AT: u64 = MEMMAP_TABLE;
+const BOOT_CS: u16 = 0x10;
+const BOOT_DS: u16 = 0x18;
+const GDT: [u64; GDT_ENTRIES as usize] = [0, 0, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
+const GDT_ENTRIES: u16 = 4;
+/// GDTR's limit: the table's size less one.
+const GDT_LIMIT: u16 = GDT_ENTRIES * 8 - 1;
+/// The VGA text screen, as the real-mode setup would have found it: mode 3, 80×25.
+const VIDEO_MODE_TEXT: u8 = 3;
+const PAGE: u64 = 4096;
+/// Where a bzImage's protected-mode kernel goes (`code32_start`).
+const KERNEL_LOAD: u64 = 0x10_0000;
+
+/// A checked bzImage.
+#[derive(Debug, Clone)]
+pub(super) struct Image {
+    data: Vec<u8>,
+    header: setup_header,
+    /// Bytes of the protected-mode kernel (the file past its setup sectors).
+    kernel_len: u64,
+    /// Where the kernel decompresses itself, and how much room that takes (`init_size`).
+    decompress: (Gpa, u64),
+}
+
+/// Whether `data` carries a Linux setup header ("HdrS" at 0x202).
+pub(super) fn has_header(data: &[u8]) -> bool {
+    u32_at(data, HEADER_MAGIC_AT) == Some(HEADER_MAGIC)
+}
+
+fn u32_at(data: &[u8], at: usize) -> Option<u32> {
+    let bytes = data.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes(bytes.try_into().ok()?))
+}
+
+/// Read the setup header and check that the host can boot this kernel.
+pub(super) fn inspect(path: &Path, data: Vec<u8>) -> Result<Image, LoadError> {
+    let bad = |why: String| LoadError::BadBzImage(path.to_path_buf(), why);
+    if !has_header(&data) {
+        return Err(bad(
+            "no Linux setup header (\"HdrS\" at 0x202): build a bzImage (make bzImage)".into(),
+        ));
+    }
+    let header = read_header(&data);
+    let version = { header.version };
+    if version < MIN_VERSION {
+        return Err(bad(format!(
+            "boot protocol {} is older than 2.02, the oldest the host fills in",
+            protocol_version(version)
+        )));
+    }
+    if header.loadflags & LOADED_HIGH == 0 {
+        return Err(bad(
+            "it is a zImage (loaded at 0x10000): only a bzImage, loaded at 1 MiB, boots here"
+                .into(),
+        ));
+    }
+    let setup_len = setup_sectors(&header) * 512;
+    let kernel_len = (data.len() as u64)
+        .checked_sub(setup_len)
+        .filter(|&n| n > 0);
+    let Some(kernel_len) = kernel_len else {
+        return Err(bad(format!(
+            "its {} setup sectors ({setup_len} bytes) leave no kernel in its {} bytes",
+            setup_sectors(&header),
+            data.len()
+        )));
+    };
+    if { header.code32_start } != low32(KERNEL_LOAD) {
+        return Err(bad(format!(
+            "code32_start is {:#x}: the host loads a bzImage at {KERNEL_LOAD:#x} only",
+            { header.code32_start }
+        )));
+    }
+    let decompress = decompression_area(&header, kernel_len);
+    Ok(Image {
+        data,
+        header,
+        kernel_len,
+        decompress,
+    })
+}
+
+/// The setup header's bytes from the file: as many as it says it has, the rest zero.
+fn read_header(data: &[u8]) -> setup_header {
+    let mut header = setup_header::default();
+    let declared = HEADER_MAGIC_AT + usize::from(data[HEADER_LENGTH_AT]) + 2 - HEADER_AT;
+    let len = declared
+        .min(std::mem::size_of::<setup_header>())
+        .min(data.len() - HEADER_AT);
+    header.as_mut_slice()[..len].copy_from_slice(&data[HEADER_AT..HEADER_AT + len]);
+    header
+}
+
+/// "2.15" for 0x020f.
+fn protocol_version(version: u16) -> String {
+    format!("{}.{:02}", version >> 8, version & 0xff)
+}
+
+/// The setup code's 512-byte sectors, the boot sector included (0 means 4, as in 1.x kernels).
+fn setup_sectors(header: &setup_header) -> u64 {
+    match header.setup_sects {
+        0 => 5,
+        n => u64::from(n) + 1,
+    }
+}
+
+/// Where the kernel will decompress itself, and the bytes that takes. A relocatable kernel
+/// loaded at 1 MiB moves up to `pref_address` (its LOAD_PHYSICAL_ADDR, 16 MiB by default) or
+/// its alignment, whichever is higher; one that is not relocatable runs at `pref_address`.
+/// Either needs `init_size` bytes there. Before protocol 2.10 neither field exists: the host
+/// counts the loaded image alone.
+fn decompression_area(header: &setup_header, kernel_len: u64) -> (Gpa, u64) {
+    if { header.version } < VERSION_INIT_SIZE || header.pref_address == 0 {
+        return (Gpa::new(KERNEL_LOAD), kernel_len);
+    }
+    let at = if header.relocatable_kernel != 0 {
+        let align = u64::from(header.kernel_alignment).max(1);
+        KERNEL_LOAD.next_multiple_of(align).max(header.pref_address)
+    } else {
+        header.pref_address
+    };
+    (Gpa::new(at), u64::from(header.init_size).max(kernel_len))
+}
+
+impl Image {
+    pub(super) fn entry(&self) -> Gpa {
+        Gpa::new(KERNEL_LOAD)
+    }
+
+    /// The loaded kernel, and the area it decompresses into.
+    pub(super) fn segments(&self) -> Vec<(Gpa, Gpa)> {
+        let load = Gpa::new(KERNEL_LOAD);
+        let (at, len) = self.decompress;
+        vec![
+            (load, Gpa::new(KERNEL_LOAD + self.kernel_len)),
+            (at, Gpa::new(at.raw().saturating_add(len))),
+        ]
+    }
+
+    /// Copy the kernel and the initrd, write `boot_params`, the GDT and the command line.
+    pub(super) fn boot(
+        &self,
+        path: &Path,
+        mem: &GuestMemoryMmap,
+        ram: &RamLayout,
+        cmdline: &str,
+        modules: &[ModuleArg],
+    ) -> Result<BootEntry, LoadError> {
+        let mut params = boot_params {
+            hdr: self.header,
+            ..Default::default()
+        };
+        BzImage::load(mem, None, &mut Cursor::new(&self.data), None)
+            .map_err(|e| LoadError::Load(path.to_path_buf(), e.to_string()))?;
+        params.hdr.type_of_loader = UNDEFINED_LOADER;
+        params.hdr.cmd_line_ptr = low32(self.write_cmdline(mem, cmdline)?.raw());
+        if let Some((start, len)) = self.place_initrd(mem, ram, modules)? {
+            params.hdr.ramdisk_image = low32(start.raw());
+            params.hdr.ramdisk_size = low32(len);
+        }
+        set_memory_map(&mut params, ram)?;
+        set_text_screen(&mut params);
+        mem.write_obj(params, Gpa::new(START_INFO).guest_address())
+            .map_err(|e| LoadError::BootData(format!("boot_params at {START_INFO:#x}: {e}")))?;
+        let gdt: Vec<u8> = GDT.iter().flat_map(|d| d.to_le_bytes()).collect();
+        write_bytes(mem, Gpa::new(GDT_AT), &gdt)?;
+        Ok(BootEntry {
+            rip: self.entry(),
+            eax: 0,
+            ebx: Gpa::new(0),
+            esi: low32(START_INFO),
+            gdt: Some(EntryGdt {
+                base: Gpa::new(GDT_AT),
+                limit: GDT_LIMIT,
+                code: BOOT_CS,
+                data: BOOT_DS,
+            }),
+        })
+    }
+
+    /// The command line, refused when it is longer than the kernel reads.
+    fn write_cmdline(&self, mem: &GuestMemoryMmap, cmdline: &str) -> Result<Gpa, LoadError> {
+        let max = if { self.header.version } >= VERSION_CMDLINE_SIZE {
+            self.header.cmdline_size
+        } else {
+            OLD_CMDLINE_MAX
+        };
+        let max = usize::try_from(max)
+            .unwrap_or(usize::MAX)
+            .min(CMDLINE_MAX - 1);
+        if cmdline.trim().len() > max {
+            return Err(LoadError::BootData(format!(
+                "the command line is {} bytes; this kernel reads at most {max}",
+                cmdline.trim().len()
+            )));
+        }
+        super::write_cmdline(mem, cmdline)
+    }
+
+    /// `--module FILE`: the initrd, at the top of RAM below 4 GiB and `initrd_addr_max`, on
+    /// a page boundary, as boot loaders place it. Its (start, length).
+    fn place_initrd(
+        &self,
+        mem: &GuestMemoryMmap,
+        ram: &RamLayout,
+        modules: &[ModuleArg],
+    ) -> Result<Option<(Gpa, u64)>, LoadError> {
+        let initrd = match modules {
+            [] => return Ok(None),
+            [initrd] if initrd.cmdline.is_empty() => initrd,
+            [initrd] => {
+                return Err(LoadError::Module(format!(
+                    "`{},{}`: a Linux initrd takes no command line; put it in the kernel's",
+                    initrd.path.display(),
+                    initrd.cmdline
+                )));
+            }
+            more => {
+                return Err(LoadError::Module(format!(
+                    "a Linux kernel takes one --module, its initrd; {} were given",
+                    more.len()
+                )));
+            }
+        };
+        let bytes = std::fs::read(&initrd.path).map_err(|e| {
+            LoadError::Module(format!("cannot read `{}`: {e}", initrd.path.display()))
+        })?;
+        let len = bytes.len() as u64;
+        let (low_base, low_size) = ram.regions()[0];
+        let top = (low_base.raw() + low_size).min(u64::from(self.header.initrd_addr_max) + 1);
+        let floor = self
+            .segments()
+            .iter()
+            .map(|&(_, end)| end.raw())
+            .max()
+            .unwrap_or(KERNEL_LOAD);
+        let start = top.checked_sub(len).map(|s| s / PAGE * PAGE);
+        let Some(start) = start.filter(|&s| s >= floor) else {
+            return Err(LoadError::Module(format!(
+                "the initrd `{}` ({len} bytes) does not fit between the kernel's end {floor:#x} and {top:#x}: raise --mem",
+                initrd.path.display()
+            )));
+        };
+        write_bytes(mem, Gpa::new(start), &bytes)?;
+        Ok(Some((Gpa::new(start), len)))
+    }
+}
+
+/// The E820 map, in `boot_params` (at most 128 entries fit there).
+fn set_memory_map(params: &mut boot_params, ram: &RamLayout) -> Result<(), LoadError> {
+    let map = ram.memory_map();
+    let count = u8::try_from(map.len()).ok();
+    let Some(count) = count.filter(|&n| usize::from(n) <= params.e820_table.len()) else {
+        return Err(LoadError::BootData(format!(
+            "{} memory-map entries do not fit in boot_params' {}",
+            map.len(),
+            params.e820_table.len()
+        )));
+    };
+    for (slot, entry) in params.e820_table.iter_mut().zip(&map) {
+        *slot = boot_e820_entry {
+            addr: entry.addr,
+            size: entry.size,
+            r#type: entry.kind,
+        };
+    }
+    params.e820_entries = count;
+    Ok(())
+}
+
+/// The VGA text screen the host emulates, so that `console=tty0` draws on it.
+fn set_text_screen(params: &mut boot_params) {
+    let screen = &mut params.screen_info;
+    screen.orig_video_mode = VIDEO_MODE_TEXT;
+    screen.orig_video_cols = 80;
+    screen.orig_video_lines = 25;
+    screen.orig_video_isVGA = 1;
+    screen.orig_video_points = 16;
+}

@@ -1,0 +1,170 @@
+//! A kernel nobody here wrote: Debian's cloud kernel, fetched with `apt-get download` into
+//! `target/debian-kernel/` (never committed), booted from the bzImage Debian ships through the
+//! Linux boot protocol, with QEMU TCG as the oracle.
+//!
+//! Its decompressor is the first code to read what the host wrote: it finds the command line
+//! through `boot_params.hdr.cmd_line_ptr`, its early serial console through `earlyprintk=`,
+//! and the VGA text screen through `boot_params.screen_info`, then switches to long mode
+//! itself. Decompressing 50 MiB takes 1–2 minutes on this project's nested KVM, where ring-0
+//! code is emulated, so the test stops after a few seconds, when the decompressor has said
+//! that it read `nokaslr`.
+
+mod common;
+use std::path::PathBuf;
+use std::process::Command;
+
+const CMDLINE: &str = "console=ttyS0 earlyprintk=ttyS0 nokaslr";
+/// What Linux's decompressor prints when it finds `nokaslr` on the command line.
+const DECOMPRESSOR_SAW_NOKASLR: &str = "KASLR disabled: 'nokaslr' on cmdline.";
+const PACKAGE: &str = "linux-image-cloud-amd64";
+
+/// The path of Debian's current cloud bzImage, downloaded once into target/; `None` (after a
+/// skip that says why) when apt cannot fetch it here.
+fn debian_bzimage(test: &str) -> Option<PathBuf> {
+    // The tests of this file run on parallel threads: one of them downloads.
+    static FETCHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = FETCHING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let dir = common::repo_root().join("target/debian-kernel");
+    if let Some(found) = vmlinuz_in(&dir) {
+        return Some(found);
+    }
+    std::fs::create_dir_all(&dir).expect("create target/debian-kernel");
+    let fetched = fetch(&dir);
+    match fetched
+        .and_then(|()| vmlinuz_in(&dir).ok_or_else(|| "no boot/vmlinuz-* in the package".into()))
+    {
+        Ok(path) => Some(path),
+        Err(why) => {
+            common::skip(test, &format!("cannot fetch Debian's {PACKAGE}: {why}"));
+            None
+        }
+    }
+}
+
+fn vmlinuz_in(dir: &std::path::Path) -> Option<PathBuf> {
+    let boot = std::fs::read_dir(dir.join("boot")).ok()?;
+    boot.flatten().map(|e| e.path()).find(|p| {
+        p.file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+    })
+}
+
+/// `apt-get download` the image package the meta-package depends on, and unpack its bzImage.
+fn fetch(dir: &std::path::Path) -> Result<(), String> {
+    let depends = output(Command::new("apt-cache").args(["depends", PACKAGE]))?;
+    let image = depends
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .find(|name| name.starts_with("linux-image-"))
+        .ok_or_else(|| format!("apt-cache depends {PACKAGE} names no linux-image package"))?
+        .to_string();
+    output(
+        Command::new("apt-get")
+            .current_dir(dir)
+            .args(["download", &image]),
+    )?;
+    let deb = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or("apt-get download left no .deb")?;
+    let unpack = format!(
+        "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards './boot/vmlinuz-*'",
+        deb.display(),
+        dir.display()
+    );
+    output(Command::new("sh").args(["-c", &unpack]))?;
+    std::fs::remove_file(&deb).map_err(|e| e.to_string())
+}
+
+fn output(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn debians_bzimage_reads_our_boot_params_and_reaches_long_mode() {
+    let test = "debians_bzimage_reads_our_boot_params_and_reaches_long_mode";
+    let Some(()) = common::kvm_or_skip(test) else {
+        return;
+    };
+    let Some(bzimage) = debian_bzimage(test) else {
+        return;
+    };
+    let run = common::vmm(&[
+        "run",
+        "--kernel",
+        bzimage.to_str().unwrap(),
+        "--cmdline",
+        CMDLINE,
+        "--timeout",
+        "8",
+    ]);
+    let out = &run.stdout;
+    assert_eq!(
+        run.status, 84,
+        "stopped by the watchdog mid-decompression:\n{out}"
+    );
+    let serial_line = out
+        .lines()
+        .position(|l| l == DECOMPRESSOR_SAW_NOKASLR)
+        .unwrap_or_else(|| panic!("the decompressor's serial line is missing:\n{out}"));
+    let ended = out.find("== run ended").unwrap();
+    assert!(
+        out[..ended].lines().count() > serial_line,
+        "the line came from the guest's serial port, before the report"
+    );
+    let screen = &out[out.find("-- screen when the run ended").expect("a screen")..];
+    assert!(
+        screen.contains(&format!("|{DECOMPRESSOR_SAW_NOKASLR}")),
+        "screen_info made the decompressor draw on the VGA text screen:\n{screen}"
+    );
+    assert!(
+        out.contains("mode   64-bit long mode, CPL 0"),
+        "its startup_32 switched to long mode from our entry state:\n{out}"
+    );
+}
+
+#[test]
+fn qemu_tcg_prints_the_same_decompressor_line() {
+    let test = "qemu_tcg_prints_the_same_decompressor_line";
+    let Some(()) = common::program_or_skip(test, "qemu-system-x86_64", "qemu-system-x86") else {
+        return;
+    };
+    let Some(bzimage) = debian_bzimage(test) else {
+        return;
+    };
+    let out = Command::new("timeout")
+        .args(["-s", "KILL", "8", "qemu-system-x86_64", "-accel", "tcg"])
+        .args([
+            "-m",
+            "128M",
+            "-display",
+            "none",
+            "-no-reboot",
+            "-net",
+            "none",
+        ])
+        .args(["-serial", "stdio", "-monitor", "none"])
+        .arg("-kernel")
+        .arg(&bzimage)
+        .args(["-append", CMDLINE])
+        .output()
+        .expect("spawn qemu");
+    let serial = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        serial
+            .lines()
+            .any(|l| l.trim_end() == DECOMPRESSOR_SAW_NOKASLR),
+        "QEMU's own loader gives the same command line to the same decompressor:\n{serial}"
+    );
+}
