@@ -23,7 +23,7 @@ fn run(tap: bool, audit: AuditMode) -> Sample {
         kernel: vmm_host::GUEST_KERNEL_ELF.into(),
         symbols: None,
         boot: None,
-        modules: Vec::new(),
+        files: Default::default(),
         cpuid: Default::default(),
         clock: None,
         mem: 256 << 20,

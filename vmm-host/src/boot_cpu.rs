@@ -1,11 +1,12 @@
-//! The vCPU state PVH and Multiboot promise at a kernel's 32-bit entry: protected mode, paging
-//! off, flat 4 GiB segments, interrupts off, EAX the protocol's magic (Multiboot's 0x2BADB002;
-//! PVH has none) and EBX the physical address of its boot data. A20 is always on here: guest
-//! RAM has no A20 gate.
+//! The vCPU state the boot protocols promise at a kernel's entry: at a 32-bit entry protected
+//! mode, paging off, flat 4 GiB segments; at Linux's 64-bit entry long mode on identity page
+//! tables; interrupts off, and the boot data's address and the protocol's magic in the
+//! registers the protocol names. A20 is always on here: guest RAM has no A20 gate.
 
-use crate::loader::{BootEntry, EntryGdt};
+use crate::loader::{BootEntry, EntryGdt, EntryMode};
 use kvm_bindings::{kvm_regs, kvm_segment, kvm_sregs};
-use x86_64::registers::control::Cr0Flags;
+use x86_64::registers::control::{Cr0Flags, Cr4Flags};
+use x86_64::registers::model_specific::EferFlags;
 
 /// CR0.PE | CR0.ET.
 const CR0_PROTECTED: Cr0Flags = Cr0Flags::PROTECTED_MODE_ENABLE.union(Cr0Flags::EXTENSION_TYPE);
@@ -31,10 +32,30 @@ pub fn flat_segment(selector: u16, type_: u8, dpl: u8, long: bool) -> kvm_segmen
     }
 }
 
+/// CR0 of a long-mode entry: protected mode, paging, write protection honoured in ring 0.
+const CR0_LONG: Cr0Flags = CR0_PROTECTED
+    .union(Cr0Flags::PAGING)
+    .union(Cr0Flags::WRITE_PROTECT)
+    .union(Cr0Flags::NUMERIC_ERROR);
+
+/// Special registers at `entry`'s entry; `sregs` is the vCPU's reset state.
+pub fn entry_sregs(sregs: kvm_sregs, entry: &BootEntry) -> kvm_sregs {
+    let mut sregs = protected_mode_sregs(sregs, entry.gdt);
+    if let EntryMode::Long { page_tables } = entry.mode {
+        sregs.cs.l = 1;
+        sregs.cs.db = 0;
+        sregs.cr0 = CR0_LONG.bits();
+        sregs.cr3 = page_tables.raw();
+        sregs.cr4 = Cr4Flags::PHYSICAL_ADDRESS_EXTENSION.bits();
+        sregs.efer = (EferFlags::LONG_MODE_ENABLE | EferFlags::LONG_MODE_ACTIVE).bits();
+    }
+    sregs
+}
+
 /// Special registers for a 32-bit protected-mode entry; `sregs` is the vCPU's reset state.
 /// Without a `gdt` the selectors are 0x08 and 0x10 and GDTR is left as it is: Multiboot and
 /// PVH kernels load their own GDT before they reload a segment register.
-pub fn protected_mode_sregs(mut sregs: kvm_sregs, gdt: Option<EntryGdt>) -> kvm_sregs {
+fn protected_mode_sregs(mut sregs: kvm_sregs, gdt: Option<EntryGdt>) -> kvm_sregs {
     let (code, data) = gdt.map_or((0x08, 0x10), |gdt| (gdt.code, gdt.data));
     if let Some(gdt) = gdt {
         sregs.gdt.base = gdt.base.raw();
@@ -88,6 +109,7 @@ mod tests {
             ebx: Gpa::new(0x6000),
             esi: 0,
             gdt: None,
+            mode: EntryMode::Protected,
         });
         assert_eq!(
             (regs.rip, regs.rax, regs.rbx, regs.rsi, regs.rflags),
@@ -117,14 +139,33 @@ mod tests {
             code: 0x10,
             data: 0x18,
         };
-        let regs = entry_regs(BootEntry {
+        let entry = BootEntry {
             rip: Gpa::new(0x10_0000),
             eax: 0,
             ebx: Gpa::new(0),
             esi: 0x6000,
             gdt: Some(gdt),
-        });
+            mode: EntryMode::Protected,
+        };
+        let regs = entry_regs(entry);
         assert_eq!((regs.rsi, regs.rbx), (0x6000, 0));
+        let long = BootEntry {
+            mode: EntryMode::Long {
+                page_tables: Gpa::new(0x1000),
+            },
+            ..entry
+        };
+        let sregs = entry_sregs(kvm_sregs::default(), &long);
+        assert_eq!((sregs.cs.l, sregs.cs.db, sregs.cs.selector), (1, 0, 0x10));
+        assert_eq!(sregs.cr3, 0x1000);
+        assert_eq!(
+            sregs.cr0 & 0x8000_0001,
+            0x8000_0001,
+            "paging and protection on"
+        );
+        assert_eq!(sregs.cr4 & 0x20, 0x20, "PAE");
+        assert_eq!(sregs.efer & 0x500, 0x500, "LME and LMA");
+        assert_eq!(sregs.ss.selector, 0x18);
         let sregs = protected_mode_sregs(kvm_sregs::default(), Some(gdt));
         assert_eq!((sregs.gdt.base, sregs.gdt.limit), (0x7000, 31));
         assert_eq!(sregs.cs.selector, 0x10);

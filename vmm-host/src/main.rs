@@ -13,7 +13,7 @@ use vmm_host::catch::VectorSet;
 use vmm_host::cpuid::Hidden;
 use vmm_host::ending::{RunReport, status};
 use vmm_host::gdb::{GdbServer, ListenAddr, SessionEnd};
-use vmm_host::loader::{BootProtocol, ModuleArg};
+use vmm_host::loader::{BootFiles, BootProtocol, ModuleArg};
 use vmm_host::scenario::{self, Scenario};
 use vmm_host::suite::{self, RunFailed, SuiteOptions};
 use vmm_host::vm::{AuditMode, Vm, VmConfig, VmError};
@@ -91,10 +91,13 @@ struct RunArgs {
     /// (the vmlinux of a bzImage) [default: the kernel file].
     #[arg(long, value_name = "ELF")]
     symbols: Option<PathBuf>,
-    /// A file loaded next to a Multiboot kernel, listed in its boot information with CMDLINE
-    /// (repeat for more); for a Linux kernel, its initrd.
+    /// A file loaded next to a Multiboot or PVH kernel, listed in its boot information with
+    /// CMDLINE; repeat for more.
     #[arg(long = "module", value_name = "FILE[,CMDLINE]")]
     modules: Vec<ModuleArg>,
+    /// A Linux kernel's initial RAM disk: a bzImage's ramdisk, or PVH's first module.
+    #[arg(long, value_name = "FILE")]
+    initrd: Option<PathBuf>,
     /// CPUID features to hide, by /proc/cpuinfo's names (`-cx16,-xsave`; `-kvm` hides KVM's
     /// paravirtual leaves): a kernel takes its other path past an instruction this KVM
     /// cannot emulate.
@@ -403,7 +406,10 @@ fn run(args: RunArgs, kvm_device: &Path) -> Result<i32, Failure> {
             .kernel
             .unwrap_or_else(|| vmm_host::bundled_kernel(args.boot)),
         boot: args.boot,
-        modules: args.modules,
+        files: BootFiles {
+            modules: args.modules,
+            initrd: args.initrd,
+        },
         cpuid: args.cpuid,
         clock: args.clock,
         mem: args.mem,

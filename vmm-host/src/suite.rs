@@ -158,7 +158,7 @@ pub fn vm_config(scenario: &Scenario, options: &SuiteOptions) -> VmConfig {
                 .then(|| crate::GUEST_KERNEL_ELF.into())
         }),
         boot: scenario.boot,
-        modules: Vec::new(),
+        files: Default::default(),
         cpuid: scenario.cpuid.clone(),
         clock: scenario.clock,
         mem: scenario.mem,

@@ -12,7 +12,7 @@ fn finished_vm(cmdline: &str) -> Vm {
         kernel: vmm_host::GUEST_KERNEL_ELF.into(),
         symbols: None,
         boot: None,
-        modules: Vec::new(),
+        files: Default::default(),
         cpuid: Default::default(),
         clock: None,
         mem: 256 << 20,

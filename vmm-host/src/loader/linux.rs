@@ -1,19 +1,22 @@
 //! The Linux boot protocol (the kernel's Documentation/arch/x86/boot.rst) for a bzImage: its
 //! protected-mode kernel copied to 1 MiB, `boot_params` (the "zero page") at 0x6000 holding
 //! the file's setup header, the E820 map, the VGA text screen and the command line, an initrd
-//! at the top of low RAM, and the 32-bit entry at `code32_start` with ESI at `boot_params`.
+//! at the top of low RAM, and ESI at `boot_params` at the entry: the 64-bit entry (512 bytes
+//! into the kernel, long mode on identity page tables) when the kernel has one
+//! (`XLF_KERNEL_64`), else the 32-bit entry at `code32_start`.
 //!
 //! The real-mode setup code at the start of the file is not run: the host fills in what it
 //! would have asked the BIOS for, as QEMU's and every VMM's direct Linux boot does.
 //!
 //! | at      | what                                         |
 //! |---------|----------------------------------------------|
+//! | 0x1000  | identity page tables of the 64-bit entry     |
 //! | 0x6000  | `boot_params` (4 KiB)                        |
 //! | 0x7000  | the GDT the protocol asks for (0x10, 0x18)   |
 //! | 0x9000  | the kernel's command line                    |
 
-use super::multiboot_info::{ModuleArg, low32, write_bytes};
-use super::{BootEntry, EntryGdt, LoadError};
+use super::multiboot_info::{low32, write_bytes};
+use super::{BootEntry, EntryGdt, EntryMode, LoadError};
 use crate::addr::Gpa;
 use crate::layout::RamLayout;
 use abi::boot::{CMDLINE_MAX, MEMMAP_TABLE, START_INFO};
@@ -46,6 +49,18 @@ const GDT_AT: u64 = MEMMAP_TABLE;
 const BOOT_CS: u16 = 0x10;
 const BOOT_DS: u16 = 0x18;
 const GDT: [u64; GDT_ENTRIES as usize] = [0, 0, 0x00cf_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
+/// The same with 64-bit code at 0x10, for the 64-bit entry.
+const GDT_64: [u64; GDT_ENTRIES as usize] = [0, 0, 0x00af_9a00_0000_ffff, 0x00cf_9200_0000_ffff];
+/// `xloadflags` bit 0 (protocol 2.12): the kernel has a 64-bit entry 0x200 bytes in.
+const XLF_KERNEL_64: u16 = 1;
+const VERSION_XLOADFLAGS: u16 = 0x020c;
+const ENTRY_64_OFFSET: u64 = 0x200;
+/// The 64-bit entry's page tables: a PML4, a PDPT and three page directories of 2 MiB pages
+/// identity-map the 3 GiB below the PCI hole, all RAM below 4 GiB. Linux builds its own at
+/// once; these only need to cover the kernel, its decompression room, `boot_params` and the
+/// command line.
+const PAGE_TABLES_AT: u64 = 0x1000;
+const IDENTITY_GIB: usize = 3;
 const GDT_ENTRIES: u16 = 4;
 /// GDTR's limit: the table's size less one.
 const GDT_LIMIT: u16 = GDT_ENTRIES * 8 - 1;
@@ -167,8 +182,19 @@ fn decompression_area(header: &setup_header, kernel_len: u64) -> (Gpa, u64) {
 }
 
 impl Image {
+    /// The 64-bit entry when the kernel has one, else the 32-bit entry.
     pub(super) fn entry(&self) -> Gpa {
-        Gpa::new(KERNEL_LOAD)
+        if self.has_64_bit_entry() {
+            Gpa::new(KERNEL_LOAD + ENTRY_64_OFFSET)
+        } else {
+            Gpa::new(KERNEL_LOAD)
+        }
+    }
+
+    fn has_64_bit_entry(&self) -> bool {
+        self.header.version >= VERSION_XLOADFLAGS
+            && self.header.xloadflags & XLF_KERNEL_64 != 0
+            && self.kernel_len > ENTRY_64_OFFSET
     }
 
     /// The loaded kernel, and the area it decompresses into.
@@ -188,7 +214,7 @@ impl Image {
         mem: &GuestMemoryMmap,
         ram: &RamLayout,
         cmdline: &str,
-        modules: &[ModuleArg],
+        initrd: Option<&Path>,
     ) -> Result<BootEntry, LoadError> {
         let mut params = boot_params {
             hdr: self.header,
@@ -198,7 +224,7 @@ impl Image {
             .map_err(|e| LoadError::Load(path.to_path_buf(), e.to_string()))?;
         params.hdr.type_of_loader = UNDEFINED_LOADER;
         params.hdr.cmd_line_ptr = low32(self.write_cmdline(mem, cmdline)?.raw());
-        if let Some((start, len)) = self.place_initrd(mem, ram, modules)? {
+        if let Some((start, len)) = self.place_initrd(mem, ram, initrd)? {
             params.hdr.ramdisk_image = low32(start.raw());
             params.hdr.ramdisk_size = low32(len);
         }
@@ -206,7 +232,14 @@ impl Image {
         set_text_screen(&mut params);
         mem.write_obj(params, Gpa::new(START_INFO).guest_address())
             .map_err(|e| LoadError::BootData(format!("boot_params at {START_INFO:#x}: {e}")))?;
-        let gdt: Vec<u8> = GDT.iter().flat_map(|d| d.to_le_bytes()).collect();
+        let (descriptors, mode) = if self.has_64_bit_entry() {
+            write_identity_tables(mem)?;
+            let page_tables = Gpa::new(PAGE_TABLES_AT);
+            (GDT_64, EntryMode::Long { page_tables })
+        } else {
+            (GDT, EntryMode::Protected)
+        };
+        let gdt: Vec<u8> = descriptors.iter().flat_map(|d| d.to_le_bytes()).collect();
         write_bytes(mem, Gpa::new(GDT_AT), &gdt)?;
         Ok(BootEntry {
             rip: self.entry(),
@@ -219,6 +252,7 @@ impl Image {
                 code: BOOT_CS,
                 data: BOOT_DS,
             }),
+            mode,
         })
     }
 
@@ -241,34 +275,19 @@ impl Image {
         super::write_cmdline(mem, cmdline)
     }
 
-    /// `--module FILE`: the initrd, at the top of RAM below 4 GiB and `initrd_addr_max`, on
-    /// a page boundary, as boot loaders place it. Its (start, length).
+    /// `--initrd FILE`, at the top of RAM below 4 GiB and `initrd_addr_max`, on a page
+    /// boundary, as boot loaders place it. Its (start, length).
     fn place_initrd(
         &self,
         mem: &GuestMemoryMmap,
         ram: &RamLayout,
-        modules: &[ModuleArg],
+        initrd: Option<&Path>,
     ) -> Result<Option<(Gpa, u64)>, LoadError> {
-        let initrd = match modules {
-            [] => return Ok(None),
-            [initrd] if initrd.cmdline.is_empty() => initrd,
-            [initrd] => {
-                return Err(LoadError::Module(format!(
-                    "`{},{}`: a Linux initrd takes no command line; put it in the kernel's",
-                    initrd.path.display(),
-                    initrd.cmdline
-                )));
-            }
-            more => {
-                return Err(LoadError::Module(format!(
-                    "a Linux kernel takes one --module, its initrd; {} were given",
-                    more.len()
-                )));
-            }
+        let Some(initrd) = initrd else {
+            return Ok(None);
         };
-        let bytes = std::fs::read(&initrd.path).map_err(|e| {
-            LoadError::Module(format!("cannot read `{}`: {e}", initrd.path.display()))
-        })?;
+        let bytes = std::fs::read(initrd)
+            .map_err(|e| LoadError::Initrd(format!("cannot read `{}`: {e}", initrd.display())))?;
         let len = bytes.len() as u64;
         let (low_base, low_size) = ram.regions()[0];
         let top = (low_base.raw() + low_size).min(u64::from(self.header.initrd_addr_max) + 1);
@@ -280,14 +299,32 @@ impl Image {
             .unwrap_or(KERNEL_LOAD);
         let start = top.checked_sub(len).map(|s| s / PAGE * PAGE);
         let Some(start) = start.filter(|&s| s >= floor) else {
-            return Err(LoadError::Module(format!(
-                "the initrd `{}` ({len} bytes) does not fit between the kernel's end {floor:#x} and {top:#x}: raise --mem",
-                initrd.path.display()
+            return Err(LoadError::Initrd(format!(
+                "`{}` ({len} bytes) does not fit between the kernel's end {floor:#x} and {top:#x}: raise --mem",
+                initrd.display()
             )));
         };
         write_bytes(mem, Gpa::new(start), &bytes)?;
         Ok(Some((Gpa::new(start), len)))
     }
+}
+
+/// PML4[0] → PDPT, PDPT[0..3] → one page directory per GiB, each of 512 2 MiB pages.
+fn write_identity_tables(mem: &GuestMemoryMmap) -> Result<(), LoadError> {
+    const PRESENT_WRITABLE: u64 = 0x3;
+    const LARGE: u64 = 0x80;
+    let pdpt = PAGE_TABLES_AT + PAGE;
+    let directories = pdpt + PAGE;
+    let mut pml4 = vec![0u64; 512];
+    pml4[0] = pdpt | PRESENT_WRITABLE;
+    let mut pdpt_entries = vec![0u64; 512];
+    for (gib, entry) in pdpt_entries.iter_mut().take(IDENTITY_GIB).enumerate() {
+        *entry = (directories + gib as u64 * PAGE) | PRESENT_WRITABLE;
+    }
+    let leaves = (0..IDENTITY_GIB as u64 * 512).map(|n| (n << 21) | LARGE | PRESENT_WRITABLE);
+    let tables: Vec<u64> = pml4.into_iter().chain(pdpt_entries).chain(leaves).collect();
+    let bytes: Vec<u8> = tables.iter().flat_map(|e| e.to_le_bytes()).collect();
+    write_bytes(mem, Gpa::new(PAGE_TABLES_AT), &bytes)
 }
 
 /// The E820 map, in `boot_params` (at most 128 entries fit there).

@@ -45,12 +45,19 @@ fn inspect(data: Vec<u8>) -> Result<KernelImage, LoadError> {
 fn boot(
     data: Vec<u8>,
     cmdline: &str,
-    modules: &[ModuleArg],
+    files: &BootFiles,
 ) -> Result<(BootEntry, GuestMemoryMmap), LoadError> {
     let kernel = inspect(data)?;
     let mem = guest_memory(&ram());
-    let entry = kernel.boot(&mem, &ram(), cmdline, modules)?;
+    let entry = kernel.boot(&mem, &ram(), cmdline, files)?;
     Ok((entry, mem))
+}
+
+fn initrd(path: &Path) -> BootFiles {
+    BootFiles {
+        modules: Vec::new(),
+        initrd: Some(path.to_path_buf()),
+    }
 }
 
 fn params(mem: &GuestMemoryMmap) -> boot_params {
@@ -94,7 +101,7 @@ fn before_protocol_2_10_only_the_image_is_counted() {
 
 #[test]
 fn the_kernel_boot_params_and_gdt_are_where_the_protocol_says() {
-    let (entry, mem) = boot(bzimage(), "console=ttyS0 nokaslr", &[]).unwrap();
+    let (entry, mem) = boot(bzimage(), "console=ttyS0 nokaslr", &BootFiles::default()).unwrap();
     let mut loaded = vec![0u8; KERNEL.len()];
     mem.read_slice(&mut loaded, Gpa::new(0x10_0000).guest_address())
         .unwrap();
@@ -126,7 +133,12 @@ fn the_kernel_boot_params_and_gdt_are_where_the_protocol_says() {
     );
     assert_eq!(s.orig_video_isVGA, 1);
 
-    assert_eq!(entry.rip, Gpa::new(0x10_0000));
+    assert_eq!(
+        entry.rip,
+        Gpa::new(0x10_0000),
+        "no XLF_KERNEL_64: the 32-bit entry"
+    );
+    assert_eq!(entry.mode, EntryMode::Protected);
     assert_eq!((entry.esi, entry.eax, entry.ebx), (0x6000, 0, Gpa::new(0)));
     let gdt = entry.gdt.unwrap();
     assert_eq!((gdt.code, gdt.data, gdt.limit), (0x10, 0x18, 31));
@@ -140,15 +152,52 @@ fn the_kernel_boot_params_and_gdt_are_where_the_protocol_says() {
 }
 
 #[test]
+fn a_kernel_with_a_64_bit_entry_is_entered_in_long_mode_on_identity_tables() {
+    let mut image = bzimage();
+    image[0x236] = 1; // xloadflags: XLF_KERNEL_64
+    image.resize(1024 + 0x400, 0x90);
+    let (entry, mem) = boot(image, "", &BootFiles::default()).unwrap();
+    assert_eq!(entry.rip, Gpa::new(0x10_0200), "512 bytes into the kernel");
+    assert_eq!(
+        entry.mode,
+        EntryMode::Long {
+            page_tables: Gpa::new(0x1000)
+        }
+    );
+    assert_eq!(entry.esi, 0x6000);
+    let entry_at = |table: u64, index: u64| -> u64 {
+        mem.read_obj(Gpa::new(table + index * 8).guest_address())
+            .unwrap()
+    };
+    assert_eq!(entry_at(0x1000, 0), 0x2003, "PML4[0] -> the PDPT");
+    assert_eq!(
+        entry_at(0x2000, 2),
+        0x5003,
+        "PDPT[2] -> the third GiB's directory"
+    );
+    assert_eq!(entry_at(0x2000, 3), 0, "nothing past 3 GiB");
+    assert_eq!(entry_at(0x5000, 1), 0x8020_0083, "2 MiB pages, identity");
+    let mut code = [0u8; 8];
+    mem.read_slice(&mut code, gdt_descriptor(&entry, 0x10))
+        .unwrap();
+    assert_eq!(
+        u64::from_le_bytes(code),
+        0x00af_9a00_0000_ffff,
+        "64-bit code"
+    );
+}
+
+/// Where `selector`'s descriptor is in the GDT the entry loads.
+fn gdt_descriptor(entry: &BootEntry, selector: u64) -> vm_memory::GuestAddress {
+    Gpa::new(entry.gdt.unwrap().base.raw() + selector).guest_address()
+}
+
+#[test]
 fn the_initrd_goes_to_the_top_of_ram_on_a_page() {
     let dir = tempfile::tempdir().unwrap();
-    let initrd = dir.path().join("initrd.img");
-    std::fs::write(&initrd, vec![0x5a; 5000]).unwrap();
-    let module = ModuleArg {
-        path: initrd.clone(),
-        cmdline: String::new(),
-    };
-    let (_, mem) = boot(bzimage(), "", &[module]).unwrap();
+    let file = dir.path().join("initrd.img");
+    std::fs::write(&file, vec![0x5a; 5000]).unwrap();
+    let (_, mem) = boot(bzimage(), "", &initrd(&file)).unwrap();
     let p = params(&mem);
     let start = u64::from(p.hdr.ramdisk_image);
     assert_eq!({ p.hdr.ramdisk_size }, 5000);
@@ -182,7 +231,9 @@ fn bzimages_and_initrds_the_host_cannot_boot_are_refused_in_one_line() {
     }
 
     let long = "x".repeat(2048);
-    let error = boot(bzimage(), &long, &[]).unwrap_err().to_string();
+    let error = boot(bzimage(), &long, &BootFiles::default())
+        .unwrap_err()
+        .to_string();
     assert!(
         error.contains("2048 bytes; this kernel reads at most 2047"),
         "{error}"
@@ -191,23 +242,27 @@ fn bzimages_and_initrds_the_host_cannot_boot_are_refused_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("initrd");
     std::fs::write(&file, [1u8; 16]).unwrap();
-    let arg = |cmdline: &str| ModuleArg {
-        path: file.clone(),
-        cmdline: cmdline.into(),
+    let module = BootFiles {
+        modules: vec![ModuleArg {
+            path: file.clone(),
+            cmdline: String::new(),
+        }],
+        initrd: None,
     };
-    let error = boot(bzimage(), "", &[arg(""), arg("")]).unwrap_err();
-    assert!(
-        error
-            .to_string()
-            .contains("one --module, its initrd; 2 were given")
+    let error = boot(bzimage(), "", &module).unwrap_err().to_string();
+    assert_eq!(
+        error,
+        "a bzImage takes no --module: pass its initrd with --initrd"
     );
-    let error = boot(bzimage(), "", &[arg("rdinit=/x")]).unwrap_err();
+    let error = boot(bzimage(), "", &initrd(Path::new("/nonexistent/initrd")))
+        .unwrap_err()
+        .to_string();
     assert!(
-        error.to_string().contains("takes no command line"),
+        error.starts_with("--initrd: cannot read `/nonexistent/initrd`"),
         "{error}"
     );
     std::fs::write(&file, vec![0u8; 60 << 20]).unwrap();
-    let error = boot(bzimage(), "", &[arg("")]).unwrap_err().to_string();
+    let error = boot(bzimage(), "", &initrd(&file)).unwrap_err().to_string();
     assert!(
         error.contains("does not fit between the kernel's end 0x1200000 and 0x4000000"),
         "{error}"

@@ -86,10 +86,12 @@ pub enum LoadError {
     Cmdline(String, linux_loader::cmdline::Error),
     #[error("--module: {0}")]
     Module(String),
-    #[error(
-        "{protocol} takes no modules: --module works with Multiboot 1 and 2 kernels, and is a Linux kernel's initrd"
-    )]
-    ModulesUnsupported { protocol: BootProtocol },
+    #[error("--initrd: {0}")]
+    Initrd(String),
+    #[error("a bzImage takes no --module: pass its initrd with --initrd")]
+    ModulesUnsupported,
+    #[error("{protocol} has no initrd: pass the file as --module FILE[,CMDLINE]")]
+    InitrdUnsupported { protocol: BootProtocol },
     #[error("writing the boot data failed: {0}")]
     BootData(String),
 }
@@ -134,6 +136,16 @@ pub struct BootEntry {
     pub ebx: Gpa,
     pub esi: u32,
     pub gdt: Option<EntryGdt>,
+    pub mode: EntryMode,
+}
+
+/// The CPU mode a protocol enters the kernel in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryMode {
+    /// 32-bit protected mode, paging off: PVH, Multiboot, Linux's 32-bit entry.
+    Protected,
+    /// 64-bit long mode on the host's identity-mapping page tables (Linux's 64-bit entry).
+    Long { page_tables: Gpa },
 }
 
 impl KernelImage {
@@ -198,32 +210,43 @@ impl KernelImage {
         Ok(image)
     }
 
-    /// Copy the kernel (and `modules`) into guest RAM, write the protocol's boot data, and say
-    /// how the vCPU enters it.
+    /// Copy the kernel, `modules` and the `initrd` into guest RAM, write the protocol's boot
+    /// data, and say how the vCPU enters it.
     pub fn boot(
         &self,
         mem: &GuestMemoryMmap,
         ram: &RamLayout,
         cmdline: &str,
-        modules: &[ModuleArg],
+        files: &BootFiles,
     ) -> Result<BootEntry, LoadError> {
+        let modules = files.modules.as_slice();
         match &self.plan {
             Plan::Pvh => {
-                if !modules.is_empty() {
-                    return Err(LoadError::ModulesUnsupported {
-                        protocol: self.protocol,
-                    });
-                }
                 pvh::load(&self.path, self.entry, mem)?;
-                pvh::write_boot_data(mem, ram, cmdline)?;
+                let kernel_end = self.segments.iter().map(|&(_, end)| end).max();
+                let with_initrd: Vec<ModuleArg> = files
+                    .initrd
+                    .iter()
+                    .map(|path| ModuleArg {
+                        path: path.clone(),
+                        cmdline: String::new(),
+                    })
+                    .chain(modules.iter().cloned())
+                    .collect();
+                let kernel_end = kernel_end.unwrap_or(self.entry);
+                pvh::write_boot_data(mem, ram, cmdline, kernel_end, &with_initrd)?;
                 Ok(BootEntry {
                     rip: self.entry,
                     eax: 0,
                     ebx: Gpa::new(START_INFO),
                     esi: 0,
                     gdt: None,
+                    mode: EntryMode::Protected,
                 })
             }
+            Plan::Multiboot(_) if files.initrd.is_some() => Err(LoadError::InitrdUnsupported {
+                protocol: self.protocol,
+            }),
             Plan::Multiboot(image) => {
                 image.load(&self.path, mem)?;
                 let (write, eax) = if self.protocol == BootProtocol::Multiboot {
@@ -244,11 +267,24 @@ impl KernelImage {
                     ebx,
                     esi: 0,
                     gdt: None,
+                    mode: EntryMode::Protected,
                 })
             }
-            Plan::Linux(image) => image.boot(&self.path, mem, ram, cmdline, modules),
+            Plan::Linux(_) if !modules.is_empty() => Err(LoadError::ModulesUnsupported),
+            Plan::Linux(image) => {
+                image.boot(&self.path, mem, ram, cmdline, files.initrd.as_deref())
+            }
         }
     }
+}
+
+/// The files loaded next to the kernel.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootFiles {
+    /// `--module`: Multiboot modules, or PVH modules after the initrd.
+    pub modules: Vec<ModuleArg>,
+    /// `--initrd`: a bzImage's initrd, or PVH's module 0 (which Linux takes as its initrd).
+    pub initrd: Option<PathBuf>,
 }
 
 /// Writes a Multiboot protocol's boot information; its address.
@@ -374,6 +410,14 @@ mod test_support {
         let data = std::fs::read(path).unwrap();
         let kernel = KernelImage::inspect_bytes(path, data, &ram, protocol).unwrap();
         (kernel, ram)
+    }
+
+    /// `--module` files and no initrd.
+    pub fn modules(modules: &[ModuleArg]) -> BootFiles {
+        BootFiles {
+            modules: modules.to_vec(),
+            initrd: None,
+        }
     }
 
     pub fn guest_memory(ram: &RamLayout) -> GuestMemoryMmap {

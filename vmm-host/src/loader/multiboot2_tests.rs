@@ -1,7 +1,7 @@
 //! Multiboot 2 images built byte by byte: the boot information read back with the parser the
 //! guest uses, and every header the host cannot honour refused in one line.
 
-use super::test_support::{bundled, elf, guest_memory, ram};
+use super::test_support::{bundled, elf, guest_memory, modules, ram};
 use super::*;
 use abi::multiboot2::{self as mb2, header_tag, info_tag};
 use vm_memory::Bytes;
@@ -82,7 +82,9 @@ fn the_boot_information_carries_what_the_guest_reads() {
     let module: ModuleArg = format!("{},quiet", initrd.display()).parse().unwrap();
     let ram = ram();
     let mem = guest_memory(&ram);
-    let entry = kernel.boot(&mem, &ram, "test=2", &[module]).unwrap();
+    let entry = kernel
+        .boot(&mem, &ram, "test=2", &modules(&[module]))
+        .unwrap();
     assert_eq!((entry.rip, entry.eax), (Gpa::new(0x10_0000), 0x36d7_6289));
     let mut mbi = vec![0u8; 0x4000];
     mem.read_slice(&mut mbi, entry.ebx.guest_address()).unwrap();

@@ -58,12 +58,17 @@ impl std::str::FromStr for ModuleArg {
 }
 
 /// Bytes the strings area holds, packed one after another.
-struct Strings {
+pub(super) struct Strings {
     next: u64,
 }
 
 impl Strings {
-    fn put(&mut self, mem: &GuestMemoryMmap, text: &str) -> Result<u32, LoadError> {
+    /// An empty strings area at 0x8000.
+    pub(super) fn new() -> Self {
+        Self { next: STRINGS_AT }
+    }
+
+    pub(super) fn put(&mut self, mem: &GuestMemoryMmap, text: &str) -> Result<u32, LoadError> {
         let at = self.next;
         let end = at + text.len() as u64 + 1;
         if end > CMDLINE {
@@ -132,7 +137,7 @@ pub(super) fn write(
     set(&mut info, offset::MMAP_LENGTH, low32(table.len() as u64));
     set(&mut info, offset::MMAP_ADDR, low32(MMAP_AT));
 
-    let mut strings = Strings { next: STRINGS_AT };
+    let mut strings = Strings::new();
     set(
         &mut info,
         offset::BOOT_LOADER_NAME,

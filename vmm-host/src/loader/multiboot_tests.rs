@@ -6,7 +6,7 @@ use abi::multiboot::{self as mb, Info, header_flags, info_flags};
 use object::elf;
 use vm_memory::Bytes;
 
-use super::test_support::{bundled, guest_memory, ram};
+use super::test_support::{bundled, guest_memory, modules, ram};
 
 /// A Multiboot header with `flags`, a correct checksum and the words after it.
 fn header(flags: u32, extra: &[u32]) -> Vec<u8> {
@@ -107,7 +107,9 @@ fn an_elf32_kernel_is_loaded_at_its_physical_addresses_and_told_everything() {
     let mem = guest_memory(&ram);
     mem.write_slice(&[0xaa; 0x3000], Gpa::new(0x10_0000).guest_address())
         .unwrap();
-    let entry = kernel.boot(&mem, &ram, " test=1 ", &[]).unwrap();
+    let entry = kernel
+        .boot(&mem, &ram, " test=1 ", &BootFiles::default())
+        .unwrap();
     assert_eq!((entry.rip, entry.eax), (Gpa::new(0x10_000c), 0x2bad_b002));
     let mut loaded = [0u8; 0x3000];
     mem.read_slice(&mut loaded, Gpa::new(0x10_0000).guest_address())
@@ -153,7 +155,7 @@ fn the_address_fields_load_raw_bytes_and_clear_the_bss() {
     let mem = guest_memory(&ram);
     mem.write_slice(&[0xaa; 0x2000], Gpa::new(0x10_0000).guest_address())
         .unwrap();
-    kernel.boot(&mem, &ram, "", &[]).unwrap();
+    kernel.boot(&mem, &ram, "", &BootFiles::default()).unwrap();
     let mut loaded = vec![0u8; 0x2000];
     mem.read_slice(&mut loaded, Gpa::new(0x10_0000).guest_address())
         .unwrap();
@@ -215,7 +217,12 @@ fn modules_land_on_pages_above_the_kernel_with_their_command_lines() {
     let kernel = inspect(&kludge_image(0x10_2800)).unwrap();
     let ram = ram();
     let mem = guest_memory(&ram);
-    let info = info_of(&mem, kernel.boot(&mem, &ram, "", &modules).unwrap());
+    let info = info_of(
+        &mem,
+        kernel
+            .boot(&mem, &ram, "", &super::test_support::modules(&modules))
+            .unwrap(),
+    );
     assert_eq!(info.mods_count, 2);
     let mut list = [0u8; 2 * mb::MODULE_SIZE];
     mem.read_slice(
@@ -248,7 +255,7 @@ fn a_kernel_asking_for_a_video_mode_is_given_the_text_screen() {
     let kernel = inspect(&image).unwrap();
     let ram = ram();
     let mem = guest_memory(&ram);
-    let entry = kernel.boot(&mem, &ram, "", &[]).unwrap();
+    let entry = kernel.boot(&mem, &ram, "", &BootFiles::default()).unwrap();
     let mut bytes = [0u8; mb::INFO_SIZE];
     mem.read_slice(&mut bytes, entry.ebx.guest_address())
         .unwrap();
@@ -372,7 +379,7 @@ fn module_mistakes_are_named() {
     }];
     let kernel = inspect(&kludge_image(0)).unwrap();
     let message = kernel
-        .boot(&mem, &ram, "", &missing)
+        .boot(&mem, &ram, "", &modules(&missing))
         .unwrap_err()
         .to_string();
     assert!(
@@ -388,7 +395,7 @@ fn module_mistakes_are_named() {
         cmdline: String::new(),
     }];
     let message = kernel
-        .boot(&mem, &ram, "", &too_big)
+        .boot(&mem, &ram, "", &modules(&too_big))
         .unwrap_err()
         .to_string();
     assert!(
@@ -396,13 +403,64 @@ fn module_mistakes_are_named() {
         "{message}"
     );
 
-    let (pvh, ram) = bundled(None);
-    let mem = guest_memory(&ram);
-    let message = pvh.boot(&mem, &ram, "", &too_big).unwrap_err().to_string();
+    let initrd = BootFiles {
+        initrd: Some(big),
+        ..Default::default()
+    };
+    let message = kernel
+        .boot(&mem, &ram, "", &initrd)
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         message,
-        "PVH takes no modules: --module works with Multiboot 1 and 2 kernels, and is a Linux kernel's initrd"
+        "Multiboot has no initrd: pass the file as --module FILE[,CMDLINE]"
     );
+}
+
+#[test]
+fn pvh_lists_the_initrd_first_then_the_modules_in_start_info() {
+    let dir = tempfile::tempdir().unwrap();
+    let (initrd, module) = (dir.path().join("initrd"), dir.path().join("m"));
+    std::fs::write(&initrd, vec![0x11; 5000]).unwrap();
+    std::fs::write(&module, b"module").unwrap();
+    let (pvh, ram) = bundled(None);
+    let mem = guest_memory(&ram);
+    let files = BootFiles {
+        modules: vec![ModuleArg {
+            path: module,
+            cmdline: "debug".into(),
+        }],
+        initrd: Some(initrd),
+    };
+    pvh.boot(&mem, &ram, "", &files).unwrap();
+    let u32_at = |at: u64| -> u32 { mem.read_obj(Gpa::new(at).guest_address()).unwrap() };
+    let u64_at = |at: u64| -> u64 { mem.read_obj(Gpa::new(at).guest_address()).unwrap() };
+    assert_eq!(u32_at(0x600c), 2, "nr_modules");
+    let list = u64_at(0x6010);
+    assert_eq!(list, 0x6100, "modlist_paddr");
+    let kernel_end = pvh
+        .segments
+        .iter()
+        .map(|&(_, end)| end.raw())
+        .max()
+        .unwrap();
+    let first = u64_at(list);
+    assert_eq!(first, kernel_end.next_multiple_of(4096), "above the kernel");
+    assert_eq!(
+        (u64_at(list + 8), u64_at(list + 16)),
+        (5000, 0),
+        "no command line"
+    );
+    assert_eq!(
+        u64_at(list + 32),
+        first + 8192,
+        "the next page after the initrd"
+    );
+    let cmdline = u64_at(list + 48);
+    let mut text = [0u8; 6];
+    mem.read_slice(&mut text, Gpa::new(cmdline).guest_address())
+        .unwrap();
+    assert_eq!(&text, b"debug\0");
 }
 
 /// guest-kernel's address fields must describe exactly what its program headers load: the
@@ -413,7 +471,7 @@ fn the_bundled_kernel_loads_the_same_bytes_through_either_protocol() {
         let (kernel, ram) = bundled(Some(protocol));
         // Fresh RAM is zero, as in a new VM: linux-loader leaves a bss to that.
         let mem = guest_memory(&ram);
-        kernel.boot(&mem, &ram, "", &[]).unwrap();
+        kernel.boot(&mem, &ram, "", &BootFiles::default()).unwrap();
         let mut image = vec![0u8; 4 << 20];
         mem.read_slice(&mut image, Gpa::new(0x10_0000).guest_address())
             .unwrap();

@@ -1,6 +1,7 @@
 //! PVH: an x86-64 ELF with a Xen entry note, loaded by linux-loader, entered in 32-bit
 //! protected mode with EBX pointing at `hvm_start_info`, its memory map and command line.
 
+use super::multiboot_info::{ModuleArg, Strings, place_modules};
 use super::{LoadError, first_bytes};
 use crate::addr::Gpa;
 use crate::layout::RamLayout;
@@ -8,7 +9,7 @@ use abi::boot::{CMDLINE, MEMMAP_TABLE, START_INFO};
 use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::elf::start_info::{
-    XEN_HVM_START_MAGIC_VALUE, hvm_memmap_table_entry, hvm_start_info,
+    XEN_HVM_START_MAGIC_VALUE, hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
 };
 use linux_loader::loader::{Elf, KernelLoader, PvhBootCapability};
 use object::elf;
@@ -119,13 +120,22 @@ fn pvh_entry_of(
     Ok(Some(Gpa::new(u64::from(u32::from_le_bytes(bytes)))))
 }
 
-/// Write `hvm_start_info`, its memory map and the command line where the guest expects them.
+/// Where the module list goes: after `hvm_start_info`, before the memory map.
+const MODLIST_AT: u64 = START_INFO + 0x100;
+const MODLIST_ENTRY_SIZE: u64 = 32;
+
+/// Write `hvm_start_info`, its memory map, the command line and the module list where the
+/// guest expects them; `modules` (the initrd first: Linux takes module 0 as its initrd) are
+/// copied above `kernel_end`.
 pub(super) fn write_boot_data(
     mem: &GuestMemoryMmap,
     ram: &RamLayout,
     cmdline: &str,
+    kernel_end: Gpa,
+    modules: &[ModuleArg],
 ) -> Result<(), LoadError> {
     super::write_cmdline(mem, cmdline)?;
+    let modlist = load_modules(mem, ram, kernel_end, modules)?;
 
     let memmap: Vec<hvm_memmap_table_entry> = ram
         .memory_map()
@@ -143,10 +153,50 @@ pub(super) fn write_boot_data(
         cmdline_paddr: CMDLINE,
         memmap_paddr: MEMMAP_TABLE,
         memmap_entries: u32::try_from(memmap.len()).unwrap_or(u32::MAX),
+        nr_modules: u32::try_from(modlist.len()).unwrap_or(u32::MAX),
+        modlist_paddr: if modlist.is_empty() { 0 } else { MODLIST_AT },
         ..Default::default()
     };
     let mut params = BootParams::new(&start_info, Gpa::new(START_INFO).guest_address());
     params.set_sections(&memmap, Gpa::new(MEMMAP_TABLE).guest_address());
+    if !modlist.is_empty() {
+        params.set_modules(&modlist, Gpa::new(MODLIST_AT).guest_address());
+    }
     PvhBootConfigurator::write_bootparams(&params, mem)
         .map_err(|e| LoadError::BootData(e.to_string()))
+}
+
+/// Copy the modules above the kernel; their list entries, each command line in the strings
+/// area (0 when it has none).
+fn load_modules(
+    mem: &GuestMemoryMmap,
+    ram: &RamLayout,
+    kernel_end: Gpa,
+    modules: &[ModuleArg],
+) -> Result<Vec<hvm_modlist_entry>, LoadError> {
+    let most = (MEMMAP_TABLE - MODLIST_AT) / MODLIST_ENTRY_SIZE;
+    if modules.len() as u64 > most {
+        return Err(LoadError::Module(format!(
+            "{} modules given; the host lists at most {most}",
+            modules.len()
+        )));
+    }
+    let mut strings = Strings::new();
+    let placed = place_modules(mem, ram, kernel_end, modules)?;
+    placed
+        .iter()
+        .zip(modules)
+        .map(|(at, module)| {
+            let cmdline_paddr = match module.cmdline.as_str() {
+                "" => 0,
+                line => u64::from(strings.put(mem, line)?),
+            };
+            Ok(hvm_modlist_entry {
+                paddr: u64::from(at.start),
+                size: u64::from(at.end - at.start),
+                cmdline_paddr,
+                reserved: 0,
+            })
+        })
+        .collect()
 }

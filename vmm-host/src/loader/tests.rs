@@ -11,7 +11,7 @@ use super::test_support::{elf, guest_memory, ram};
 fn the_guest_parser_reads_what_linux_loader_writes() {
     let ram = ram();
     let mem = guest_memory(&ram);
-    write_boot_data(&mem, &ram, "test=hello log=quiet").unwrap();
+    write_boot_data(&mem, &ram, "test=hello log=quiet", Gpa::new(0x20_0000), &[]).unwrap();
 
     let mut info = [0u8; START_INFO_SIZE];
     mem.read_slice(&mut info, Gpa::new(START_INFO).guest_address())
@@ -42,11 +42,11 @@ fn refuses_overlong_and_unprintable_command_lines() {
     let mem = guest_memory(&ram);
     let long = "x".repeat(CMDLINE_MAX);
     assert!(matches!(
-        write_boot_data(&mem, &ram, &long),
+        write_boot_data(&mem, &ram, &long, Gpa::new(0x20_0000), &[]),
         Err(LoadError::CmdlineTooLong(4096))
     ));
     assert!(matches!(
-        write_boot_data(&mem, &ram, "a\u{7}b"),
+        write_boot_data(&mem, &ram, "a\u{7}b", Gpa::new(0x20_0000), &[]),
         Err(LoadError::Cmdline(..))
     ));
 }
@@ -220,7 +220,7 @@ fn a_segment_crossing_the_end_of_ram_is_refused_and_a_good_one_is_loaded_where_i
     let ram = ram();
     let kernel = KernelImage::inspect(&path, &ram, None).unwrap();
     let mem = guest_memory(&ram);
-    kernel.boot(&mem, &ram, "", &[]).unwrap();
+    kernel.boot(&mem, &ram, "", &BootFiles::default()).unwrap();
     let mut bytes = [0u8; 3];
     mem.read_slice(&mut bytes, Gpa::new(0x10_0000).guest_address())
         .unwrap();
@@ -229,7 +229,7 @@ fn a_segment_crossing_the_end_of_ram_is_refused_and_a_good_one_is_loaded_where_i
     let mut other = kernel;
     other.entry = Gpa::new(0x10_0004);
     assert!(matches!(
-        other.boot(&mem, &ram, "", &[]),
+        other.boot(&mem, &ram, "", &BootFiles::default()),
         Err(LoadError::Malformed(..))
     ));
 }

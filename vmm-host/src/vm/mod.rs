@@ -22,7 +22,7 @@ use crate::devices::{DeviceError, Devices};
 use crate::exceptions::{ExceptionLog, ExceptionReport};
 use crate::hypervisor::{self, KvmError};
 use crate::layout::{LayoutError, RamLayout};
-use crate::loader::{BootEntry, BootProtocol, KernelImage, LoadError, ModuleArg};
+use crate::loader::{BootEntry, BootFiles, BootProtocol, KernelImage, LoadError};
 use crate::paging::{self, CpuPaging, Cr3, PagingMode, Walk};
 use crate::report::{self, ReportError, ReportFile};
 use crate::screen::Screen;
@@ -46,7 +46,7 @@ pub struct VmConfig {
     /// The boot protocol; `None` recognises it from the kernel file.
     pub boot: Option<BootProtocol>,
     /// Files loaded next to a Multiboot kernel.
-    pub modules: Vec<ModuleArg>,
+    pub files: BootFiles,
     /// CPUID features hidden from the guest.
     pub cpuid: cpuid::Hidden,
     /// Unix seconds the CMOS clock starts at; `None`: the host's time.
@@ -206,7 +206,7 @@ fn boot_vcpu(
     vcpu.set_cpuid2(&guest_cpuid)
         .map_err(setup("KVM_SET_CPUID2"))?;
     let sregs = vcpu.get_sregs().map_err(setup("KVM_GET_SREGS"))?;
-    vcpu.set_sregs(&boot_cpu::protected_mode_sregs(sregs, entry.gdt))
+    vcpu.set_sregs(&boot_cpu::entry_sregs(sregs, &entry))
         .map_err(setup("KVM_SET_SREGS"))?;
     vcpu.set_regs(&boot_cpu::entry_regs(entry))
         .map_err(setup("KVM_SET_REGS"))?;
@@ -243,7 +243,7 @@ impl Vm {
             .map_err(setup("KVM_SET_TSS_ADDR"))?;
         hypervisor::register_memory(&vm, &mem).map_err(setup("KVM_SET_USER_MEMORY_REGION"))?;
 
-        let entry = kernel.boot(&mem, &layout, &config.cmdline, &config.modules)?;
+        let entry = kernel.boot(&mem, &layout, &config.cmdline, &config.files)?;
         let (mut vcpu, cpu_paging) = boot_vcpu(&kvm, &vm, entry, &config.cpuid)?;
 
         let synced_sregs = kvm.check_extension(kvm_ioctls::Cap::SyncRegs);
