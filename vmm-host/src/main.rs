@@ -243,8 +243,9 @@ struct GdbArgs {
     /// Hold the guest at its first instruction until gdb continues it (like QEMU's -S).
     #[arg(long, requires = "gdb")]
     gdb_wait: bool,
-    /// Exceptions that stop the guest for gdb before their handler runs: mnemonics or
-    /// numbers (gp,pf,df or 13,14), `all` or `none`.
+    /// Exceptions that stop the guest for gdb before their handler runs (gp,pf,df or 13,14,
+    /// `all`, `none`), and interrupt vectors (32–255, e.g. 0x20) that stop it before the
+    /// host delivers them.
     #[arg(long, value_name = "VECTORS", requires = "gdb", default_value = "de,ud,df,ts,np,ss,gp,ac", value_parser = parse_vectors)]
     break_on: VectorSet,
 }

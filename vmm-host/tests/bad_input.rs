@@ -325,8 +325,17 @@ fn a_bzimage_the_host_cannot_boot() {
     assert_one_line_error(&elf, "no Linux setup header (\"HdrS\" at 0x202)");
     let symbols = vmm(&["run", "--symbols", path.to_str().unwrap()]);
     assert_one_line_error(&symbols, "cannot read symbols from");
-    let initrd = vmm(&["run", "--boot", "linux", "--initrd", "/nonexistent/initrd.img"]);
+    let initrd = vmm(&[
+        "run",
+        "--boot",
+        "linux",
+        "--initrd",
+        "/nonexistent/initrd.img",
+    ]);
     assert_one_line_error(&initrd, "--initrd: cannot read `/nonexistent/initrd.img`");
     let multiboot = vmm(&["run", "--boot", "multiboot", "--initrd", "/etc/hostname"]);
-    assert_one_line_error(&multiboot, "Multiboot has no initrd: pass the file as --module");
+    assert_one_line_error(
+        &multiboot,
+        "Multiboot has no initrd: pass the file as --module",
+    );
 }

@@ -84,7 +84,7 @@ fn break_on_gp_stops_at_the_faulting_instruction_and_shows_what_the_host_sees() 
     assert!(out.contains("vector 13: interrupt gate"), "{out}");
     assert!(out.contains("code 64-bit readable ring 0"), "{out}");
     assert!(out.contains("#GP  err 0x0"), "{out}");
-    assert!(out.contains("exceptions that stop the guest: gp"), "{out}");
+    assert!(out.contains("vectors that stop the guest: gp"), "{out}");
     // `maps` lists what is mapped; the findings belong to `audit`.
     assert!(
         out.contains("identity map: 0x0-0x4000000 (64 MiB)"),
@@ -457,4 +457,44 @@ fn a_triple_fault_stops_with_the_final_state_before_the_run_ends() {
     let (status, stdout, stderr) = host.finish();
     assert_eq!(status, 80, "{stdout}{stderr}");
     assert!(stdout.contains("triple fault"), "{stdout}");
+}
+
+#[test]
+fn break_on_an_interrupt_vector_stops_before_each_delivery() {
+    if gdb_or_skip("break_on_an_interrupt_vector").is_none() {
+        return;
+    }
+    let host = Host::start("test=timer", &["--gdb-wait", "--break-on", "0x20"]);
+    let out = host.gdb(&[
+        "continue",
+        "x/i $pc",
+        "monitor pic",
+        "continue",
+        "monitor catch none",
+        "detach",
+    ]);
+    assert_eq!(
+        out.matches("Program received signal SIGTRAP").count(),
+        2,
+        "a stop before each of two ticks:\n{out}"
+    );
+    // The guest stands where the tick interrupts it, in the timer's wait, not in a handler.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("=> 0x") && l.contains("timer_workload")),
+        "{out}"
+    );
+    // Acknowledged at the PIC (in service), not yet delivered.
+    assert!(
+        out.contains("master (0x20): vectors 0x20-0x27  IMR 0xfe  IRR 0x00  ISR 0x01"),
+        "{out}"
+    );
+    assert!(out.contains("vectors that stop the guest: none"), "{out}");
+    // Every tick held for gdb was delivered: the guest counts its 100 and exits 0.
+    let (status, stdout, stderr) = host.finish();
+    assert_eq!(status, 0, "{stdout}{stderr}");
+    assert!(
+        stderr.contains("gdb: detached; the guest runs on to its end"),
+        "{stderr}"
+    );
 }

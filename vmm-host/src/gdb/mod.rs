@@ -161,6 +161,12 @@ impl GdbServer {
                         );
                         break;
                     }
+                    Stop::Irq { vector } => {
+                        eprintln!(
+                            "gdb: an interrupt at vector {vector:#x} stopped the guest before its delivery; waiting for gdb on {addr}"
+                        );
+                        break;
+                    }
                     Stop::Ended(Ending::TripleFault) => {
                         eprintln!(
                             "gdb: the guest triple-faulted; its final state waits for gdb on {addr}"

@@ -27,7 +27,7 @@ vmm-host monitor commands:
   phys ADDR [LEN]        hex dump of guest-physical memory (LEN up to 4096, default 64)
   explain                the host's explanation of the last exception
   history [N]            the last N exceptions (default 20)
-  catch [VECTORS|all|none]  show or set the exceptions that stop the guest (gp,pf,df or 13,14)
+  catch [VECTORS|all|none]  show or set the vectors that stop the guest (gp,pf,df; 0x20 an IRQ)
   diff                   page-table entries changed since the last exception
   pic                    the 8259A pair: vectors, IMR, IRR, ISR, unmasked IRQs
   pit                    the 8254's channels: mode, count, rate
@@ -278,7 +278,7 @@ fn catch(vm: &mut dyn Inspect, args: &[&str]) -> Result<String, String> {
         vm.stop_on().catch = set;
     }
     Ok(format!(
-        "exceptions that stop the guest: {}",
+        "vectors that stop the guest: {}",
         vm.stop_on().catch
     ))
 }

@@ -148,6 +148,10 @@ impl<'a> GdbTarget<'a> {
                 tid,
                 signal: Signal::SIGINT,
             },
+            Stop::Irq { .. } => MultiThreadStopReason::SignalWithThread {
+                tid,
+                signal: Signal::SIGTRAP,
+            },
         }
     }
 

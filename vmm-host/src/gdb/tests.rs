@@ -203,7 +203,7 @@ fn a_caught_exception_stops_before_its_handler() {
     with_session(&mut vm, |gdb| {
         let (said, end) = gdb.monitor("catch ud");
         assert_eq!(end, "OK");
-        assert_eq!(said.trim_end(), "exceptions that stop the guest: ud");
+        assert_eq!(said.trim_end(), "vectors that stop the guest: ud");
         let stop = gdb.ask("c");
         assert!(stop.starts_with("T04"), "#UD is SIGILL: {stop}");
         assert_eq!(gdb.rip(), 0x1008, "at the faulting instruction");

@@ -5,6 +5,7 @@
 
 use super::Vm;
 use super::error::{RunError, kvm};
+use super::run::Stop;
 use crate::watchdog::Watchdog;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,26 +32,37 @@ impl Vm {
     /// Before each KVM_RUN: raise IRQ 0 for the PIT's ticks, then inject the PIC's next
     /// vector if the vCPU can take it now, or ask KVM to exit as soon as it can. Nothing is
     /// injected while the host single-steps (gdb's step, the tap's displaced instruction).
-    pub(super) fn offer_interrupt(&mut self, stepping: bool) -> Result<(), RunError> {
+    /// A vector in `--break-on` stops the guest before it is delivered (the stop is
+    /// returned); the next offer delivers it.
+    pub(super) fn offer_interrupt(&mut self, stepping: bool) -> Result<Option<Stop>, RunError> {
         if !self.devices.pic.master.initialised {
-            return Ok(());
+            return Ok(None);
         }
         let now = self.devices.now();
         if self.devices.pit.take_irq0_edges(now) > 0 {
             self.devices.pic.set_irq(0, true);
             self.devices.pic.set_irq(0, false);
         }
-        let pending = self.devices.pic.has_pending() && !stepping;
+        let pending = (self.held_irq.is_some() || self.devices.pic.has_pending()) && !stepping;
         let run = self.vcpu.get_kvm_run();
         let ready = run.ready_for_interrupt_injection != 0 && run.if_flag != 0;
         run.request_interrupt_window = u8::from(pending && !ready);
-        if pending
-            && ready
-            && let Some(vector) = self.devices.pic.acknowledge()
-        {
-            self.inject(vector)?;
+        if !(pending && ready) {
+            return Ok(None);
         }
-        Ok(())
+        if let Some(vector) = self.held_irq.take() {
+            self.inject(vector)?;
+            return Ok(None);
+        }
+        let Some(vector) = self.devices.pic.acknowledge() else {
+            return Ok(None);
+        };
+        if self.stop_on.catch.stops_interrupt(vector) {
+            self.held_irq = Some(vector);
+            return Ok(Some(Stop::Irq { vector }));
+        }
+        self.inject(vector)?;
+        Ok(None)
     }
 
     /// Give the vCPU external interrupt `vector`, as the CPU's INTA cycle would.

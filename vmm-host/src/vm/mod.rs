@@ -144,6 +144,9 @@ pub struct Vm {
     interrupts: interrupts::InterruptCounts,
     /// The vector injected before the vCPU's current run, if any.
     injected_now: Option<u8>,
+    /// An interrupt acknowledged at the PIC and shown to gdb, delivered when the guest
+    /// resumes.
+    held_irq: Option<u8>,
     pub stop_on: StopOn,
     hw: debug::HwSlots,
     sw_breakpoints: debug::SwBreakpoints,
@@ -272,6 +275,7 @@ impl Vm {
             progress: run::Progress::default(),
             interrupts: interrupts::InterruptCounts::new(),
             injected_now: None,
+            held_irq: None,
             stop_on: StopOn::default(),
             hw: debug::HwSlots::default(),
             sw_breakpoints: debug::SwBreakpoints::new(),

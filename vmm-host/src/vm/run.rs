@@ -54,12 +54,18 @@ pub enum Stop {
     Stepped,
     /// gdb asked for a stop (Ctrl-C).
     Interrupted,
+    /// An external interrupt in `--break-on` is about to be delivered: the guest stands at
+    /// the instruction it interrupts; resuming delivers it.
+    Irq {
+        vector: u8,
+    },
 }
 
 /// What stops the guest besides the end of the run.
 #[derive(Debug, Clone)]
 pub struct StopOn {
-    /// Exceptions that stop before their handler runs.
+    /// Exceptions that stop before their handler runs, and interrupt vectors (32–255) that
+    /// stop before they are delivered.
     pub catch: VectorSet,
     /// Set by another thread (which also kicks the vCPU out of KVM_RUN) to stop the guest.
     pub interrupt: Option<Arc<AtomicBool>>,
@@ -307,7 +313,9 @@ impl Vm {
         if !self.progress.kicked {
             self.injected_now = None;
         }
-        self.offer_interrupt(host_stepping)?;
+        if let Some(stop) = self.offer_interrupt(host_stepping)? {
+            return Ok(Some(stop));
+        }
         let event = exits::next_event(&mut self.vcpu, &mut self.devices);
         self.stopped.forget();
         self.progress.exits += 1;
