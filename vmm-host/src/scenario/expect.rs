@@ -751,6 +751,430 @@ mod tests {
         assert!(!ErrorCode::Exactly(0).matches(None));
     }
 
+    /// The failure a scenario shows, word for word, for each way an exception can be missed.
+    #[test]
+    fn a_missed_exception_says_what_came_instead() {
+        let mut log = ExceptionLog::default();
+        log.sequence = [
+            brief(1, 14, Some(2), 0x1000, 0x10),
+            brief(2, 13, Some(0), 0, 0x20),
+            brief(3, 14, None, 0x5000, 0x30),
+        ]
+        .into_iter()
+        .collect();
+        log.total = 3;
+        let function_at = |rip: u64| (rip == 0x20).then(|| "kernel::vmm::map".to_string());
+        let facts = TapFacts {
+            log: &log,
+            function_at: &function_at,
+            analysed: false,
+        };
+        let at = |cr2: u64| expect(14, Some(AddressPattern::Exactly(cr2)), 7);
+        let mut gp = expect(13, None, 8);
+        gp.value.rip = Some(AddressPattern::InFunction("unmap".into()));
+        let failures =
+            check_exceptions(&[at(0x9000), gp.clone(), expect(0, None, 9)], None, &facts);
+        assert_eq!(
+            failures,
+            vec![
+                (
+                    7,
+                    "expected exception #PF cr2 0x9000 was not seen; the first #PF was #PF error 0x2 cr2 0x1000 rip 0x10".to_string()
+                ),
+                (
+                    8,
+                    "expected exception #GP rip in unmap was not seen; the first #GP was #GP error 0x0 rip 0x20 (kernel::vmm::map)".to_string()
+                ),
+                (9, "expected exception #DE was not seen; the run took no #DE".to_string()),
+            ]
+        );
+        let after = check_exceptions(&[at(0x1000), at(0x7000)], None, &facts);
+        assert_eq!(
+            after[0].1,
+            "expected exception #PF cr2 0x7000 was not seen; the first #PF after that was #PF cr2 0x5000 rip 0x30"
+        );
+        let mut explained = at(0x1000);
+        explained.value.explanation = Some("demand".into());
+        assert_eq!(
+            check_exceptions(&[explained.clone()], None, &facts),
+            vec![(7, format!("the explanation {NOT_ANALYSED}"))]
+        );
+        let analysed = TapFacts {
+            analysed: true,
+            ..facts
+        };
+        assert_eq!(
+            check_exceptions(&[explained], None, &analysed),
+            vec![(
+                7,
+                "exception #1 has no explanation kept (the host analyses the first of each kind, and those still handled at the end)".to_string()
+            )]
+        );
+    }
+
+    /// A run whose exception #1 (a #PF) was analysed: its explanation, and a diff in which
+    /// PTE[3] went from 0 to `new`; the final audit of a 4 KiB identity map.
+    fn analysed_run(new: u64) -> ExceptionLog {
+        use crate::paging::{CpuPaging, PagingMode, Pte, audit, identity_tree_4k, walk};
+        let (mem, cr3) = identity_tree_4k(0x10_0000);
+        let mode = PagingMode::new(CpuPaging::with_phys_bits(48), 0);
+        let gva = Gva::new(0x3000);
+        let change = crate::analysis::Change {
+            level: mm::paging::Level::Pt,
+            index: 3,
+            entry_address: crate::addr::Gpa::new(0x10_4018),
+            old: Some(Pte::new(0)),
+            new: Pte::new(new),
+        };
+        let analysis = crate::analysis::Analysis {
+            instruction: Err("not decoded".into()),
+            location: None,
+            backtrace: Vec::new(),
+            walks: Vec::new(),
+            explanation: "a kernel write found a not-present PTE\nmore".into(),
+            diff: Some(crate::analysis::Diff {
+                gva,
+                changes: vec![change],
+                now: walk(&mem, mode, cr3, gva),
+                at_end: false,
+            }),
+            audit: None,
+        };
+        let mut log = ExceptionLog::default();
+        log.push(crate::analysis::Captured {
+            record: crate::tap::ExceptionRecord {
+                seq: 1,
+                vector: 14,
+                shared_handler: false,
+                handler: Gva::new(0x1000),
+                frame: None,
+                frame_error: None,
+                control: crate::tap::ControlRegisters::default(),
+                regs: kvm_bindings::kvm_regs::default(),
+                fs_base: 0,
+                gs_base: 0,
+                depth: 1,
+                outer: Vec::new(),
+            },
+            analysis: Some(analysis),
+        });
+        log.final_audit = Some(audit(&mem, mode, cr3, &mem.ram()));
+        log
+    }
+
+    fn facts<'a>(log: &'a ExceptionLog, analysed: bool) -> TapFacts<'a> {
+        TapFacts {
+            log,
+            function_at: &|_| None,
+            analysed,
+        }
+    }
+
+    #[test]
+    fn explanations_are_matched_by_phrase() {
+        let log = analysed_run(0x5007);
+        let mut wanted = expect(14, None, 4);
+        wanted.value.explanation = Some("not-present PTE".into());
+        assert!(check_exceptions(&[wanted.clone()], None, &facts(&log, true)).is_empty());
+        wanted.value.explanation = Some("null pointer".into());
+        assert_eq!(
+            check_exceptions(&[wanted], None, &facts(&log, true)),
+            vec![(
+                4,
+                "the explanation of exception #1 lacks \"null pointer\"; it says: a kernel write found a not-present PTE".to_string()
+            )]
+        );
+        assert_eq!(first_line("\n  \n  second  \nthird"), "second");
+    }
+
+    #[test]
+    fn findings_of_the_final_audit_must_or_must_not_appear() {
+        let log = analysed_run(0x5007);
+        let facts = facts(&log, true);
+        let at = |line: usize, text: &str| Located {
+            value: text.to_string(),
+            line,
+        };
+        let findings: Vec<String> = log
+            .final_audit
+            .as_ref()
+            .unwrap()
+            .findings
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        assert!(findings.iter().any(|f| f.contains("W+X")), "{findings:?}");
+        assert!(check_findings(&[at(3, "W+X")], &[at(4, "loop")], &facts).is_empty());
+        let failures = check_findings(&[at(3, "loop")], &[at(4, "W+X")], &facts);
+        assert_eq!(failures.len(), 2);
+        assert_eq!(
+            failures[0],
+            (
+                3,
+                format!(
+                    "the final audit lacks a finding with \"loop\"; there were: {}",
+                    findings.join(" | ")
+                )
+            )
+        );
+        assert_eq!(
+            failures[1],
+            (
+                4,
+                format!(
+                    "the final audit has a finding with \"W+X\": {}",
+                    findings[0]
+                )
+            )
+        );
+        let no_audit = ExceptionLog::default();
+        assert_eq!(
+            check_findings(
+                &[],
+                &[at(6, "W+X")],
+                &TapFacts {
+                    log: &no_audit,
+                    ..facts
+                }
+            ),
+            vec![(
+                6,
+                "no audit of the final page tables (paging was off when the run ended)".to_string()
+            )]
+        );
+        assert!(
+            check_findings(
+                &[],
+                &[],
+                &TapFacts {
+                    log: &no_audit,
+                    ..facts
+                }
+            )
+            .is_empty()
+        );
+    }
+
+    #[test]
+    fn diff_entries_match_on_level_index_old_value_and_flags() {
+        let log = analysed_run(0x5067);
+        let facts = facts(&log, true);
+        let want = |level, index, old: Option<u64>, flags: Option<&str>| Located {
+            line: 12,
+            value: DiffExpect {
+                level,
+                index,
+                old,
+                flags: flags.map(str::to_string),
+            },
+        };
+        use mm::paging::Level;
+        let pte3 = |old, flags| want(Level::Pt, 3, old, flags);
+        assert!(check_diffs(&[pte3(Some(0), Some("P RW US A D"))], &facts).is_empty());
+        assert!(check_diffs(&[pte3(None, None)], &facts).is_empty());
+        let changed = "that entry changed 0x0 -> 0x5067 (P RW US A D)";
+        for wrong in [pte3(Some(7), None), pte3(None, Some("P RW"))] {
+            let failures = check_diffs(std::slice::from_ref(&wrong), &facts);
+            assert_eq!(
+                failures,
+                vec![(
+                    12,
+                    format!("expected the diff entry {}; {changed}", wrong.value)
+                )]
+            );
+        }
+        for elsewhere in [
+            want(Level::Pt, 4, None, None),
+            want(Level::Pd, 3, None, None),
+        ] {
+            assert_eq!(
+                check_diffs(std::slice::from_ref(&elsewhere), &facts)[0].1,
+                format!(
+                    "expected the diff entry {}; 1 diff captured, none touched that entry",
+                    elsewhere.value
+                )
+            );
+        }
+        let not_present = analysed_run(0x5066);
+        let failures = check_diffs(
+            &[pte3(None, Some("RW US A D"))],
+            &TapFacts {
+                log: &not_present,
+                ..facts
+            },
+        );
+        assert_eq!(
+            failures.len(),
+            1,
+            "a not-present new entry has no flags to match"
+        );
+        assert_eq!(
+            check_diffs(
+                &[pte3(None, None)],
+                &TapFacts {
+                    analysed: false,
+                    ..facts
+                }
+            ),
+            vec![(12, format!("the diff entry PTE[3] {NOT_ANALYSED}"))]
+        );
+    }
+
+    #[test]
+    fn addresses_are_numbers_ranges_or_function_names() {
+        let parse = |text: &str| address(Spanned::new(0..0, RawAddress::Text(text.into())));
+        assert_eq!(parse("0x10"), Ok(AddressPattern::Exactly(0x10)));
+        assert_eq!(parse("16..0x20"), Ok(AddressPattern::Within(16..0x20)));
+        assert_eq!(
+            parse("guest_kernel::vmm::map$1.2"),
+            Ok(AddressPattern::InFunction(
+                "guest_kernel::vmm::map$1.2".into()
+            ))
+        );
+        for bad in ["1abc", "map page", "", "a-b"] {
+            let error = parse(bad).unwrap_err();
+            assert_eq!(
+                error.message,
+                format!("`{bad}` is not an address, a range START..END or a function name")
+            );
+        }
+        assert_eq!(
+            parse("9..9").unwrap_err().message,
+            "the range `9..9` is empty"
+        );
+    }
+
+    #[test]
+    fn diff_entries_take_linux_and_intel_level_names() {
+        use mm::paging::Level;
+        let entry = |text: &str| {
+            diff(RawDiff {
+                entry: Spanned::new(0..0, text.into()),
+                old: None,
+                flags: None,
+            })
+        };
+        for (names, level) in [
+            (["PGD[1]", "pml4[1]"], Level::Pml4),
+            (["PUD[1]", "PDPT[1]"], Level::Pdpt),
+            (["pmd[1]", "PD[1]"], Level::Pd),
+            (["PTE[1]", "PT[1]"], Level::Pt),
+        ] {
+            for name in names {
+                assert_eq!(entry(name).unwrap().level, level, "{name}");
+            }
+        }
+        assert_eq!(entry("PTE[511]").unwrap().index, 511);
+        assert_eq!(
+            entry("PTE[512]").unwrap_err().message,
+            "`512` is not a table index (0-511)"
+        );
+        assert!(
+            entry("P4D[0]")
+                .unwrap_err()
+                .message
+                .starts_with("`P4D` is not a level")
+        );
+    }
+
+    #[test]
+    fn seconds_show_milliseconds_only_below_a_tenth() {
+        assert_eq!(seconds(Duration::from_millis(50)), "0.050 s");
+        assert_eq!(seconds(Duration::from_millis(100)), "0.1 s");
+        assert_eq!(seconds(Duration::from_millis(2500)), "2.5 s");
+    }
+
+    fn parsed(text: &str) -> Result<ExceptionExpect, ExpectError> {
+        exception(toml::from_str::<RawException>(text).unwrap())
+    }
+
+    #[test]
+    fn vectors_are_the_32_exceptions_by_number_or_name() {
+        assert_eq!(parsed("vector = 0").unwrap().vector, 0);
+        assert_eq!(parsed("vector = 31").unwrap().vector, 31);
+        assert_eq!(parsed("vector = \"#PF\"").unwrap().vector, 14);
+        let error = parsed("vector = 32").unwrap_err();
+        assert_eq!(error.message, "vector 32 is not an exception (0-31)");
+        assert_eq!(error.offset, 9, "points at the value");
+        let error = parsed("vector = \"irq\"").unwrap_err();
+        assert_eq!(
+            error.message,
+            "unknown vector `irq`: use a number 0-31 or a mnemonic like gp, pf, df"
+        );
+    }
+
+    /// What a failure message quotes of an expectation.
+    #[test]
+    fn expectations_read_back_as_written() {
+        let full = parsed(
+            "vector = \"gp\"\nerror = [\"ext\", \"!ti\"]\ncr2 = \"0x0..0x1000\"\nrip = \"vmm_map_page\"",
+        )
+        .unwrap();
+        assert_eq!(
+            full.to_string(),
+            "#GP error [ext, !ti] cr2 0x0..0x1000 rip in vmm_map_page"
+        );
+        let exact = parsed("vector = 14\nerror = 6\ncr2 = 0x10").unwrap();
+        assert_eq!(exact.to_string(), "#PF error 0x6 cr2 0x10");
+        assert_eq!(parsed("vector = 6").unwrap().to_string(), "#UD");
+        let diff = DiffExpect {
+            level: mm::paging::Level::Pt,
+            index: 200,
+            old: Some(0),
+            flags: Some("P RW US".into()),
+        };
+        assert_eq!(diff.to_string(), "PTE[200] from 0x0 to P RW US");
+        let bare = DiffExpect {
+            old: None,
+            flags: None,
+            ..diff
+        };
+        assert_eq!(bare.to_string(), "PTE[200]");
+    }
+
+    /// Each name a scenario may write, with its bit as the Intel SDM numbers it.
+    #[test]
+    fn every_error_bit_name_sets_and_clears_its_own_bit() {
+        let page_fault = [
+            ("present", 0),
+            ("write", 1),
+            ("user", 2),
+            ("reserved", 3),
+            ("fetch", 4),
+            ("pk", 5),
+            ("ss", 6),
+            ("sgx", 15),
+        ];
+        let selector = [("ext", 0), ("idt", 1), ("ti", 2)];
+        for (vector, names) in [(14, &page_fault[..]), (13, &selector[..])] {
+            for &(name, bit) in names {
+                let words = |w: &str| RawErrorCode::Bits(vec![w.to_string()]);
+                let set = error_code(vector, 0, words(name)).unwrap();
+                assert_eq!(
+                    set,
+                    ErrorCode::Bits {
+                        set: 1 << bit,
+                        clear: 0,
+                        text: name.into()
+                    },
+                    "{name}"
+                );
+                let upper = name.to_ascii_uppercase();
+                let clear = error_code(vector, 0, words(&format!("!{upper}"))).unwrap();
+                assert!(
+                    matches!(clear, ErrorCode::Bits { set: 0, clear, .. } if clear == 1 << bit),
+                    "!{upper}"
+                );
+            }
+        }
+        let error = error_code(13, 7, RawErrorCode::Bits(vec!["write".into()])).unwrap_err();
+        assert_eq!(error.offset, 7);
+        assert_eq!(
+            error.message,
+            "`write` is not an error-code bit of #GP: use ext, idt, ti (`!` for clear)"
+        );
+    }
+
     #[test]
     fn the_budget_fails_only_tenfold() {
         let budget = Located {
@@ -758,6 +1182,10 @@ mod tests {
             line: 4,
         };
         assert!(check_budget(Some(&budget), Duration::from_secs(9)).is_none());
+        assert!(
+            check_budget(Some(&budget), Duration::from_secs(10)).is_none(),
+            "exactly tenfold still passes"
+        );
         let (line, message) = check_budget(Some(&budget), Duration::from_secs(11)).unwrap();
         assert_eq!(line, 4);
         assert_eq!(message, "took 11.0 s, over 10x its budget of 1.0 s");
