@@ -22,6 +22,10 @@ fn feature_of(mnemonic: Mnemonic) -> Option<&'static str> {
         M::Rdtscp => "rdtscp",
         M::Movbe => "movbe",
         M::Popcnt => "popcnt",
+        M::Aesenc | M::Aesenclast | M::Aesdec | M::Aesdeclast | M::Aesimc | M::Aeskeygenassist => {
+            "aes"
+        }
+        M::Pclmulqdq => "pclmulqdq",
         M::Invpcid => "invpcid",
         M::Rdfsbase | M::Rdgsbase | M::Wrfsbase | M::Wrgsbase => "fsgsbase",
         M::Clflushopt => "clflushopt",

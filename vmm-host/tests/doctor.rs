@@ -37,6 +37,22 @@ fn doctor_prints_one_measured_line_per_capability() {
             .unwrap_or_else(|| panic!("no line for {name}: {}", run.stdout));
         assert!(line.trim_start().starts_with(verdict), "{line}");
     }
+    let instructions = lines
+        .iter()
+        .find(|l| l.contains("ring-0 instructions"))
+        .unwrap_or_else(|| panic!("no line for ring-0 instructions: {}", run.stdout));
+    assert!(
+        instructions.trim_end().ends_with(" of 14 ran"),
+        "{instructions}"
+    );
+    if nested_pvm() {
+        // What stopped Debian's kernel here (../shared/notes).
+        assert!(
+            instructions.trim_start().starts_with("no ")
+                && instructions.contains("KVM cannot emulate lock cmpxchg16b, xsave64, xrstor64"),
+            "{instructions}"
+        );
+    }
     let api = lines
         .iter()
         .find(|l| l.contains("KVM API version"))

@@ -2,6 +2,7 @@
 //! assuming it. Later parts of the host (the exception tap, gdb breakpoints) ask
 //! [`Capabilities`] which mechanism to use.
 
+mod emulator;
 mod machine;
 pub(crate) mod probes;
 
@@ -121,6 +122,7 @@ pub fn examine(device: &Path) -> DoctorReport {
         probes::syscall_from_ring3(&kvm),
         &mut caps.syscall_from_ring3,
     );
+    probes.push(emulator::ring0_instructions(&kvm));
     let (pio, micros) = probes::pio_round_trip(&kvm);
     probes.push(pio);
     caps.pio_exit_micros = micros;
