@@ -5,7 +5,6 @@
 
 use super::Vm;
 use super::error::{RunError, kvm};
-use super::run::Stop;
 use crate::watchdog::Watchdog;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,9 +31,9 @@ impl Vm {
     /// Before each KVM_RUN: raise IRQ 0 for the PIT's ticks, then inject the PIC's next
     /// vector if the vCPU can take it now, or ask KVM to exit as soon as it can. Nothing is
     /// injected while the host single-steps (gdb's step, the tap's displaced instruction).
-    /// A vector in `--break-on` stops the guest before it is delivered (the stop is
-    /// returned); the next offer delivers it.
-    pub(super) fn offer_interrupt(&mut self, stepping: bool) -> Result<Option<Stop>, RunError> {
+    /// A vector in `--break-on` is held back for gdb instead (and returned); the next offer
+    /// delivers it.
+    pub(super) fn offer_interrupt(&mut self, stepping: bool) -> Result<Option<u8>, RunError> {
         if !self.devices.pic.master.initialised {
             return Ok(None);
         }
@@ -59,7 +58,7 @@ impl Vm {
         };
         if self.stop_on.catch.stops_interrupt(vector) {
             self.held_irq = Some(vector);
-            return Ok(Some(Stop::Irq { vector }));
+            return Ok(Some(vector));
         }
         self.inject(vector)?;
         Ok(None)

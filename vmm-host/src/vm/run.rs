@@ -202,6 +202,7 @@ impl Vm {
             post_codes: self.devices.post_codes.iter().copied().collect(),
             screen: Some(self.screen()).filter(|s| !s.is_blank()),
             interrupts: self.interrupts.iter().map(|(&v, &n)| (v, n)).collect(),
+            pic_shared_base: self.devices.pic.shared_vector_base(),
             serial_dropped: self.devices.com1.sink().dropped(),
             serial_limit: self.config.serial_limit,
         };
@@ -313,8 +314,8 @@ impl Vm {
         if !self.progress.kicked {
             self.injected_now = None;
         }
-        if let Some(stop) = self.offer_interrupt(host_stepping)? {
-            return Ok(Some(stop));
+        if let Some(vector) = self.offer_interrupt(host_stepping)? {
+            return Ok(Some(Stop::Irq { vector }));
         }
         let event = exits::next_event(&mut self.vcpu, &mut self.devices);
         self.stopped.forget();
