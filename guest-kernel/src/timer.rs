@@ -96,6 +96,25 @@ pub fn pit_flood() -> ! {
     finish(abi::exit::SUCCESS)
 }
 
+/// Hostile: both PICs given the same vector base, so IRQ n and IRQ n+8 would arrive at one
+/// vector; the timer still ticks on IRQ 0. The host's report says so. After 50 ticks every
+/// line is masked (the chips keep their bases) and the guest exits 0.
+pub fn pic_overlap() -> ! {
+    init_pics(IRQ_BASE, IRQ_BASE, 1 << 0);
+    start_pit(1000);
+    kprintln!(
+        "[hostile] both PICs at vectors {IRQ_BASE:#x}-0x27, PIT at 1000 Hz; waiting for 50 ticks"
+    );
+    while TICKS.load(Ordering::Relaxed) < 50 {
+        interrupts::enable_and_hlt();
+    }
+    interrupts::disable();
+    outb(0x21, 0xff);
+    outb(0xa1, 0xff);
+    kprintln!("[hostile] 50 ticks");
+    finish(abi::exit::SUCCESS)
+}
+
 /// How the timer workload waits for its ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wait {

@@ -133,6 +133,10 @@ pub const NAMES: &[(&str, &str)] = &[
         "pit-flood",
         "hostile: the PIT at its fastest rate (count 2), sti; hlt until 200 ticks, then exit 0",
     ),
+    (
+        "pic-overlap",
+        "hostile: both PICs at vectors 0x20-0x27 (IRQ n and n+8 share one), 50 ticks, then exit 0",
+    ),
 ];
 
 /// The heap workload's default size: enough to push the PMM past the 64 MiB identity map
@@ -250,6 +254,7 @@ pub fn run(settings: &Settings) -> ! {
         "debug-exit-garbage" => crate::hostile::debug_exit_garbage(),
         "serial-flood" => crate::hostile::serial_flood(32 << 10, 128 << 10),
         "pit-flood" => crate::timer::pit_flood(),
+        "pic-overlap" => crate::timer::pic_overlap(),
         "vga-flood" => {
             kprintln!(
                 "[hostile] flooding the VGA: 20000 register accesses, 32 KiB of garbage text"

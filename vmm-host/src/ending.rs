@@ -169,6 +169,8 @@ pub struct RunReport {
     pub screen: Option<crate::screen::Screen>,
     /// External interrupts the host injected: (vector, count), by vector.
     pub interrupts: Vec<(u8, u64)>,
+    /// Both PICs programmed with this one vector base.
+    pub pic_shared_base: Option<u8>,
     pub serial_dropped: u64,
     /// The serial limit the run had, for the note on dropped bytes.
     pub serial_limit: u64,
@@ -238,6 +240,14 @@ impl fmt::Display for RunReport {
                     abi::exception::mnemonic(*vector)
                 )?;
             }
+        }
+        if let Some(base) = self.pic_shared_base {
+            writeln!(
+                f,
+                "  note   both PICs deliver at vectors {base:#04x}-{:#04x}: IRQ n and IRQ n+8 share a vector, \
+                 so a handler cannot tell which line (or which chip to EOI) it serves; give the slave its own 8 vectors (ICW2)",
+                base + 7
+            )?;
         }
         if !self.post_codes.is_empty() {
             let codes: Vec<String> = self
@@ -337,6 +347,7 @@ mod tests {
             post_codes: Vec::new(),
             screen: None,
             interrupts: Vec::new(),
+            pic_shared_base: None,
             serial_dropped: 0,
             serial_limit: 16 << 10,
         };
@@ -369,12 +380,13 @@ mod tests {
             post_codes: vec![0x10, 0xaa],
             screen: None,
             interrupts: vec![(0x20, 99), (0x21, 1)],
+            pic_shared_base: Some(0x20),
             serial_dropped: 0,
             serial_limit: 0,
         };
         assert_eq!(
             report.to_string(),
-            "== run ended: KVM internal error, suberror 1 (instruction emulation failed)\n  status 82   time 0.25 s   VM exits 12\n  data   0x1 0xcc\n  note   2 accesses reached no device (first: in from port 0x378)\n  IRQs   100 injected: vector 0x20 ×99, vector 0x21 ×1\n  POST   last codes at port 0x80: 0x10 0xaa\n"
+            "== run ended: KVM internal error, suberror 1 (instruction emulation failed)\n  status 82   time 0.25 s   VM exits 12\n  data   0x1 0xcc\n  note   2 accesses reached no device (first: in from port 0x378)\n  IRQs   100 injected: vector 0x20 ×99, vector 0x21 ×1\n  note   both PICs deliver at vectors 0x20-0x27: IRQ n and IRQ n+8 share a vector, so a handler cannot tell which line (or which chip to EOI) it serves; give the slave its own 8 vectors (ICW2)\n  POST   last codes at port 0x80: 0x10 0xaa\n"
         );
         let entry = Ending::EntryFailure { reason: 33, cpu: 0 }.headline();
         assert_eq!(

@@ -113,3 +113,19 @@ fn an_irq_through_an_exception_gate_is_an_interrupt_not_that_exception() {
     );
     assert_eq!(json["interrupts"][0]["vector"], 8, "{json}");
 }
+
+#[test]
+fn both_pics_at_one_vector_base_is_named_in_the_report() {
+    if kvm_or_skip("pic_overlap").is_none() {
+        return;
+    }
+    let (status, out, _) = timer_run("pic-overlap");
+    assert_eq!(status, 0, "{out}");
+    assert!(out.contains("[hostile] 50 ticks"), "{out}");
+    assert!(
+        out.contains(
+            "  note   both PICs deliver at vectors 0x20-0x27: IRQ n and IRQ n+8 share a vector, so a handler cannot tell which line (or which chip to EOI) it serves; give the slave its own 8 vectors (ICW2)\n"
+        ),
+        "{out}"
+    );
+}

@@ -189,6 +189,15 @@ impl Pic {
         irq != CASCADE_LINE && chip.initialised && chip.imr & (1 << line) == 0
     }
 
+    /// The vector base both chips were given, when they were given the same one: IRQ n and
+    /// IRQ n+8 then arrive at one vector, and a handler cannot tell them (or the chip to
+    /// acknowledge) apart.
+    pub fn shared_vector_base(&self) -> Option<u8> {
+        let both = self.master.initialised && self.slave.initialised;
+        (both && self.master.vector_base == self.slave.vector_base)
+            .then_some(self.master.vector_base)
+    }
+
     /// Whether the master would interrupt the CPU now.
     pub fn has_pending(&self) -> bool {
         self.master.next_line().is_some()

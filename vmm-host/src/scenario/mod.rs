@@ -386,6 +386,7 @@ serial = ["memory map", "hello from guest-kernel"]
             post_codes: Vec::new(),
             screen: None,
             interrupts: Vec::new(),
+            pic_shared_base: None,
             serial_dropped: 0,
             serial_limit: crate::console::DEFAULT_LIMIT,
         }

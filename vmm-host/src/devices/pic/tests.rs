@@ -129,3 +129,23 @@ fn a_slave_request_gone_before_inta_is_the_spurious_irq_15() {
     assert_eq!(pic.acknowledge(), Some(0x2f));
     assert_eq!(pic.slave.isr, 0, "a spurious IRQ is not in service");
 }
+
+#[test]
+fn both_chips_at_one_base_is_reported_once_both_are_initialised() {
+    let mut pic = Pic::default();
+    let program = |pic: &mut Pic, port: u16, base: u8| {
+        for (offset, value) in [(0, 0x11), (1, base), (1, 0x04), (1, 0x01)] {
+            pic.write(port + offset, value);
+        }
+    };
+    program(&mut pic, 0x20, 0x20);
+    assert_eq!(
+        pic.shared_vector_base(),
+        None,
+        "the slave is not initialised yet"
+    );
+    program(&mut pic, 0xa0, 0x28);
+    assert_eq!(pic.shared_vector_base(), None);
+    program(&mut pic, 0xa0, 0x20);
+    assert_eq!(pic.shared_vector_base(), Some(0x20));
+}
