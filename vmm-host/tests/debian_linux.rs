@@ -1,5 +1,5 @@
 //! A kernel nobody here wrote: Debian's cloud kernel, fetched with `apt-get download` into
-//! `target/debian-kernel/` (never committed), booted from the bzImage Debian ships through the
+//! `target/debian/` (never committed), booted from the bzImage Debian ships through the
 //! Linux boot protocol, with QEMU TCG as the oracle.
 //!
 //! Its decompressor is the first code to read what the host wrote. Entered at its 64-bit entry
@@ -17,79 +17,10 @@ use std::process::Command;
 const CMDLINE: &str = "console=ttyS0 earlyprintk=ttyS0 nokaslr";
 /// What Linux's decompressor prints when it finds `nokaslr` on the command line.
 const DECOMPRESSOR_SAW_NOKASLR: &str = "KASLR disabled: 'nokaslr' on cmdline.";
-const PACKAGE: &str = "linux-image-cloud-amd64";
 
-/// The path of Debian's current cloud bzImage, downloaded once into target/; `None` (after a
-/// skip that says why) when apt cannot fetch it here.
+/// Debian's current cloud bzImage.
 fn debian_bzimage(test: &str) -> Option<PathBuf> {
-    // The tests of this file run on parallel threads: one of them downloads.
-    static FETCHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = FETCHING
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let dir = common::repo_root().join("target/debian-kernel");
-    if let Some(found) = vmlinuz_in(&dir) {
-        return Some(found);
-    }
-    std::fs::create_dir_all(&dir).expect("create target/debian-kernel");
-    let fetched = fetch(&dir);
-    match fetched
-        .and_then(|()| vmlinuz_in(&dir).ok_or_else(|| "no boot/vmlinuz-* in the package".into()))
-    {
-        Ok(path) => Some(path),
-        Err(why) => {
-            common::skip(test, &format!("cannot fetch Debian's {PACKAGE}: {why}"));
-            None
-        }
-    }
-}
-
-fn vmlinuz_in(dir: &std::path::Path) -> Option<PathBuf> {
-    let boot = std::fs::read_dir(dir.join("boot")).ok()?;
-    boot.flatten().map(|e| e.path()).find(|p| {
-        p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-    })
-}
-
-/// `apt-get download` the image package the meta-package depends on, and unpack its bzImage.
-fn fetch(dir: &std::path::Path) -> Result<(), String> {
-    let depends = output(Command::new("apt-cache").args(["depends", PACKAGE]))?;
-    let image = depends
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Depends: "))
-        .find(|name| name.starts_with("linux-image-"))
-        .ok_or_else(|| format!("apt-cache depends {PACKAGE} names no linux-image package"))?
-        .to_string();
-    output(
-        Command::new("apt-get")
-            .current_dir(dir)
-            .args(["download", &image]),
-    )?;
-    let deb = std::fs::read_dir(dir)
-        .map_err(|e| e.to_string())?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or("apt-get download left no .deb")?;
-    let unpack = format!(
-        "dpkg-deb --fsys-tarfile '{}' | tar -x -C '{}' --wildcards './boot/vmlinuz-*'",
-        deb.display(),
-        dir.display()
-    );
-    output(Command::new("sh").args(["-c", &unpack]))?;
-    std::fs::remove_file(&deb).map_err(|e| e.to_string())
-}
-
-fn output(cmd: &mut Command) -> Result<String, String> {
-    let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    common::debian::boot_file(test, "linux-image-cloud-amd64", "vmlinuz-")
 }
 
 #[test]

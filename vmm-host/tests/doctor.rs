@@ -42,7 +42,7 @@ fn doctor_prints_one_measured_line_per_capability() {
         .find(|l| l.contains("ring-0 instructions"))
         .unwrap_or_else(|| panic!("no line for ring-0 instructions: {}", run.stdout));
     assert!(
-        instructions.trim_end().ends_with(" of 14 ran"),
+        instructions.trim_end().ends_with(" of 16 ran"),
         "{instructions}"
     );
     if nested_pvm() {

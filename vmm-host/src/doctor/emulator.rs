@@ -26,7 +26,7 @@ type Build = fn(&mut CodeAssembler) -> Result<(), IcedError>;
 
 /// Instructions kernels use early, named as a disassembler shows them. The guarded ones are
 /// those `--cpuid` can steer a kernel around (`emulation::hint` names the flag).
-const INSTRUCTIONS: [(&str, Build); 14] = [
+const INSTRUCTIONS: [(&str, Build); 16] = [
     ("lock cmpxchg16b", |a| a.lock().cmpxchg16b(ptr(rdi))),
     ("xsave64", |a| a.xsave64(ptr(rdi))),
     ("xrstor64", |a| {
@@ -47,6 +47,8 @@ const INSTRUCTIONS: [(&str, Build); 14] = [
     ("rdfsbase", |a| a.rdfsbase(rax)),
     ("aesenc", |a| a.aesenc(xmm0, xmm1)),
     ("pclmulqdq", |a| a.pclmulqdq(xmm0, xmm1, 0)),
+    ("fninit", |a| a.fninit()),
+    ("fwait", |a| a.wait()),
 ];
 
 /// How one instruction fared.

@@ -1,6 +1,7 @@
 //! Loading a kernel: recognising its boot protocol from the file's contents, checking that it
 //! fits in guest RAM before anything is copied, then writing the boot data that protocol
-//! promises (PVH's start info, Multiboot's information structure) and naming the entry state.
+//! promises (PVH's start info, Multiboot's information structure, Linux's boot_params) and
+//! naming the entry state.
 
 mod linux;
 mod multiboot;
@@ -101,7 +102,7 @@ pub enum LoadError {
 pub struct KernelImage {
     pub path: PathBuf,
     pub protocol: BootProtocol,
-    /// Where the vCPU starts (physical; paging is off at every entry the host offers).
+    /// Where the vCPU starts (physical: paging is off, or identity-mapped at Linux's 64-bit entry).
     pub entry: Gpa,
     /// Physical [start, end) of everything loaded, bss included.
     pub segments: Vec<(Gpa, Gpa)>,

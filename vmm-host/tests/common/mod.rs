@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: running the real binary and skipping honestly.
 #![allow(dead_code)]
 
+pub mod debian;
 pub mod remote;
 pub mod rsp;
 
