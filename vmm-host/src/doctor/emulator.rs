@@ -91,16 +91,17 @@ fn run_one(kvm: &Kvm, build: Build) -> Result<Outcome, ProbeVmError> {
     })?;
     let mut vm = ProbeVm::new(kvm, true, false)?;
     vm.write_code(CODE, &code)?;
-    let step = |step| move |error| ProbeVmError::Kvm { step, error };
-    let mut sregs = vm.vcpu.get_sregs().map_err(step("KVM_GET_SREGS"))?;
+    let mut sregs = vm.vcpu.get_sregs().map_err(kvm_step("KVM_GET_SREGS"))?;
     sregs.cr4 |= CR4_EXTENSIONS;
-    vm.vcpu.set_sregs(&sregs).map_err(step("KVM_SET_SREGS"))?;
+    vm.vcpu
+        .set_sregs(&sregs)
+        .map_err(kvm_step("KVM_SET_SREGS"))?;
     let mut xcrs = kvm_xcrs {
         nr_xcrs: 1,
         ..Default::default()
     };
     xcrs.xcrs[0].value = u64::from(XCR0);
-    vm.vcpu.set_xcrs(&xcrs).map_err(step("KVM_SET_XCRS"))?;
+    vm.vcpu.set_xcrs(&xcrs).map_err(kvm_step("KVM_SET_XCRS"))?;
     let trace = vm.run(LIMIT);
     let vector = trace.values_on(VECTOR_PORT).next();
     Ok(match (trace.stop, vector) {

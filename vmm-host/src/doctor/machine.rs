@@ -72,7 +72,7 @@ pub enum ProbeVmError {
     Cpuid(#[from] cpuid::CpuidError),
 }
 
-fn kvm_step(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> ProbeVmError {
+pub(super) fn kvm_step(step: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> ProbeVmError {
     move |error| ProbeVmError::Kvm { step, error }
 }
 

@@ -224,7 +224,9 @@ impl KernelImage {
         match &self.plan {
             Plan::Pvh => {
                 pvh::load(&self.path, self.entry, mem)?;
+                // check_placement saw at least one segment.
                 let kernel_end = self.segments.iter().map(|&(_, end)| end).max();
+                let kernel_end = kernel_end.unwrap_or(self.entry);
                 let with_initrd: Vec<ModuleArg> = files
                     .initrd
                     .iter()
@@ -234,7 +236,6 @@ impl KernelImage {
                     })
                     .chain(modules.iter().cloned())
                     .collect();
-                let kernel_end = kernel_end.unwrap_or(self.entry);
                 pvh::write_boot_data(mem, ram, cmdline, kernel_end, &with_initrd)?;
                 Ok(BootEntry {
                     rip: self.entry,

@@ -192,6 +192,17 @@ pub(super) struct Placed {
     pub text: String,
 }
 
+/// Refuse more modules than a list of `most` entries holds.
+pub(super) fn fit_in_list(modules: &[ModuleArg], most: u64) -> Result<(), LoadError> {
+    if modules.len() as u64 > most {
+        return Err(LoadError::Module(format!(
+            "{} modules given; the host lists at most {most}",
+            modules.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Copy each module to the next free page above the kernel (GRUB's placement).
 pub(super) fn place_modules(
     mem: &GuestMemoryMmap,
@@ -234,13 +245,7 @@ fn load_modules(
     modules: &[ModuleArg],
     strings: &mut Strings,
 ) -> Result<u32, LoadError> {
-    let most = (MMAP_AT - MODULES_AT) / MODULE_SIZE as u64;
-    if modules.len() as u64 > most {
-        return Err(LoadError::Module(format!(
-            "{} modules given; the host lists at most {most}",
-            modules.len()
-        )));
-    }
+    fit_in_list(modules, (MMAP_AT - MODULES_AT) / MODULE_SIZE as u64)?;
     let placed = place_modules(mem, ram, kernel_end, modules)?;
     for (index, module) in placed.iter().enumerate() {
         let mut entry = [0u8; MODULE_SIZE];

@@ -1,7 +1,7 @@
 //! PVH: an x86-64 ELF with a Xen entry note, loaded by linux-loader, entered in 32-bit
 //! protected mode with EBX pointing at `hvm_start_info`, its memory map and command line.
 
-use super::multiboot_info::{ModuleArg, Strings, place_modules};
+use super::multiboot_info::{ModuleArg, Strings, fit_in_list, place_modules};
 use super::{LoadError, first_bytes};
 use crate::addr::Gpa;
 use crate::layout::RamLayout;
@@ -174,13 +174,7 @@ fn load_modules(
     kernel_end: Gpa,
     modules: &[ModuleArg],
 ) -> Result<Vec<hvm_modlist_entry>, LoadError> {
-    let most = (MEMMAP_TABLE - MODLIST_AT) / MODLIST_ENTRY_SIZE;
-    if modules.len() as u64 > most {
-        return Err(LoadError::Module(format!(
-            "{} modules given; the host lists at most {most}",
-            modules.len()
-        )));
-    }
+    fit_in_list(modules, (MEMMAP_TABLE - MODLIST_AT) / MODLIST_ENTRY_SIZE)?;
     let mut strings = Strings::new();
     let placed = place_modules(mem, ram, kernel_end, modules)?;
     placed
