@@ -416,6 +416,33 @@ serial = ["memory map", "hello from guest-kernel"]
         );
     }
 
+    /// Another kernel and its symbols are found beside the scenario file; without them the
+    /// bundled kernel is booted in the form `boot` asks for, with the ELF's symbols.
+    #[test]
+    fn kernel_and_symbols_are_relative_to_the_scenario_and_default_to_the_bundled_elf() {
+        let options = crate::suite::SuiteOptions {
+            kvm_device: "/dev/kvm".into(),
+            timeout: None,
+            serial_limit: None,
+            tap: true,
+            audit: crate::vm::AuditMode::Faults,
+        };
+        let own = format!("kernel = \"../bz\"\nsymbols = \"../vmlinux\"\n{HELLO}");
+        let config = crate::suite::vm_config(&parse(&own).unwrap(), &options);
+        assert_eq!(config.kernel, Path::new("scenarios/../bz"));
+        assert_eq!(
+            config.symbols.as_deref(),
+            Some(Path::new("scenarios/../vmlinux"))
+        );
+        let linux = format!("boot = \"linux\"\n{HELLO}");
+        let config = crate::suite::vm_config(&parse(&linux).unwrap(), &options);
+        assert_eq!(config.kernel, Path::new(crate::GUEST_KERNEL_BZIMAGE));
+        assert_eq!(
+            config.symbols.as_deref(),
+            Some(Path::new(crate::GUEST_KERNEL_ELF))
+        );
+    }
+
     #[test]
     fn every_error_points_at_its_line() {
         let cases = [
