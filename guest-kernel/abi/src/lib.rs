@@ -7,6 +7,7 @@
 
 pub mod boot;
 pub mod cmdline;
+pub mod disk_image;
 pub mod exception;
 pub mod exit;
 pub mod linux;
