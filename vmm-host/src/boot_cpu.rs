@@ -40,6 +40,9 @@ const CR0_LONG: Cr0Flags = CR0_PROTECTED
 
 /// Special registers at `entry`'s entry; `sregs` is the vCPU's reset state.
 pub fn entry_sregs(sregs: kvm_sregs, entry: &BootEntry) -> kvm_sregs {
+    if let EntryMode::Real { .. } = entry.mode {
+        return real_mode_sregs(sregs);
+    }
     let mut sregs = protected_mode_sregs(sregs, entry.gdt);
     if let EntryMode::Long { page_tables } = entry.mode {
         sregs.cs.l = 1;
@@ -84,16 +87,59 @@ fn protected_mode_sregs(mut sregs: kvm_sregs, gdt: Option<EntryGdt>) -> kvm_sreg
     sregs
 }
 
-/// General registers at the entry `boot` names; RFLAGS.IF clear.
+/// Special registers for a boot sector: real mode, every segment 0000 with a 64 KiB limit;
+/// `sregs` is the vCPU's reset state (its CR0 already has PE and PG clear).
+fn real_mode_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
+    let segment = |type_| kvm_segment {
+        base: 0,
+        limit: 0xffff,
+        selector: 0,
+        type_,
+        present: 1,
+        dpl: 0,
+        db: 0,
+        s: 1,
+        l: 0,
+        g: 0,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    sregs.cs = segment(0xb);
+    for data in [
+        &mut sregs.ds,
+        &mut sregs.es,
+        &mut sregs.fs,
+        &mut sregs.gs,
+        &mut sregs.ss,
+    ] {
+        *data = segment(0x3);
+    }
+    sregs.cr0 &= !(Cr0Flags::PROTECTED_MODE_ENABLE | Cr0Flags::PAGING).bits();
+    sregs.efer = 0;
+    sregs
+}
+
+/// The stack a boot sector starts on, just below it (0000:7C00), as BIOSes leave it.
+const BOOT_SECTOR_STACK: u64 = 0x7c00;
+
+/// General registers at the entry `boot` names: RFLAGS.IF clear, except for a boot
+/// sector, which a BIOS enters with interrupts on, DL the boot drive.
 pub fn entry_regs(boot: BootEntry) -> kvm_regs {
-    kvm_regs {
+    let mut regs = kvm_regs {
         rip: boot.rip.raw(),
         rax: u64::from(boot.eax),
         rbx: boot.ebx.raw(),
         rsi: u64::from(boot.esi),
         rflags: RFLAGS_RESERVED,
         ..Default::default()
+    };
+    if let EntryMode::Real { drive } = boot.mode {
+        regs.rdx = u64::from(drive);
+        regs.rsp = BOOT_SECTOR_STACK;
+        regs.rflags |= x86_64::registers::rflags::RFlags::INTERRUPT_FLAG.bits();
     }
+    regs
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ pub mod status {
     pub const KILLED: i32 = 87;
     /// The guest reset the machine (the i8042's 0xFE command, port 0x92's fast reset).
     pub const RESET: i32 = 88;
+    /// The guest asked the BIOS for a keystroke (int 16h AH=00h), and there is no keyboard.
+    pub const KEY_WAIT: i32 = 89;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +63,11 @@ pub enum Ending {
     Reset {
         how: &'static str,
     },
+    /// A boot sector asked the host's BIOS for a key (int 16h AH=00h/10h) from `caller`
+    /// (CS:IP after its `int`); no keystroke can ever come.
+    WaitsForKey {
+        caller: String,
+    },
 }
 
 impl Ending {
@@ -80,6 +87,7 @@ impl Ending {
             Self::HostError { .. } => status::HOST_ERROR,
             Self::Killed => status::KILLED,
             Self::Reset { .. } => status::RESET,
+            Self::WaitsForKey { .. } => status::KEY_WAIT,
         }
     }
 
@@ -100,6 +108,7 @@ impl Ending {
             Self::HostError { .. } => "host-error",
             Self::Killed => "killed",
             Self::Reset { .. } => "reset",
+            Self::WaitsForKey { .. } => "key-wait",
         }
     }
 
@@ -124,6 +133,7 @@ impl Ending {
             Self::HostError { what } => format!("host error: {what}"),
             Self::Killed => "gdb killed the guest".into(),
             Self::Reset { how } => format!("the guest reset the machine through {how}"),
+            Self::WaitsForKey { caller } => format!("the guest waits for a key (int 16h, called from {caller}), and vmm-host has no keyboard"),
         }
     }
 }
@@ -171,6 +181,8 @@ pub struct RunReport {
     pub interrupts: Vec<(u8, u64)>,
     /// Both PICs programmed with this one vector base.
     pub pic_shared_base: Option<u8>,
+    /// What the host's BIOS served, when a disk image booted.
+    pub bios: Option<crate::bios::BiosReport>,
     pub serial_dropped: u64,
     /// The serial limit the run had, for the note on dropped bytes.
     pub serial_limit: u64,
@@ -249,6 +261,9 @@ impl fmt::Display for RunReport {
                 base + 7
             )?;
         }
+        if let Some(bios) = &self.bios {
+            write!(f, "{bios}")?;
+        }
         if !self.post_codes.is_empty() {
             let codes: Vec<String> = self
                 .post_codes
@@ -301,6 +316,10 @@ mod tests {
             },
             Ending::HostError { what: "x".into() },
             Ending::Killed,
+            Ending::Reset { how: "x" },
+            Ending::WaitsForKey {
+                caller: "0000:7c10".into(),
+            },
         ];
         let mut statuses: Vec<i32> = endings.iter().map(Ending::exit_status).collect();
         statuses.extend([
@@ -348,6 +367,7 @@ mod tests {
             screen: None,
             interrupts: Vec::new(),
             pic_shared_base: None,
+            bios: None,
             serial_dropped: 0,
             serial_limit: 16 << 10,
         };
@@ -381,6 +401,7 @@ mod tests {
             screen: None,
             interrupts: vec![(0x20, 99), (0x21, 1)],
             pic_shared_base: Some(0x20),
+            bios: None,
             serial_dropped: 0,
             serial_limit: 0,
         };

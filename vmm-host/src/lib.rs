@@ -10,6 +10,7 @@
 )]
 pub mod addr;
 pub mod analysis;
+pub mod bios;
 pub mod boot_cpu;
 pub mod catch;
 pub mod console;
@@ -49,11 +50,17 @@ pub const GUEST_KERNEL_ELF: &str = env!("GUEST_KERNEL_ELF");
 /// The same kernel wrapped in a bzImage by build.rs, for the Linux boot protocol.
 pub const GUEST_KERNEL_BZIMAGE: &str = env!("GUEST_KERNEL_BZIMAGE");
 
-/// The bundled guest-kernel in the form `boot` needs: the bzImage for Linux, else the ELF
-/// (which carries the PVH note and both Multiboot headers). Its symbols are in the ELF.
+/// The same kernel on a raw disk image behind build.rs's two-stage boot loader (stage1 at
+/// 0x7C00, stage2 at 0x8000), whose command line is `abi::disk_image::DEFAULT_CMDLINE`.
+pub const GUEST_KERNEL_DISK: &str = env!("GUEST_KERNEL_DISK");
+
+/// The bundled guest-kernel in the form `boot` needs: the bzImage for Linux, the disk image
+/// for a disk, else the ELF (which carries the PVH note and both Multiboot headers). Its
+/// symbols are in the ELF.
 pub fn bundled_kernel(boot: Option<loader::BootProtocol>) -> std::path::PathBuf {
     match boot {
         Some(loader::BootProtocol::Linux) => GUEST_KERNEL_BZIMAGE.into(),
+        Some(loader::BootProtocol::Disk) => GUEST_KERNEL_DISK.into(),
         _ => GUEST_KERNEL_ELF.into(),
     }
 }

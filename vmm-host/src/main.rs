@@ -43,7 +43,7 @@ macro_rules! outln {
     after_help = "Exit statuses: 0 or the guest's exit code; 1 scenario mismatch; 2 bad input; \
 80 triple fault; 81 KVM entry failure; 82 KVM internal error; 83 halted with interrupts off; \
 84 watchdog timeout; 85 host error; 86 halted with no interrupt source; 87 killed from gdb; \
-88 the guest reset the machine (docs/exit-status.md)."
+88 the guest reset the machine; 89 a boot sector waits for a key (docs/exit-status.md)."
 )]
 struct Cli {
     /// KVM device to use.
@@ -81,8 +81,12 @@ struct ReportArgs {
 struct RunArgs {
     /// Kernel: an ELF with a PVH entry note, a Multiboot kernel or a Linux bzImage [default:
     /// the bundled guest-kernel].
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "disk")]
     kernel: Option<PathBuf>,
+    /// A raw disk image to boot as a PC boots a hard disk: its boot sector at 0x7C00 in real
+    /// mode on the host's BIOS (the same as --kernel FILE --boot disk).
+    #[arg(long, value_name = "IMG")]
+    disk: Option<PathBuf>,
     /// Boot protocol, when the file's contents should not decide (a PVH note wins over a
     /// bzImage's setup header, which wins over a Multiboot header).
     #[arg(long, value_name = "PROTOCOL")]
@@ -397,16 +401,19 @@ fn doctor(kvm_device: &Path) -> i32 {
 }
 
 fn run(args: RunArgs, kvm_device: &Path) -> Result<i32, Failure> {
+    // `--disk IMG` is `--kernel IMG --boot disk`.
+    let boot = if args.disk.is_some() {
+        Some(BootProtocol::Disk)
+    } else {
+        args.boot
+    };
+    let kernel = args.kernel.or(args.disk);
     let config = VmConfig {
-        symbols: args.symbols.or_else(|| {
-            args.kernel
-                .is_none()
-                .then(|| vmm_host::GUEST_KERNEL_ELF.into())
-        }),
-        kernel: args
-            .kernel
-            .unwrap_or_else(|| vmm_host::bundled_kernel(args.boot)),
-        boot: args.boot,
+        symbols: args
+            .symbols
+            .or_else(|| kernel.is_none().then(|| vmm_host::GUEST_KERNEL_ELF.into())),
+        kernel: kernel.unwrap_or_else(|| vmm_host::bundled_kernel(boot)),
+        boot,
         files: BootFiles {
             modules: args.modules,
             initrd: args.initrd,

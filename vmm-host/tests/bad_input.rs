@@ -20,7 +20,7 @@ fn kernel_of_no_known_format() {
     let run = vmm(&["run", "--kernel", path.to_str().unwrap()]);
     assert_one_line_error(
         &run,
-        "is neither an ELF with a PVH entry note, a Multiboot kernel nor a Linux bzImage (it starts with 4d 5a 90 00)",
+        "is neither an ELF with a PVH entry note, a Multiboot kernel, a Linux bzImage nor a disk image (it starts with 4d 5a 90 00)",
     );
     let forced = vmm(&["run", "--boot", "pvh", "--kernel", path.to_str().unwrap()]);
     assert_one_line_error(&forced, "is not an ELF file (it starts with 4d 5a 90 00)");
@@ -337,5 +337,40 @@ fn a_bzimage_the_host_cannot_boot() {
     assert_one_line_error(
         &multiboot,
         "Multiboot has no initrd: pass the file as --module",
+    );
+}
+
+#[test]
+fn a_disk_image_the_host_cannot_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let mut signed = vec![0u8; 1000];
+    signed[510..512].copy_from_slice(&[0x55, 0xaa]);
+    let ragged = file("ragged.img", &signed);
+    assert_one_line_error(
+        &vmm(&["run", "--kernel", &ragged]),
+        "its size, 1000 bytes, is not a multiple of the 512-byte sector",
+    );
+    let unsigned = file("unsigned.img", &[0u8; 1024]);
+    assert_one_line_error(
+        &vmm(&["run", "--disk", &unsigned]),
+        "its first sector ends in 00 00, not the boot signature 55 aa",
+    );
+    let empty = file("empty.img", &[]);
+    assert_one_line_error(&vmm(&["run", "--disk", &empty]), "it is empty");
+    let good = file("good.img", &signed[..512]);
+    assert_one_line_error(
+        &vmm(&["run", "--disk", &good, "--cmdline", "test=null"]),
+        "a disk image's boot loader passes the kernel its own command line, modules and initrd: drop --cmdline",
+    );
+    let both = vmm(&["run", "--disk", &good, "--kernel", &good]);
+    assert_eq!(
+        both.status, 2,
+        "--disk and --kernel conflict: {}",
+        both.stderr
     );
 }

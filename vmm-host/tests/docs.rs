@@ -703,6 +703,7 @@ fn exit_statuses_agree_everywhere() {
         status::IDLE,
         status::KILLED,
         status::RESET,
+        status::KEY_WAIT,
     ]
     .into_iter()
     .collect();

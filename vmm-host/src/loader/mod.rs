@@ -3,6 +3,7 @@
 //! promises (PVH's start info, Multiboot's information structure, Linux's boot_params) and
 //! naming the entry state.
 
+mod disk;
 mod linux;
 mod multiboot;
 mod multiboot2;
@@ -34,6 +35,9 @@ pub enum BootProtocol {
     Multiboot2,
     /// The Linux boot protocol: a bzImage ("HdrS" at 0x202), entered at its 32-bit entry.
     Linux,
+    /// A raw disk image: its boot sector (ending in 55 AA) runs in real mode at 0x7C00 on the
+    /// host's BIOS.
+    Disk,
 }
 
 impl std::fmt::Display for BootProtocol {
@@ -43,6 +47,7 @@ impl std::fmt::Display for BootProtocol {
             Self::Multiboot => "Multiboot",
             Self::Multiboot2 => "Multiboot 2",
             Self::Linux => "Linux",
+            Self::Disk => "disk image",
         })
     }
 }
@@ -53,7 +58,7 @@ pub enum LoadError {
     Missing(PathBuf),
     #[error("cannot read `{path}`: {error}", path = .0.display(), error = .1)]
     Read(PathBuf, std::io::Error),
-    #[error("`{path}` is neither an ELF with a PVH entry note, a Multiboot kernel nor a Linux bzImage (it starts with {start}): see \"Booting your kernel\" in the README", path = .0.display(), start = .1)]
+    #[error("`{path}` is neither an ELF with a PVH entry note, a Multiboot kernel, a Linux bzImage nor a disk image (it starts with {start}): see \"Booting your kernel\" in the README", path = .0.display(), start = .1)]
     Unrecognised(PathBuf, String),
     #[error("`{path}` is not an ELF file (it starts with {start}): --boot pvh needs an x86-64 ELF with a PVH entry note", path = .0.display(), start = .1)]
     NotElf(PathBuf, String),
@@ -71,6 +76,12 @@ pub enum LoadError {
     BadMultibootHeader(PathBuf, usize, String),
     #[error("`{path}` is not a bzImage the host can boot: {why}", path = .0.display(), why = .1)]
     BadBzImage(PathBuf, String),
+    #[error("`{path}` is not a disk image the host can boot: {why}", path = .0.display(), why = .1)]
+    BadDiskImage(PathBuf, String),
+    #[error(
+        "a disk image's boot loader passes the kernel its own command line, modules and initrd: drop {0}"
+    )]
+    DiskTakesNoFiles(&'static str),
     #[error("`{path}` has no loadable (PT_LOAD) segment", path = .0.display())]
     NoSegments(PathBuf),
     #[error("`{path}`: segment [{start:#x}, {end:#x}) lies outside guest RAM ({ram}): raise --mem or link the kernel lower", path = .0.display(), start = .1, end = .2, ram = .3)]
@@ -115,6 +126,8 @@ enum Plan {
     /// Multiboot 1 or 2, as `protocol` says: the same planning, different boot information.
     Multiboot(multiboot::Image),
     Linux(linux::Image),
+    /// The whole image: int 13h serves it after the boot sector is loaded.
+    Disk(Vec<u8>),
 }
 
 /// A GDT the host wrote for the kernel, and the selectors of its flat code and data
@@ -147,6 +160,9 @@ pub enum EntryMode {
     Protected,
     /// 64-bit long mode on the host's identity-mapping page tables (Linux's 64-bit entry).
     Long { page_tables: Gpa },
+    /// Real mode at 0000:`rip`, as a BIOS enters a boot sector: DL the boot drive,
+    /// interrupts on.
+    Real { drive: u8 },
 }
 
 impl KernelImage {
@@ -206,8 +222,22 @@ impl KernelImage {
                     plan: Plan::Linux(image),
                 }
             }
+            BootProtocol::Disk => {
+                disk::inspect(path, &data)?;
+                let sector = Gpa::new(disk::BOOT_SECTOR);
+                Self {
+                    path: path.to_path_buf(),
+                    protocol,
+                    entry: sector,
+                    segments: vec![(sector, Gpa::new(disk::BOOT_SECTOR + 512))],
+                    plan: Plan::Disk(data),
+                }
+            }
         };
-        check_placement(path, &image.segments, image.entry, ram)?;
+        // A boot sector lands at 0x7C00 by definition, and the host writes no boot data for it.
+        if protocol != BootProtocol::Disk {
+            check_placement(path, &image.segments, image.entry, ram)?;
+        }
         Ok(image)
     }
 
@@ -276,6 +306,36 @@ impl KernelImage {
             Plan::Linux(image) => {
                 image.boot(&self.path, mem, ram, cmdline, files.initrd.as_deref())
             }
+            Plan::Disk(data) => {
+                self.check_inputs(cmdline, files)?;
+                disk::boot(&self.path, data, mem)
+            }
+        }
+    }
+
+    /// Refuse what this kind of kernel cannot be given, before a VM is made: a disk image's
+    /// own boot loader passes its kernel a command line, modules and an initrd.
+    pub fn check_inputs(&self, cmdline: &str, files: &BootFiles) -> Result<(), LoadError> {
+        if !matches!(self.plan, Plan::Disk(_)) {
+            return Ok(());
+        }
+        if !cmdline.trim().is_empty() {
+            return Err(LoadError::DiskTakesNoFiles("--cmdline"));
+        }
+        if !files.modules.is_empty() {
+            return Err(LoadError::DiskTakesNoFiles("--module"));
+        }
+        if files.initrd.is_some() {
+            return Err(LoadError::DiskTakesNoFiles("--initrd"));
+        }
+        Ok(())
+    }
+
+    /// The boot disk the BIOS serves, for a disk image.
+    pub fn disk(&self) -> Option<crate::bios::Disk> {
+        match &self.plan {
+            Plan::Disk(data) => Some(crate::bios::Disk::new(data.clone())),
+            _ => None,
         }
     }
 }
@@ -308,7 +368,7 @@ fn read_file(path: &Path) -> Result<Vec<u8>, LoadError> {
 
 /// The protocol a file asks for: a PVH note wins (the kernel's 64-bit-friendly entry, and the
 /// one Linux prefers), then a bzImage's setup header, then a Multiboot 2 header (richer boot
-/// information), then Multiboot 1.
+/// information), then Multiboot 1, then a boot sector's signature (a bzImage has one too).
 fn recognise(path: &Path, data: &[u8]) -> Result<BootProtocol, LoadError> {
     if pvh::has_pvh_note(data) {
         return Ok(BootProtocol::Pvh);
@@ -321,6 +381,9 @@ fn recognise(path: &Path, data: &[u8]) -> Result<BootProtocol, LoadError> {
     }
     if multiboot::has_header(data) {
         return Ok(BootProtocol::Multiboot);
+    }
+    if disk::has_boot_signature(data) {
+        return Ok(BootProtocol::Disk);
     }
     // Neither: let the PVH checks say what the file is, when it is an x86-64 ELF.
     if data.starts_with(object::elf::ELFMAG.as_slice()) {

@@ -89,11 +89,11 @@ fn explains_each_bad_kernel() {
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (
             Vec::new(),
-            "is neither an ELF with a PVH entry note, a Multiboot kernel nor a Linux bzImage (it starts with nothing: it is empty)",
+            "is neither an ELF with a PVH entry note, a Multiboot kernel, a Linux bzImage nor a disk image (it starts with nothing: it is empty)",
         ),
         (
             b"#!/bin/sh\n".to_vec(),
-            "is neither an ELF with a PVH entry note, a Multiboot kernel nor a Linux bzImage (it starts with 23 21 2f 62)",
+            "is neither an ELF with a PVH entry note, a Multiboot kernel, a Linux bzImage nor a disk image (it starts with 23 21 2f 62)",
         ),
         (
             {

@@ -56,6 +56,7 @@ pub enum EndingKind {
     Idle,
     Timeout,
     Reset,
+    KeyWait,
 }
 
 impl EndingKind {
@@ -69,6 +70,7 @@ impl EndingKind {
             Self::Idle => "idle",
             Self::Timeout => "timeout",
             Self::Reset => "reset",
+            Self::KeyWait => "key-wait",
         }
     }
 }
@@ -387,6 +389,7 @@ serial = ["memory map", "hello from guest-kernel"]
             screen: None,
             interrupts: Vec::new(),
             pic_shared_base: None,
+            bios: None,
             serial_dropped: 0,
             serial_limit: crate::console::DEFAULT_LIMIT,
         }

@@ -4,6 +4,7 @@
 mod debug;
 mod error;
 mod exits;
+mod firmware;
 mod interrupts;
 mod run;
 mod stopped;
@@ -14,6 +15,7 @@ pub use run::{Resume, Stop, StopOn};
 
 use crate::addr::{Gpa, Gva};
 use crate::analysis::{self, Captured, Context, Snapshot};
+use crate::bios::Bios;
 use crate::boot_cpu;
 use crate::console::{ConsoleError, ConsoleSink};
 use crate::cpuid::{self, CpuidError};
@@ -156,6 +158,8 @@ pub struct Vm {
     stopped: stopped::StoppedState,
     symbols: Option<Symbolizer>,
     report: Option<ReportFile>,
+    /// The host's BIOS, when a disk image boots.
+    bios: Option<Bios>,
     mem: GuestMemoryMmap,
 }
 
@@ -221,6 +225,7 @@ impl Vm {
     pub fn new(config: VmConfig) -> Result<Self, VmError> {
         let layout = RamLayout::new(config.mem, crate::layout::host_ram())?;
         let kernel = KernelImage::inspect(&config.kernel, &layout, config.boot)?;
+        kernel.check_inputs(&config.cmdline, &config.files)?;
         // Without symbols reports show bare addresses; that is no reason to refuse to run,
         // unless symbols were asked for by name.
         let symbols = match &config.symbols {
@@ -247,6 +252,13 @@ impl Vm {
         hypervisor::register_memory(&vm, &mem).map_err(setup("KVM_SET_USER_MEMORY_REGION"))?;
 
         let entry = kernel.boot(&mem, &layout, &config.cmdline, &config.files)?;
+        let bios = kernel
+            .disk()
+            .map(|disk| Bios::new(disk, layout.memory_map()));
+        let mut devices = pc_devices(sink, &layout, config.clock)?;
+        if let Some(bios) = &bios {
+            bios.power_on(&mem, &mut devices);
+        }
         let (mut vcpu, cpu_paging) = boot_vcpu(&kvm, &vm, entry, &config.cpuid)?;
 
         let synced_sregs = kvm.check_extension(kvm_ioctls::Cap::SyncRegs);
@@ -264,7 +276,7 @@ impl Vm {
             vcpu,
             _vm: vm,
             _kvm: kvm,
-            devices: pc_devices(sink, &layout, config.clock)?,
+            devices,
             config,
             cpu_paging,
             ram: layout.regions().to_vec(),
@@ -283,6 +295,7 @@ impl Vm {
             stopped: stopped::StoppedState::default(),
             symbols,
             report,
+            bios,
             mem,
         })
     }
@@ -318,6 +331,11 @@ impl Vm {
         // the screen would read as blank.
         let _ = self.mem.read_slice(&mut buffer[shown], at);
         Screen::from_buffer(&buffer, mode)
+    }
+
+    /// The host's BIOS, when a disk image boots.
+    pub fn bios(&self) -> Option<&Bios> {
+        self.bios.as_ref()
     }
 
     /// The emulated devices, as they stand.

@@ -4,6 +4,7 @@
 use super::Vm;
 use super::error::{RunError, kvm};
 use super::exits::{self, Event};
+use super::firmware::BiosCall;
 use super::interrupts::Wake;
 use super::vcpu::DebugExit;
 use crate::addr::{Gpa, Gva};
@@ -203,6 +204,7 @@ impl Vm {
             screen: Some(self.screen()).filter(|s| !s.is_blank()),
             interrupts: self.interrupts.iter().map(|(&v, &n)| (v, n)).collect(),
             pic_shared_base: self.devices.pic.shared_vector_base(),
+            bios: self.bios.as_ref().map(crate::bios::Bios::report),
             serial_dropped: self.devices.com1.sink().dropped(),
             serial_limit: self.config.serial_limit,
         };
@@ -380,6 +382,12 @@ impl Vm {
     /// A `hlt` exit: one of the tap's traps, or the guest halting for good (nothing here
     /// raises an interrupt).
     fn on_halt(&mut self, step: bool, watchdog: Option<&Watchdog>) -> Result<Flow, RunError> {
+        match self.on_bios_call()? {
+            BiosCall::NotOurs => {}
+            BiosCall::Served if step => return Ok(Flow::Stop(Stop::Stepped)),
+            BiosCall::Served => return Ok(Flow::Go),
+            BiosCall::Ends(ending) => return Ok(Flow::Stop(Stop::Ended(ending))),
+        }
         Ok(match self.on_hlt(step)? {
             Trap::Handled => Flow::Go,
             Trap::Stop(stop) => Flow::Stop(stop),
