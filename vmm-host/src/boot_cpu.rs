@@ -115,7 +115,12 @@ fn real_mode_sregs(mut sregs: kvm_sregs) -> kvm_sregs {
     ] {
         *data = segment(0x3);
     }
+    // Real-mode interrupts go through IDTR too: the IVT's 256 vectors at 0.
+    sregs.idt.base = 0;
+    sregs.idt.limit = 0x3ff;
     sregs.cr0 &= !(Cr0Flags::PROTECTED_MODE_ENABLE | Cr0Flags::PAGING).bits();
+    sregs.cr3 = 0;
+    sregs.cr4 = 0;
     sregs.efer = 0;
     sregs
 }
@@ -175,6 +180,42 @@ mod tests {
             "32-bit flat code"
         );
         assert_eq!(sregs.efer, 0);
+    }
+
+    #[test]
+    fn a_boot_sector_starts_in_real_mode_at_7c00_with_dl_and_interrupts_on() {
+        let entry = BootEntry {
+            rip: Gpa::new(0x7c00),
+            eax: 0,
+            ebx: Gpa::new(0),
+            esi: 0,
+            gdt: None,
+            mode: EntryMode::Real { drive: 0x80 },
+        };
+        let regs = entry_regs(entry);
+        assert_eq!((regs.rip, regs.rdx, regs.rsp), (0x7c00, 0x80, 0x7c00));
+        assert_eq!(regs.rflags, 0x202, "IF set");
+        let probe_state = kvm_sregs {
+            cr0: 0x8001_0033,
+            cr4: 0x20,
+            efer: 0xd01,
+            idt: kvm_bindings::kvm_dtable {
+                base: 0x5000,
+                limit: 0xfff,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let sregs = entry_sregs(probe_state, &entry);
+        assert_eq!(sregs.cr0 & 0x8000_0001, 0, "paging and protection off");
+        assert_eq!((sregs.cr4, sregs.efer), (0, 0));
+        assert_eq!((sregs.idt.base, sregs.idt.limit), (0, 0x3ff), "the IVT");
+        for segment in [sregs.cs, sregs.ds, sregs.ss] {
+            assert_eq!(
+                (segment.selector, segment.base, segment.limit, segment.db),
+                (0, 0, 0xffff, 0)
+            );
+        }
     }
 
     #[test]

@@ -74,6 +74,14 @@ fn doctor_prints_one_measured_line_per_capability() {
             assert_eq!(verdict, "no", "this nested KVM cannot do {name}: {line}");
         }
     }
+    // The host's BIOS depends on it, and every KVM measured so far has it.
+    assert!(
+        run.stdout.contains(
+            "yes  int n in real mode              int 0x42 went through the IVT to its handler and iret came back"
+        ),
+        "{}",
+        run.stdout
+    );
     if nested_pvm() {
         assert!(
             run.stdout

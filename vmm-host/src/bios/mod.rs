@@ -18,6 +18,7 @@
 mod call;
 mod clock;
 pub mod disk;
+pub mod real_mode;
 pub mod rom;
 mod system;
 mod video;
@@ -108,6 +109,8 @@ pub struct Bios {
     /// Vectors that reached a stub with no service and no IRQ in service: a CPU exception
     /// in real mode, or an `int` the BIOS does not have. The first one described.
     pub unexpected: StrayAccesses,
+    /// `int n` and `iret` the host carried out because KVM could not.
+    pub emulated: u64,
 }
 
 impl Bios {
@@ -118,6 +121,7 @@ impl Bios {
             calls: BTreeMap::new(),
             unsupported: StrayAccesses::default(),
             unexpected: StrayAccesses::default(),
+            emulated: 0,
         }
     }
 
@@ -207,6 +211,7 @@ impl Bios {
             summary: self.summary(),
             unsupported: self.unsupported.clone(),
             unexpected: self.unexpected.clone(),
+            emulated: self.emulated,
         }
     }
 
@@ -239,6 +244,7 @@ pub struct BiosReport {
     pub summary: String,
     pub unsupported: StrayAccesses,
     pub unexpected: StrayAccesses,
+    pub emulated: u64,
 }
 
 impl std::fmt::Display for BiosReport {
@@ -249,6 +255,13 @@ impl std::fmt::Display for BiosReport {
                 f,
                 "  note   {} BIOS calls are not supported here (first: {first}); each returned CF set",
                 self.unsupported.count
+            )?;
+        }
+        if self.emulated > 0 {
+            writeln!(
+                f,
+                "  note   the host carried out {} real-mode int/iret instructions KVM could not emulate",
+                self.emulated
             )?;
         }
         if let Some(first) = &self.unexpected.first {

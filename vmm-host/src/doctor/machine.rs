@@ -169,6 +169,28 @@ impl ProbeVm {
         Ok(probe)
     }
 
+    /// Put the vCPU in real mode at 0000:`ip`, as a BIOS enters a boot sector, stack at
+    /// 0000:7000.
+    pub fn enter_real_mode(&self, ip: u16) -> Result<(), ProbeVmError> {
+        use crate::loader::{BootEntry, EntryMode};
+        let entry = BootEntry {
+            rip: crate::addr::Gpa::new(u64::from(ip)),
+            eax: 0,
+            ebx: crate::addr::Gpa::new(0),
+            esi: 0,
+            gdt: None,
+            mode: EntryMode::Real { drive: 0x80 },
+        };
+        let sregs = self.vcpu.get_sregs().map_err(kvm_step("KVM_GET_SREGS"))?;
+        self.vcpu
+            .set_sregs(&crate::boot_cpu::entry_sregs(sregs, &entry))
+            .map_err(kvm_step("KVM_SET_SREGS"))?;
+        let mut regs = crate::boot_cpu::entry_regs(entry);
+        regs.rsp = 0x7000;
+        regs.rflags = 0x2;
+        self.vcpu.set_regs(&regs).map_err(kvm_step("KVM_SET_REGS"))
+    }
+
     fn write_u64(&self, at: u64, value: u64) -> Result<(), ProbeVmError> {
         self.mem
             .write_obj(value, GuestAddress(at))

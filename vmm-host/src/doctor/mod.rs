@@ -59,6 +59,8 @@ pub struct Capabilities {
     pub int_n_from_ring3: bool,
     /// `syscall` from ring 3 lands at LSTAR in ring 0.
     pub syscall_from_ring3: bool,
+    /// `int n` in real mode goes through the IVT and `iret` returns (boot sectors' BIOS calls).
+    pub int_n_in_real_mode: bool,
     pub pio_exit_micros: Option<f64>,
 }
 
@@ -121,6 +123,10 @@ pub fn examine(device: &Path) -> DoctorReport {
     measure(
         probes::syscall_from_ring3(&kvm),
         &mut caps.syscall_from_ring3,
+    );
+    measure(
+        probes::int_n_in_real_mode(&kvm),
+        &mut caps.int_n_in_real_mode,
     );
     probes.push(emulator::ring0_instructions(&kvm));
     let (pio, micros) = probes::pio_round_trip(&kvm);

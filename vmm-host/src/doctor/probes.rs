@@ -436,6 +436,66 @@ pub fn int_n_from_ring3(kvm: &Kvm) -> Probe {
     }
 }
 
+/// Where the real-mode probe's code and its interrupt handler live (segment 0).
+const REAL_MODE_CODE: u16 = 0x7c00;
+const REAL_MODE_HANDLER: u16 = 0x9000;
+/// The vector the real-mode probe calls.
+const REAL_MODE_VECTOR: u8 = 0x42;
+
+/// `int n` in real mode, the way a boot sector calls the BIOS: through the IVT to a handler
+/// that reports and `iret`s back. The host's BIOS relies on it.
+pub fn int_n_in_real_mode(kvm: &Kvm) -> Probe {
+    const NAME: &str = "int n in real mode";
+    let run = || -> Result<Trace, Probe> {
+        let main = code(16, u64::from(REAL_MODE_CODE), |a| {
+            a.mov(al, u32::from(REAL_MODE_VECTOR))?;
+            a.int(u32::from(REAL_MODE_VECTOR))?;
+            a.mov(dx, u32::from(DONE_PORT))?;
+            a.out(dx, al)
+        })?;
+        let handler = code(16, u64::from(REAL_MODE_HANDLER), |a| {
+            a.mov(dx, u32::from(RESULT_PORT))?;
+            a.out(dx, al)?;
+            a.iret()
+        })?;
+        let mut vm = ProbeVm::new(kvm, true, true).map_err(|e| failed(NAME, e))?;
+        let vector = u32::from(REAL_MODE_HANDLER).to_le_bytes(); // offset, then segment 0
+        vm.write_code(u64::from(REAL_MODE_VECTOR) * 4, &vector)
+            .and_then(|()| vm.write_code(u64::from(REAL_MODE_CODE), &main))
+            .and_then(|()| vm.write_code(u64::from(REAL_MODE_HANDLER), &handler))
+            .and_then(|()| vm.enter_real_mode(REAL_MODE_CODE))
+            .map_err(|e| failed(NAME, e))?;
+        Ok(vm.run(LIMIT))
+    };
+    let trace = match run() {
+        Ok(t) => t,
+        Err(p) => return p,
+    };
+    let reached = trace.values_on(RESULT_PORT).next() == Some(u64::from(REAL_MODE_VECTOR));
+    match (&trace.stop, reached) {
+        (Stop::Done, true) => Probe {
+            name: NAME,
+            verdict: Verdict::Yes,
+            evidence: format!(
+                "int {REAL_MODE_VECTOR:#x} went through the IVT to its handler and iret came back: a boot sector's BIOS calls reach the host's stubs"
+            ),
+        },
+        (stop, _) => Probe {
+            name: NAME,
+            verdict: Verdict::No,
+            evidence: format!(
+                "int {REAL_MODE_VECTOR:#x} ended in {}{}: the host serves BIOS calls at the failing int instead",
+                describe(stop),
+                if reached {
+                    " after its handler ran"
+                } else {
+                    ""
+                }
+            ),
+        },
+    }
+}
+
 pub fn syscall_from_ring3(kvm: &Kvm) -> Probe {
     const NAME: &str = "syscall from ring 3";
     let star = (0x10u64 << 48) | (u64::from(KERNEL_CS) << 32);

@@ -324,6 +324,11 @@ impl Vm {
         self.progress.exits += 1;
         self.progress.kicked = event == Event::Kicked;
         let debug = match event {
+            Event::Ended(Ending::InternalError { suberror: 1, .. })
+                if self.emulate_for_bios()? =>
+            {
+                return Ok(None);
+            }
             Event::Ended(ending) => return Ok(Some(Stop::Ended(ending))),
             Event::Kicked if watchdog.is_some_and(Watchdog::fired) => {
                 let limit = self.config.timeout;
