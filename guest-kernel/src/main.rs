@@ -31,7 +31,7 @@ use abi::cmdline::Cmdline;
 use core::panic::PanicInfo;
 
 /// Command-line keys this kernel understands.
-const KNOWN_KEYS: &[&str] = &["test", "log", "vmm", "pmm", "heap"];
+const KNOWN_KEYS: &[&str] = &["test", "log", "vmm", "pmm", "heap", "hz", "ticks"];
 
 #[unsafe(no_mangle)]
 extern "C" fn kmain(boot_data_paddr: u32, magic: u32) -> ! {
@@ -145,6 +145,7 @@ extern "C" fn kmain(boot_data_paddr: u32, magic: u32) -> ! {
     workloads::run(&workloads::Settings {
         name: options.test,
         heap_bytes: options.heap_bytes,
+        timer: options.timer,
         selectors,
     })
 }
@@ -155,6 +156,7 @@ struct Options<'a> {
     placement: mm::pmm::Placement,
     placement_name: &'a str,
     heap_bytes: u64,
+    timer: timer::Rate,
 }
 
 /// Values of the known keys; a bad value ends the run with BAD_COMMAND_LINE.
@@ -183,6 +185,21 @@ fn parse_options<'a>(cmdline: &Cmdline<'a>) -> Options<'a> {
             .filter(|&n| n > 0)
             .unwrap_or_else(|| bad("heap", text, &"a size such as 96M")),
     };
+    let mut timer = timer::Rate::DEFAULT;
+    if let Some(text) = cmdline.get("hz") {
+        timer.hz = text
+            .parse()
+            .ok()
+            .filter(|hz| timer::Rate::HZ.contains(hz))
+            .unwrap_or_else(|| bad("hz", text, &"a PIT rate from 19 to 596591"));
+    }
+    if let Some(text) = cmdline.get("ticks") {
+        timer.ticks = text
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| bad("ticks", text, &"a number of ticks, at least 1"));
+    }
     if let Some(level) = cmdline.get("log")
         && !log::set_level(level)
     {
@@ -194,6 +211,7 @@ fn parse_options<'a>(cmdline: &Cmdline<'a>) -> Options<'a> {
         placement,
         placement_name,
         heap_bytes,
+        timer,
     }
 }
 

@@ -12,8 +12,22 @@ use x86_64::instructions::port::Port;
 pub const IRQ_BASE: u8 = 0x20;
 /// The PIT's input clock.
 const PIT_HZ: u32 = 1_193_182;
-/// Ticks the workload waits for.
-const TICKS_WANTED: u64 = 100;
+/// The timer workload's rate and length: `hz=` and `ticks=` on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub hz: u32,
+    pub ticks: u64,
+}
+
+impl Rate {
+    /// 100 ticks at 1 kHz: a tenth of a second.
+    pub const DEFAULT: Self = Self {
+        hz: 1000,
+        ticks: 100,
+    };
+    /// Rates whose PIT count fits 16 bits and is at least 2 (mode 2's smallest).
+    pub const HZ: core::ops::RangeInclusive<u32> = 19..=PIT_HZ / 2;
+}
 
 static TICKS: AtomicU64 = AtomicU64::new(0);
 
@@ -124,17 +138,16 @@ pub enum Wait {
     Spin,
 }
 
-/// Wait for TICKS_WANTED ticks of a 1 kHz PIT, then mask everything and exit 0.
-pub fn timer_workload(wait: Wait) -> ! {
+/// Wait for `rate.ticks` ticks of the PIT at `rate.hz`, then mask everything and exit 0.
+pub fn timer_workload(wait: Wait, rate: Rate) -> ! {
+    let Rate { hz, ticks: wanted } = rate;
     remap_pics(1 << 0);
-    start_pit(1000);
-    kprintln!(
-        "[timer] PIC remapped to {IRQ_BASE:#x}, PIT at 1000 Hz; waiting for {TICKS_WANTED} ticks"
-    );
+    start_pit(hz);
+    kprintln!("[timer] PIC remapped to {IRQ_BASE:#x}, PIT at {hz} Hz; waiting for {wanted} ticks");
     if wait == Wait::Spin {
         interrupts::enable();
     }
-    while TICKS.load(Ordering::Relaxed) < TICKS_WANTED {
+    while TICKS.load(Ordering::Relaxed) < wanted {
         match wait {
             Wait::Halt => interrupts::enable_and_hlt(),
             Wait::Spin => core::hint::spin_loop(),
@@ -143,6 +156,6 @@ pub fn timer_workload(wait: Wait) -> ! {
     interrupts::disable();
     remap_pics(0);
     // The count reached; one more tick may have come in before `cli`.
-    kprintln!("[timer] {TICKS_WANTED} ticks");
+    kprintln!("[timer] {wanted} ticks");
     finish(abi::exit::SUCCESS)
 }

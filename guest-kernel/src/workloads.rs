@@ -146,6 +146,8 @@ pub const DEFAULT_HEAP: u64 = 96 << 20;
 pub struct Settings<'a> {
     pub name: &'a str,
     pub heap_bytes: u64,
+    /// `hz=` and `ticks=` for the timer workloads.
+    pub timer: crate::timer::Rate,
     pub selectors: Selectors,
 }
 
@@ -185,8 +187,8 @@ pub fn run(settings: &Settings) -> ! {
             kprintln!("halting with interrupts disabled");
             crate::exit::halt_forever()
         }
-        "timer" => crate::timer::timer_workload(crate::timer::Wait::Halt),
-        "timer-spin" => crate::timer::timer_workload(crate::timer::Wait::Spin),
+        "timer" => crate::timer::timer_workload(crate::timer::Wait::Halt, settings.timer),
+        "timer-spin" => crate::timer::timer_workload(crate::timer::Wait::Spin, settings.timer),
         "timer-unremapped" => crate::timer::unremapped_workload(),
         "cx16" => {
             let pair = crate::cx16::swap_pair();

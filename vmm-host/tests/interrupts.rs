@@ -73,6 +73,33 @@ fn a_guest_spinning_with_interrupts_on_gets_them_too() {
     assert_ticks_arrived("timer-spin");
 }
 
+/// `hz=` and `ticks=` set the workload's rate and length (the PIT benchmark's knobs); a rate
+/// the PIT cannot divide is a bad command line.
+#[test]
+fn the_timer_workload_runs_at_the_rate_asked() {
+    if kvm_or_skip("timer_rate").is_none() {
+        return;
+    }
+    let run = vmm(&["run", "--cmdline", "test=timer hz=250 ticks=25"]);
+    assert_eq!(run.status, 0, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("[timer] PIC remapped to 0x20, PIT at 250 Hz; waiting for 25 ticks"),
+        "{}",
+        run.stdout
+    );
+    let injected = irq0_count(&run.stdout);
+    assert!((25..=27).contains(&injected), "{injected}: {}", run.stdout);
+    let bad = vmm(&["run", "--cmdline", "test=timer hz=5"]);
+    assert_eq!(bad.status, i32::from(abi::exit::BAD_COMMAND_LINE));
+    assert!(
+        bad.stdout
+            .contains("bad value hz=5; expected a PIT rate from 19 to 596591"),
+        "{}",
+        bad.stdout
+    );
+}
+
 #[test]
 fn a_halt_that_nothing_can_wake_still_ends_the_run() {
     if kvm_or_skip("halt_without_timer").is_none() {
