@@ -1,7 +1,8 @@
 //! Builds guest-kernel for x86_64-unknown-none whenever vmm-host builds, and hands its path to
 //! the host as `GUEST_KERNEL_ELF`, with two images made from it: `GUEST_KERNEL_BZIMAGE` (the
 //! Linux boot protocol) and `GUEST_KERNEL_DISK`, a raw disk image that boots through the
-//! kernel's own boot sector under a BIOS (`abi::disk_image`).
+//! kernel's own boot sector under a BIOS (`abi::disk_image`); and `GUEST_KERNEL32`, the crate's
+//! 32-bit Multiboot test kernel (`src/bin/kernel32.rs`).
 //!
 //! The nested cargo runs in a target directory of its own, with the outer build's RUSTFLAGS and
 //! CARGO_* variables removed: they describe the host build (clippy wrappers, host flags,
@@ -102,6 +103,14 @@ fn main() {
     let disk = elf.with_file_name("guest-kernel.img");
     write_disk_image(&elf, &elf.with_file_name("bootsector"), &disk);
     println!("cargo:rustc-env=GUEST_KERNEL_DISK={}", disk.display());
+    let kernel32 = elf.with_file_name("kernel32");
+    if !kernel32.is_file() {
+        fail(&format!(
+            "guest-kernel built but {} is missing",
+            kernel32.display()
+        ));
+    }
+    println!("cargo:rustc-env=GUEST_KERNEL32={}", kernel32.display());
 }
 
 /// Where the protected-mode kernel of a bzImage is loaded, and guest-kernel is linked.

@@ -183,6 +183,8 @@ pub struct RunReport {
     pub pic_shared_base: Option<u8>,
     /// What the host's BIOS served, when a disk image booted.
     pub bios: Option<crate::bios::BiosReport>,
+    /// Instructions KVM could not emulate that the host carried out: (name, count).
+    pub carried_out: Vec<(&'static str, u64)>,
     pub serial_dropped: u64,
     /// The serial limit the run had, for the note on dropped bytes.
     pub serial_limit: u64,
@@ -263,6 +265,19 @@ impl fmt::Display for RunReport {
         }
         if let Some(bios) = &self.bios {
             write!(f, "{bios}")?;
+        }
+        if !self.carried_out.is_empty() {
+            let total: u64 = self.carried_out.iter().map(|(_, n)| n).sum();
+            let each: Vec<String> = self
+                .carried_out
+                .iter()
+                .map(|(name, n)| format!("{name} ×{n}"))
+                .collect();
+            writeln!(
+                f,
+                "  note   the host carried out {total} instructions KVM could not emulate: {}",
+                each.join(", ")
+            )?;
         }
         if !self.post_codes.is_empty() {
             let codes: Vec<String> = self
@@ -368,6 +383,7 @@ mod tests {
             interrupts: Vec::new(),
             pic_shared_base: None,
             bios: None,
+            carried_out: vec![],
             serial_dropped: 0,
             serial_limit: 16 << 10,
         };
@@ -402,6 +418,7 @@ mod tests {
             interrupts: vec![(0x20, 99), (0x21, 1)],
             pic_shared_base: Some(0x20),
             bios: None,
+            carried_out: vec![],
             serial_dropped: 0,
             serial_limit: 0,
         };

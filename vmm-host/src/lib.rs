@@ -21,6 +21,7 @@ pub mod doctor;
 pub mod emulation;
 pub mod ending;
 pub mod exceptions;
+pub mod fallback;
 pub mod gdb;
 pub mod history;
 pub mod html;
@@ -53,6 +54,10 @@ pub const GUEST_KERNEL_BZIMAGE: &str = env!("GUEST_KERNEL_BZIMAGE");
 /// The same kernel on a raw disk image behind build.rs's two-stage boot loader (stage1 at
 /// 0x7C00, stage2 at 0x8000), whose command line is `abi::disk_image::DEFAULT_CMDLINE`.
 pub const GUEST_KERNEL_DISK: &str = env!("GUEST_KERNEL_DISK");
+
+/// A 32-bit Multiboot 1 test kernel (guest-kernel's `kernel32` binary): protected mode with
+/// paging off, the PICs, the PIT at 100 Hz, the VGA screen, then a divide error.
+pub const GUEST_KERNEL32: &str = env!("GUEST_KERNEL32");
 
 /// The bundled guest-kernel in the form `boot` needs: the bzImage for Linux, the disk image
 /// for a disk, else the ELF (which carries the PVH note and both Multiboot headers). Its

@@ -18,7 +18,6 @@
 mod call;
 mod clock;
 pub mod disk;
-pub mod real_mode;
 pub mod rom;
 mod system;
 mod video;
@@ -109,8 +108,6 @@ pub struct Bios {
     /// Vectors that reached a stub with no service and no IRQ in service: a CPU exception
     /// in real mode, or an `int` the BIOS does not have. The first one described.
     pub unexpected: StrayAccesses,
-    /// `int n` and `iret` the host carried out because KVM could not.
-    pub emulated: u64,
 }
 
 impl Bios {
@@ -121,7 +118,6 @@ impl Bios {
             calls: BTreeMap::new(),
             unsupported: StrayAccesses::default(),
             unexpected: StrayAccesses::default(),
-            emulated: 0,
         }
     }
 
@@ -211,7 +207,6 @@ impl Bios {
             summary: self.summary(),
             unsupported: self.unsupported.clone(),
             unexpected: self.unexpected.clone(),
-            emulated: self.emulated,
         }
     }
 
@@ -244,7 +239,6 @@ pub struct BiosReport {
     pub summary: String,
     pub unsupported: StrayAccesses,
     pub unexpected: StrayAccesses,
-    pub emulated: u64,
 }
 
 impl std::fmt::Display for BiosReport {
@@ -255,13 +249,6 @@ impl std::fmt::Display for BiosReport {
                 f,
                 "  note   {} BIOS calls are not supported here (first: {first}); each returned CF set",
                 self.unsupported.count
-            )?;
-        }
-        if self.emulated > 0 {
-            writeln!(
-                f,
-                "  note   the host carried out {} real-mode int/iret instructions KVM could not emulate",
-                self.emulated
             )?;
         }
         if let Some(first) = &self.unexpected.first {

@@ -390,6 +390,7 @@ serial = ["memory map", "hello from guest-kernel"]
             interrupts: Vec::new(),
             pic_shared_base: None,
             bios: None,
+            carried_out: vec![],
             serial_dropped: 0,
             serial_limit: crate::console::DEFAULT_LIMIT,
         }
@@ -443,6 +444,28 @@ serial = ["memory map", "hello from guest-kernel"]
         assert_eq!(
             config.symbols.as_deref(),
             Some(Path::new(crate::GUEST_KERNEL_ELF))
+        );
+        let disk = format!("boot = \"disk\"\n{HELLO}");
+        let config = crate::suite::vm_config(&parse(&disk).unwrap(), &options);
+        assert_eq!(config.kernel, Path::new(crate::GUEST_KERNEL_DISK));
+        // Another bundled kernel carries its own symbols.
+        let k32 = format!("bundled = \"kernel32\"\n{HELLO}");
+        let config = crate::suite::vm_config(&parse(&k32).unwrap(), &options);
+        assert_eq!(config.kernel, Path::new(crate::GUEST_KERNEL32));
+        assert_eq!(config.symbols, None);
+    }
+
+    #[test]
+    fn bundled_names_a_kernel_the_build_has_and_excludes_kernel() {
+        let unknown = format!("bundled = \"kernel64\"\n{HELLO}");
+        assert_eq!(
+            parse(&unknown).unwrap_err().to_string(),
+            "scenarios/hello.toml:1:11: bundled = \"kernel64\": the build bundles \"kernel32\" (leave it out for guest-kernel)"
+        );
+        let both = format!("bundled = \"kernel32\"\nkernel = \"k\"\n{HELLO}");
+        assert_eq!(
+            parse(&both).unwrap_err().to_string(),
+            "scenarios/hello.toml:1:11: bundled and kernel both name the kernel: keep one"
         );
     }
 

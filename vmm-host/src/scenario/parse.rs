@@ -23,6 +23,8 @@ struct RawScenario {
     timeout: Option<Spanned<f64>>,
     serial_limit: Option<Spanned<String>>,
     kernel: Option<PathBuf>,
+    /// Another kernel the build bundles, by name (`kernel32`), instead of a file.
+    bundled: Option<Spanned<String>>,
     symbols: Option<PathBuf>,
     boot: Option<crate::loader::BootProtocol>,
     clock: Option<Spanned<String>>,
@@ -136,7 +138,25 @@ pub(super) fn scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioErro
             .map_err(|e| source.at(limit.span().start, &format!("serial_limit: {e}")))?,
     };
     let beside = |file: PathBuf| path.parent().unwrap_or(Path::new(".")).join(file);
-    let kernel = raw.kernel.map(beside);
+    let kernel = match (raw.kernel, &raw.bundled) {
+        (Some(_), Some(b)) => {
+            return Err(source.at(
+                b.span().start,
+                "bundled and kernel both name the kernel: keep one",
+            ));
+        }
+        (Some(file), None) => Some(beside(file)),
+        (None, Some(b)) => Some(match b.get_ref().as_str() {
+            "kernel32" => PathBuf::from(crate::GUEST_KERNEL32),
+            other => {
+                let why = format!(
+                    "bundled = \"{other}\": the build bundles \"kernel32\" (leave it out for guest-kernel)"
+                );
+                return Err(source.at(b.span().start, &why));
+            }
+        }),
+        (None, None) => None,
+    };
     let symbols = raw.symbols.map(beside);
     Ok(Scenario {
         path: path.to_path_buf(),

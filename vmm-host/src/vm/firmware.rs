@@ -79,26 +79,6 @@ impl Vm {
         Ok(BiosCall::Served)
     }
 
-    /// After KVM failed to emulate an instruction: if it is a real-mode `int n` or `iret` of
-    /// a boot sector on the host's BIOS, carry it out and let the guest go on (true).
-    pub(super) fn emulate_for_bios(&mut self) -> Result<bool, RunError> {
-        let Some(bios) = &mut self.bios else {
-            return Ok(false);
-        };
-        let mut sregs = self.vcpu.get_sregs().map_err(kvm("KVM_GET_SREGS"))?;
-        if sregs.cr0 & Cr0Flags::PROTECTED_MODE_ENABLE.bits() != 0 {
-            return Ok(false);
-        }
-        let mut regs = self.vcpu.get_regs().map_err(kvm("KVM_GET_REGS"))?;
-        if crate::bios::real_mode::emulate(&mut regs, &mut sregs, &self.mem).is_none() {
-            return Ok(false);
-        }
-        bios.emulated += 1;
-        self.vcpu.set_sregs(&sregs).map_err(kvm("KVM_SET_SREGS"))?;
-        self.vcpu.set_regs(&regs).map_err(kvm("KVM_SET_REGS"))?;
-        Ok(true)
-    }
-
     /// Where the `int` came from, `CS:IP` of its return address on the stack.
     fn caller(&self, sregs: &kvm_sregs, sp: u64) -> String {
         let word = |offset: u64| -> u16 {

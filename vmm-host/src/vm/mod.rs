@@ -1,6 +1,7 @@
 //! A VM booting one kernel (PVH or Multiboot): guest RAM, one vCPU, COM1 and the debug-exit port.
 //! [`run`] holds the loop that runs it; [`debug`] what gdb reads and changes while it stands.
 
+mod carry;
 mod debug;
 mod error;
 mod exits;
@@ -160,6 +161,8 @@ pub struct Vm {
     report: Option<ReportFile>,
     /// The host's BIOS, when a disk image boots.
     bios: Option<Bios>,
+    /// Instructions KVM could not emulate that the host carried out, by name.
+    carried: std::collections::BTreeMap<&'static str, u64>,
     mem: GuestMemoryMmap,
 }
 
@@ -296,6 +299,7 @@ impl Vm {
             symbols,
             report,
             bios,
+            carried: std::collections::BTreeMap::new(),
             mem,
         })
     }

@@ -205,6 +205,7 @@ impl Vm {
             interrupts: self.interrupts.iter().map(|(&v, &n)| (v, n)).collect(),
             pic_shared_base: self.devices.pic.shared_vector_base(),
             bios: self.bios.as_ref().map(crate::bios::Bios::report),
+            carried_out: self.carried.iter().map(|(&k, &n)| (k, n)).collect(),
             serial_dropped: self.devices.com1.sink().dropped(),
             serial_limit: self.config.serial_limit,
         };
@@ -324,9 +325,7 @@ impl Vm {
         self.progress.exits += 1;
         self.progress.kicked = event == Event::Kicked;
         let debug = match event {
-            Event::Ended(Ending::InternalError { suberror: 1, .. })
-                if self.emulate_for_bios()? =>
-            {
+            Event::Ended(Ending::InternalError { suberror: 1, .. }) if self.carry_out()? => {
                 return Ok(None);
             }
             Event::Ended(ending) => return Ok(Some(Stop::Ended(ending))),

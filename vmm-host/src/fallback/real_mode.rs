@@ -1,6 +1,5 @@
-//! `int n` and `iret` in real mode, done by the host: on a KVM whose emulator fails them
-//! (doctor's "int n in real mode"), the run stops with an emulation failure at the
-//! instruction, and the host carries it out on the registers and the stack as the CPU would,
+//! `int n` and `iret` in real mode: on a KVM whose emulator fails them (doctor's "int n in
+//! real mode"), the host carries them out on the registers and the stack as the CPU would,
 //! so a boot sector's BIOS calls still reach the stubs.
 
 use crate::addr::Gpa;
@@ -10,12 +9,7 @@ use vm_memory::{Bytes, GuestMemoryMmap};
 /// IF, TF and AC: what a real-mode `int` clears.
 const INT_CLEARS: u64 = (1 << 9) | (1 << 8) | (1 << 18);
 
-/// Which instruction the host carried out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Emulated {
-    Int(u8),
-    Iret,
-}
+use super::Carried;
 
 fn linear(base: u64, offset: u64) -> Gpa {
     Gpa::new(base + (offset & 0xffff))
@@ -41,7 +35,7 @@ pub fn emulate(
     regs: &mut kvm_regs,
     sregs: &mut kvm_sregs,
     mem: &GuestMemoryMmap,
-) -> Option<Emulated> {
+) -> Option<Carried> {
     let at = linear(sregs.cs.base, regs.rip);
     let opcode: [u8; 2] = mem.read_obj(at.guest_address()).ok()?;
     let sp = regs.rsp & 0xffff;
@@ -59,7 +53,7 @@ pub fn emulate(
             regs.rflags &= !INT_CLEARS;
             load_cs(sregs, segment);
             regs.rip = u64::from(offset);
-            Some(Emulated::Int(vector))
+            Some(Carried::RealModeInt(vector))
         }
         [0xcf, _] => {
             let ip = read_u16(mem, stack(0))?;
@@ -69,7 +63,7 @@ pub fn emulate(
             regs.rflags = (regs.rflags & !0xffff) | u64::from(flags) | 0x2;
             load_cs(sregs, cs);
             regs.rip = u64::from(ip);
-            Some(Emulated::Iret)
+            Some(Carried::RealModeIret)
         }
         _ => None,
     }
@@ -100,7 +94,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             emulate(&mut regs, &mut sregs, &mem),
-            Some(Emulated::Int(0x13))
+            Some(Carried::RealModeInt(0x13))
         );
         assert_eq!(
             (sregs.cs.selector, sregs.cs.base, regs.rip),
@@ -118,7 +112,10 @@ mod tests {
 
         // The stub's iret comes back to the instruction after the int, with the flags.
         mem.write_slice(&[0xcf], GuestAddress(0xf_004c)).unwrap();
-        assert_eq!(emulate(&mut regs, &mut sregs, &mem), Some(Emulated::Iret));
+        assert_eq!(
+            emulate(&mut regs, &mut sregs, &mem),
+            Some(Carried::RealModeIret)
+        );
         assert_eq!((sregs.cs.base, regs.rip, regs.rsp), (0, 0x7c12, 0x7000));
         assert_eq!(regs.rflags, 0x346);
     }
