@@ -208,28 +208,10 @@ impl RunReport {
     }
 }
 
-impl fmt::Display for RunReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "== run ended: {}", self.ending.headline())?;
-        writeln!(
-            f,
-            "  status {}   time {}   VM exits {}",
-            self.exit_status(),
-            seconds(self.elapsed),
-            self.vm_exits
-        )?;
-        if let Ending::InternalError { data, .. } = &self.ending
-            && !data.is_empty()
-        {
-            let words: Vec<String> = data.iter().map(|d| format!("{d:#x}")).collect();
-            writeln!(f, "  data   {}", words.join(" "))?;
-        }
-        if let Some(state) = &self.state {
-            writeln!(f, "{state}")?;
-            if let Some(hint) = self.emulation_hint(state) {
-                writeln!(f, "  hint   {hint}")?;
-            }
-        }
+impl RunReport {
+    /// The lines about the machine around the guest: stray accesses, interrupts, the PICs,
+    /// the BIOS, and instructions the host carried out.
+    fn write_machine(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.stray_accesses > 0 {
             writeln!(
                 f,
@@ -279,6 +261,33 @@ impl fmt::Display for RunReport {
                 each.join(", ")
             )?;
         }
+        Ok(())
+    }
+}
+
+impl fmt::Display for RunReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "== run ended: {}", self.ending.headline())?;
+        writeln!(
+            f,
+            "  status {}   time {}   VM exits {}",
+            self.exit_status(),
+            seconds(self.elapsed),
+            self.vm_exits
+        )?;
+        if let Ending::InternalError { data, .. } = &self.ending
+            && !data.is_empty()
+        {
+            let words: Vec<String> = data.iter().map(|d| format!("{d:#x}")).collect();
+            writeln!(f, "  data   {}", words.join(" "))?;
+        }
+        if let Some(state) = &self.state {
+            writeln!(f, "{state}")?;
+            if let Some(hint) = self.emulation_hint(state) {
+                writeln!(f, "  hint   {hint}")?;
+            }
+        }
+        self.write_machine(f)?;
         if !self.post_codes.is_empty() {
             let codes: Vec<String> = self
                 .post_codes

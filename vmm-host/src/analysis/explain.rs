@@ -230,10 +230,51 @@ fn double_fault(record: &ExceptionRecord) -> String {
 fn divide_error(record: &ExceptionRecord, analysis: &Analysis) -> String {
     match &analysis.instruction {
         Ok(i) if i.text.starts_with("div") || i.text.starts_with("idiv") => format!(
-            "`{}` raised #DE: the divisor is zero, or the quotient does not fit the destination (a 128-by-64-bit divide with RDX too large)",
-            i.text
+            "`{}` raised #DE: the divisor is zero, or the quotient does not fit the destination ({})",
+            i.text,
+            divide_width(&i.text)
         ),
         _ => format!("#DE divide error at {}", record.rip()),
+    }
+}
+
+/// What a `div`/`idiv` divides, from its operand's size: the dividend's high half is what
+/// overflows the quotient.
+pub(super) fn divide_width(text: &str) -> &'static str {
+    let operand = text.split_once(' ').map_or("", |(_, o)| o.trim());
+    let bits = match operand.split_whitespace().next() {
+        Some("qword") => 64,
+        Some("dword") => 32,
+        Some("word") => 16,
+        Some("byte") => 8,
+        _ => register_bits(operand),
+    };
+    match bits {
+        64 => "a 128-by-64-bit divide with RDX too large",
+        32 => "a 64-by-32-bit divide with EDX too large",
+        16 => "a 32-by-16-bit divide with DX too large",
+        _ => "a 16-by-8-bit divide with AH too large",
+    }
+}
+
+/// The width of a general register by its Intel name.
+fn register_bits(name: &str) -> u32 {
+    let numbered = name
+        .strip_prefix('r')
+        .filter(|n| n.starts_with(|c: char| c.is_ascii_digit()));
+    if let Some(n) = numbered {
+        return match n.chars().last() {
+            Some('d') => 32,
+            Some('w') => 16,
+            Some('b') => 8,
+            _ => 64,
+        };
+    }
+    match name.chars().next() {
+        Some('r') => 64,
+        Some('e') => 32,
+        _ if name.ends_with('l') || name.ends_with('h') => 8,
+        _ => 16,
     }
 }
 

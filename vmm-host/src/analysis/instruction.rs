@@ -32,7 +32,17 @@ pub struct Instruction {
 
 /// Decode the 64-bit instruction in `bytes` located at `rip`.
 pub fn decode_bytes(bytes: &[u8], rip: u64, registers: &RegisterFile<'_>) -> Option<Instruction> {
-    let mut decoder = Decoder::with_ip(64, bytes, rip, DecoderOptions::NONE);
+    decode_in(64, bytes, rip, registers)
+}
+
+/// Decode the `bitness`-bit (16, 32 or 64) instruction in `bytes` located at `rip`.
+pub fn decode_in(
+    bitness: u32,
+    bytes: &[u8],
+    rip: u64,
+    registers: &RegisterFile<'_>,
+) -> Option<Instruction> {
+    let mut decoder = Decoder::with_ip(bitness, bytes, rip, DecoderOptions::NONE);
     let instruction = decoder.decode();
     if instruction.is_invalid() {
         return None;
@@ -105,17 +115,18 @@ pub fn decode_bytes(bytes: &[u8], rip: u64, registers: &RegisterFile<'_>) -> Opt
     })
 }
 
-/// Read and decode the instruction at the interrupted RIP.
+/// Read and decode the instruction at the interrupted RIP, in the code's `bitness`.
 pub fn decode_at(
     space: &AddressSpace<'_>,
     registers: &RegisterFile<'_>,
+    bitness: u32,
 ) -> Result<Instruction, String> {
     let rip = registers.regs.rip;
     let mut bytes = [0u8; 15];
     let (_, len) = space
         .read_prefix(Gva::new(rip), &mut bytes)
         .map_err(|e| format!("cannot read the instruction: {e}"))?;
-    decode_bytes(&bytes[..len], rip, registers)
+    decode_in(bitness, &bytes[..len], rip, registers)
         .ok_or_else(|| format!("the bytes at {rip:#x} are not a valid instruction"))
 }
 

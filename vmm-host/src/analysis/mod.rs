@@ -186,7 +186,7 @@ pub fn analyse(record: &ExceptionRecord, ctx: &Context<'_>) -> (Analysis, Option
         fs_base: record.fs_base,
         gs_base: record.gs_base,
     };
-    let instruction = instruction::decode_at(&ctx.space, &registers);
+    let instruction = instruction::decode_at(&ctx.space, &registers, record.control.bitness());
     let mut walks = Vec::new();
     if record.is_page_fault() {
         walks.push(NamedWalk {
@@ -215,11 +215,15 @@ pub fn analyse(record: &ExceptionRecord, ctx: &Context<'_>) -> (Analysis, Option
             walk: ctx.space.walk(Gva::new(address)),
         });
     }
-    let snapshot = walks.first().map(|w| Snapshot {
-        seq: record.seq,
-        walk: w.walk.clone(),
-        mode: ctx.space.mode,
-    });
+    // With paging off there are no tables whose changes a diff could show.
+    let snapshot = walks
+        .first()
+        .filter(|_| ctx.space.mode.enabled)
+        .map(|w| Snapshot {
+            seq: record.seq,
+            walk: w.walk.clone(),
+            mode: ctx.space.mode,
+        });
     let mut analysis = Analysis {
         instruction,
         location: ctx.locate(record.regs.rip),

@@ -670,3 +670,33 @@ fn the_null_page_ends_at_4_kib_and_the_identity_map_at_its_size() {
         "{above}"
     );
 }
+
+/// A #DE's explanation names the divide by its operand's size: 32-bit kernels divide by
+/// `ecx`, not `rcx`.
+#[test]
+fn a_divide_error_names_the_divide_by_its_width() {
+    use super::explain::divide_width;
+    for (text, width) in [
+        ("div rcx", "128-by-64"),
+        ("div r9", "128-by-64"),
+        ("div qword ptr [rax]", "128-by-64"),
+        ("div ecx", "64-by-32"),
+        ("div r9d", "64-by-32"),
+        ("idiv dword ptr [ebx+4]", "64-by-32"),
+        ("div cx", "32-by-16"),
+        ("div si", "32-by-16"),
+        ("div word ptr [bx]", "32-by-16"),
+        ("div r9w", "32-by-16"),
+        ("div cl", "16-by-8"),
+        ("div ah", "16-by-8"),
+        ("div sil", "16-by-8"),
+        ("div r9b", "16-by-8"),
+        ("div byte ptr [rax]", "16-by-8"),
+    ] {
+        assert!(
+            divide_width(text).contains(width),
+            "{text}: {}",
+            divide_width(text)
+        );
+    }
+}

@@ -2,7 +2,7 @@
 
 use super::debuggable::Inspect;
 use crate::addr::Gva;
-use crate::tap::{EXCEPTION_VECTORS, Gate, Idtr};
+use crate::tap::{EXCEPTION_VECTORS, Gate, GateFormat, Idtr};
 use std::fmt::Write as _;
 
 /// The 32 exception gates, each with where its handler is.
@@ -11,6 +11,7 @@ pub fn idt(vm: &dyn Inspect) -> Result<String, String> {
     let idtr = Idtr {
         base: Gva::new(cpu.sregs.idt.base),
         limit: cpu.sregs.idt.limit,
+        format: GateFormat::of(cpu.sregs.cr0, cpu.sregs.efer).unwrap_or(GateFormat::Long),
     };
     let mut text = format!(
         "IDTR base {} limit {:#x}: {} of the {EXCEPTION_VECTORS} exception gates inside the limit\n",
@@ -28,16 +29,17 @@ pub fn idt(vm: &dyn Inspect) -> Result<String, String> {
             continue;
         };
         let mut raw = [0u8; 16];
-        let unreadable = match vm.read_virtual(at, &mut raw) {
-            Ok(n) if n == raw.len() => None,
-            Ok(n) => Some(format!("only {n} of its 16 bytes are mapped")),
+        let size = idtr.format.size();
+        let unreadable = match vm.read_virtual(at, &mut raw[..size]) {
+            Ok(n) if n == size => None,
+            Ok(n) => Some(format!("only {n} of its {size} bytes are mapped")),
             Err(e) => Some(e.to_string()),
         };
         if let Some(why) = unreadable {
             let _ = writeln!(text, "vector {vector:>2} gate at {at} unreadable: {why}");
             continue;
         }
-        let gate = Gate::parse(vector, &raw);
+        let gate = Gate::parse(vector, &raw, idtr.format);
         let whose = if !gate.present {
             String::new()
         } else {

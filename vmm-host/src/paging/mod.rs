@@ -48,15 +48,28 @@ pub struct PagingMode {
     pub nxe: bool,
     /// Page1GB: without it PS in a PDPT entry is reserved.
     pub gib_pages: bool,
+    /// CR0.PG: off, a linear address is the physical one (32-bit protected mode before a
+    /// kernel turns paging on) and a walk reads no table.
+    pub enabled: bool,
 }
 
 impl PagingMode {
-    /// The mode a vCPU with this EFER and physical-address width walks its tables in.
+    /// The mode a vCPU with this EFER and physical-address width walks its tables in, paging
+    /// on (long mode always has it).
     pub fn new(cpu: CpuPaging, efer: u64) -> Self {
         Self {
             max_phys_addr: cpu.max_phys_addr,
             nxe: efer & EferFlags::NO_EXECUTE_ENABLE.bits() != 0,
             gib_pages: cpu.gib_pages,
+            enabled: true,
+        }
+    }
+
+    /// The mode of a vCPU with these CR0 and EFER.
+    pub fn of_vcpu(cpu: CpuPaging, cr0: u64, efer: u64) -> Self {
+        Self {
+            enabled: cr0 & x86_64::registers::control::Cr0Flags::PAGING.bits() != 0,
+            ..Self::new(cpu, efer)
         }
     }
 

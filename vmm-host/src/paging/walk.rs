@@ -137,6 +137,16 @@ fn walk_into(
     gva: Gva,
     steps: &mut Vec<Step>,
 ) -> WalkEnd {
+    if !mode.enabled {
+        // Paging off: the linear address is the physical one, 32 bits wide, all rights.
+        return WalkEnd::Mapped(Mapping {
+            gpa: Gpa::new(gva.raw() & 0xffff_ffff),
+            page_size: 0x1000,
+            writable: true,
+            user: true,
+            executable: true,
+        });
+    }
     if !gva.is_canonical() {
         return WalkEnd::NonCanonical;
     }
@@ -197,6 +207,16 @@ fn size_name(size: u64) -> &'static str {
 impl fmt::Display for Walk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "walk of {}", self.gva)?;
+        // Only a walk with paging off maps a page without reading an entry.
+        if self.steps.is_empty()
+            && let WalkEnd::Mapped(m) = self.end
+        {
+            return write!(
+                f,
+                ": paging is off (CR0.PG = 0), linear = physical\n  -> {}",
+                m.gpa
+            );
+        }
         if self.gva.is_canonical() {
             let parts: Vec<String> = [Level::Pml4, Level::Pdpt, Level::Pd, Level::Pt]
                 .iter()
@@ -289,8 +309,31 @@ mod tests {
         max_phys_addr: 48,
         nxe: true,
         gib_pages: true,
+        enabled: true,
     };
     const JOURNEY: u64 = 0x716b_326c_8100;
+
+    /// With CR0.PG clear nothing is read: the linear address is physical, 32 bits of it.
+    #[test]
+    fn with_paging_off_linear_is_physical() {
+        let ram = crate::paging::SyntheticMemory::new(0x10000);
+        let off = PagingMode {
+            enabled: false,
+            ..MODE
+        };
+        let w = walk(&ram, off, Cr3::new(0x1000), Gva::new(0x2000ff));
+        assert_eq!(w.translation(), Some(Gpa::new(0x2000ff)));
+        assert!(w.steps.is_empty());
+        assert_eq!(
+            w.to_string(),
+            "walk of 0x2000ff: paging is off (CR0.PG = 0), linear = physical\n  -> 0x2000ff"
+        );
+        let on = PagingMode::of_vcpu(crate::paging::CpuPaging::with_phys_bits(48), 0x8000_0011, 0);
+        assert!(on.enabled);
+        assert!(
+            !PagingMode::of_vcpu(crate::paging::CpuPaging::with_phys_bits(48), 0x11, 0).enabled
+        );
+    }
 
     /// The journey's tables: PML4 0x1000 → PDPT 0x2000 → PD 0x3000 → PT 0x4000.
     fn journey_ram(pte: u64) -> FakeRam {

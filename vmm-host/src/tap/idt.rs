@@ -1,34 +1,66 @@
-//! The guest's IDT as the tap reads it: IDTR from the vCPU, 16-byte long-mode gates from guest
-//! memory through the guest's own page tables.
+//! The guest's IDT as the tap reads it: IDTR from the vCPU, gates from guest memory through
+//! the guest's own page tables: 16-byte gates in long mode, 8-byte gates in 32-bit protected
+//! mode.
 
 use crate::addr::Gva;
 use std::fmt;
 
 /// Vectors the tap instruments: the architectural exceptions.
 pub const EXCEPTION_VECTORS: u8 = 32;
-/// Bytes per long-mode gate descriptor.
+/// Bytes per long-mode gate descriptor, the larger of the two formats.
 pub const GATE_BYTES: usize = 16;
-/// The same, for address arithmetic.
-pub const GATE_SIZE: u64 = GATE_BYTES as u64;
 
-/// IDTR: where the table is (virtual) and its limit (size − 1).
+/// How the CPU reads the IDT's gates in the vCPU's current mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GateFormat {
+    /// Long mode: 16 bytes, a 64-bit offset and an IST index.
+    Long,
+    /// 32-bit protected mode: 8 bytes, a 32-bit offset.
+    Protected,
+}
+
+impl GateFormat {
+    /// The format of the vCPU with these control registers; `None` in real mode (no IDT
+    /// gates: the IVT).
+    pub fn of(cr0: u64, efer: u64) -> Option<Self> {
+        use x86_64::registers::control::Cr0Flags;
+        use x86_64::registers::model_specific::EferFlags;
+        if cr0 & Cr0Flags::PROTECTED_MODE_ENABLE.bits() == 0 {
+            None
+        } else if efer & EferFlags::LONG_MODE_ACTIVE.bits() != 0 {
+            Some(Self::Long)
+        } else {
+            Some(Self::Protected)
+        }
+    }
+
+    pub fn size(self) -> usize {
+        match self {
+            Self::Long => GATE_BYTES,
+            Self::Protected => 8,
+        }
+    }
+}
+
+/// IDTR: where the table is (virtual) and its limit (size − 1), and its gates' format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Idtr {
     pub base: Gva,
     pub limit: u16,
+    pub format: GateFormat,
 }
 
 impl Idtr {
     /// How many of vectors 0–31 the limit covers.
     pub fn covered_vectors(self) -> u8 {
-        let entries = (u64::from(self.limit) + 1) / GATE_SIZE;
+        let entries = (u64::from(self.limit) + 1) / self.format.size() as u64;
         u8::try_from(entries).map_or(EXCEPTION_VECTORS, |n| n.min(EXCEPTION_VECTORS))
     }
 
     /// The gate's virtual address, if inside the limit.
     pub fn gate_address(self, vector: u8) -> Option<Gva> {
-        (vector < self.covered_vectors())
-            .then(|| Gva::new(self.base.raw().wrapping_add(u64::from(vector) * GATE_SIZE)))
+        let offset = u64::from(vector) * self.format.size() as u64;
+        (vector < self.covered_vectors()).then(|| Gva::new(self.base.raw().wrapping_add(offset)))
     }
 }
 
@@ -40,7 +72,7 @@ pub enum GateKind {
     Invalid(u8),
 }
 
-/// One long-mode IDT gate, decoded.
+/// One IDT gate, decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Gate {
     pub vector: u8,
@@ -53,12 +85,20 @@ pub struct Gate {
 }
 
 impl Gate {
-    pub fn parse(vector: u8, raw: &[u8; GATE_BYTES]) -> Self {
+    /// Decode the gate at the start of `raw` (16 bytes read; a 32-bit gate uses the first 8).
+    pub fn parse(vector: u8, raw: &[u8; GATE_BYTES], format: GateFormat) -> Self {
         let word = |at: usize| u16::from_le_bytes([raw[at], raw[at + 1]]);
-        let offset = u64::from(word(0))
-            | u64::from(word(6)) << 16
-            | u64::from(u32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]])) << 32;
+        let low = u64::from(word(0)) | u64::from(word(6)) << 16;
+        let (offset, ist) = match format {
+            GateFormat::Long => (
+                low | u64::from(u32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]])) << 32,
+                raw[4] & 7,
+            ),
+            GateFormat::Protected => (low, 0),
+        };
         let attributes = raw[5];
+        // Types 0xE and 0xF are 64-bit gates in long mode and 32-bit ones in protected mode;
+        // 16-bit gates (6, 7) and task gates (5) are not followed here.
         let kind = match attributes & 0xf {
             0xe => GateKind::Interrupt,
             0xf => GateKind::Trap,
@@ -68,7 +108,7 @@ impl Gate {
             vector,
             handler: Gva::new(offset),
             selector: word(2),
-            ist: raw[4] & 7,
+            ist,
             kind,
             dpl: (attributes >> 5) & 3,
             present: attributes & 0x80 != 0,
@@ -123,7 +163,11 @@ mod tests {
 
     #[test]
     fn decodes_an_interrupt_gate_with_ist() {
-        let gate = Gate::parse(8, &gate_bytes(0xffff_ffff_8123_4567, 0x08, 1, 0x8e));
+        let gate = Gate::parse(
+            8,
+            &gate_bytes(0xffff_ffff_8123_4567, 0x08, 1, 0x8e),
+            GateFormat::Long,
+        );
         assert_eq!(gate.handler, Gva::new(0xffff_ffff_8123_4567));
         assert_eq!(gate.kind, GateKind::Interrupt);
         assert_eq!((gate.selector, gate.ist, gate.dpl), (0x08, 1, 0));
@@ -136,10 +180,37 @@ mod tests {
 
     #[test]
     fn absent_or_invalid_gates_are_not_usable() {
-        assert!(!Gate::parse(3, &gate_bytes(0x1000, 8, 0, 0x0e)).usable());
-        assert!(!Gate::parse(3, &gate_bytes(0x1000, 8, 0, 0x8c)).usable());
-        assert!(Gate::parse(3, &gate_bytes(0x1000, 8, 0, 0xef)).usable());
-        assert!(!Gate::parse(3, &gate_bytes(0x8000_0000_0000, 8, 0, 0x8e)).usable());
+        let parse = |raw| Gate::parse(3, &raw, GateFormat::Long);
+        assert!(!parse(gate_bytes(0x1000, 8, 0, 0x0e)).usable());
+        assert!(!parse(gate_bytes(0x1000, 8, 0, 0x8c)).usable());
+        assert!(parse(gate_bytes(0x1000, 8, 0, 0xef)).usable());
+        assert!(!parse(gate_bytes(0x8000_0000_0000, 8, 0, 0x8e)).usable());
+    }
+
+    /// A 32-bit gate is the first 8 bytes: whatever follows (the next gate) is not part of
+    /// its offset, and it has no IST.
+    #[test]
+    fn decodes_a_32_bit_interrupt_gate() {
+        let mut raw = gate_bytes(0x0020_00ff, 0x08, 0, 0x8e);
+        raw[8..16].copy_from_slice(&[0xff; 8]);
+        raw[4] = 0x07;
+        let gate = Gate::parse(0, &raw, GateFormat::Protected);
+        assert_eq!(gate.handler, Gva::new(0x20_00ff));
+        assert_eq!((gate.ist, gate.kind), (0, GateKind::Interrupt));
+        assert!(gate.usable());
+        assert_eq!(
+            gate.to_string(),
+            "vector  0: interrupt gate 0x0008:0x2000ff DPL 0"
+        );
+        let task = Gate::parse(8, &gate_bytes(0, 0x28, 0, 0x85), GateFormat::Protected);
+        assert_eq!(
+            task.kind,
+            GateKind::Invalid(5),
+            "a task gate is not followed"
+        );
+        assert_eq!(GateFormat::of(0x11, 0), Some(GateFormat::Protected));
+        assert_eq!(GateFormat::of(0x8000_0011, 0x500), Some(GateFormat::Long));
+        assert_eq!(GateFormat::of(0x10, 0), None, "real mode");
     }
 
     #[test]
@@ -147,13 +218,21 @@ mod tests {
         let idtr = Idtr {
             base: Gva::new(0x1000),
             limit: 14 * 16 + 15,
+            format: GateFormat::Long,
         };
         assert_eq!(idtr.covered_vectors(), 15);
         assert_eq!(idtr.gate_address(14), Some(Gva::new(0x1000 + 14 * 16)));
         assert_eq!(idtr.gate_address(15), None);
+        let protected = Idtr {
+            format: GateFormat::Protected,
+            ..idtr
+        };
+        assert_eq!(protected.covered_vectors(), 30, "8-byte gates");
+        assert_eq!(protected.gate_address(14), Some(Gva::new(0x1000 + 14 * 8)));
         let empty = Idtr {
             base: Gva::new(0),
             limit: 0,
+            format: GateFormat::Long,
         };
         assert_eq!(empty.covered_vectors(), 0);
     }

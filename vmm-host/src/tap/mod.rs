@@ -12,7 +12,7 @@ mod idt;
 mod patch;
 mod record;
 
-pub use idt::{EXCEPTION_VECTORS, Gate, GateKind, Idtr};
+pub use idt::{EXCEPTION_VECTORS, Gate, GateFormat, GateKind, Idtr};
 pub use patch::{Patch, PatchError, Patches};
 pub use record::{ControlRegisters, ExceptionRecord, Frame, Nesting};
 
@@ -27,7 +27,6 @@ use kvm_ioctls::VcpuFd;
 use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestMemoryMmap};
 use x86_64::registers::control::Cr0Flags;
-use x86_64::registers::model_specific::EferFlags;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
@@ -109,6 +108,22 @@ struct Armed {
 /// The 32 exception gates' bytes.
 const GATES_BYTES: usize = EXCEPTION_VECTORS as usize * idt::GATE_BYTES;
 
+/// The IDT the tap can arm in this vCPU state: long mode's, or a 32-bit protected-mode
+/// kernel's with paging off (32-bit paging's walks are not the host's yet). `None` in real
+/// mode, whose IVT has no gates.
+fn armable_idtr(sregs: &kvm_sregs) -> Option<Idtr> {
+    let format = GateFormat::of(sregs.cr0, sregs.efer)?;
+    let paging = sregs.cr0 & Cr0Flags::PAGING.bits() != 0;
+    if format == GateFormat::Protected && paging {
+        return None;
+    }
+    Some(Idtr {
+        base: Gva::new(sregs.idt.base),
+        limit: sregs.idt.limit,
+        format,
+    })
+}
+
 #[derive(Debug)]
 pub struct Tap {
     kind: TrapKind,
@@ -185,7 +200,7 @@ impl Tap {
     pub fn space<'a>(&'a self, ram: &'a GuestMemoryMmap, sregs: &kvm_sregs) -> AddressSpace<'a> {
         AddressSpace {
             view: GuestView::new(ram, Some(&self.patches)),
-            mode: PagingMode::new(self.cpu_paging, sregs.efer),
+            mode: PagingMode::of_vcpu(self.cpu_paging, sregs.cr0, sregs.efer),
             cr3: Cr3::new(sregs.cr3),
         }
     }
@@ -223,19 +238,12 @@ impl Tap {
         ram: &GuestMemoryMmap,
         sregs: &kvm_sregs,
     ) -> Result<(), TapError> {
-        if sregs.cr0 & Cr0Flags::PAGING.bits() == 0
-            || sregs.efer & EferFlags::LONG_MODE_ACTIVE.bits() == 0
-        {
-            // Long-mode gates only: before the kernel enters long mode there is nothing to arm.
+        let Some(idtr) = armable_idtr(sregs) else {
             return Ok(());
-        }
-        let idtr = Idtr {
-            base: Gva::new(sregs.idt.base),
-            limit: sregs.idt.limit,
         };
         // Runs at every exit that is not the tap's: no allocation unless something changed.
         let mut gates = [0u8; GATES_BYTES];
-        let covered = usize::from(idtr.covered_vectors()) * idt::GATE_BYTES;
+        let covered = usize::from(idtr.covered_vectors()) * idtr.format.size();
         let space = self.space(ram, sregs);
         if covered > 0 && space.read(idtr.base, &mut gates[..covered]).is_err() {
             gates = [0; GATES_BYTES];
@@ -274,10 +282,12 @@ impl Tap {
         let space = self.space(ram, sregs);
         let mut wanted: Vec<(Gpa, u8)> = Vec::new();
         let mut unarmed = Vec::new();
-        let covered = usize::from(armed.idtr.covered_vectors()) * idt::GATE_BYTES;
-        for (vector, raw) in (0u8..).zip(armed.gates[..covered].chunks_exact(16)) {
-            let raw: &[u8; 16] = raw.try_into().unwrap_or(&[0; 16]);
-            let gate = Gate::parse(vector, raw);
+        let format = armed.idtr.format;
+        let covered = usize::from(armed.idtr.covered_vectors()) * format.size();
+        for (vector, raw) in (0u8..).zip(armed.gates[..covered].chunks_exact(format.size())) {
+            let mut gate_bytes = [0u8; idt::GATE_BYTES];
+            gate_bytes[..raw.len()].copy_from_slice(raw);
+            let gate = Gate::parse(vector, &gate_bytes, format);
             if !gate.usable() {
                 continue;
             }
@@ -458,14 +468,26 @@ impl Tap {
         self.next_seq += 1;
         let space = self.space(ram, sregs);
         let at = Gva::new(regs.rsp);
-        let mut raw = [0u8; 48];
-        let frame = space.read(at, &mut raw).map(|_| {
-            let mut words = [0u64; 6];
-            for (word, bytes) in words.iter_mut().zip(raw.chunks_exact(8)) {
-                *word = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
-            }
-            Frame::parse(at, &words, abi::exception::pushes_error_code(vector))
-        });
+        let has_error = abi::exception::pushes_error_code(vector);
+        let frame = if GateFormat::of(sregs.cr0, sregs.efer) == Some(GateFormat::Protected) {
+            let mut raw = [0u8; 24];
+            space.read(at, &mut raw).map(|_| {
+                let mut words = [0u32; 6];
+                for (word, bytes) in words.iter_mut().zip(raw.chunks_exact(4)) {
+                    *word = u32::from_le_bytes(bytes.try_into().unwrap_or_default());
+                }
+                Frame::parse32(at, &words, has_error, sregs.ss.selector)
+            })
+        } else {
+            let mut raw = [0u8; 48];
+            space.read(at, &mut raw).map(|_| {
+                let mut words = [0u64; 6];
+                for (word, bytes) in words.iter_mut().zip(raw.chunks_exact(8)) {
+                    *word = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
+                }
+                Frame::parse(at, &words, has_error)
+            })
+        };
         let (frame, frame_error) = match frame {
             Ok(frame) => (Some(frame), None),
             Err(e) => (None, Some(format!("cannot read the exception frame: {e}"))),
@@ -511,9 +533,13 @@ impl Tap {
     ) -> Result<(), TapError> {
         let space = self.space(ram, sregs);
         let mut bytes = [0u8; 15];
+        // The host's emulation of a displaced instruction is 64-bit: a 32-bit handler's first
+        // instruction is single-stepped instead.
+        let long_mode = GateFormat::of(sregs.cr0, sregs.efer) == Some(GateFormat::Long);
         let effect = space
             .read_prefix(Gva::new(regs.rip), &mut bytes)
             .ok()
+            .filter(|_| long_mode)
             .and_then(|(_, len)| emulate::emulate(&bytes[..len], &regs, &space));
         if let Some(effect) = effect {
             let stored = match effect.store {
@@ -558,6 +584,7 @@ impl Tap {
         let idtr = Idtr {
             base: Gva::new(sregs.idt.base),
             limit: sregs.idt.limit,
+            format: GateFormat::of(sregs.cr0, sregs.efer).unwrap_or(GateFormat::Long),
         };
         let mut text = format!(
             "  IDTR base {} limit {:#x}: {} of the 32 exception gates inside the limit\n",
@@ -571,11 +598,11 @@ impl Tap {
             let line = match idtr.gate_address(vector) {
                 None => "outside the IDT limit: delivering it raises #GP".to_string(),
                 Some(at) => {
-                    let mut raw = [0u8; 16];
-                    match space.read(at, &mut raw) {
+                    let mut raw = [0u8; idt::GATE_BYTES];
+                    match space.read(at, &mut raw[..idtr.format.size()]) {
                         Err(e) => format!("gate unreadable: {e}"),
                         Ok(_) => {
-                            let gate = Gate::parse(vector, &raw);
+                            let gate = Gate::parse(vector, &raw, idtr.format);
                             let handler = if gate.usable() {
                                 match space.translate(gate.handler) {
                                     Ok(gpa) => format!(", handler at physical {gpa}"),

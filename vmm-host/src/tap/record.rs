@@ -41,6 +41,35 @@ impl Frame {
             ss: crate::narrow::low_u16(rest[4]),
         }
     }
+
+    /// Decode the dwords at a 32-bit handler's ESP. Without a privilege change the CPU pushes
+    /// no SS:ESP: the interrupted ESP is just above the frame, and SS is `ss` (the current).
+    pub fn parse32(at: Gva, words: &[u32; 6], has_error: bool, ss: u16) -> Self {
+        let (error, rest) = if has_error {
+            (Some(u64::from(words[0])), &words[1..6])
+        } else {
+            (None, &words[0..5])
+        };
+        let cs = crate::narrow::low_u16(u64::from(rest[1]));
+        let pushed = if has_error { 16 } else { 12 };
+        let (rsp, ss) = if cs & 3 == 0 {
+            (Gva::new(at.raw() + pushed), ss)
+        } else {
+            (
+                Gva::new(u64::from(rest[3])),
+                crate::narrow::low_u16(u64::from(rest[4])),
+            )
+        };
+        Self {
+            at,
+            error,
+            rip: Gva::new(u64::from(rest[0])),
+            cs,
+            rflags: u64::from(rest[2]),
+            rsp,
+            ss,
+        }
+    }
 }
 
 /// Control registers at the moment the handler was entered.
@@ -51,6 +80,22 @@ pub struct ControlRegisters {
     pub cr3: u64,
     pub cr4: u64,
     pub efer: u64,
+}
+
+impl ControlRegisters {
+    /// The bitness of code running with these registers: 64 in long mode, 32 in protected
+    /// mode (kernels' code segments are 32-bit there), 16 in real mode.
+    pub fn bitness(&self) -> u32 {
+        use x86_64::registers::control::Cr0Flags;
+        use x86_64::registers::model_specific::EferFlags;
+        if self.efer & EferFlags::LONG_MODE_ACTIVE.bits() != 0 {
+            64
+        } else if self.cr0 & Cr0Flags::PROTECTED_MODE_ENABLE.bits() != 0 {
+            32
+        } else {
+            16
+        }
+    }
 }
 
 /// One exception the guest took.
@@ -201,6 +246,29 @@ mod tests {
             rsp: Gva::new(rsp),
             ss: 0x10,
         }
+    }
+
+    /// A 32-bit frame: dwords, and SS:ESP only when the privilege changed.
+    #[test]
+    fn frames_of_32_bit_handlers() {
+        let same_level = [0x20_00ff, 0x08, 0x202, 0xdead, 0xbeef, 0];
+        let f = Frame::parse32(Gva::new(0x1000), &same_level, false, 0x10);
+        assert_eq!((f.rip.raw(), f.cs, f.rflags), (0x20_00ff, 0x08, 0x202));
+        assert_eq!(
+            (f.rsp.raw(), f.ss),
+            (0x100c, 0x10),
+            "ESP above the 3 dwords"
+        );
+        let f = Frame::parse32(
+            Gva::new(0x1000),
+            &[0xd, 0x20_00ff, 0x08, 0x202, 0, 0],
+            true,
+            0x10,
+        );
+        assert_eq!((f.error, f.rsp.raw()), (Some(0xd), 0x1010));
+        let from_ring3 = [0x4, 0x40_0000, 0x1b, 0x202, 0x7f_f000, 0x23];
+        let f = Frame::parse32(Gva::new(0x1000), &from_ring3, true, 0x10);
+        assert_eq!((f.cpl(), f.rsp.raw(), f.ss), (3, 0x7f_f000, 0x23));
     }
 
     #[test]

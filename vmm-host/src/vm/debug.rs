@@ -543,7 +543,8 @@ impl Vm {
             fs_base: sregs.fs.base,
             gs_base: sregs.gs.base,
         };
-        let Ok(instruction) = crate::analysis::decode_at(&space, &registers) else {
+        // Paging is on (checked above), so this is long mode's code.
+        let Ok(instruction) = crate::analysis::decode_at(&space, &registers, 64) else {
             return false;
         };
         let (start, end) = (slot.at.raw(), slot.at.raw().saturating_add(slot.len));

@@ -308,7 +308,7 @@ impl Vm {
     /// state the guest ended in).
     pub fn walk(&self, gva: Gva) -> Result<Walk, kvm_ioctls::Error> {
         let sregs = self.vcpu.get_sregs()?;
-        let mode = PagingMode::new(self.cpu_paging, sregs.efer);
+        let mode = PagingMode::of_vcpu(self.cpu_paging, sregs.cr0, sregs.efer);
         Ok(paging::walk(&self.mem, mode, Cr3::new(sregs.cr3), gva))
     }
 

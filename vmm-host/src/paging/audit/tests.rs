@@ -5,6 +5,7 @@ const MODE: PagingMode = PagingMode {
     max_phys_addr: 48,
     nxe: true,
     gib_pages: true,
+    enabled: true,
 };
 const NX: u64 = 1 << 63;
 const GIB: u64 = 1 << 30;
