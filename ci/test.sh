@@ -24,7 +24,7 @@ report_skips() {
 trap report_skips EXIT
 
 # Under CI=true nothing may be skipped unless VMM_ALLOW_SKIP=1 says so: a KVM runner that lost
-# /dev/kvm, or a job without QEMU, gdb, Chromium or GRUB's grub-file, must fail rather than
+# /dev/kvm, or a job without QEMU, gdb, Chromium, GRUB's grub-file or lz4, must fail rather than
 # test nothing.
 if [ "${CI:-}" = "true" ] && [ "${VMM_ALLOW_SKIP:-}" != "1" ]; then
   absent=()
@@ -33,6 +33,7 @@ if [ "${CI:-}" = "true" ] && [ "${VMM_ALLOW_SKIP:-}" != "1" ]; then
   command -v gdb >/dev/null 2>&1 || absent+=("gdb")
   command -v chromium >/dev/null 2>&1 || absent+=("chromium")
   command -v grub-file >/dev/null 2>&1 || absent+=("grub-file")
+  command -v lz4 >/dev/null 2>&1 || absent+=("lz4")
   if [ "${#absent[@]}" -gt 0 ]; then
     joined=$(printf '%s, ' "${absent[@]}")
     echo "error: CI=true but this machine lacks ${joined%, }: the tests that need them would be skipped; run .ci/run (it installs the packages), use a runner with KVM, or set VMM_ALLOW_SKIP=1 to allow skipping"

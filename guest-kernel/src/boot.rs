@@ -6,7 +6,9 @@
 //!   EBX = the Multiboot information, or EAX = 0x36D76289 and EBX = the Multiboot 2 boot
 //!   information;
 //! - `linux_start32`, the image's first byte, with ESI = `boot_params`, when the host's build
-//!   has wrapped the image in a bzImage (`GUEST_KERNEL_BZIMAGE`).
+//!   has wrapped the image in a bzImage (`GUEST_KERNEL_BZIMAGE`);
+//! - `linux_start64`, the ELF's entry point, in long mode with RSI = `boot_params`, when a
+//!   loader boots the ELF as a vmlinux (`vmm-host --boot linux` with the ELF).
 //!
 //! Like BoxKernel's `stage2.asm`, the shared stub builds boot page tables at 0x500000 that
 //! identity-map the first 32 MiB with 2 MiB pages, switches to long mode and calls
@@ -142,7 +144,49 @@ core::arch::global_asm!(
     "    push eax",
     "    retf",
 
+    // Linux's 64-bit entry for a vmlinux: long mode on the loader's identity tables, RSI =
+    // boot_params. Build the boot tables as boot32 does, switch to them and to the kernel's
+    // GDT, and join boot64 with the same registers.
     ".code64",
+    ".global linux_start64",
+    "linux_start64:",
+    "    cli",
+    "    cld",
+    "    mov rsp, {stack_top}",
+    "    mov ebp, {linux_magic}",
+    "    mov rbx, rsi",
+    "    mov edi, {tables}",
+    "    xor eax, eax",
+    "    mov ecx, {tables_dwords}",
+    "    rep stosd",
+    "    mov dword ptr [{tables}], {tables} + 0x1000 + {table_flags}",
+    "    mov dword ptr [{tables} + 0x1000], {tables} + 0x2000 + {table_flags}",
+    "    xor ecx, ecx",
+    "4:",
+    "    mov eax, ecx",
+    "    shl eax, 21",
+    "    or eax, {large_flags}",
+    "    mov dword ptr [{tables} + 0x2000 + rcx * 8], eax",
+    "    inc ecx",
+    "    cmp ecx, {large_pages}",
+    "    jb 4b",
+    "    mov eax, {tables}",
+    "    mov cr3, rax",
+    // EFER.NXE (the loader set LME only) and CR0.WP, as boot32 has them.
+    "    mov ecx, 0xC0000080",
+    "    rdmsr",
+    "    or eax, 0x800",
+    "    wrmsr",
+    "    mov rax, cr0",
+    "    or eax, 0x10000",
+    "    mov cr0, rax",
+    "    lgdt [rip + boot_gdt_ptr64]",
+    "    mov esi, ebx",
+    "    push 0x08",
+    "    lea rax, [rip + boot64]",
+    "    push rax",
+    "    retfq",
+
     "boot64:",
     "    mov ax, 0x10",
     "    mov ds, ax",
@@ -169,6 +213,10 @@ core::arch::global_asm!(
     "boot_gdt_ptr:",
     "    .word boot_gdt_ptr - boot_gdt - 1",
     "    .long boot_gdt",
+    // lgdt in 64-bit mode reads an 8-byte base.
+    "boot_gdt_ptr64:",
+    "    .word boot_gdt_ptr - boot_gdt - 1",
+    "    .quad boot_gdt",
     ".popsection",
 
     mb_magic = const abi::multiboot::HEADER_MAGIC,

@@ -315,14 +315,11 @@ fn a_bzimage_the_host_cannot_boot() {
     std::fs::write(&path, &image).unwrap();
     let run = vmm(&["run", "--kernel", path.to_str().unwrap()]);
     assert_one_line_error(&run, "is not a bzImage the host can boot: it is a zImage");
-    let elf = vmm(&[
-        "run",
-        "--boot",
-        "linux",
-        "--kernel",
-        vmm_host::GUEST_KERNEL_ELF,
-    ]);
-    assert_one_line_error(&elf, "no Linux setup header (\"HdrS\" at 0x202)");
+    // Neither a bzImage nor an ELF (which --boot linux takes as a vmlinux).
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "not a kernel\n".repeat(100)).unwrap();
+    let not_linux = vmm(&["run", "--boot", "linux", "--kernel", text.to_str().unwrap()]);
+    assert_one_line_error(&not_linux, "no Linux setup header (\"HdrS\" at 0x202)");
     let symbols = vmm(&["run", "--symbols", path.to_str().unwrap()]);
     assert_one_line_error(&symbols, "cannot read symbols from");
     let initrd = vmm(&[

@@ -8,7 +8,8 @@
 //! text screen through `boot_params.screen_info`, then maps its output buffer page by page
 //! from its own #PF handler. Decompressing 50 MiB takes 1–2 minutes on this project's nested
 //! KVM, where ring-0 code is emulated, so the test stops after a few seconds, when the
-//! decompressor has said that it read `nokaslr`.
+//! decompressor has said that it read `nokaslr`. The kernel inside it, unpacked with `lz4`,
+//! boots as a vmlinux at the 64-bit entry and prints what it read from `boot_params`.
 
 mod common;
 use std::path::PathBuf;
@@ -108,4 +109,80 @@ fn qemu_tcg_prints_the_same_decompressor_line() {
             .any(|l| l.trim_end() == DECOMPRESSOR_SAW_NOKASLR),
         "QEMU's own loader gives the same command line to the same decompressor:\n{serial}"
     );
+}
+
+/// The uncompressed kernel inside Debian's bzImage (the payload its setup header points at,
+/// LZ4 in Debian's builds), unpacked into `target/debian/` once; `None` after a skip.
+fn debian_vmlinux(test: &str) -> Option<PathBuf> {
+    let bzimage = debian_bzimage(test)?;
+    let vmlinux = bzimage.with_file_name("vmlinux");
+    if vmlinux.is_file() {
+        return Some(vmlinux);
+    }
+    common::program_or_skip(test, "lz4", "lz4")?;
+    let data = std::fs::read(&bzimage).expect("read the bzImage");
+    let word = |at: usize| u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) as usize;
+    let setup = (usize::from(data[0x1f1]).max(4) + 1) * 512;
+    let (offset, length) = (word(0x248), word(0x24c));
+    let payload = &data[setup + offset..setup + offset + length];
+    if !payload.starts_with(&[0x02, 0x21, 0x4c, 0x18]) {
+        let magic: Vec<String> = payload[..4].iter().map(|b| format!("{b:02x}")).collect();
+        common::skip(
+            test,
+            &format!(
+                "the bzImage's payload is not LZ4 (it starts {}): teach debian_vmlinux its compression",
+                magic.join(" ")
+            ),
+        );
+        return None;
+    }
+    // Linux appends the uncompressed size (4 bytes) to the LZ4 stream: not LZ4's own.
+    let packed = bzimage.with_file_name("vmlinux.lz4");
+    std::fs::write(&packed, &payload[..payload.len() - 4]).expect("write the payload");
+    let status = Command::new("lz4")
+        .args(["-d", "-f", "-q"])
+        .arg(&packed)
+        .arg(&vmlinux)
+        .status()
+        .expect("run lz4");
+    assert!(status.success(), "lz4 could not unpack Debian's kernel");
+    let _ = std::fs::remove_file(&packed);
+    Some(vmlinux)
+}
+
+/// Debian's vmlinux (no decompressor) through the Linux boot protocol's 64-bit entry, with
+/// the setup header the host writes for an ELF: Linux itself prints the command line and the
+/// E820 map it read from our `boot_params`.
+#[test]
+fn debians_vmlinux_prints_the_boot_params_it_read() {
+    let test = "debians_vmlinux_prints_the_boot_params_it_read";
+    let Some(()) = common::kvm_or_skip(test) else {
+        return;
+    };
+    let Some(vmlinux) = debian_vmlinux(test) else {
+        return;
+    };
+    let run = common::vmm(&[
+        "run",
+        "--boot",
+        "linux",
+        "--kernel",
+        vmlinux.to_str().unwrap(),
+        "--mem",
+        "512M",
+        "--cmdline",
+        CMDLINE,
+        "--timeout",
+        "25",
+        "--no-tap",
+    ]);
+    let out = &run.stdout;
+    for line in [
+        "] Linux version 6.",
+        &format!("] Command line: {CMDLINE}"),
+        "] BIOS-provided physical RAM map:",
+        "] BIOS-e820: [mem 0x0000000000100000-0x000000001fffffff] usable",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
 }

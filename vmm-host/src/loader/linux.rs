@@ -8,6 +8,10 @@
 //! The real-mode setup code at the start of the file is not run: the host fills in what it
 //! would have asked the BIOS for, as QEMU's and every VMM's direct Linux boot does.
 //!
+//! An uncompressed ELF `vmlinux` boots the same way at its 64-bit entry (`--boot linux`):
+//! its segments at their physical addresses, a setup header the host writes as a bzImage's
+//! would read ([`super::vmlinux`]).
+//!
 //! | at      | what                                         |
 //! |---------|----------------------------------------------|
 //! | 0x1000  | identity page tables of the 64-bit entry     |
@@ -70,15 +74,23 @@ const PAGE: u64 = 4096;
 /// Where a bzImage's protected-mode kernel goes (`code32_start`).
 const KERNEL_LOAD: u64 = 0x10_0000;
 
-/// A checked bzImage.
+/// A checked bzImage or vmlinux.
 #[derive(Debug, Clone)]
 pub(super) struct Image {
-    data: Vec<u8>,
     header: setup_header,
-    /// Bytes of the protected-mode kernel (the file past its setup sectors).
-    kernel_len: u64,
-    /// Where the kernel decompresses itself, and how much room that takes (`init_size`).
-    decompress: (Gpa, u64),
+    kind: Kind,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    BzImage {
+        data: Vec<u8>,
+        /// Bytes of the protected-mode kernel (the file past its setup sectors).
+        kernel_len: u64,
+        /// Where the kernel decompresses itself, and how much room that takes (`init_size`).
+        decompress: (Gpa, u64),
+    },
+    Vmlinux(super::vmlinux::Vmlinux),
 }
 
 /// Whether `data` carries a Linux setup header ("HdrS" at 0x202).
@@ -132,11 +144,48 @@ pub(super) fn inspect(path: &Path, data: Vec<u8>) -> Result<Image, LoadError> {
     }
     let decompress = decompression_area(&header, kernel_len);
     Ok(Image {
-        data,
         header,
-        kernel_len,
-        decompress,
+        kind: Kind::BzImage {
+            data,
+            kernel_len,
+            decompress,
+        },
     })
+}
+
+/// An ELF vmlinux, booted at its 64-bit entry with the setup header the host writes for it.
+pub(super) fn inspect_vmlinux(path: &Path, data: &[u8]) -> Result<Image, LoadError> {
+    let vmlinux = super::vmlinux::inspect(path, data)?;
+    Ok(Image {
+        header: vmlinux_header(),
+        kind: Kind::Vmlinux(vmlinux),
+    })
+}
+
+/// The boot sector's signature, which Linux checks in the header (`boot_flag`).
+const BOOT_FLAG: u16 = 0xaa55;
+/// Boot protocol 2.15, the version the host's fields follow.
+const VMLINUX_VERSION: u16 = 0x020f;
+/// Linux's default CONFIG_PHYSICAL_ALIGN.
+const KERNEL_ALIGNMENT: u32 = 0x20_0000;
+/// Where an initrd may go at most (protocol 2.03 and later).
+const INITRD_ADDR_MAX: u32 = 0x7fff_ffff;
+
+/// The setup header a bzImage of this kernel would carry, as far as Linux reads it at its
+/// 64-bit entry: the signatures, the protocol version, loaded high, the 64-bit entry, and the
+/// limits of the command line and the initrd.
+fn vmlinux_header() -> setup_header {
+    setup_header {
+        boot_flag: BOOT_FLAG,
+        header: HEADER_MAGIC,
+        version: VMLINUX_VERSION,
+        loadflags: LOADED_HIGH,
+        kernel_alignment: KERNEL_ALIGNMENT,
+        initrd_addr_max: INITRD_ADDR_MAX,
+        cmdline_size: u32::try_from(CMDLINE_MAX - 1).unwrap_or(u32::MAX),
+        xloadflags: XLF_KERNEL_64,
+        ..Default::default()
+    }
 }
 
 /// The setup header's bytes from the file: as many as it says it has, the rest zero.
@@ -184,27 +233,53 @@ fn decompression_area(header: &setup_header, kernel_len: u64) -> (Gpa, u64) {
 impl Image {
     /// The 64-bit entry when the kernel has one, else the 32-bit entry.
     pub(super) fn entry(&self) -> Gpa {
-        if self.has_64_bit_entry() {
-            Gpa::new(KERNEL_LOAD + ENTRY_64_OFFSET)
-        } else {
-            Gpa::new(KERNEL_LOAD)
+        match &self.kind {
+            Kind::Vmlinux(vmlinux) => vmlinux.entry,
+            Kind::BzImage { .. } if self.has_64_bit_entry() => {
+                Gpa::new(KERNEL_LOAD + ENTRY_64_OFFSET)
+            }
+            Kind::BzImage { .. } => Gpa::new(KERNEL_LOAD),
         }
     }
 
     fn has_64_bit_entry(&self) -> bool {
-        self.header.version >= VERSION_XLOADFLAGS
-            && self.header.xloadflags & XLF_KERNEL_64 != 0
-            && self.kernel_len > ENTRY_64_OFFSET
+        match &self.kind {
+            Kind::Vmlinux(_) => true,
+            Kind::BzImage { kernel_len, .. } => {
+                self.header.version >= VERSION_XLOADFLAGS
+                    && self.header.xloadflags & XLF_KERNEL_64 != 0
+                    && *kernel_len > ENTRY_64_OFFSET
+            }
+        }
     }
 
-    /// The loaded kernel, and the area it decompresses into.
+    /// The loaded kernel, and the area it decompresses into (a vmlinux: its segments).
     pub(super) fn segments(&self) -> Vec<(Gpa, Gpa)> {
-        let load = Gpa::new(KERNEL_LOAD);
-        let (at, len) = self.decompress;
-        vec![
-            (load, Gpa::new(KERNEL_LOAD + self.kernel_len)),
-            (at, Gpa::new(at.raw().saturating_add(len))),
-        ]
+        match &self.kind {
+            Kind::Vmlinux(vmlinux) => vmlinux.segments.clone(),
+            Kind::BzImage {
+                kernel_len,
+                decompress: (at, len),
+                ..
+            } => vec![
+                (Gpa::new(KERNEL_LOAD), Gpa::new(KERNEL_LOAD + kernel_len)),
+                (*at, Gpa::new(at.raw().saturating_add(*len))),
+            ],
+        }
+    }
+
+    /// Copy the kernel's bytes into guest RAM.
+    fn load(&self, path: &Path, mem: &GuestMemoryMmap) -> Result<(), LoadError> {
+        let loaded = match &self.kind {
+            Kind::BzImage { data, .. } => {
+                BzImage::load(mem, None, &mut Cursor::new(data), None).map(|_| ())
+            }
+            Kind::Vmlinux(vmlinux) => {
+                linux_loader::loader::Elf::load(mem, None, &mut Cursor::new(&vmlinux.data), None)
+                    .map(|_| ())
+            }
+        };
+        loaded.map_err(|e| LoadError::Load(path.to_path_buf(), e.to_string()))
     }
 
     /// Copy the kernel and the initrd, write `boot_params`, the GDT and the command line.
@@ -220,8 +295,7 @@ impl Image {
             hdr: self.header,
             ..Default::default()
         };
-        BzImage::load(mem, None, &mut Cursor::new(&self.data), None)
-            .map_err(|e| LoadError::Load(path.to_path_buf(), e.to_string()))?;
+        self.load(path, mem)?;
         params.hdr.type_of_loader = UNDEFINED_LOADER;
         params.hdr.cmd_line_ptr = low32(self.write_cmdline(mem, cmdline)?.raw());
         if let Some((start, len)) = self.place_initrd(mem, ram, initrd)? {

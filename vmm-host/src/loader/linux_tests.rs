@@ -268,3 +268,78 @@ fn bzimages_and_initrds_the_host_cannot_boot_are_refused_in_one_line() {
         "{error}"
     );
 }
+
+/// An ELF vmlinux of two segments from 16 MiB whose entry is `entry`.
+fn vmlinux(entry: u64) -> Vec<u8> {
+    let mut image = super::test_support::elf(
+        object::elf::EM_X86_64,
+        &[
+            (object::elf::PT_LOAD, 0x100_0000, 0x2000, vec![0xf4; 0x1000]),
+            (object::elf::PT_LOAD, 0x100_2000, 0x1000, b"data".to_vec()),
+        ],
+    );
+    image[24..32].copy_from_slice(&entry.to_le_bytes());
+    image
+}
+
+fn boot_vmlinux(data: Vec<u8>) -> Result<(BootEntry, GuestMemoryMmap), LoadError> {
+    let kernel = KernelImage::inspect_bytes(
+        Path::new("vmlinux"),
+        data,
+        &ram(),
+        Some(BootProtocol::Linux),
+    )?;
+    let mem = guest_memory(&ram());
+    let entry = kernel.boot(&mem, &ram(), "console=ttyS0", &BootFiles::default())?;
+    Ok((entry, mem))
+}
+
+/// `--boot linux` with an ELF: its segments at their physical addresses, its entry in long
+/// mode, and a setup header of the host's in `boot_params`, as a bzImage's would read.
+#[test]
+fn a_vmlinux_is_entered_at_its_elf_entry_in_long_mode_with_a_header_of_the_hosts() {
+    let (entry, mem) = boot_vmlinux(vmlinux(0x100_0010)).unwrap();
+    assert_eq!(entry.rip, Gpa::new(0x100_0010));
+    assert_eq!(
+        entry.mode,
+        EntryMode::Long {
+            page_tables: Gpa::new(0x1000)
+        }
+    );
+    assert_eq!(entry.esi, 0x6000);
+    let mut loaded = [0u8; 4];
+    mem.read_slice(&mut loaded, Gpa::new(0x100_2000).guest_address())
+        .unwrap();
+    assert_eq!(
+        &loaded, b"data",
+        "the second segment at its physical address"
+    );
+    let hdr = params(&mem).hdr;
+    assert_eq!(
+        ({ hdr.boot_flag }, { hdr.header }, { hdr.version }),
+        (0xaa55, 0x5372_6448, 0x020f)
+    );
+    assert_eq!(({ hdr.loadflags }, { hdr.xloadflags }), (1, 1));
+    assert_eq!({ hdr.type_of_loader }, 0xff);
+    assert_eq!({ hdr.cmd_line_ptr }, 0x9000);
+    assert!(params(&mem).e820_entries >= 3);
+}
+
+#[test]
+fn a_vmlinux_the_host_cannot_boot_is_refused_in_one_line() {
+    let outside = boot_vmlinux(vmlinux(0x200_0000)).unwrap_err().to_string();
+    assert!(
+        outside.contains("the entry point 0x2000000 is not inside a loaded segment"),
+        "{outside}"
+    );
+    let mut elf32 = vmlinux(0x100_0010);
+    elf32[4] = object::elf::ELFCLASS32.0;
+    let message = boot_vmlinux(elf32).unwrap_err().to_string();
+    assert!(message.contains("is a 32-bit ELF"), "{message}");
+    let arm = super::test_support::elf(
+        object::elf::EM_AARCH64,
+        &[(object::elf::PT_LOAD, 0x100_0000, 0x1000, vec![0; 16])],
+    );
+    let message = boot_vmlinux(arm).unwrap_err().to_string();
+    assert!(message.contains("not x86"), "{message}");
+}

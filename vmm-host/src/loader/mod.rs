@@ -10,6 +10,7 @@ mod multiboot2;
 mod multiboot2_info;
 mod multiboot_info;
 mod pvh;
+mod vmlinux;
 
 use crate::addr::Gpa;
 use crate::layout::RamLayout;
@@ -33,7 +34,8 @@ pub enum BootProtocol {
     Multiboot,
     /// Multiboot 2: a header of tags in the first 32 KiB; ELF32, ELF64, or its address tag.
     Multiboot2,
-    /// The Linux boot protocol: a bzImage ("HdrS" at 0x202), entered at its 32-bit entry.
+    /// The Linux boot protocol: a bzImage ("HdrS" at 0x202), entered at its 64-bit entry if it
+    /// has one, else its 32-bit entry; or an ELF vmlinux, entered at its 64-bit entry.
     Linux,
     /// A raw disk image: its boot sector (ending in 55 AA) runs in real mode at 0x7C00 on the
     /// host's BIOS.
@@ -213,7 +215,12 @@ impl KernelImage {
                 }
             }
             BootProtocol::Linux => {
-                let image = linux::inspect(path, data)?;
+                // An ELF is a vmlinux: its 64-bit entry, a setup header of the host's.
+                let image = if data.starts_with(object::elf::ELFMAG.as_slice()) {
+                    linux::inspect_vmlinux(path, &data)?
+                } else {
+                    linux::inspect(path, data)?
+                };
                 Self {
                     path: path.to_path_buf(),
                     protocol,

@@ -27,8 +27,17 @@ pub(super) fn has_pvh_note(data: &[u8]) -> bool {
     inspect(Path::new(""), data).is_ok()
 }
 
-/// The PVH entry and the physical extent of every PT_LOAD segment of an x86-64 ELF.
-pub(super) fn inspect(path: &Path, data: &[u8]) -> Result<(Gpa, Vec<(Gpa, Gpa)>), LoadError> {
+/// What the program headers of an x86-64 ELF say: its entry (`e_entry`), the physical extent
+/// of every PT_LOAD segment, and the PVH entry when a note gives one.
+#[derive(Debug, Clone)]
+pub(super) struct ElfLayout {
+    pub e_entry: Gpa,
+    pub segments: Vec<(Gpa, Gpa)>,
+    pub pvh_entry: Option<Gpa>,
+}
+
+/// The layout of an x86-64 ELF, or why it is none.
+pub(super) fn layout(path: &Path, data: &[u8]) -> Result<ElfLayout, LoadError> {
     let path_buf = || path.to_path_buf();
     let malformed = |e: object::Error| LoadError::Malformed(path_buf(), e.to_string());
     let (header, endian) = x86_64_elf(path, data)?;
@@ -56,8 +65,20 @@ pub(super) fn inspect(path: &Path, data: &[u8]) -> Result<(Gpa, Vec<(Gpa, Gpa)>)
             _ => {}
         }
     }
-    let pvh_entry = pvh_entry.ok_or_else(|| LoadError::NoPvhEntry(path_buf()))?;
-    Ok((pvh_entry, segments))
+    Ok(ElfLayout {
+        e_entry: Gpa::new(header.e_entry(endian)),
+        segments,
+        pvh_entry,
+    })
+}
+
+/// The PVH entry and the physical extent of every PT_LOAD segment of an x86-64 ELF.
+pub(super) fn inspect(path: &Path, data: &[u8]) -> Result<(Gpa, Vec<(Gpa, Gpa)>), LoadError> {
+    let layout = layout(path, data)?;
+    let pvh_entry = layout
+        .pvh_entry
+        .ok_or_else(|| LoadError::NoPvhEntry(path.to_path_buf()))?;
+    Ok((pvh_entry, layout.segments))
 }
 
 /// Copy the image into guest RAM with linux-loader, which must find the same entry.

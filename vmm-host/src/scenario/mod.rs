@@ -460,7 +460,7 @@ serial = ["memory map", "hello from guest-kernel"]
         let unknown = format!("bundled = \"kernel64\"\n{HELLO}");
         assert_eq!(
             parse(&unknown).unwrap_err().to_string(),
-            "scenarios/hello.toml:1:11: bundled = \"kernel64\": the build bundles \"kernel32\" (leave it out for guest-kernel)"
+            "scenarios/hello.toml:1:11: bundled = \"kernel64\": the build bundles \"kernel32\" and \"guest-kernel\" (its ELF, whatever boot says)"
         );
         let both = format!("bundled = \"kernel32\"\nkernel = \"k\"\n{HELLO}");
         assert_eq!(

@@ -23,7 +23,7 @@ struct RawScenario {
     timeout: Option<Spanned<f64>>,
     serial_limit: Option<Spanned<String>>,
     kernel: Option<PathBuf>,
-    /// Another kernel the build bundles, by name (`kernel32`), instead of a file.
+    /// A kernel the build bundles, by name (`kernel32`, `guest-kernel`), instead of a file.
     bundled: Option<Spanned<String>>,
     symbols: Option<PathBuf>,
     boot: Option<crate::loader::BootProtocol>,
@@ -52,6 +52,16 @@ struct RawExpect {
     #[serde(default)]
     diff: Vec<Spanned<RawDiff>>,
     budget: Option<Spanned<f64>>,
+}
+
+/// The file of a kernel the build bundles, by the name a scenario's `bundled` gives it.
+fn bundled_kernel(name: &str) -> Option<&'static str> {
+    match name {
+        "kernel32" => Some(crate::GUEST_KERNEL32),
+        // The ELF itself, also where `boot` would pick the bzImage or the disk image.
+        "guest-kernel" => Some(crate::GUEST_KERNEL_ELF),
+        _ => None,
+    }
 }
 
 /// 1-based line and column of a byte offset.
@@ -146,15 +156,16 @@ pub(super) fn scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioErro
             ));
         }
         (Some(file), None) => Some(beside(file)),
-        (None, Some(b)) => Some(match b.get_ref().as_str() {
-            "kernel32" => PathBuf::from(crate::GUEST_KERNEL32),
-            other => {
+        (None, Some(b)) => match bundled_kernel(b.get_ref()) {
+            Some(file) => Some(PathBuf::from(file)),
+            None => {
                 let why = format!(
-                    "bundled = \"{other}\": the build bundles \"kernel32\" (leave it out for guest-kernel)"
+                    "bundled = \"{}\": the build bundles \"kernel32\" and \"guest-kernel\" (its ELF, whatever boot says)",
+                    b.get_ref()
                 );
                 return Err(source.at(b.span().start, &why));
             }
-        }),
+        },
         (None, None) => None,
     };
     let symbols = raw.symbols.map(beside);
