@@ -185,6 +185,8 @@ pub struct RunReport {
     pub bios: Option<crate::bios::BiosReport>,
     /// Instructions KVM could not emulate that the host carried out: (name, count).
     pub carried_out: Vec<(&'static str, u64)>,
+    /// The answer first: the exception the run died of, why, where, and what to type next.
+    pub diagnosis: Option<crate::diagnosis::Diagnosis>,
     pub serial_dropped: u64,
     /// The serial limit the run had, for the note on dropped bytes.
     pub serial_limit: u64,
@@ -280,6 +282,9 @@ impl fmt::Display for RunReport {
         {
             let words: Vec<String> = data.iter().map(|d| format!("{d:#x}")).collect();
             writeln!(f, "  data   {}", words.join(" "))?;
+        }
+        if let Some(diagnosis) = &self.diagnosis {
+            write!(f, "{diagnosis}")?;
         }
         if let Some(state) = &self.state {
             writeln!(f, "{state}")?;
@@ -393,6 +398,7 @@ mod tests {
             pic_shared_base: None,
             bios: None,
             carried_out: vec![],
+            diagnosis: None,
             serial_dropped: 0,
             serial_limit: 16 << 10,
         };
@@ -428,6 +434,7 @@ mod tests {
             pic_shared_base: Some(0x20),
             bios: None,
             carried_out: vec![],
+            diagnosis: None,
             serial_dropped: 0,
             serial_limit: 0,
         };

@@ -17,6 +17,7 @@ pub mod console;
 pub mod cpu_state;
 pub mod cpuid;
 pub mod devices;
+pub mod diagnosis;
 pub mod doctor;
 pub mod emulation;
 pub mod ending;

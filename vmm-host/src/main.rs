@@ -252,6 +252,10 @@ struct GdbArgs {
     /// host delivers them.
     #[arg(long, value_name = "VECTORS", requires = "gdb", default_value = "de,ud,df,ts,np,ss,gp,ac", value_parser = parse_vectors)]
     break_on: VectorSet,
+    /// Also stop for gdb at the Nth exception the tap captures (the [N] of the report and of
+    /// its diagnosis), before its handler runs: runs repeat, so a rerun reaches the same one.
+    #[arg(long, value_name = "N", requires = "gdb")]
+    break_at: Option<u64>,
 }
 
 #[derive(Debug, Args)]
@@ -447,6 +451,7 @@ fn execute(vm: &mut Vm, gdb: &GdbArgs) -> Result<RunReport, Failure> {
     if let Some(listen) = gdb.gdb {
         let server = GdbServer::bind(listen).map_err(bad_input)?;
         vm.stop_on.catch = gdb.break_on;
+        vm.stop_on.at_seq = gdb.break_at;
         match server.serve(vm, gdb.gdb_wait).map_err(bad_input)? {
             SessionEnd::Detached => eprintln!("gdb: detached; the guest runs on to its end"),
             SessionEnd::Lost(why) => {
@@ -455,7 +460,12 @@ fn execute(vm: &mut Vm, gdb: &GdbArgs) -> Result<RunReport, Failure> {
             SessionEnd::NoClient | SessionEnd::RunEnded | SessionEnd::Killed => {}
         }
     }
-    Ok(vm.run())
+    let mut report = vm.run();
+    let argv: Vec<String> = std::env::args().collect();
+    report.diagnosis = vm
+        .exception_report()
+        .and_then(|_| vmm_host::diagnosis::diagnose(vm.exceptions(), &argv));
+    Ok(report)
 }
 
 fn print_exceptions(vm: &Vm) {

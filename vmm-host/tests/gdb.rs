@@ -498,3 +498,43 @@ fn break_on_an_interrupt_vector_stops_before_each_delivery() {
         "{stderr}"
     );
 }
+
+/// The diagnosis's `next` command reaches the exception it diagnosed: run once, take the
+/// `[N]` and RIP it names, rerun under gdb with `--break-at N` (and nothing else caught),
+/// and gdb stands at that RIP.
+#[test]
+fn the_diagnosis_rerun_stops_gdb_at_the_exception_it_names() {
+    if gdb_or_skip("diagnosis_rerun").is_none() {
+        return;
+    }
+    let first = common::vmm(&["run", "--quiet", "--cmdline", "test=null"]);
+    let fault = first
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("  fault   ["))
+        .unwrap_or_else(|| panic!("no diagnosis: {}", first.stdout));
+    let (seq, rest) = fault.split_once(']').unwrap();
+    let rip = rest
+        .split("at rip ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap();
+    let next = format!("--gdb 1234 --gdb-wait --break-at {seq}");
+    assert!(first.stdout.contains(&next), "{}", first.stdout);
+    assert!(
+        first.stdout.contains("  cause   null pointer dereference"),
+        "{}",
+        first.stdout
+    );
+
+    let host = Host::start(
+        "test=null",
+        &["--gdb-wait", "--break-on", "none", "--break-at", seq],
+    );
+    let out = host.gdb(&["continue", "p/x $pc", "kill"]);
+    assert!(out.contains("Program received signal SIGSEGV"), "{out}");
+    assert!(out.contains(&format!("= {rip}")), "gdb at {rip}:\n{out}");
+    host.finish();
+}

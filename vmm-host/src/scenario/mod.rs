@@ -391,6 +391,7 @@ serial = ["memory map", "hello from guest-kernel"]
             pic_shared_base: None,
             bios: None,
             carried_out: vec![],
+            diagnosis: None,
             serial_dropped: 0,
             serial_limit: crate::console::DEFAULT_LIMIT,
         }

@@ -70,6 +70,9 @@ pub struct StopOn {
     pub catch: VectorSet,
     /// Set by another thread (which also kicks the vCPU out of KVM_RUN) to stop the guest.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// The captured exception (its number in the report) that stops the guest before its
+    /// handler runs, whatever its vector (`--break-at`).
+    pub at_seq: Option<u64>,
 }
 
 impl Default for StopOn {
@@ -78,6 +81,7 @@ impl Default for StopOn {
         Self {
             catch: VectorSet::NONE,
             interrupt: None,
+            at_seq: None,
         }
     }
 }
@@ -206,6 +210,7 @@ impl Vm {
             pic_shared_base: self.devices.pic.shared_vector_base(),
             bios: self.bios.as_ref().map(crate::bios::Bios::report),
             carried_out: self.carried.iter().map(|(&k, &n)| (k, n)).collect(),
+            diagnosis: None,
             serial_dropped: self.devices.com1.sink().dropped(),
             serial_limit: self.config.serial_limit,
         };
@@ -548,7 +553,7 @@ impl Vm {
         regs.rip = handler.raw();
         let record = tap.record_hit(&self.mem, &regs, sregs, gpa, handler);
         let (seq, vector) = (record.seq, record.vector);
-        let caught = self.stop_on.catch.contains(vector);
+        let caught = self.stop_on.catch.contains(vector) || self.stop_on.at_seq == Some(seq);
         let stop = if caught {
             Some(Stop::Exception { seq, vector })
         } else if breakpoint {
