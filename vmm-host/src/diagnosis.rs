@@ -9,6 +9,8 @@ use std::fmt;
 /// The diagnosis block of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnosis {
+    /// The number of the exception the run died of.
+    pub seq: u64,
     /// The exception the run died of, in brief: `[15746] #PF page fault at rip 0x114909`.
     pub fault: String,
     /// The explanation's first sentence.
@@ -60,6 +62,7 @@ pub fn diagnose(log: &ExceptionLog, rerun: &[String]) -> Option<Diagnosis> {
         .and_then(|seq| log.active.iter().find(|c| c.record.seq == *seq))
         .map(describe_outer);
     Some(Diagnosis {
+        seq: record.seq,
         fault,
         cause,
         place,
@@ -131,6 +134,21 @@ fn quoted(word: &str) -> String {
         word.to_string()
     } else {
         format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+impl Diagnosis {
+    /// The `diagnosis` record of the JSON lines (docs/report-schema.md).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "type": "diagnosis",
+            "seq": self.seq,
+            "fault": self.fault,
+            "cause": self.cause,
+            "where": self.place,
+            "during": self.during,
+            "next": self.next,
+        })
     }
 }
 

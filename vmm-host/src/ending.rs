@@ -267,6 +267,23 @@ impl RunReport {
     }
 }
 
+impl RunReport {
+    /// The headline, the status line and the diagnosis (`--brief`).
+    pub fn brief(&self) -> String {
+        let mut text = format!(
+            "== run ended: {}\n  status {}   time {}   VM exits {}\n",
+            self.ending.headline(),
+            self.exit_status(),
+            seconds(self.elapsed),
+            self.vm_exits
+        );
+        if let Some(diagnosis) = &self.diagnosis {
+            text.push_str(&diagnosis.to_string());
+        }
+        text
+    }
+}
+
 impl fmt::Display for RunReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "== run ended: {}", self.ending.headline())?;

@@ -40,6 +40,23 @@ pub struct ExceptionLog {
 }
 
 impl ExceptionLog {
+    /// The counts in one line, `#PF×15746 #GP`; empty when there were none.
+    pub fn summary(&self) -> String {
+        let parts: Vec<String> = (0u8..)
+            .zip(&self.counts)
+            .filter(|(_, n)| **n > 0)
+            .map(|(v, n)| {
+                let m = abi::exception::mnemonic(v);
+                if *n == 1 {
+                    m.to_string()
+                } else {
+                    format!("{m}×{n}")
+                }
+            })
+            .collect();
+        parts.join(" ")
+    }
+
     pub fn push(&mut self, captured: Captured) {
         let record = &captured.record;
         self.total += 1;

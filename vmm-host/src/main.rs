@@ -193,6 +193,10 @@ struct TapArgs {
     /// Also draw the run as one self-contained HTML page (docs/html-report.md).
     #[arg(long, value_name = "FILE")]
     html: Option<PathBuf>,
+    /// Print only how the run ended, the diagnosis and the exception counts (--report and
+    /// --html still get everything).
+    #[arg(long)]
+    brief: bool,
 }
 
 /// Where the JSON lines go: the --report file, or a temporary one when only --html asks.
@@ -438,8 +442,7 @@ fn run(args: RunArgs, kvm_device: &Path) -> Result<i32, Failure> {
     let _temporary = TemporaryReport::for_args(&args.common.tap);
     let mut vm = Vm::new(config)?;
     let report = execute(&mut vm, &args.common.gdb)?;
-    out!("{report}");
-    print_exceptions(&vm);
+    print_report(&vm, &report, args.common.tap.brief);
     vm.finish_report()
         .map_err(|e| Failure::from(VmError::from(e)))?;
     write_html(&args.common.tap, "vmm-host run")?;
@@ -465,10 +468,26 @@ fn execute(vm: &mut Vm, gdb: &GdbArgs) -> Result<RunReport, Failure> {
     report.diagnosis = vm
         .exception_report()
         .and_then(|_| vmm_host::diagnosis::diagnose(vm.exceptions(), &argv));
+    if let Some(diagnosis) = &report.diagnosis {
+        vm.record_diagnosis(diagnosis);
+    }
     Ok(report)
 }
 
-fn print_exceptions(vm: &Vm) {
+/// The run's report and its exception block, or with `brief` the ending, the diagnosis and
+/// the counts only.
+fn print_report(vm: &Vm, report: &RunReport, brief: bool) {
+    if brief {
+        out!("{}", report.brief());
+        if vm.exception_report().is_some() {
+            let log = vm.exceptions();
+            let summary = log.summary();
+            let seen = if summary.is_empty() { "none" } else { &summary };
+            outln!("== exceptions: {} captured: {seen}", log.total);
+        }
+        return;
+    }
+    out!("{report}");
     if let Some(exceptions) = vm.exception_report() {
         out!("{exceptions}");
     }
@@ -527,8 +546,7 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
         },
     )?;
     let report = &run.report;
-    out!("{report}");
-    print_exceptions(&run.vm);
+    print_report(&run.vm, report, args.tap.brief);
     run.vm
         .finish_report()
         .map_err(|e| Failure::from(VmError::from(e)))?;

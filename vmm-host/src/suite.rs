@@ -128,22 +128,6 @@ pub fn check(vm: &Vm, scenario: &Scenario, report: &RunReport) -> Vec<String> {
     scenario.check(report, &serial, tap)
 }
 
-fn summarize(counts: &[u64; 32]) -> String {
-    let parts: Vec<String> = (0u8..)
-        .zip(counts)
-        .filter(|(_, n)| **n > 0)
-        .map(|(v, n)| {
-            let m = abi::exception::mnemonic(v);
-            if *n == 1 {
-                m.to_string()
-            } else {
-                format!("{m}×{n}")
-            }
-        })
-        .collect();
-    parts.join(" ")
-}
-
 /// The VM a scenario asks for, quiet and without files (callers add those).
 pub fn vm_config(scenario: &Scenario, options: &SuiteOptions) -> VmConfig {
     VmConfig {
@@ -258,11 +242,30 @@ pub fn run_one(path: &Path, options: &SuiteOptions) -> Outcome {
         other => other.kind().replace('-', " "),
     };
     outcome.exceptions = run.vm.exceptions().total;
-    outcome.exception_summary = summarize(&run.vm.exceptions().counts);
+    outcome.exception_summary = run.vm.exceptions().summary();
     if !run.failures.is_empty() {
-        outcome.verdict = Verdict::Fail(run.failures);
+        let mut failures = run.failures;
+        failures.extend(quoted_diagnosis(&scenario.name, run.vm.exceptions()));
+        outcome.verdict = Verdict::Fail(failures);
     }
     outcome
+}
+
+/// A failing scenario quotes the run's diagnosis after its mismatches: the fault with its
+/// cause, and the rerun stopped there under gdb.
+fn quoted_diagnosis(name: &str, log: &crate::exceptions::ExceptionLog) -> Vec<String> {
+    let argv = ["vmm-host", "scenario", name].map(String::from);
+    let Some(d) = crate::diagnosis::diagnose(log, &argv) else {
+        return Vec::new();
+    };
+    let cause = d.cause.map(|c| format!(": {c}")).unwrap_or_default();
+    let mut lines = vec![format!("diagnosis: {}{cause}", d.fault)];
+    lines.extend(
+        d.next
+            .first()
+            .map(|next| format!("to stop there under gdb: {next}")),
+    );
+    lines
 }
 
 /// Run `paths` on `jobs` threads; `progress` sees each outcome as it comes, with its

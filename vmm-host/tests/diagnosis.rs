@@ -78,3 +78,65 @@ fn a_clean_run_has_no_diagnosis() {
     }
     assert!(diagnosis("hello").is_empty());
 }
+
+/// `--brief`: the ending, the diagnosis and the counts; no registers, no walks.
+#[test]
+fn brief_prints_the_ending_the_diagnosis_and_the_counts() {
+    if kvm_or_skip("brief").is_none() {
+        return;
+    }
+    let run = vmm(&["scenario", "boxkernel-nx-heap", "--quiet", "--brief"]);
+    let out = &run.stdout;
+    assert_eq!(run.status, 0, "{out}");
+    assert!(
+        out.contains("== run ended: the guest exited with code 4"),
+        "{out}"
+    );
+    assert!(
+        out.contains("== diagnosis\n  fault   [1] #GP general protection"),
+        "{out}"
+    );
+    assert!(out.contains("== exceptions: 1 captured: #GP\n"), "{out}");
+    assert!(!out.contains("rip: walk of"), "no walks: {out}");
+    assert!(!out.contains("-- page tables"), "no audit: {out}");
+    assert!(
+        out.lines().count() <= 14,
+        "{} lines:\n{out}",
+        out.lines().count()
+    );
+}
+
+/// The JSON lines end with a `diagnosis` record after the `run` record.
+#[test]
+fn the_report_carries_the_diagnosis() {
+    if kvm_or_skip("diagnosis_json").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.jsonl");
+    let run = vmm(&[
+        "run",
+        "--quiet",
+        "--cmdline",
+        "test=null",
+        "--report",
+        path.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status, 4, "{}", run.stdout);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = lines.last().unwrap();
+    assert_eq!(last["type"], "diagnosis");
+    assert_eq!(last["seq"], 1);
+    assert!(
+        last["cause"]
+            .as_str()
+            .unwrap()
+            .starts_with("null pointer dereference")
+    );
+    assert!(last["next"][0].as_str().unwrap().ends_with("--break-at 1"));
+    assert_eq!(lines[lines.len() - 2]["type"], "run");
+}

@@ -113,6 +113,9 @@ fn a_wrong_scenario_fails_with_each_mismatch_at_its_line() {
         format!(
             "{file}:23: expected the diff entry PTE[5] to P RW; 1 diff captured, none touched that entry"
         ),
+        // Then the run's diagnosis, quoted.
+        "diagnosis: [1] #GP general protection at rip ADDR: operand [r12+rax*8] of `mov rax,[r12+rax*8]` addresses 0x8000000000357000, which is not canonical (bits 63..47 differ): the CPU raises #GP before any page walk.".to_string(),
+        "to stop there under gdb: vmm-host scenario wrong-expectations --gdb 1234 --gdb-wait --break-at 1".to_string(),
     ];
     let details: Vec<String> = run
         .stdout

@@ -309,6 +309,29 @@ fn walks(e: &Exception) -> String {
     html
 }
 
+/// The diagnosis first, as the console report has it, linked to the exception's panel.
+fn diagnosis_section(d: &model::DiagnosisLine) -> String {
+    let mut html = format!(
+        "<section class=\"diagnosis\"><h2>Diagnosis</h2><p><a href=\"#exc-{}\"><b>{}</b></a></p>",
+        d.seq,
+        escape(&d.fault)
+    );
+    for (label, line) in [
+        ("cause", &d.cause),
+        ("where", &d.place),
+        ("during", &d.during),
+    ] {
+        if let Some(line) = line {
+            let _ = write!(html, "<p>{label}: {}</p>", escape(line));
+        }
+    }
+    for command in &d.next {
+        let _ = write!(html, "<pre>{}</pre>", escape(command));
+    }
+    html.push_str("</section>");
+    html
+}
+
 /// The whole page for `report`; `title` names the run.
 pub fn render(report: &Report, title: &str) -> String {
     let mut html = format!(
@@ -318,6 +341,9 @@ pub fn render(report: &Report, title: &str) -> String {
     // The arrowhead every walk's links share.
     html.push_str("<svg width=\"0\" height=\"0\" style=\"position:absolute\" aria-hidden=\"true\"><defs><marker id=\"arrow\" viewBox=\"0 0 8 8\" refX=\"7\" refY=\"4\" markerWidth=\"8\" markerHeight=\"8\" orient=\"auto\"><path d=\"M0,0 L8,4 L0,8 z\" fill=\"#5b7aa3\"/></marker></defs></svg>");
     let _ = write!(html, "<h1>{}</h1>", escape(title));
+    if let Some(diagnosis) = &report.diagnosis {
+        html.push_str(&diagnosis_section(diagnosis));
+    }
     match &report.run {
         Some(run) => {
             let _ = write!(
@@ -397,6 +423,29 @@ mod tests {
 {"type":"audit","seq":2,"cr3":"0x34f000","entries":100,"ranges":[{"start":"0x0","size":"0x4000000","rights":"-rwx"},{"start":"0x555555554000","size":"0x1000","rights":"ur-x"},{"start":"0xffff800000000000","size":"0x2000","rights":"-rw-"}],"identity":[{"start":"0x0","size":"0x4000000"}],"direct_map":null,"recursive_slot":null,"table_frames":9,"findings":["W+X: kernel range"]}
 {"type":"run","ending":"exit","status":0,"seconds":0.25,"vm_exits":2000,"exceptions":2}
 "##;
+
+    /// A report with a diagnosis opens with it, linked to the exception's panel.
+    #[test]
+    fn the_diagnosis_opens_the_page() {
+        let with = format!(
+            "{JOURNEY}{}\n",
+            r#"{"type":"diagnosis","seq":2,"fault":"[2] #PF page fault at rip 0x555555554054","cause":"a user write <here>.","where":null,"during":null,"next":["vmm-host run --gdb 1234 --gdb-wait --break-at 2"]}"#
+        );
+        let html = render(&Report::parse("j.jsonl", &with).unwrap(), "t");
+        let diagnosis = html
+            .find("<h2>Diagnosis</h2>")
+            .expect("a diagnosis section");
+        assert!(
+            diagnosis < html.find("class=\"timeline\"").unwrap(),
+            "before the timeline"
+        );
+        assert!(
+            html.contains("<a href=\"#exc-2\"><b>[2] #PF page fault at rip 0x555555554054</b></a>")
+        );
+        assert!(html.contains("<p>cause: a user write &lt;here&gt;.</p>"));
+        assert!(html.contains("<pre>vmm-host run --gdb 1234 --gdb-wait --break-at 2</pre>"));
+        assert!(!page().contains("Diagnosis"), "none without the record");
+    }
 
     fn page() -> String {
         render(

@@ -162,6 +162,19 @@ pub struct ScreenLine {
     pub cursor: Option<[usize; 2]>,
 }
 
+/// The `diagnosis` record: the block that opens the console report.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DiagnosisLine {
+    pub seq: u64,
+    pub fault: String,
+    pub cause: Option<String>,
+    #[serde(rename = "where")]
+    pub place: Option<String>,
+    pub during: Option<String>,
+    #[serde(default)]
+    pub next: Vec<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum Line {
@@ -169,6 +182,7 @@ enum Line {
     Diff(Diff),
     Audit(Box<Audit>),
     Run(Run),
+    Diagnosis(DiagnosisLine),
 }
 
 /// Everything one report holds.
@@ -181,6 +195,7 @@ pub struct Report {
     /// The audit of the page tables the run ended with.
     pub final_audit: Option<Audit>,
     pub run: Option<Run>,
+    pub diagnosis: Option<DiagnosisLine>,
 }
 
 impl Report {
@@ -210,6 +225,7 @@ impl Report {
                     None => report.final_audit = Some(*a),
                 },
                 Line::Run(r) => report.run = Some(r),
+                Line::Diagnosis(d) => report.diagnosis = Some(d),
             }
         }
         if lines == 0 {

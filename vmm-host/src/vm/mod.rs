@@ -364,6 +364,13 @@ impl Vm {
         })
     }
 
+    /// Add the run's diagnosis to the JSON lines, after the run record.
+    pub fn record_diagnosis(&mut self, diagnosis: &crate::diagnosis::Diagnosis) {
+        if let Some(file) = &mut self.report {
+            file.line(&diagnosis.json());
+        }
+    }
+
     /// Close the report file; a write error that happened during the run surfaces here.
     pub fn finish_report(&mut self) -> Result<(), ReportError> {
         match self.report.take() {
