@@ -13,6 +13,7 @@ pub mod analysis;
 pub mod bios;
 pub mod boot_cpu;
 pub mod catch;
+pub mod colour;
 pub mod console;
 pub mod cpu_state;
 pub mod cpuid;

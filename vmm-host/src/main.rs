@@ -24,7 +24,8 @@ use vmm_host::{hypervisor, layout};
 macro_rules! out {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = write!(std::io::stdout(), $($arg)*);
+        let text = format!($($arg)*);
+        let _ = write!(anstream::stdout(), "{}", vmm_host::colour::paint(&text));
     }};
 }
 
@@ -32,7 +33,8 @@ macro_rules! out {
 macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($arg)*);
+        let text = format!($($arg)*);
+        let _ = writeln!(anstream::stdout(), "{}", vmm_host::colour::paint(&text));
     }};
 }
 
@@ -49,8 +51,35 @@ struct Cli {
     /// KVM device to use.
     #[arg(long, global = true, value_name = "PATH", default_value = hypervisor::DEFAULT_DEVICE)]
     kvm_device: PathBuf,
+    /// Colour the report: `auto` on a terminal (not with NO_COLOR), `always`, or `never`.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "WHEN",
+        default_value = "auto"
+    )]
+    color: ColorWhen,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--color`, as cargo takes it.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ColorWhen {
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorWhen {
+    fn choice(self) -> anstream::ColorChoice {
+        match self {
+            Self::Auto => anstream::ColorChoice::Auto,
+            Self::Always => anstream::ColorChoice::Always,
+            Self::Never => anstream::ColorChoice::Never,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -377,6 +406,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
+    cli.color.choice().write_global();
     let result = match cli.command {
         Command::Run(args) => run(args, &cli.kvm_device),
         Command::Scenario(args) => run_scenario(args, &cli.kvm_device),

@@ -140,3 +140,26 @@ fn the_report_carries_the_diagnosis() {
     assert!(last["next"][0].as_str().unwrap().ends_with("--break-at 1"));
     assert_eq!(lines[lines.len() - 2]["type"], "run");
 }
+
+/// `--color always` paints the report; by default a pipe gets none, nor does `--color never`.
+#[test]
+fn colour_only_when_asked_or_on_a_terminal() {
+    if kvm_or_skip("colour").is_none() {
+        return;
+    }
+    let args = ["run", "--cmdline", "test=null", "--quiet", "--brief"];
+    let painted = vmm(&[&["--color", "always"], &args[..]].concat());
+    assert!(
+        painted.stdout.contains("\u{1b}[1m== run ended"),
+        "{:?}",
+        painted.stdout
+    );
+    assert!(painted.stdout.contains("\u{1b}[31m"), "the fault in red");
+    for plain in [
+        vmm(&args),
+        vmm(&[&["--color", "never"], &args[..]].concat()),
+    ] {
+        assert!(!plain.stdout.contains('\u{1b}'), "{:?}", plain.stdout);
+        assert!(plain.stdout.starts_with("== run ended"), "{}", plain.stdout);
+    }
+}
