@@ -229,8 +229,10 @@ fn the_vga_screen_reaches_the_report_file_and_the_page() {
         .collect();
     assert_eq!(at_fault.first(), Some(&"[vga] boot log line  6 of 30"));
     assert_eq!(at_fault.last(), Some(&"[vga] boot log line 30 of 30"));
-    let run = records.last().unwrap();
+    // The run record, then the diagnosis of the panic's exception.
+    let run = &records[records.len() - 2];
     assert_eq!(run["type"], "run");
+    assert_eq!(records.last().unwrap()["type"], "diagnosis");
     let panic_row = run["screen"]["text"][24].as_str().unwrap();
     assert!(
         panic_row.starts_with("KERNEL PANIC: vector 14"),

@@ -69,7 +69,38 @@ fn rights_class(rights: &str) -> &'static str {
     }
 }
 
-fn half(svg: &mut String, audit: &Audit, title: &str, upper: bool, y: &mut u32) {
+/// A row saying where the faulting address falls: inside the range drawn above it, or in the
+/// unmapped room between the ranges around it.
+fn fault_row(svg: &mut String, fault: u64, previous_end: Option<u64>, inside: bool, y: &mut u32) {
+    let place = match (inside, previous_end) {
+        (true, _) => "inside the range above".to_string(),
+        (false, Some(end)) => format!(
+            "not mapped: {} past the range above, which ends at {end:#x}",
+            size_text(fault - end)
+        ),
+        (false, None) => "not mapped: below every range of this half".to_string(),
+    };
+    let _ = write!(
+        svg,
+        "<g class=\"faultmark\"><circle cx=\"{}\" cy=\"{}\" r=\"5\"/><text x=\"{}\" y=\"{}\">fault at {fault:#x}: {}</text></g>",
+        20 + BAR_WIDTH / 2,
+        *y + ROW / 2 - 2,
+        30 + BAR_WIDTH,
+        *y + 16,
+        escape(&place)
+    );
+    *y += ROW;
+}
+
+fn half(
+    svg: &mut String,
+    audit: &Audit,
+    title: &str,
+    upper: bool,
+    fault: Option<u64>,
+    y: &mut u32,
+) {
+    let mut fault = fault.filter(|&f| (f >= UPPER_HALF) == upper);
     let ranges: Vec<_> = audit
         .ranges
         .iter()
@@ -89,11 +120,18 @@ fn half(svg: &mut String, audit: &Audit, title: &str, upper: bool, y: &mut u32) 
             *y + 14
         );
         *y += ROW;
+        if let Some(f) = fault {
+            fault_row(svg, f, None, false, y);
+        }
         return;
     }
     let mut previous_end: Option<u64> = None;
     for r in ranges {
         let (start, size) = (r.start.0, r.size.0);
+        if let Some(f) = fault.filter(|&f| f < start) {
+            fault_row(svg, f, previous_end, false, y);
+            fault = None;
+        }
         if let Some(end) = previous_end
             && start > end
         {
@@ -126,11 +164,19 @@ fn half(svg: &mut String, audit: &Audit, title: &str, upper: bool, y: &mut u32) 
         );
         *y += ROW;
         previous_end = Some(start.saturating_add(size));
+        if let Some(f) = fault.filter(|&f| f < start.saturating_add(size)) {
+            fault_row(svg, f, previous_end, true, y);
+            fault = None;
+        }
+    }
+    if let Some(f) = fault {
+        fault_row(svg, f, previous_end, false, y);
     }
 }
 
-/// The map of `audit` as an SVG element with a legend.
-pub fn address_space_svg(audit: &Audit) -> String {
+/// The map of `audit` as an SVG element with a legend, `fault` (CR2, or the address an
+/// instruction used) marked where it falls.
+pub fn address_space_svg(audit: &Audit, fault: Option<u64>) -> String {
     let mut body = String::new();
     let mut y = 4;
     half(
@@ -138,6 +184,7 @@ pub fn address_space_svg(audit: &Audit) -> String {
         audit,
         "lower half 0x0000000000000000–0x00007fffffffffff",
         false,
+        fault,
         &mut y,
     );
     y += 10;
@@ -146,6 +193,7 @@ pub fn address_space_svg(audit: &Audit) -> String {
         audit,
         "upper half 0xffff800000000000–0xffffffffffffffff",
         true,
+        fault,
         &mut y,
     );
     y += 8;
@@ -175,6 +223,45 @@ pub fn address_space_svg(audit: &Audit) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Seed 004's address space: the identity map, the process's page, the kernel heap.
+    fn journey() -> Audit {
+        serde_json::from_str(r#"{"seq":2,"cr3":"0x34f000","ranges":[{"start":"0x0","size":"0x4000000","rights":"-rwx"},{"start":"0x555555554000","size":"0x1000","rights":"ur-x"},{"start":"0xffff800000000000","size":"0x2000","rights":"-rw-"}],"identity":[{"start":"0x0","size":"0x4000000"}],"direct_map":null,"recursive_slot":null}"#).unwrap()
+    }
+
+    /// Where the mark is among the ranges' rows: the text before and after it.
+    fn around(svg: &str, mark: &str) -> (usize, usize) {
+        let at = svg
+            .find(mark)
+            .unwrap_or_else(|| panic!("no {mark:?} in {svg}"));
+        (svg[..at].matches("class=\"range").count(), at)
+    }
+
+    #[test]
+    fn the_fault_is_marked_where_it_falls() {
+        let audit = journey();
+        // A physical address used as virtual: just past the identity map's end.
+        let svg = address_space_svg(&audit, Some(0x410_9000));
+        let (ranges_before, _) = around(&svg, "fault at 0x4109000: not mapped: ");
+        assert_eq!(
+            ranges_before, 1,
+            "after the identity map, before the process's page"
+        );
+        assert!(
+            svg.contains("past the range above, which ends at 0x4000000"),
+            "{svg}"
+        );
+        let svg = address_space_svg(&audit, Some(0x5555_5555_4010));
+        let (ranges_before, _) = around(&svg, "fault at 0x555555554010: inside the range above");
+        assert_eq!(ranges_before, 2);
+        let svg = address_space_svg(&audit, Some(0xffff_8000_0000_3000));
+        let (ranges_before, _) = around(&svg, "fault at 0xffff800000003000: not mapped");
+        assert_eq!(
+            ranges_before, 3,
+            "in the upper half, after the heap's range"
+        );
+        assert!(!address_space_svg(&audit, None).contains("faultmark"));
+    }
 
     #[test]
     fn sizes_read_as_people_write_them() {

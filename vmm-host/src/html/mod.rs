@@ -80,6 +80,7 @@ svg.addrmap text { font-size: 12px; } svg.addrmap .half { font-size: 13px; font-
 svg.addrmap .rwx rect { fill: #e74c3c; } svg.addrmap .rw rect { fill: #3498db; }
 svg.addrmap .rx rect { fill: #27ae60; } svg.addrmap .r rect { fill: #95a5a6; }
 svg.addrmap line.gap { stroke: #999; stroke-dasharray: 2 2; } svg.addrmap text.gap { fill: #888; font-size: 11px; }
+svg.addrmap .faultmark circle { fill: #c62828; } svg.addrmap .faultmark text { fill: #c62828; font-weight: bold; }
 svg.strip line { stroke-width: 3; }
 .findings li { color: #8a2a1f; }
 "#;
@@ -220,7 +221,7 @@ fn panel(report: &Report, e: &Exception, default: bool) -> String {
             html,
             "<h3>Address space under CR3 {:#x}</h3>{}",
             audit.cr3.0,
-            map::address_space_svg(audit)
+            map::address_space_svg(audit, fault_address(e))
         );
     }
     html.push_str("</section>");
@@ -332,6 +333,21 @@ fn diagnosis_section(d: &model::DiagnosisLine) -> String {
     html
 }
 
+/// The address a page fault was about (CR2), to mark on the map.
+fn fault_address(e: &model::Exception) -> Option<u64> {
+    (e.vector == abi::exception::PAGE_FAULT).then_some(e.cr2.0)
+}
+
+/// The diagnosed exception's fault address, for the map of the final page tables.
+fn diagnosed_fault(report: &Report) -> Option<u64> {
+    let seq = report.diagnosis.as_ref()?.seq;
+    report
+        .exceptions
+        .iter()
+        .find(|e| e.seq == seq)
+        .and_then(fault_address)
+}
+
 /// The whole page for `report`; `title` names the run.
 pub fn render(report: &Report, title: &str) -> String {
     let mut html = format!(
@@ -377,7 +393,7 @@ pub fn render(report: &Report, title: &str) -> String {
             html,
             "<section class=\"final\"><h2>Page tables when the run ended (CR3 {:#x})</h2>{}",
             audit.cr3.0,
-            map::address_space_svg(audit)
+            map::address_space_svg(audit, diagnosed_fault(report))
         );
         if !audit.findings.is_empty() {
             html.push_str("<ul class=\"findings\">");
