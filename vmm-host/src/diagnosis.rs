@@ -3,14 +3,16 @@
 //! command that reruns it stopped there under gdb.
 
 use crate::analysis::Captured;
+use crate::ending::Ending;
 use crate::exceptions::ExceptionLog;
 use std::fmt;
 
 /// The diagnosis block of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnosis {
-    /// The number of the exception the run died of.
-    pub seq: u64,
+    /// The number of the exception the run died of; `None` for a triple fault the tap saw no
+    /// exception of.
+    pub seq: Option<u64>,
     /// The exception the run died of, in brief: `[15746] #PF page fault at rip 0x114909`.
     pub fault: String,
     /// The explanation's first sentence.
@@ -23,11 +25,17 @@ pub struct Diagnosis {
     pub next: Vec<String>,
 }
 
-/// The diagnosis of a run whose exceptions the tap logged: about its innermost exception
-/// still being handled, `None` when none was (a clean exit, or nothing captured). `rerun` is
-/// the command line that ran it, to which the gdb flags are added.
-pub fn diagnose(log: &ExceptionLog, rerun: &[String]) -> Option<Diagnosis> {
-    let innermost = log.active.last()?;
+/// The diagnosis of a run that did not end well (anything but exit code 0), whose
+/// exceptions the tap logged: about its innermost exception still being handled, or about a
+/// triple fault that left none. `rerun` is the command line that ran it, to which the gdb
+/// flags are added.
+pub fn diagnose(log: &ExceptionLog, ending: &Ending, rerun: &[String]) -> Option<Diagnosis> {
+    if *ending == (Ending::GuestExit { code: 0 }) {
+        return None;
+    }
+    let Some(innermost) = log.active.last() else {
+        return (*ending == Ending::TripleFault).then(|| triple_fault(rerun));
+    };
     let record = &innermost.record;
     let analysis = innermost.analysis.as_ref();
     let fault = format!(
@@ -62,13 +70,30 @@ pub fn diagnose(log: &ExceptionLog, rerun: &[String]) -> Option<Diagnosis> {
         .and_then(|seq| log.active.iter().find(|c| c.record.seq == *seq))
         .map(describe_outer);
     Some(Diagnosis {
-        seq: record.seq,
+        seq: Some(record.seq),
         fault,
         cause,
         place,
         during,
-        next: next_commands(rerun, record.seq),
+        next: next_commands(rerun, Some(record.seq)),
     })
+}
+
+/// A triple fault with no exception the tap saw: no handler ever ran. gdb stops at the
+/// final state.
+fn triple_fault(rerun: &[String]) -> Diagnosis {
+    Diagnosis {
+        seq: None,
+        fault: "none reached a handler: the CPU shut down delivering an exception (triple fault)"
+            .into(),
+        cause: Some(
+            "no handler could run: the gate, the handler's page or the stack it pushes on is unusable; the IDT and the final registers are below."
+                .into(),
+        ),
+        place: None,
+        during: None,
+        next: next_commands(rerun, None),
+    }
 }
 
 /// `[15745] #PF at 0x10a67b for 0xffff800003e00aa0 in heap_workload`.
@@ -97,8 +122,9 @@ fn first_sentence(text: &str) -> String {
     }
 }
 
-/// The rerun stopped at exception `seq` under gdb, and the gdb line that connects.
-fn next_commands(rerun: &[String], seq: u64) -> Vec<String> {
+/// The rerun stopped at exception `seq` under gdb (without one: at the run's end, which a
+/// triple fault holds for gdb), and the gdb line that connects.
+fn next_commands(rerun: &[String], seq: Option<u64>) -> Vec<String> {
     if rerun.is_empty() {
         return Vec::new();
     }
@@ -115,12 +141,17 @@ fn next_commands(rerun: &[String], seq: u64) -> Vec<String> {
             w => words.push(quoted(w)),
         }
     }
-    words.extend(["--gdb", "1234", "--gdb-wait", "--break-at"].map(String::from));
-    words.push(seq.to_string());
+    words.extend(["--gdb", "1234", "--gdb-wait"].map(String::from));
+    let stops = match seq {
+        Some(seq) => {
+            words.extend(["--break-at".to_string(), seq.to_string()]);
+            "stops before the handler of that exception"
+        }
+        None => "`continue` stops at the final state",
+    };
     vec![
         words.join(" "),
-        "gdb -x gdb/connect.gdb   (in another terminal: stops before the handler of that exception)"
-            .into(),
+        format!("gdb -x gdb/connect.gdb   (in another terminal: {stops})"),
     ]
 }
 
@@ -193,10 +224,17 @@ mod tests {
         .map(String::from)
         .to_vec();
         assert_eq!(
-            next_commands(&argv, 15746)[0],
+            next_commands(&argv, Some(15746))[0],
             "vmm-host run --cmdline 'test=heap vmm=boxkernel' --quiet --gdb 1234 --gdb-wait --break-at 15746"
         );
-        assert!(next_commands(&[], 1).is_empty());
+        assert!(next_commands(&[], Some(1)).is_empty());
+        assert_eq!(
+            next_commands(&argv[..2], None),
+            [
+                "vmm-host run --gdb 1234 --gdb-wait",
+                "gdb -x gdb/connect.gdb   (in another terminal: `continue` stops at the final state)"
+            ]
+        );
         assert_eq!(quoted("it's"), r"'it'\''s'");
     }
 

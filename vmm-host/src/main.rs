@@ -497,7 +497,7 @@ fn execute(vm: &mut Vm, gdb: &GdbArgs) -> Result<RunReport, Failure> {
     let argv: Vec<String> = std::env::args().collect();
     report.diagnosis = vm
         .exception_report()
-        .and_then(|_| vmm_host::diagnosis::diagnose(vm.exceptions(), &argv));
+        .and_then(|_| vmm_host::diagnosis::diagnose(vm.exceptions(), &report.ending, &argv));
     if let Some(diagnosis) = &report.diagnosis {
         vm.record_diagnosis(diagnosis);
     }

@@ -245,7 +245,11 @@ pub fn run_one(path: &Path, options: &SuiteOptions) -> Outcome {
     outcome.exception_summary = run.vm.exceptions().summary();
     if !run.failures.is_empty() {
         let mut failures = run.failures;
-        failures.extend(quoted_diagnosis(&scenario.name, run.vm.exceptions()));
+        failures.extend(quoted_diagnosis(
+            &scenario.name,
+            run.vm.exceptions(),
+            &run.report.ending,
+        ));
         outcome.verdict = Verdict::Fail(failures);
     }
     outcome
@@ -253,9 +257,13 @@ pub fn run_one(path: &Path, options: &SuiteOptions) -> Outcome {
 
 /// A failing scenario quotes the run's diagnosis after its mismatches: the fault with its
 /// cause, and the rerun stopped there under gdb.
-fn quoted_diagnosis(name: &str, log: &crate::exceptions::ExceptionLog) -> Vec<String> {
+fn quoted_diagnosis(
+    name: &str,
+    log: &crate::exceptions::ExceptionLog,
+    ending: &crate::ending::Ending,
+) -> Vec<String> {
     let argv = ["vmm-host", "scenario", name].map(String::from);
-    let Some(d) = crate::diagnosis::diagnose(log, &argv) else {
+    let Some(d) = crate::diagnosis::diagnose(log, ending, &argv) else {
         return Vec::new();
     };
     let cause = d.cause.map(|c| format!(": {c}")).unwrap_or_default();

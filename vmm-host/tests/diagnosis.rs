@@ -71,12 +71,32 @@ fn a_fatal_exception_is_diagnosed_in_six_lines_with_the_command_to_type() {
     }
 }
 
+/// Exit code 0 is a run that ended well, even from inside a handler (the journey's process
+/// exits through its system call, a #UD here): no diagnosis.
 #[test]
 fn a_clean_run_has_no_diagnosis() {
     if kvm_or_skip("clean_run_no_diagnosis").is_none() {
         return;
     }
     assert!(diagnosis("hello").is_empty());
+    assert!(diagnosis("journey").is_empty());
+}
+
+/// A triple fault whose exceptions never reached a handler still gets a diagnosis: what it
+/// is, and the rerun that holds the final state for gdb.
+#[test]
+fn a_triple_fault_with_no_handler_run_is_diagnosed() {
+    if kvm_or_skip("triple_fault_diagnosis").is_none() {
+        return;
+    }
+    let lines = diagnosis("stack-overflow-no-ist");
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    assert!(lines[0].contains("the CPU shut down delivering an exception (triple fault)"));
+    assert!(
+        lines[2].ends_with("vmm-host scenario stack-overflow-no-ist --quiet --gdb 1234 --gdb-wait"),
+        "{lines:#?}"
+    );
+    assert!(lines[3].contains("`continue` stops at the final state"));
 }
 
 /// `--brief`: the ending, the diagnosis and the counts; no registers, no walks.

@@ -312,11 +312,12 @@ fn walks(e: &Exception) -> String {
 
 /// The diagnosis first, as the console report has it, linked to the exception's panel.
 fn diagnosis_section(d: &model::DiagnosisLine) -> String {
-    let mut html = format!(
-        "<section class=\"diagnosis\"><h2>Diagnosis</h2><p><a href=\"#exc-{}\"><b>{}</b></a></p>",
-        d.seq,
-        escape(&d.fault)
-    );
+    let fault = format!("<b>{}</b>", escape(&d.fault));
+    let fault = match d.seq {
+        Some(seq) => format!("<a href=\"#exc-{seq}\">{fault}</a>"),
+        None => fault,
+    };
+    let mut html = format!("<section class=\"diagnosis\"><h2>Diagnosis</h2><p>{fault}</p>");
     for (label, line) in [
         ("cause", &d.cause),
         ("where", &d.place),
@@ -340,7 +341,7 @@ fn fault_address(e: &model::Exception) -> Option<u64> {
 
 /// The diagnosed exception's fault address, for the map of the final page tables.
 fn diagnosed_fault(report: &Report) -> Option<u64> {
-    let seq = report.diagnosis.as_ref()?.seq;
+    let seq = report.diagnosis.as_ref()?.seq?;
     report
         .exceptions
         .iter()

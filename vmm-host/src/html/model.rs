@@ -165,7 +165,7 @@ pub struct ScreenLine {
 /// The `diagnosis` record: the block that opens the console report.
 #[derive(Debug, Clone, Deserialize)]
 pub struct DiagnosisLine {
-    pub seq: u64,
+    pub seq: Option<u64>,
     pub fault: String,
     pub cause: Option<String>,
     #[serde(rename = "where")]
