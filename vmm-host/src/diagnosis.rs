@@ -3,9 +3,17 @@
 //! command that reruns it stopped there under gdb.
 
 use crate::analysis::Captured;
-use crate::ending::Ending;
 use crate::exceptions::ExceptionLog;
 use std::fmt;
+
+/// What kind of ending a run had, as far as its diagnosis cares (`Ending::diagnosed_as`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The guest exited with 0: nothing to diagnose.
+    Clean,
+    TripleFault,
+    Other,
+}
 
 /// The diagnosis block of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,12 +37,12 @@ pub struct Diagnosis {
 /// exceptions the tap logged: about its innermost exception still being handled, or about a
 /// triple fault that left none. `rerun` is the command line that ran it, to which the gdb
 /// flags are added.
-pub fn diagnose(log: &ExceptionLog, ending: &Ending, rerun: &[String]) -> Option<Diagnosis> {
-    if *ending == (Ending::GuestExit { code: 0 }) {
+pub fn diagnose(log: &ExceptionLog, ended: RunEnd, rerun: &[String]) -> Option<Diagnosis> {
+    if ended == RunEnd::Clean {
         return None;
     }
     let Some(innermost) = log.active.last() else {
-        return (*ending == Ending::TripleFault).then(|| triple_fault(rerun));
+        return (ended == RunEnd::TripleFault).then(|| triple_fault(rerun));
     };
     let record = &innermost.record;
     let analysis = innermost.analysis.as_ref();

@@ -91,6 +91,15 @@ impl Ending {
         }
     }
 
+    /// What the diagnosis makes of this ending.
+    pub fn diagnosed_as(&self) -> crate::diagnosis::RunEnd {
+        match self {
+            Self::GuestExit { code: 0 } => crate::diagnosis::RunEnd::Clean,
+            Self::TripleFault => crate::diagnosis::RunEnd::TripleFault,
+            _ => crate::diagnosis::RunEnd::Other,
+        }
+    }
+
     /// The word scenarios use for this kind of ending.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -495,9 +495,9 @@ fn execute(vm: &mut Vm, gdb: &GdbArgs) -> Result<RunReport, Failure> {
     }
     let mut report = vm.run();
     let argv: Vec<String> = std::env::args().collect();
-    report.diagnosis = vm
-        .exception_report()
-        .and_then(|_| vmm_host::diagnosis::diagnose(vm.exceptions(), &report.ending, &argv));
+    report.diagnosis = vm.exception_report().and_then(|_| {
+        vmm_host::diagnosis::diagnose(vm.exceptions(), report.ending.diagnosed_as(), &argv)
+    });
     if let Some(diagnosis) = &report.diagnosis {
         vm.record_diagnosis(diagnosis);
     }

@@ -263,7 +263,7 @@ fn quoted_diagnosis(
     ending: &crate::ending::Ending,
 ) -> Vec<String> {
     let argv = ["vmm-host", "scenario", name].map(String::from);
-    let Some(d) = crate::diagnosis::diagnose(log, ending, &argv) else {
+    let Some(d) = crate::diagnosis::diagnose(log, ending.diagnosed_as(), &argv) else {
         return Vec::new();
     };
     let cause = d.cause.map(|c| format!(": {c}")).unwrap_or_default();
