@@ -58,8 +58,12 @@ fn qemu_tcg_boots_the_same_kernel() {
 /// bundled disk image (a snapshot: the build's image is never written).
 #[derive(Debug, Clone, Copy)]
 enum QemuBoot<'a> {
-    Kernel { cmdline: &'a str },
+    Kernel {
+        cmdline: &'a str,
+    },
     Disk,
+    /// The 32-bit test kernel, through QEMU's Multiboot loader.
+    Kernel32,
 }
 
 impl QemuBoot<'_> {
@@ -71,6 +75,7 @@ impl QemuBoot<'_> {
                 "-append".into(),
                 cmdline.into(),
             ],
+            Self::Kernel32 => vec!["-kernel".into(), vmm_host::GUEST_KERNEL32.into()],
             Self::Disk => vec![
                 "-drive".into(),
                 format!(
@@ -430,35 +435,7 @@ fn kernel32_runs_the_same_under_kvm_and_qemu() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let log_path = dir.path().join("int.log");
-    let output = Command::new("timeout")
-        .args([
-            "60",
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-display",
-            "none",
-        ])
-        .args([
-            "-no-reboot",
-            "-net",
-            "none",
-            "-serial",
-            "stdio",
-            "-monitor",
-            "none",
-        ])
-        .args([
-            "-m",
-            "128M",
-            "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=0x04",
-        ])
-        .args(["-d", "int", "-D"])
-        .arg(&log_path)
-        .args(["-kernel", vmm_host::GUEST_KERNEL32])
-        .output()
-        .expect("spawn qemu");
+    let output = qemu_booting(128, QemuBoot::Kernel32, &log_path);
     let serial = String::from_utf8_lossy(&output.stdout);
     assert_eq!(
         output.status.code(),

@@ -38,11 +38,12 @@ impl Vm {
         if self.bios.is_none() {
             return Ok(BiosCall::NotOurs);
         }
-        let sregs = self.vcpu.get_sregs().map_err(kvm("KVM_GET_SREGS"))?;
+        // Through the per-exit cache: the tap's own check of this `hlt` reads them next.
+        let sregs = self.stopped.sregs(&self.vcpu)?;
         if sregs.cr0 & Cr0Flags::PROTECTED_MODE_ENABLE.bits() != 0 {
             return Ok(BiosCall::NotOurs);
         }
-        let regs = self.vcpu.get_regs().map_err(kvm("KVM_GET_REGS"))?;
+        let regs = self.stopped.regs(&self.vcpu)?;
         // RIP is past the one-byte `hlt`.
         let hlt = linear(sregs.cs.base, regs.rip.wrapping_sub(1));
         let Some(vector) = rom::stub_vector(hlt.raw()) else {
@@ -64,6 +65,7 @@ impl Vm {
         self.vcpu
             .set_regs(&call.regs)
             .map_err(kvm("KVM_SET_REGS"))?;
+        self.stopped.forget();
         let mut flags = if call.carry {
             flags | CARRY
         } else {

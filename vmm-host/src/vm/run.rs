@@ -469,8 +469,8 @@ impl Vm {
         if tap.kind() != TrapKind::Hlt {
             return Ok(Trap::NotOurs);
         }
-        let regs = self.vcpu.get_regs().map_err(kvm("KVM_GET_REGS"))?;
-        let sregs = self.vcpu.get_sregs().map_err(kvm("KVM_GET_SREGS"))?;
+        let regs = self.stopped.regs(&self.vcpu)?;
+        let sregs = self.stopped.sregs(&self.vcpu)?;
         let hit = [regs.rip.wrapping_sub(1), regs.rip]
             .into_iter()
             .map(|at| tap.classify(&self.mem, &sregs, at))
