@@ -170,16 +170,19 @@ pub fn guest_cpuid(kvm: &Kvm, vcpu_id: u8, hidden: &Hidden) -> Result<CpuId, Cpu
     Ok(cpuid)
 }
 
-/// What the guest's CPUID says about paging: MAXPHYADDR and Page1GB.
+/// What the guest's CPUID says about paging: MAXPHYADDR, Page1GB and PSE-36.
 pub fn paging_features(cpuid: &CpuId) -> crate::paging::CpuPaging {
-    let page_1gb = cpuid
-        .as_slice()
-        .iter()
-        .find(|e| e.function == 0x8000_0001)
-        .is_some_and(|e| e.edx & (1 << 26) != 0);
+    let edx_bit = |function: u32, bit: u32| {
+        cpuid
+            .as_slice()
+            .iter()
+            .find(|e| e.function == function)
+            .is_some_and(|e| e.edx & (1 << bit) != 0)
+    };
     crate::paging::CpuPaging {
         max_phys_addr: max_phys_addr_bits(cpuid),
-        gib_pages: page_1gb,
+        gib_pages: edx_bit(0x8000_0001, 26),
+        pse36: edx_bit(1, 17),
     }
 }
 

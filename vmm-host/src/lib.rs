@@ -46,6 +46,8 @@ pub mod virt;
 pub mod vm;
 #[cfg(test)]
 mod walk_model;
+#[cfg(test)]
+mod walk_model32;
 pub mod watchdog;
 
 /// The guest-kernel ELF that this build of vmm-host bundles (built by build.rs).

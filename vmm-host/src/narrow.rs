@@ -19,7 +19,8 @@ pub const fn low_u16(value: u64) -> u16 {
     u16::from_le_bytes([b[0], b[1]])
 }
 
-/// The low 32 bits: MXCSR, which gdb hands over in a 64-bit slot.
+/// The low 32 bits: MXCSR, which gdb hands over in a 64-bit slot, or one of the two 32-bit
+/// page-table entries a 64-bit read of a table returns.
 pub const fn low_u32(value: u64) -> u32 {
     let b = value.to_le_bytes();
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])

@@ -30,7 +30,7 @@ pub fn walk_json(walk: &Walk) -> Value {
         .iter()
         .map(|s| {
             json!({
-                "level": s.level.linux_name(),
+                "level": walk.format.linux_name(s.level),
                 "index": s.index,
                 "table": hex(s.table.raw()),
                 "entry": hex(s.entry.raw()),
@@ -45,18 +45,19 @@ pub fn walk_json(walk: &Walk) -> Value {
         }),
         WalkEnd::NonCanonical => json!({"result": "non-canonical"}),
         WalkEnd::NotPresent { level } => {
-            json!({"result": "not-present", "level": level.linux_name()})
+            json!({"result": "not-present", "level": walk.format.linux_name(level)})
         }
         WalkEnd::ReservedBits { level, bits } => {
-            json!({"result": "reserved-bits", "level": level.linux_name(), "bits": hex(bits)})
+            json!({"result": "reserved-bits", "level": walk.format.linux_name(level), "bits": hex(bits)})
         }
         WalkEnd::TableOutsideRam { level, table } => json!({
-            "result": "table-outside-ram", "level": level.linux_name(), "table": hex(table.raw()),
+            "result": "table-outside-ram", "level": walk.format.linux_name(level), "table": hex(table.raw()),
         }),
     };
     json!({
         "address": hex(walk.gva.raw()),
         "offset": walk.gva.page_offset(),
+        "paging": walk.format.key(),
         "steps": steps,
         "end": end,
     })
@@ -122,7 +123,7 @@ pub fn diff_json(seq: u64, diff: &Diff) -> Value {
         .iter()
         .map(|c| {
             json!({
-                "level": c.level.linux_name(), "index": c.index,
+                "level": diff.now.format.linux_name(c.level), "index": c.index,
                 "entry_address": hex(c.entry_address.raw()),
                 "old": c.old.map(|p| hex(p.raw())),
                 "new": hex(c.new.raw()),

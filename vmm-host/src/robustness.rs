@@ -12,7 +12,7 @@ use crate::addr::{Gpa, Gva};
 use crate::analysis::{Context, analyse};
 use crate::layout::RamLayout;
 use crate::loader::KernelImage;
-use crate::paging::{AuditOptions, Cr3, PagingMode, audit_with, walk};
+use crate::paging::{AuditOptions, Cr3, Format, PagingMode, audit_with, walk};
 use crate::scenario::Scenario;
 use crate::tap::{ControlRegisters, ExceptionRecord, Frame};
 use crate::virt::AddressSpace;
@@ -128,17 +128,22 @@ proptest! {
         addresses.push(address);
         let ram = ram_with(&writes);
         let view = GuestView::new(&ram, None);
-        let mode = PagingMode::new(crate::paging::CpuPaging::with_phys_bits(46), if nxe { 0xd00 } else { 0x500 });
+        let long = PagingMode::new(crate::paging::CpuPaging::with_phys_bits(46), if nxe { 0xd00 } else { 0x500 });
         let cr3 = Cr3::new(cr3);
-        for address in addresses {
-            let w = walk(&view, mode, cr3, Gva::new(address));
-            prop_assert!(w.steps.len() <= 4);
-        }
-        let options = AuditOptions { max_entries: 40_000, ..AuditOptions::default() };
-        let audit = audit_with(&view, mode, cr3, &[(Gpa::new(0), RAM)], &options);
-        prop_assert!(audit.entries_visited <= options.max_entries + 512);
-        for finding in &audit.findings {
-            prop_assert!(!finding.to_string().contains('\n'));
+        // The same garbage read in every format: each ends within its levels and its budget.
+        for format in [Format::FourLevel, Format::FiveLevel, Format::Pae, Format::TwoLevel { pse: nxe }] {
+            let mode = long.with_format(format);
+            for &address in &addresses {
+                let w = walk(&view, mode, cr3, Gva::new(address));
+                prop_assert!(w.steps.len() <= format.levels().len());
+                prop_assert!(!w.to_string().is_empty());
+            }
+            let options = AuditOptions { max_entries: 40_000, ..AuditOptions::default() };
+            let audit = audit_with(&view, mode, cr3, &[(Gpa::new(0), RAM)], &options);
+            prop_assert!(audit.entries_visited <= options.max_entries + 1024);
+            for finding in &audit.findings {
+                prop_assert!(!finding.to_string().contains('\n'));
+            }
         }
     }
 

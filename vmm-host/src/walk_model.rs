@@ -1,10 +1,10 @@
-//! A second page-table walker, written plainly from the Intel SDM (vol. 3, §4.5, 4-level
-//! paging) with no code shared with `paging`: raw bytes in, bit arithmetic, one level at a
-//! time. It is slow and simple on purpose; the property tests hold the real walker and the
-//! audit to it on random tables.
+//! A second page-table walker, written plainly from the Intel SDM (vol. 3, §4.5, 4- and
+//! 5-level paging) with no code shared with `paging`: raw bytes in, bit arithmetic, one level
+//! at a time. It is slow and simple on purpose; the property tests hold the real walker and
+//! the audit to it on random tables. `walk_model32` does the same for 32-bit and PAE paging.
 
 use crate::paging::{
-    AuditOptions, CpuPaging, Cr3, Finding, Level, PagingMode, WalkEnd, audit_with, walk,
+    AuditOptions, CpuPaging, Cr3, Finding, Format, Level, PagingMode, WalkEnd, audit_with, walk,
 };
 use crate::robustness::cases;
 use crate::virt::GuestView;
@@ -17,14 +17,14 @@ const PHYS_BITS: u32 = 46;
 
 /// What the model's CPU does with one linear address.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct ModelWalk {
+pub(crate) struct ModelWalk {
     /// (table address, index, raw entry) for every entry read, from the PML4 down.
-    reads: Vec<(u64, u64, u64)>,
-    outcome: Outcome,
+    pub(crate) reads: Vec<(u64, u64, u64)>,
+    pub(crate) outcome: Outcome,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub(crate) enum Outcome {
     NonCanonical,
     /// Level 4 is the PML4, 1 the PT.
     NotPresent(u32),
@@ -39,18 +39,26 @@ enum Outcome {
     },
 }
 
-fn read_entry(ram: &GuestMemoryMmap, at: u64) -> Option<u64> {
+pub(crate) fn read_entry(ram: &GuestMemoryMmap, at: u64) -> Option<u64> {
     let mut bytes = [0u8; 8];
     ram.read_slice(&mut bytes, GuestAddress(at)).ok()?;
     Some(u64::from_le_bytes(bytes))
 }
 
 /// `gib`: the CPU has 1 GiB pages (CPUID Page1GB); without them PS in a PDPT entry is
-/// reserved.
-fn model_walk(ram: &GuestMemoryMmap, cr3: u64, nxe: bool, gib: bool, linear: u64) -> ModelWalk {
+/// reserved. `levels`: 4, or 5 with CR4.LA57.
+fn model_walk(
+    ram: &GuestMemoryMmap,
+    cr3: u64,
+    (nxe, gib): (bool, bool),
+    levels: u32,
+    linear: u64,
+) -> ModelWalk {
     let mut reads = Vec::new();
-    let sign = linear >> 47;
-    if sign != 0 && sign != 0x1_ffff {
+    // The address bits above the top level's index copy its highest bit.
+    let top_bit = 12 + 9 * levels - 1;
+    let sign = linear >> top_bit;
+    if sign != 0 && sign != (1 << (64 - top_bit)) - 1 {
         return ModelWalk {
             reads,
             outcome: Outcome::NonCanonical,
@@ -66,7 +74,7 @@ fn model_walk(ram: &GuestMemoryMmap, cr3: u64, nxe: bool, gib: bool, linear: u64
     }
     let (mut write, mut user, mut exec) = (true, true, true);
     let mut table = cr3 & 0x000f_ffff_ffff_f000;
-    for level in (1..=4u32).rev() {
+    for level in (1..=levels).rev() {
         let shift = 12 + 9 * (level - 1);
         let index = (linear >> shift) & 511;
         let Some(entry) = read_entry(ram, table + index * 8) else {
@@ -84,7 +92,7 @@ fn model_walk(ram: &GuestMemoryMmap, cr3: u64, nxe: bool, gib: bool, linear: u64
         }
         let page_size_bit = entry & (1 << 7) != 0;
         let mut reserved = must_be_zero;
-        if level == 4 || (level == 3 && !gib) {
+        if level >= 4 || (level == 3 && !gib) {
             reserved |= 1 << 7;
         }
         let leaf = level == 1 || (page_size_bit && (level == 2 || level == 3));
@@ -123,8 +131,9 @@ fn model_walk(ram: &GuestMemoryMmap, cr3: u64, nxe: bool, gib: bool, linear: u64
     unreachable!("level 1 is always a leaf")
 }
 
-fn level_number(level: Level) -> u32 {
+pub(crate) fn level_number(level: Level) -> u32 {
     match level {
+        Level::Pml5 => 5,
         Level::Pml4 => 4,
         Level::Pdpt => 3,
         Level::Pd => 2,
@@ -133,7 +142,7 @@ fn level_number(level: Level) -> u32 {
 }
 
 /// The real walker's result in the model's terms.
-fn as_model(w: &crate::paging::Walk) -> ModelWalk {
+pub(crate) fn as_model(w: &crate::paging::Walk) -> ModelWalk {
     let reads = w
         .steps
         .iter()
@@ -262,12 +271,17 @@ proptest! {
                                         nxe in any::<bool>(), gib in any::<bool>()) {
         let ram = ram_with(&writes);
         let view = GuestView::new(&ram, None);
-        let mode = PagingMode::new(CpuPaging { max_phys_addr: PHYS_BITS as u8, gib_pages: gib }, if nxe { 0xd00 } else { 0x500 });
+        let mode = PagingMode::new(CpuPaging { max_phys_addr: PHYS_BITS as u8, gib_pages: gib, pse36: true }, if nxe { 0xd00 } else { 0x500 });
         addresses.extend(random);
         for linear in addresses {
             let real = as_model(&walk(&view, mode, Cr3::new(0), crate::addr::Gva::new(linear)));
-            let model = model_walk(&ram, 0, nxe, gib, linear);
+            let model = model_walk(&ram, 0, (nxe, gib), 4, linear);
             prop_assert_eq!(&real, &model, "walk of {:#x}", linear);
+            // The same tables read with five levels: one more table above the same frames.
+            let la57 = mode.with_format(Format::FiveLevel);
+            let real = as_model(&walk(&view, la57, Cr3::new(0), crate::addr::Gva::new(linear)));
+            let model = model_walk(&ram, 0, (nxe, gib), 5, linear);
+            prop_assert_eq!(&real, &model, "5-level walk of {:#x}", linear);
         }
     }
 
@@ -277,41 +291,82 @@ proptest! {
     fn the_audit_maps_what_the_model_maps((writes, addresses) in tree(), nxe in any::<bool>(), gib in any::<bool>()) {
         let ram = ram_with(&writes);
         let view = GuestView::new(&ram, None);
-        let mode = PagingMode::new(CpuPaging { max_phys_addr: PHYS_BITS as u8, gib_pages: gib }, if nxe { 0xd00 } else { 0x500 });
+        let mode = PagingMode::new(CpuPaging { max_phys_addr: PHYS_BITS as u8, gib_pages: gib, pse36: true }, if nxe { 0xd00 } else { 0x500 });
         let options = AuditOptions { max_entries: 1 << 20, max_ranges: 1 << 16, ..AuditOptions::default() };
         let audit = audit_with(&view, mode, Cr3::new(0), &[(crate::addr::Gpa::new(0), RAM)], &options);
-        // An entry that points back at a table above it on the path is a finding (a loop,
-        // or the recursive slot) and is not followed again: what the CPU reaches through it
-        // is not in the ranges, by design.
-        let looped = audit.findings.iter().any(|f| matches!(f, Finding::TableLoop { .. }));
-        if looped || audit.recursive_slot.is_some() || audit.ranges_omitted > 0 {
-            return Ok(());
-        }
-        for linear in addresses {
-            let model = model_walk(&ram, 0, nxe, gib, linear);
-            let range = audit.ranges.iter().find(|r| {
-                linear.wrapping_sub(r.start.raw()) < r.size
-            });
-            match (model.outcome, range) {
-                (Outcome::Mapped { phys, write, user, exec, .. }, Some(r)) => {
-                    prop_assert_eq!((r.writable, r.user, r.executable), (write, user, exec), "rights of {:#x}", linear);
-                    if let Some(start) = r.phys {
-                        prop_assert_eq!(start.raw() + (linear - r.start.raw()), phys, "frame of {:#x}", linear);
-                    }
+        audit_agrees(&audit, &addresses, |linear| model_walk(&ram, 0, (nxe, gib), 4, linear))?;
+    }
+}
+
+/// The audit's ranges say the same as `model` for each of `addresses` the model maps, and
+/// cover none the model does not map.
+pub(crate) fn audit_agrees(
+    audit: &crate::paging::Audit,
+    addresses: &[u64],
+    model: impl Fn(u64) -> ModelWalk,
+) -> Result<(), TestCaseError> {
+    // An entry that points back at a table above it on the path is a finding (a loop, or the
+    // recursive slot) and is not followed again: what the CPU reaches through it is not in
+    // the ranges, by design.
+    let looped = audit
+        .findings
+        .iter()
+        .any(|f| matches!(f, Finding::TableLoop { .. }));
+    if looped || audit.recursive_slot.is_some() || audit.ranges_omitted > 0 {
+        return Ok(());
+    }
+    for &linear in addresses {
+        let range = audit
+            .ranges
+            .iter()
+            .find(|r| linear.wrapping_sub(r.start.raw()) < r.size);
+        match (model(linear).outcome, range) {
+            (
+                Outcome::Mapped {
+                    phys,
+                    write,
+                    user,
+                    exec,
+                    ..
+                },
+                Some(r),
+            ) => {
+                prop_assert_eq!(
+                    (r.writable, r.user, r.executable),
+                    (write, user, exec),
+                    "rights of {:#x}",
+                    linear
+                );
+                if let Some(start) = r.phys {
+                    prop_assert_eq!(
+                        start.raw() + (linear - r.start.raw()),
+                        phys,
+                        "frame of {:#x}",
+                        linear
+                    );
                 }
-                (Outcome::Mapped { .. }, None) => prop_assert!(false, "{:#x} is mapped but in no range", linear),
-                (other, Some(r)) => prop_assert!(false, "{:#x} ({:?}) lies in the range {:?}", linear, other, r),
-                (_, None) => {}
             }
+            (Outcome::Mapped { .. }, None) => {
+                prop_assert!(false, "{:#x} is mapped but in no range", linear)
+            }
+            (other, Some(r)) => prop_assert!(
+                false,
+                "{:#x} ({:?}) lies in the range {:?}",
+                linear,
+                other,
+                r
+            ),
+            (_, None) => {}
         }
     }
+    Ok(())
 }
 
 #[test]
 fn the_model_walks_a_hand_built_2_mib_page() {
     // PML4[0] -> PDPT at 0x1000, PDPT[0] -> PD at 0x2000, PD[1] = 2 MiB page at 0x4000_0000.
     let ram = ram_with(&[(0, 0, 0x1003), (1, 0, 0x2003), (2, 1, 0x4000_0083)]);
-    let w = model_walk(&ram, 0, true, true, 0x20_1234);
+    let w = model_walk(&ram, 0, (true, true), 4, 0x20_1234);
     assert_eq!(
         w.outcome,
         Outcome::Mapped {

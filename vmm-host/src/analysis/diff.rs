@@ -110,14 +110,14 @@ impl fmt::Display for Diff {
             .changes
             .iter()
             .filter(|c| c.hardware_only())
-            .map(|c| format!("{}[{}]", c.level.linux_name(), c.index))
+            .map(|c| format!("{}[{}]", self.now.format.linux_name(c.level), c.index))
             .collect();
         for c in self.changes.iter().filter(|c| !c.hardware_only()) {
             let old = c.old.map_or_else(|| "(not reached)".to_string(), entry);
             writeln!(
                 f,
                 "    {:<9} at {:#x}: {old} -> {}",
-                format!("{}[{}]", c.level.linux_name(), c.index),
+                format!("{}[{}]", self.now.format.linux_name(c.level), c.index),
                 c.entry_address.raw(),
                 entry(c.new)
             )?;

@@ -2,17 +2,20 @@
 
 use super::{Analysis, Context, NamedWalk, WalkOf};
 use crate::addr::Gpa;
-use crate::paging::{Level, WalkEnd};
+use crate::paging::{Access, Format, Level, WalkEnd};
 use crate::tap::ExceptionRecord;
 use abi::exception::{self, PfError, SelectorError, pf};
 use mm::paging::{ADDR_MASK, Flags, NO_EXECUTE, PRESENT};
 use x86_64::registers::model_specific::EferFlags;
 
+/// EFLAGS.AC: with CR4.SMAP, the kernel may touch user pages while it is set.
+const RFLAGS_AC: u64 = 1 << 18;
+
 /// Accesses below this address are null pointers plus a field offset.
 const NULL_PAGE_END: u64 = 0x1000;
 
-fn level_entry(level: Level, index: usize) -> String {
-    format!("{}[{index}]", level.linux_name())
+fn level_entry(format: Format, level: Level, index: usize) -> String {
+    format!("{}[{index}]", format.linux_name(level))
 }
 
 /// "X is a page-table frame (…)" or "X lies in RAM above the identity map …", for a
@@ -65,14 +68,17 @@ fn entry_value_facts(ctx: &Context<'_>, name: &str, value: u64) -> Option<String
     Some(text)
 }
 
-/// A walk that met its own PML4 again below the top: an entry points back at a table above
+/// A walk that met its top table again below the top: an entry points back at a table above
 /// it (a recursive slot, or a loop written by mistake).
 fn loop_note(walk: &crate::paging::Walk) -> Option<String> {
     let top = walk.steps.first()?;
     let again = walk.steps.iter().skip(1).find(|s| s.table == top.table)?;
     Some(format!(
-        ". The walk went through a self-referencing entry: its {} table is the PML4 itself ({}), so PML4[{}] points back at the PML4 (a recursive slot, or a loop written by mistake)",
-        again.level, top.table, top.index
+        ". The walk went through a self-referencing entry: its {} table is the {top_level} itself ({}), so {top_level}[{}] points back at the {top_level} (a recursive slot, or a loop written by mistake)",
+        again.level,
+        top.table,
+        top.index,
+        top_level = top.level,
     ))
 }
 
@@ -102,41 +108,40 @@ fn page_fault_cause(record: &ExceptionRecord, analysis: &Analysis, ctx: &Context
             let step = walk.steps.last();
             let index = step.map_or(0, |s| s.index);
             let table = step.map_or(0, |s| s.table.raw());
-            let upper_half = cr2 >= 0xffff_8000_0000_0000;
+            let upper_half = cr2 >= walk.format.kernel_space();
             if cr2 < NULL_PAGE_END {
                 format!(
                     "null pointer dereference: a {who} {access} at {cr2:#x}, offset {cr2:#x} from address 0, in the page nothing maps so that this faults (the walk stops at {} in the {} at {table:#x}); look for a pointer left null, or a field of a struct reached through one",
-                    level_entry(level, index),
+                    level_entry(walk.format, level, index),
                     level,
                 )
             } else if who == "kernel" && !upper_half && ctx.in_ram(Gpa::new(cr2)) {
                 format!(
                     "physical address {cr2:#x} dereferenced as virtual: {}. The kernel {access} went through an address nothing maps at that virtual address (the walk stops at {} in the {} at {table:#x}); convert physical addresses through the identity or direct map before using them",
                     physical_address_facts(ctx, cr2),
-                    level_entry(level, index),
+                    level_entry(walk.format, level, index),
                     level,
                 )
             } else {
                 format!(
                     "a {who} {access} at {cr2:#x} found a not-present {} ({} in the {} at {table:#x}): the walk stops at the {} level, so the page must be demand-paged by the handler, or the address is a bug",
-                    level.linux_name(),
-                    level_entry(level, index),
+                    walk.format.linux_name(level),
+                    level_entry(walk.format, level, index),
                     level,
-                    level.linux_name(),
+                    walk.format.linux_name(level),
                 )
             }
         }
         WalkEnd::Mapped(m) => {
-            let mut causes = Vec::new();
-            if error & pf::WRITE != 0 && !m.writable {
-                causes.push("a write to a read-only page");
-            }
-            if error & pf::USER != 0 && !m.user {
-                causes.push("a user access to a supervisor page");
-            }
-            if error & pf::FETCH != 0 && !m.executable {
-                causes.push("an instruction fetch from a no-execute page");
-            }
+            let attempt = Access {
+                write: error & pf::WRITE != 0,
+                user: error & pf::USER != 0,
+                fetch: error & pf::FETCH != 0,
+                alignment_check: record.frame.is_some_and(|f| f.rflags & RFLAGS_AC != 0),
+            };
+            let causes: Vec<String> = (m.denials(attempt, ctx.space.mode.protection).iter())
+                .map(ToString::to_string)
+                .collect();
             if causes.is_empty() {
                 format!(
                     "a {who} {access} at {cr2:#x} faulted, but the tables allow it now: the handler changed them already, or the TLB held a stale entry"

@@ -218,7 +218,7 @@ pub fn analyse(record: &ExceptionRecord, ctx: &Context<'_>) -> (Analysis, Option
     // With paging off there are no tables whose changes a diff could show.
     let snapshot = walks
         .first()
-        .filter(|_| ctx.space.mode.enabled)
+        .filter(|_| ctx.space.mode.enabled())
         .map(|w| Snapshot {
             seq: record.seq,
             walk: w.walk.clone(),

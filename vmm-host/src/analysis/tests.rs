@@ -45,7 +45,8 @@ fn record(vector: u8, error: Option<u64>, rip: u64, cr2: u64, regs: kvm_regs) ->
         }),
         frame_error: None,
         control: ControlRegisters {
-            cr0: 0x8000_0011,
+            // PG, WP, ET, PE: what a 64-bit kernel runs with.
+            cr0: 0x8001_0011,
             cr2,
             cr3: PML4,
             cr4: 0x20,
@@ -69,8 +70,10 @@ fn explain_on(ram: &GuestMemoryMmap, code: &[u8], record: &ExceptionRecord) -> A
     let regions = [(Gpa::new(0), 8u64 << 20)];
     let space = AddressSpace {
         view: GuestView::new(ram, None),
-        mode: PagingMode::new(
+        mode: PagingMode::of_vcpu(
             crate::paging::CpuPaging::with_phys_bits(48),
+            record.control.cr0,
+            record.control.cr4,
             record.control.efer,
         ),
         cr3: Cr3::new(PML4),
@@ -158,7 +161,7 @@ fn a_write_to_a_read_only_page_is_a_protection_fault() {
     let a = explain_on(&ram, &[0x48, 0x89, 0x07], &r);
     assert_eq!(
         a.explanation,
-        "protection fault at 0xffff800000001010: a write to a read-only page (the page maps to 0x200010)."
+        "protection fault at 0xffff800000001010: a write to a read-only page, which faults in the kernel because CR0.WP is set (the page maps to 0x200010)."
     );
 }
 
@@ -600,7 +603,7 @@ fn only_the_rights_the_access_needed_are_named() {
     let write = pf_explanation(0x3, HEAP + 0x10, true, locked);
     assert!(
         write.starts_with(
-            "protection fault at 0xffff800000000010: a write to a read-only page (the page maps"
+            "protection fault at 0xffff800000000010: a write to a read-only page, which faults in the kernel because CR0.WP is set (the page maps"
         ),
         "{write}"
     );

@@ -1,18 +1,15 @@
 //! Page-table entries and CR3 as typed values.
 
-use super::PagingMode;
+use super::{Format, Level, PagingMode};
 use crate::addr::{Gpa, Gva};
 use mm::paging::{
     ACCESSED, ADDR_MASK as ADDRESS, DIRTY, HUGE as LARGE, NO_EXECUTE, PRESENT, USER, WRITABLE,
 };
 use std::fmt;
 
-/// The paging levels, shared with the guest kernel's own paging code.
-pub use mm::paging::Level;
-
-/// The index of `gva` in a table of `level`.
+/// The index of `gva` in a table of `level` in 4- and 5-level paging.
 pub fn index(level: Level, gva: Gva) -> usize {
-    mm::paging::index(gva.raw(), level)
+    Format::FiveLevel.index(level, gva)
 }
 
 /// A page-table entry, exactly as read from guest memory.
@@ -67,27 +64,57 @@ impl Pte {
         (self.0 & ADDRESS) >> 12
     }
 
-    /// Bits that must be zero in this entry at `level`; non-zero ones make a present entry
-    /// fault with RSVD set.
+    /// Bits that must be zero in this entry at `level` of `mode`'s format; non-zero ones make
+    /// a present entry fault with RSVD set.
     pub fn reserved_bits(self, level: Level, mode: PagingMode) -> u64 {
+        let reserved = match mode.format {
+            Format::Off => 0,
+            Format::TwoLevel { pse } => self.reserved_in_two_level(level, pse, mode),
+            Format::Pae if level == Level::Pdpt => {
+                // A PDPTE has no rights and no NX: bits 2:1, 8:5 and 63 are reserved.
+                mode.reserved_address_bits() | NO_EXECUTE | 0x1e6
+            }
+            Format::Pae | Format::FourLevel | Format::FiveLevel => {
+                self.reserved_in_long_entry(level, mode)
+            }
+        };
+        self.0 & reserved
+    }
+
+    /// 32-bit paging reserves bits only in a directory entry that maps 4 MiB: bit 21 and
+    /// the PSE-36 address bits above MAXPHYADDR (all of 21:13 without PSE-36).
+    fn reserved_in_two_level(self, level: Level, pse: bool, mode: PagingMode) -> u64 {
+        if level != Level::Pd || !pse || !self.large() {
+            return 0;
+        }
+        if !mode.pse36 {
+            return 0x3f_e000;
+        }
+        // Bits 21:(M-19) with M = min(MAXPHYADDR, 40).
+        let m = u32::from(mode.max_phys_addr.clamp(32, 40));
+        0x3f_ffff & !((1u64 << (m - 19)) - 1)
+    }
+
+    /// The 8-byte entries of PAE, 4- and 5-level paging.
+    fn reserved_in_long_entry(self, level: Level, mode: PagingMode) -> u64 {
         let mut reserved = mode.reserved_address_bits();
         if !mode.nxe {
             reserved |= NO_EXECUTE;
         }
         match level {
-            Level::Pml4 => reserved |= LARGE,
+            Level::Pml5 | Level::Pml4 => reserved |= LARGE,
             // Without Page1GB, PS itself is reserved in a PDPT entry.
             Level::Pdpt if self.large() && !mode.gib_pages => reserved |= LARGE,
             Level::Pdpt if self.large() => reserved |= 0x3fff_e000, // bits 29..13 of a 1 GiB page
             Level::Pd if self.large() => reserved |= 0x001f_e000,   // bits 20..13 of a 2 MiB page
             _ => {}
         }
-        self.0 & reserved
+        reserved
     }
 
-    /// Whether this entry maps a page rather than pointing at a table.
+    /// Whether this entry maps a page rather than pointing at a table, in 4-level paging.
     pub const fn maps_page(self, level: Level) -> bool {
-        matches!(level, Level::Pt) || (level.allows_large() && self.large())
+        Format::FourLevel.maps_page(level, self.0)
     }
 }
 

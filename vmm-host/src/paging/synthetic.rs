@@ -48,6 +48,20 @@ impl SyntheticMemory {
         self.page_mut(Gpa::new(raw - raw % PAGE_SIZE))[slot] = value;
     }
 
+    /// Store the 4-byte `value` at `gpa` (an entry of 32-bit paging).
+    ///
+    /// # Panics
+    /// If `gpa` is not 4-byte aligned or not inside the memory.
+    pub fn write_u32(&mut self, gpa: Gpa, value: u32) {
+        let raw = gpa.raw();
+        assert!(raw.is_multiple_of(4), "unaligned write at {gpa}");
+        let word = Gpa::new(raw & !7);
+        let shift = (raw & 4) * 8;
+        let old = self.read_u64(word).unwrap_or(0);
+        let new = (old & !(0xffff_ffff << shift)) | (u64::from(value) << shift);
+        self.write_u64(word, new);
+    }
+
     /// The 512 words of the page at `page` (4 KiB aligned), created as zeros when new.
     ///
     /// # Panics

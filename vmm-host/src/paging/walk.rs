@@ -1,6 +1,6 @@
 //! One walk from CR3 down to a page, or to the reason there is none.
 
-use super::{Cr3, Level, PagingMode, Pte, index};
+use super::{Cr3, Format, Level, PagingMode, Pte};
 use crate::addr::{Gpa, Gva};
 use std::fmt;
 use vm_memory::{Bytes, GuestMemoryMmap};
@@ -9,6 +9,14 @@ use vm_memory::{Bytes, GuestMemoryMmap};
 pub trait PhysMemory {
     /// The little-endian u64 at `gpa`, or `None` where there is no guest RAM.
     fn read_u64(&self, gpa: Gpa) -> Option<u64>;
+
+    /// The little-endian u32 at a 4-byte aligned `gpa` (an entry of 32-bit paging). Guest RAM
+    /// comes in whole pages, so the aligned u64 around it is RAM exactly when it is.
+    fn read_u32(&self, gpa: Gpa) -> Option<u32> {
+        let word = self.read_u64(Gpa::new(gpa.raw() & !7))?;
+        let shift = (gpa.raw() & 4) * 8;
+        Some(crate::narrow::low_u32(word >> shift))
+    }
 
     /// The 512 entries of the table at `table` into `out`; false where any of it is not guest
     /// RAM (then `out` holds no meaning). Whole-tree audits read every table this way, so a
@@ -48,13 +56,16 @@ pub struct Step {
     pub index: usize,
     /// Physical address of the table the entry is in.
     pub table: Gpa,
+    /// The entry: 32-bit paging's 4-byte entries are zero-extended.
     pub entry: Pte,
+    /// The entry's width in bytes: 4 in 32-bit paging, 8 elsewhere.
+    pub entry_size: u8,
 }
 
 impl Step {
     /// Where the entry itself lives.
     pub fn entry_address(&self) -> Gpa {
-        Gpa::new(self.table.raw() + self.index as u64 * 8)
+        Gpa::new(self.table.raw() + self.index as u64 * u64::from(self.entry_size))
     }
 }
 
@@ -94,8 +105,13 @@ pub enum WalkEnd {
 pub struct Walk {
     pub gva: Gva,
     pub cr3: Cr3,
+    /// The format the tables were read in.
+    pub format: Format,
     pub steps: Vec<Step>,
     pub end: WalkEnd,
+    /// PAE only: the PDPTE in memory, when it differs from the one the CPU loaded at the last
+    /// CR3 write (the walk used the loaded one, as the CPU does).
+    pub pdpte_in_memory: Option<Pte>,
 }
 
 impl Walk {
@@ -117,27 +133,25 @@ impl Walk {
     }
 }
 
-/// Walk `gva` through the tables under `cr3`, reading entries from `mem`. At most four reads;
-/// a table that points back at itself only makes a strange but finite walk.
+/// Walk `gva` through the tables under `cr3` in `mode`'s format, reading entries from `mem`.
+/// At most one read per level; a table that points back at itself only makes a strange but
+/// finite walk.
 pub fn walk(mem: &impl PhysMemory, mode: PagingMode, cr3: Cr3, gva: Gva) -> Walk {
-    let mut steps = Vec::with_capacity(4);
-    let end = walk_into(mem, mode, cr3, gva, &mut steps);
-    Walk {
+    let mut walk = Walk {
         gva,
         cr3,
-        steps,
-        end,
-    }
+        format: mode.format,
+        steps: Vec::with_capacity(mode.format.levels().len()),
+        end: WalkEnd::NonCanonical,
+        pdpte_in_memory: None,
+    };
+    walk.end = walk_into(mem, mode, &mut walk);
+    walk
 }
 
-fn walk_into(
-    mem: &impl PhysMemory,
-    mode: PagingMode,
-    cr3: Cr3,
-    gva: Gva,
-    steps: &mut Vec<Step>,
-) -> WalkEnd {
-    if !mode.enabled {
+fn walk_into(mem: &impl PhysMemory, mode: PagingMode, walk: &mut Walk) -> WalkEnd {
+    let (format, gva) = (mode.format, walk.gva);
+    if format == Format::Off {
         // Paging off: the linear address is the physical one, 32 bits wide, all rights.
         return WalkEnd::Mapped(Mapping {
             gpa: Gpa::new(gva.raw() & 0xffff_ffff),
@@ -147,25 +161,16 @@ fn walk_into(
             executable: true,
         });
     }
-    if !gva.is_canonical() {
+    if !format.is_canonical(gva) {
         return WalkEnd::NonCanonical;
     }
-    let (mut writable, mut user, mut executable) = (true, true, true);
-    let mut table = cr3.pml4();
-    let mut level = Level::Pml4;
-    loop {
-        let slot = index(level, gva);
-        let step_addr = Gpa::new(table.raw() + slot as u64 * 8);
-        let Some(raw) = mem.read_u64(step_addr) else {
+    let mut rights = Rights::ALL;
+    let mut table = format.top_table(walk.cr3.raw());
+    for &level in format.levels() {
+        let slot = format.index(level, gva);
+        let Some(entry) = read_entry(mem, mode, walk, level, table, slot) else {
             return WalkEnd::TableOutsideRam { level, table };
         };
-        let entry = Pte::new(raw);
-        steps.push(Step {
-            level,
-            index: slot,
-            table,
-            entry,
-        });
         if !entry.present() {
             return WalkEnd::NotPresent { level };
         }
@@ -173,25 +178,83 @@ fn walk_into(
         if bits != 0 {
             return WalkEnd::ReservedBits { level, bits };
         }
-        writable &= entry.writable();
-        user &= entry.user();
-        executable &= !(mode.nxe && entry.no_execute());
-        if entry.maps_page(level) {
-            let size = level.span();
-            let base = entry.frame().raw() & !(size - 1);
+        rights.narrow(format, level, entry, mode.nxe);
+        if format.maps_page(level, entry.raw()) {
+            let size = format.span(level);
+            let base = format.frame(level, entry.raw()).raw();
             return WalkEnd::Mapped(Mapping {
                 gpa: Gpa::new(base | (gva.raw() & (size - 1))),
                 page_size: size,
-                writable,
-                user,
-                executable,
+                writable: rights.writable,
+                user: rights.user,
+                executable: rights.executable,
             });
         }
-        table = entry.frame();
-        level = match level.next() {
-            Some(next) => next,
-            None => unreachable!("a PT entry always maps a page"),
-        };
+        table = format.frame(level, entry.raw());
+    }
+    unreachable!("every format's last level maps a page")
+}
+
+/// Read the entry `slot` of the table at `table` and record the step; PAE's PDPTEs come from
+/// the CPU's registers where they are known. `None` where the entry is not guest RAM.
+fn read_entry(
+    mem: &impl PhysMemory,
+    mode: PagingMode,
+    walk: &mut Walk,
+    level: Level,
+    table: Gpa,
+    slot: usize,
+) -> Option<Pte> {
+    let size = mode.format.entry_size();
+    let at = table.checked_add(slot as u64 * size)?;
+    let in_memory = if size == 4 {
+        mem.read_u32(at).map(u64::from)
+    } else {
+        mem.read_u64(at)
+    };
+    let loaded = match (mode.format, level, mode.loaded_pdptes) {
+        (Format::Pae, Level::Pdpt, Some(pdptes)) => Some(pdptes[slot]),
+        _ => None,
+    };
+    if let Some(loaded) = loaded
+        && in_memory != Some(loaded)
+    {
+        walk.pdpte_in_memory = in_memory.map(Pte::new);
+    }
+    let entry = Pte::new(loaded.or(in_memory)?);
+    walk.steps.push(Step {
+        level,
+        index: slot,
+        table,
+        entry,
+        entry_size: if size == 4 { 4 } else { 8 },
+    });
+    Some(entry)
+}
+
+/// The rights every level of a walk grants together.
+#[derive(Debug, Clone, Copy)]
+struct Rights {
+    writable: bool,
+    user: bool,
+    executable: bool,
+}
+
+impl Rights {
+    const ALL: Self = Self {
+        writable: true,
+        user: true,
+        executable: true,
+    };
+
+    /// Narrow by one entry. A PAE PDPTE grants everything: its R/W and U/S bits are reserved.
+    fn narrow(&mut self, format: Format, level: Level, entry: Pte, nxe: bool) {
+        if format == Format::Pae && level == Level::Pdpt {
+            return;
+        }
+        self.writable &= entry.writable();
+        self.user &= entry.user();
+        self.executable &= !(nxe && entry.no_execute());
     }
 }
 
@@ -199,6 +262,7 @@ fn size_name(size: u64) -> &'static str {
     match size {
         0x1000 => "4 KiB",
         0x20_0000 => "2 MiB",
+        0x40_0000 => "4 MiB",
         _ => "1 GiB",
     }
 }
@@ -207,40 +271,62 @@ fn size_name(size: u64) -> &'static str {
 impl fmt::Display for Walk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "walk of {}", self.gva)?;
-        // Only a walk with paging off maps a page without reading an entry.
-        if self.steps.is_empty()
-            && let WalkEnd::Mapped(m) = self.end
-        {
+        if self.format == Format::Off {
+            let gpa = self.translation().unwrap_or_default();
             return write!(
                 f,
-                ": paging is off (CR0.PG = 0), linear = physical\n  -> {}",
-                m.gpa
+                ": paging is off (CR0.PG = 0), linear = physical\n  -> {gpa}"
             );
         }
-        if self.gva.is_canonical() {
-            let parts: Vec<String> = [Level::Pml4, Level::Pdpt, Level::Pd, Level::Pt]
-                .iter()
-                .map(|&level| format!("{} {}", level.linux_name(), index(level, self.gva)))
+        if self.format.is_canonical(self.gva) {
+            let parts: Vec<String> = (self.format.levels().iter())
+                .map(|&level| {
+                    let name = self.format.linux_name(level);
+                    format!("{name} {}", self.format.index(level, self.gva))
+                })
                 .collect();
-            write!(
-                f,
-                " ({}, offset {:#x})",
-                parts.join(", "),
-                self.gva.page_offset()
-            )?;
+            let offset = self.gva.page_offset();
+            write!(f, " ({}, offset {offset:#x})", parts.join(", "))?;
         }
-        writeln!(f, " under CR3 {}:", self.cr3)?;
+        match self.format {
+            Format::FourLevel => writeln!(f, " under CR3 {}:", self.cr3)?,
+            other => writeln!(f, " under CR3 {}, {other}:", self.cr3)?,
+        }
         for step in &self.steps {
+            self.fmt_step(f, step)?;
+        }
+        if let Some(memory) = self.pdpte_in_memory {
             writeln!(
                 f,
-                "  {:<4} [{:>3}]  table {:#012x}  entry {:#018x}  {}",
-                step.level,
-                step.index,
-                step.table.raw(),
-                step.entry.raw(),
-                step.entry
+                "  the CPU used the PDPTE it loaded when CR3 was written; memory now holds \
+                 {:#018x} ({memory}), which it sees only after CR3 is written again",
+                memory.raw()
             )?;
         }
+        self.fmt_end(f)
+    }
+}
+
+impl Walk {
+    fn fmt_step(&self, f: &mut fmt::Formatter<'_>, step: &Step) -> fmt::Result {
+        let (level, index, table) = (step.level, step.index, step.table.raw());
+        let entry = step.entry;
+        if step.entry_size == 4 {
+            writeln!(
+                f,
+                "  {level:<4} [{index:>4}]  table {table:#010x}  entry {:#010x}  {entry}",
+                entry.raw()
+            )
+        } else {
+            writeln!(
+                f,
+                "  {level:<4} [{index:>3}]  table {table:#012x}  entry {:#018x}  {entry}",
+                entry.raw()
+            )
+        }
+    }
+
+    fn fmt_end(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.end {
             WalkEnd::Mapped(m) => write!(
                 f,
@@ -252,16 +338,26 @@ impl fmt::Display for Walk {
                 if m.writable { 'w' } else { '-' },
                 if m.executable { 'x' } else { '-' },
             ),
+            WalkEnd::NonCanonical if self.format.is_32_bit() => write!(
+                f,
+                "  -> {} is wider than the 32 bits of a linear address in this mode",
+                self.gva
+            ),
             WalkEnd::NonCanonical => write!(
                 f,
-                "  -> {} is not canonical (bits 63..47 differ): no walk, the CPU raises #GP",
-                self.gva
+                "  -> {} is not canonical (bits 63..{} differ): no walk, the CPU raises #GP",
+                self.gva,
+                if self.format == Format::FiveLevel {
+                    56
+                } else {
+                    47
+                }
             ),
             WalkEnd::NotPresent { level } => write!(
                 f,
                 "  -> stops at the {level} level: {}[{}] is not present",
-                level.linux_name(),
-                index(level, self.gva)
+                self.format.linux_name(level),
+                self.format.index(level, self.gva)
             ),
             WalkEnd::ReservedBits { level, bits } => write!(
                 f,
@@ -305,12 +401,7 @@ mod tests {
         }
     }
 
-    const MODE: PagingMode = PagingMode {
-        max_phys_addr: 48,
-        nxe: true,
-        gib_pages: true,
-        enabled: true,
-    };
+    const MODE: PagingMode = PagingMode::new(crate::paging::CpuPaging::with_phys_bits(48), 0xd00);
     const JOURNEY: u64 = 0x716b_326c_8100;
 
     /// With CR0.PG clear nothing is read: the linear address is physical, 32 bits of it.
@@ -318,7 +409,7 @@ mod tests {
     fn with_paging_off_linear_is_physical() {
         let ram = crate::paging::SyntheticMemory::new(0x10000);
         let off = PagingMode {
-            enabled: false,
+            format: Format::Off,
             ..MODE
         };
         let w = walk(&ram, off, Cr3::new(0x1000), Gva::new(0x2000ff));
@@ -328,10 +419,16 @@ mod tests {
             w.to_string(),
             "walk of 0x2000ff: paging is off (CR0.PG = 0), linear = physical\n  -> 0x2000ff"
         );
-        let on = PagingMode::of_vcpu(crate::paging::CpuPaging::with_phys_bits(48), 0x8000_0011, 0);
-        assert!(on.enabled);
+        let on = PagingMode::of_vcpu(
+            crate::paging::CpuPaging::with_phys_bits(48),
+            0x8000_0011,
+            0,
+            0,
+        );
+        assert!(on.enabled());
         assert!(
-            !PagingMode::of_vcpu(crate::paging::CpuPaging::with_phys_bits(48), 0x11, 0).enabled
+            !PagingMode::of_vcpu(crate::paging::CpuPaging::with_phys_bits(48), 0x11, 0, 0)
+                .enabled()
         );
     }
 

@@ -184,7 +184,7 @@ impl fmt::Display for ExceptionExpect {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiffExpect {
     /// As the report prints it: `PTE[200]` (Linux names; PML4/PDPT/PD/PT work too).
-    pub level: mm::paging::Level,
+    pub level: crate::paging::Level,
     pub index: usize,
     pub old: Option<u64>,
     /// The new entry's flags as the report prints them: `P RW US A D`.
@@ -336,7 +336,7 @@ fn address(raw: Spanned<RawAddress>) -> Result<AddressPattern, ExpectError> {
 }
 
 pub(super) fn diff(raw: RawDiff) -> Result<DiffExpect, ExpectError> {
-    use mm::paging::Level;
+    use crate::paging::Level;
     let offset = raw.entry.span().start;
     let text = raw.entry.get_ref();
     let parsed = text.strip_suffix(']').and_then(|t| t.split_once('['));
@@ -820,7 +820,7 @@ mod tests {
         let mode = PagingMode::new(CpuPaging::with_phys_bits(48), 0);
         let gva = Gva::new(0x3000);
         let change = crate::analysis::Change {
-            level: mm::paging::Level::Pt,
+            level: crate::paging::Level::Pt,
             index: 3,
             entry_address: crate::addr::Gpa::new(0x10_4018),
             old: Some(Pte::new(0)),
@@ -968,7 +968,7 @@ mod tests {
                 flags: flags.map(str::to_string),
             },
         };
-        use mm::paging::Level;
+        use crate::paging::Level;
         let pte3 = |old, flags| want(Level::Pt, 3, old, flags);
         assert!(check_diffs(&[pte3(Some(0), Some("P RW US A D"))], &facts).is_empty());
         assert!(check_diffs(&[pte3(None, None)], &facts).is_empty());
@@ -1046,7 +1046,7 @@ mod tests {
 
     #[test]
     fn diff_entries_take_linux_and_intel_level_names() {
-        use mm::paging::Level;
+        use crate::paging::Level;
         let entry = |text: &str| {
             diff(RawDiff {
                 entry: Spanned::new(0..0, text.into()),
@@ -1118,7 +1118,7 @@ mod tests {
         assert_eq!(exact.to_string(), "#PF error 0x6 cr2 0x10");
         assert_eq!(parsed("vector = 6").unwrap().to_string(), "#UD");
         let diff = DiffExpect {
-            level: mm::paging::Level::Pt,
+            level: crate::paging::Level::Pt,
             index: 200,
             old: Some(0),
             flags: Some("P RW US".into()),

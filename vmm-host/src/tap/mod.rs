@@ -200,7 +200,7 @@ impl Tap {
     pub fn space<'a>(&'a self, ram: &'a GuestMemoryMmap, sregs: &kvm_sregs) -> AddressSpace<'a> {
         AddressSpace {
             view: GuestView::new(ram, Some(&self.patches)),
-            mode: PagingMode::of_vcpu(self.cpu_paging, sregs.cr0, sregs.efer),
+            mode: PagingMode::of_vcpu(self.cpu_paging, sregs.cr0, sregs.cr4, sregs.efer),
             cr3: Cr3::new(sregs.cr3),
         }
     }

@@ -356,7 +356,7 @@ impl Vm {
         if sregs.cr0 & Cr0Flags::PAGING.bits() == 0 {
             return Ok(None);
         }
-        let mode = PagingMode::new(self.cpu_paging, sregs.efer);
+        let mode = PagingMode::of_vcpu(self.cpu_paging, sregs.cr0, sregs.cr4, sregs.efer);
         Ok(Some(self.address_space(mode, Cr3::new(sregs.cr3))))
     }
 
@@ -536,7 +536,7 @@ impl Vm {
         if sregs.cr0 & Cr0Flags::PAGING.bits() == 0 {
             return false;
         }
-        let mode = PagingMode::new(self.cpu_paging, sregs.efer);
+        let mode = PagingMode::of_vcpu(self.cpu_paging, sregs.cr0, sregs.cr4, sregs.efer);
         let space = self.address_space(mode, Cr3::new(sregs.cr3));
         let registers = crate::registers::RegisterFile {
             regs: &regs,

@@ -308,7 +308,7 @@ impl Vm {
     /// state the guest ended in).
     pub fn walk(&self, gva: Gva) -> Result<Walk, kvm_ioctls::Error> {
         let sregs = self.vcpu.get_sregs()?;
-        let mode = PagingMode::of_vcpu(self.cpu_paging, sregs.cr0, sregs.efer);
+        let mode = PagingMode::of_vcpu(self.cpu_paging, sregs.cr0, sregs.cr4, sregs.efer);
         Ok(paging::walk(&self.mem, mode, Cr3::new(sregs.cr3), gva))
     }
 
@@ -451,7 +451,7 @@ impl Vm {
             && let Ok(sregs) = self.vcpu.get_sregs()
             && sregs.cr0 & Cr0Flags::PAGING.bits() != 0
         {
-            let mode = PagingMode::new(self.cpu_paging, sregs.efer);
+            let mode = PagingMode::of_vcpu(self.cpu_paging, sregs.cr0, sregs.cr4, sregs.efer);
             let space = self.address_space(mode, Cr3::new(sregs.cr3));
             let audit = paging::audit(&space.view, mode, space.cr3, &self.ram);
             if let Some(file) = &mut self.report {

@@ -17,12 +17,9 @@ mod tests;
 
 pub use finding::{Alias, Finding, FindingKind};
 
-use super::{Cr3, Level, PagingMode, PhysMemory};
+use super::{Cr3, Format, Level, PagingMode, PhysMemory};
 use crate::addr::{Gpa, Gva};
 use std::fmt::{self, Write as _};
-
-/// Where kernel space starts: user-accessible pages above it are a finding.
-const KERNEL_SPACE: u64 = 0xffff_8000_0000_0000;
 
 /// Bounds that keep a garbage tree from costing unbounded time or memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +138,8 @@ impl TableFrames {
 /// The result of [`audit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Audit {
+    /// The format the tree was read in.
+    pub format: Format,
     pub cr3: Cr3,
     pub entries_visited: u64,
     /// Coalesced, in address order (lower half first), at most
@@ -272,17 +271,24 @@ impl Audit {
     }
 
     fn write_maps(&self, f: &mut impl fmt::Write) -> fmt::Result {
+        let format = match self.format {
+            Format::FourLevel => String::new(),
+            other => format!(" ({other})"),
+        };
         writeln!(
             f,
-            "page tables under CR3 {}: {} entries visited, {} ranges",
+            "page tables under CR3 {}{format}: {} entries visited, {} ranges",
             self.cr3,
             self.entries_visited,
             self.ranges.len() as u64 + self.ranges_omitted
         )?;
+        // 32-bit linear addresses print in 8 digits; sizes and frames (PAE and PSE-36 reach
+        // above 4 GiB) keep 16.
+        let width = if self.format.is_32_bit() { 8 } else { 16 };
         for r in &self.ranges {
             write!(
                 f,
-                "{:016x}-{:016x}  {:016x}  {}",
+                "{:0width$x}-{:0width$x}  {:016x}  {}",
                 r.start.raw(),
                 r.end().raw(),
                 r.size,
@@ -311,16 +317,21 @@ impl Audit {
             )?,
             None => writeln!(f, "direct map: none")?,
         }
-        match self.recursive_slot {
-            Some(slot) => {
-                let base = mm::paging::canonical((slot as u64) << 39);
+        match (self.recursive_slot, self.format.levels().first()) {
+            (Some(slot), Some(&top)) => {
+                let span = self.format.span(top);
+                let base = slot as u64 * span;
+                let base = match self.format {
+                    Format::FourLevel => mm::paging::canonical(base),
+                    _ => base,
+                };
                 writeln!(
                     f,
-                    "recursive slot: PML4[{slot}], {}, not walked",
-                    extent(Gva::new(base), 1 << 39)
+                    "recursive slot: {top}[{slot}], {}, not walked",
+                    extent(Gva::new(base), span)
                 )?
             }
-            None => writeln!(f, "recursive slot: none")?,
+            _ => writeln!(f, "recursive slot: none")?,
         }
         Ok(())
     }

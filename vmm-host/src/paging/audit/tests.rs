@@ -1,12 +1,7 @@
 use super::*;
 use crate::paging::{SyntheticMemory, identity_tree_4k};
 
-const MODE: PagingMode = PagingMode {
-    max_phys_addr: 48,
-    nxe: true,
-    gib_pages: true,
-    enabled: true,
-};
+const MODE: PagingMode = PagingMode::new(crate::paging::CpuPaging::with_phys_bits(48), 0xd00);
 const NX: u64 = 1 << 63;
 const GIB: u64 = 1 << 30;
 const MIB: u64 = 1 << 20;

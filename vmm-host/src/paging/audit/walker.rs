@@ -3,12 +3,13 @@
 
 use super::frames::{Bits, Ram};
 use super::runs::{Aliasing, Run, choose_direct_map};
-use super::{
-    Audit, AuditOptions, Finding, FindingKind, KERNEL_SPACE, MappedRange, TableFrame, TableFrames,
-};
+use super::{Audit, AuditOptions, Finding, FindingKind, MappedRange, TableFrame, TableFrames};
 use crate::addr::{Gpa, Gva};
-use crate::paging::{Cr3, Level, PagingMode, PhysMemory, Pte};
-use mm::paging::{ADDR_MASK, ENTRIES, NO_EXECUTE, PRESENT, canonical};
+use crate::paging::{Cr3, Format, Level, PagingMode, PhysMemory, Pte};
+use mm::paging::{ENTRIES, NO_EXECUTE, PRESENT};
+
+/// The most entries a table holds: 1024 in 32-bit paging.
+const MAX_ENTRIES: usize = 1024;
 
 /// Rights as bits, so combining levels is one AND.
 const W: u8 = 1;
@@ -30,12 +31,15 @@ struct OpenRange {
 pub(super) struct Walker<'a, M: ?Sized> {
     mem: &'a M,
     mode: PagingMode,
+    format: Format,
     opts: &'a AuditOptions,
     ram: Ram,
     nx: u64,
     cr3: Cr3,
-    /// The tables of the current walk, PML4 first.
-    path: [u64; 4],
+    /// Where kernel space starts in this format: user pages above it are a finding.
+    kernel_space: u64,
+    /// The tables of the current walk, top first.
+    path: [u64; 5],
     visited: u64,
     truncated: bool,
     range: OpenRange,
@@ -69,11 +73,13 @@ impl<'a, M: PhysMemory + ?Sized> Walker<'a, M> {
         Self {
             mem,
             mode,
+            format: mode.format,
             opts,
             ram,
             nx: if mode.nxe { NO_EXECUTE } else { 0 },
             cr3,
-            path: [0; 4],
+            kernel_space: mode.format.kernel_space(),
+            path: [0; 5],
             visited: 0,
             truncated: false,
             range: OpenRange::default(),
@@ -93,7 +99,10 @@ impl<'a, M: PhysMemory + ?Sized> Walker<'a, M> {
     }
 
     pub(super) fn run(mut self) -> Audit {
-        self.table(Level::Pml4, self.cr3.pml4().raw(), 0, W | U | X, None);
+        if let Some(&top) = self.format.levels().first() {
+            let table = self.format.top_table(self.cr3.raw()).raw();
+            self.table(top, table, 0, W | U | X, None);
+        }
         self.finish()
     }
 
@@ -113,15 +122,73 @@ impl<'a, M: PhysMemory + ?Sized> Walker<'a, M> {
         ((raw >> 1) & 3) as u8 | if raw & self.nx == 0 { X } else { 0 }
     }
 
+    /// The rights an entry of `level` grants: a PAE PDPTE has none of its own (its R/W and
+    /// U/S bits are reserved), so it grants all.
+    fn rights_at(&self, level: Level, raw: u64) -> u8 {
+        if self.format == Format::Pae && level == Level::Pdpt {
+            W | U | X
+        } else {
+            self.entry_rights(raw)
+        }
+    }
+
+    /// The entries of the table of `level` at `frame` into `out`, zero-extended; how many
+    /// there are, or `None` where the table is not all guest RAM.
+    fn read_entries(
+        &self,
+        level: Level,
+        frame: u64,
+        out: &mut [u64; MAX_ENTRIES],
+    ) -> Option<usize> {
+        let count = self.format.entries(level);
+        if !self.ram.contains(frame) {
+            return None;
+        }
+        let head = out.first_chunk_mut::<ENTRIES>()?;
+        match (self.format, count) {
+            (Format::TwoLevel { .. }, _) => {
+                let mut words = [0u64; ENTRIES];
+                if !self.mem.read_table(Gpa::new(frame), &mut words) {
+                    return None;
+                }
+                for (pair, word) in out.chunks_exact_mut(2).zip(words) {
+                    pair[0] = word & 0xffff_ffff;
+                    pair[1] = word >> 32;
+                }
+            }
+            (_, ENTRIES) => {
+                if !self.mem.read_table(Gpa::new(frame), head) {
+                    return None;
+                }
+            }
+            _ => {
+                for (i, slot) in head.iter_mut().take(count).enumerate() {
+                    *slot = self.mem.read_u64(Gpa::new(frame + i as u64 * 8))?;
+                }
+            }
+        }
+        Some(count)
+    }
+
+    /// Sign-extend an address built from indices, as the format's canonical form wants.
+    fn canonical(&self, va: u64) -> u64 {
+        match self.format {
+            Format::FourLevel => mm::paging::canonical(va),
+            Format::FiveLevel => ((va << 7).cast_signed() >> 7).cast_unsigned(),
+            _ => va,
+        }
+    }
+
     /// Visit the table of `level` at `frame`, which translates from `base` with `rights`
     /// granted above it; `from` is the entry that points here.
     fn table(&mut self, level: Level, frame: u64, base: u64, rights: u8, from: Option<Gpa>) {
-        if self.visited + ENTRIES as u64 > self.opts.max_entries {
+        let mut entries = [0u64; MAX_ENTRIES];
+        let count = self.format.entries(level) as u64;
+        if self.visited + count > self.opts.max_entries {
             self.truncated = true;
             return;
         }
-        let mut entries = [0u64; ENTRIES];
-        if !self.ram.contains(frame) || !self.mem.read_table(Gpa::new(frame), &mut entries) {
+        let Some(count) = self.read_entries(level, frame, &mut entries) else {
             self.report(Finding::TableOutsideRam {
                 level,
                 table: Gpa::new(frame),
@@ -129,66 +196,82 @@ impl<'a, M: PhysMemory + ?Sized> Walker<'a, M> {
                 va: Gva::new(base),
             });
             return;
-        }
-        self.visited += ENTRIES as u64;
+        };
+        self.visited += count as u64;
         self.tables.push(TableFrame {
-            frame: Gpa::new(frame),
+            frame: Gpa::new(frame & !0xfff),
             level,
             first_va: Gva::new(base),
         });
-        let depth = level as usize;
+        let depth = self
+            .format
+            .levels()
+            .iter()
+            .position(|&l| l == level)
+            .unwrap_or(0);
         self.path[depth] = frame;
-        let Some(next) = level.next() else {
-            return self.leaves(&entries, frame, base, rights);
+        let Some(next) = self.format.next(level) else {
+            return self.leaves(&entries[..count], frame, base, rights);
         };
-        let span = level.span();
-        for (i, &raw) in entries.iter().enumerate() {
-            if raw & PRESENT == 0 {
-                continue;
-            }
-            let va = canonical(base + i as u64 * span);
-            let entry = Pte::new(raw);
-            let at = Gpa::new(frame + i as u64 * 8);
-            let bits = entry.reserved_bits(level, self.mode);
-            if bits != 0 {
-                self.report(Finding::ReservedBits {
-                    level,
-                    entry: at,
-                    va: Gva::new(va),
-                    bits,
-                });
-                continue;
-            }
-            let rights = rights & self.entry_rights(raw);
-            if entry.maps_page(level) {
-                self.leaf(va, entry.frame().raw() & !(span - 1), span, rights);
-                continue;
-            }
-            let child = entry.frame().raw();
-            if self.path[..=depth].contains(&child) {
-                if depth == 0 && self.recursive_slot.is_none() {
-                    self.recursive_slot = Some(i);
-                } else {
-                    self.report(Finding::TableLoop {
-                        level,
-                        entry: at,
-                        va: Gva::new(va),
-                        table: Gpa::new(child),
-                    });
+        for (i, &raw) in entries[..count].iter().enumerate() {
+            if raw & PRESENT != 0 {
+                self.entry(level, next, (frame, i, depth), raw, (base, rights));
+                if self.truncated {
+                    return;
                 }
-                continue;
-            }
-            self.table(next, child, va, rights, Some(at));
-            if self.truncated {
-                return;
             }
         }
     }
 
-    /// The hot loop: a PT's 512 entries, each a 4 KiB page.
-    fn leaves(&mut self, entries: &[u64; ENTRIES], frame: u64, base: u64, rights: u8) {
+    /// One present entry `raw` at `slot` = (table, index, depth) of a table of `level` whose
+    /// children are of `next`; `within` = (the table's first address, rights above it).
+    fn entry(
+        &mut self,
+        level: Level,
+        next: Level,
+        (frame, i, depth): (u64, usize, usize),
+        raw: u64,
+        (base, rights): (u64, u8),
+    ) {
+        let span = self.format.span(level);
+        let va = self.canonical(base.wrapping_add(i as u64 * span));
+        let entry = Pte::new(raw);
+        let at = Gpa::new(frame + i as u64 * self.format.entry_size());
+        let bits = entry.reserved_bits(level, self.mode);
+        if bits != 0 {
+            return self.report(Finding::ReservedBits {
+                level,
+                entry: at,
+                va: Gva::new(va),
+                bits,
+            });
+        }
+        let rights = rights & self.rights_at(level, raw);
+        let child = self.format.frame(level, raw).raw();
+        if self.format.maps_page(level, raw) {
+            return self.leaf(va, child, span, rights);
+        }
+        if !self.path[..=depth].contains(&child) {
+            return self.table(next, child, va, rights, Some(at));
+        }
+        if depth == 0 && self.recursive_slot.is_none() {
+            self.recursive_slot = Some(i);
+        } else {
+            self.report(Finding::TableLoop {
+                level,
+                entry: at,
+                va: Gva::new(va),
+                table: Gpa::new(child),
+            });
+        }
+    }
+
+    /// The hot loop: a page table's entries, each a 4 KiB page.
+    fn leaves(&mut self, entries: &[u64], frame: u64, base: u64, rights: u8) {
         // A PTE's reserved bits do not depend on its other bits: one mask for the table.
         let reserved = Pte::new(u64::MAX).reserved_bits(Level::Pt, self.mode);
+        let frame_mask = self.format.frame(Level::Pt, u64::MAX).raw();
+        let entry_size = self.format.entry_size();
         for (i, &raw) in entries.iter().enumerate() {
             if raw & PRESENT == 0 {
                 continue;
@@ -198,13 +281,13 @@ impl<'a, M: PhysMemory + ?Sized> Walker<'a, M> {
             if bits != 0 {
                 self.report(Finding::ReservedBits {
                     level: Level::Pt,
-                    entry: Gpa::new(frame + i as u64 * 8),
+                    entry: Gpa::new(frame + i as u64 * entry_size),
                     va: Gva::new(va),
                     bits,
                 });
                 continue;
             }
-            self.leaf(va, raw & ADDR_MASK, 4096, rights & self.entry_rights(raw));
+            self.leaf(va, raw & frame_mask, 4096, rights & self.entry_rights(raw));
         }
     }
 
@@ -246,10 +329,13 @@ impl<'a, M: PhysMemory + ?Sized> Walker<'a, M> {
         }
         let (start, size) = (Gva::new(r.start), r.end.wrapping_sub(r.start));
         self.mapped_bytes = self.mapped_bytes.saturating_add(size);
-        if r.rights & (W | U | X) == W | X {
+        // 32-bit paging has no NX bit: every writable page is executable, and no kernel can
+        // do anything about it.
+        let has_nx = !matches!(self.format, Format::TwoLevel { .. });
+        if has_nx && r.rights & (W | U | X) == W | X {
             self.report(Finding::WritableExecutable { start, size });
         }
-        if r.rights & U != 0 && r.start >= KERNEL_SPACE {
+        if r.rights & U != 0 && r.start >= self.kernel_space {
             self.report(Finding::UserInKernelSpace { start, size });
         }
         if self.ranges.len() < self.opts.max_ranges {
@@ -294,7 +380,7 @@ impl<'a, M: PhysMemory + ?Sized> Walker<'a, M> {
             if self.identity.len() < self.opts.max_ranges {
                 self.identity.push((Gva::new(run.va), run.len));
             }
-        } else if run.va >= KERNEL_SPACE && run.len >= self.direct_map_threshold() {
+        } else if run.va >= self.kernel_space && run.len >= self.direct_map_threshold() {
             self.direct_candidates.push(run);
         } else {
             self.aliasing.add(&self.ram, run);
@@ -362,6 +448,7 @@ impl<'a, M: PhysMemory + ?Sized> Walker<'a, M> {
         }
         Audit {
             cr3: self.cr3,
+            format: self.format,
             entries_visited: self.visited,
             ranges: self.ranges,
             ranges_omitted: self.ranges_omitted,
