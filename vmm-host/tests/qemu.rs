@@ -3,6 +3,7 @@
 //! banner, take the same exceptions, and exit through isa-debug-exit.
 
 mod common;
+use common::tcg::{Logged, exceptions_in, qemu_tcg};
 use std::process::Command;
 
 fn qemu_or_skip(test: &str) -> Option<()> {
@@ -101,60 +102,14 @@ fn qemu_logging_interrupts(
 /// in `log` (QEMU logs protected- and long-mode deliveries only, so a boot loader's real-mode
 /// BIOS calls are not in it); its output once it ends (at most two minutes).
 fn qemu_booting(mem_mib: u64, boot: QemuBoot, log: &std::path::Path) -> std::process::Output {
-    Command::new("timeout")
-        .args([
-            "120",
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-display",
-            "none",
-        ])
-        .args([
-            "-no-reboot",
-            "-net",
-            "none",
-            "-serial",
-            "stdio",
-            "-monitor",
-            "none",
-        ])
-        .args(["-m", &format!("{mem_mib}M")])
+    qemu_tcg(&format!("{mem_mib}M"))
+        .args(["-serial", "stdio", "-monitor", "none"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .args(["-d", "int", "-D"])
         .arg(log)
         .args(boot.args())
         .output()
         .expect("spawn qemu")
-}
-
-/// One exception as QEMU's `-d int` log shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Logged {
-    vector: u8,
-    error: u64,
-    cr2: u64,
-    rip: u64,
-}
-
-/// The exceptions of a `-d int` log: lines like
-/// `   12: v=0e e=0002 i=0 cpl=0 IP=0008:… pc=… SP=0010:… CR2=ffff800000080aa0`.
-fn exceptions_in(log: &str) -> Vec<Logged> {
-    let field = |line: &str, key: &str| -> Option<u64> {
-        let value = line.split_whitespace().find_map(|w| w.strip_prefix(key))?;
-        u64::from_str_radix(value, 16).ok()
-    };
-    log.lines()
-        .filter(|line| line.contains(": v="))
-        .filter_map(|line| {
-            Some(Logged {
-                vector: u8::try_from(field(line, "v=")?).ok()?,
-                error: field(line, "e=")?,
-                cr2: field(line, "CR2=").unwrap_or(0),
-                rip: field(line, "pc=")?,
-            })
-        })
-        .collect()
 }
 
 /// "[kernel] exceptions taken: N, sequence digest 0x…" from the kernel's serial output.

@@ -5,6 +5,15 @@
 //! IRQ 0 handler returns with `iret`), then divides by zero. Its #DE handler reports the
 //! faulting EIP and exits with code 4 through port 0xf4; any other exception exits with 3.
 //!
+//! With `paging=MODE` on its command line it turns paging on instead of dividing, and faults
+//! the way 32-bit kernels do (its #PF handler reports EIP, CR2 and the error code, exit 4):
+//! - `paging=pse`: 32-bit paging, the first 4 MiB in 4 KiB pages, a 4 MiB page at 4 MiB, and
+//!   the directory's last entry pointing at the directory (the classic recursive map, which it
+//!   reads PD[1] through); then a write to 8 MiB, the 4 MiB page's unmapped neighbour;
+//! - `paging=wp`: 32-bit paging in 4 KiB pages with CR0.WP; a write to its read-only page at
+//!   0x3ff000;
+//! - `paging=pae`: PAE paging with EFER.NXE, a no-execute page at 0x1ff000 that it calls.
+//!
 //! Its Multiboot header has the address fields (flag 16), so loaders that refuse an ELF64
 //! (QEMU's `-kernel`) load it too; the linker script keeps file and memory in step.
 //!
@@ -45,6 +54,7 @@ core::arch::global_asm!(
     "    cli",
     "    cld",
     "    mov esp, offset k32_stack_top",
+    "    mov [k32_mbi], ebx",
     "    lgdt [k32_gdt_ptr]",
     // Reload CS with a far return, then the data segments.
     "    push 0x08",
@@ -107,6 +117,13 @@ core::arch::global_asm!(
     "    out 0xa1, al",
     "    mov esi, offset k32_msg_ticks",
     "    call k32_puts",
+    "    call k32_paging_mode",
+    "    cmp ax, 0x7370", // "ps"
+    "    je k32_pse",
+    "    cmp ax, 0x7077", // "wp"
+    "    je k32_wp",
+    "    cmp ax, 0x6170", // "pa"
+    "    je k32_pae",
     "    mov esi, offset k32_msg_divide",
     "    call k32_puts",
     "    xor edx, edx",
@@ -144,6 +161,41 @@ core::arch::global_asm!(
     "    mov al, {unhandled}",
     "    out 0xf4, al",
     "    jmp k32_halt",
+    // #PF: report EIP, CR2 and the error code, exit 4.
+    "k32_page_fault:",
+    "    mov esi, offset k32_msg_pf",
+    "    call k32_puts",
+    "    mov eax, [esp + 4]",
+    "    call k32_put_hex",
+    "    mov esi, offset k32_msg_cr2",
+    "    call k32_puts",
+    "    mov eax, cr2",
+    "    call k32_put_hex",
+    "    mov esi, offset k32_msg_error",
+    "    call k32_puts",
+    "    mov eax, [esp]",
+    "    call k32_put_hex",
+    "    mov esi, offset k32_msg_newline",
+    "    call k32_puts",
+    "    mov al, {unhandled}",
+    "    out 0xf4, al",
+    "    jmp k32_halt",
+    // #GP: report EIP and the error code, exit 3 (a KVM that cannot run 32-bit paging raises
+    // it at the `mov cr0`).
+    "k32_general_protection:",
+    "    mov esi, offset k32_msg_gp",
+    "    call k32_puts",
+    "    mov eax, [esp + 4]",
+    "    call k32_put_hex",
+    "    mov esi, offset k32_msg_error",
+    "    call k32_puts",
+    "    mov eax, [esp]",
+    "    call k32_put_hex",
+    "    mov esi, offset k32_msg_newline",
+    "    call k32_puts",
+    "    mov al, {panic}",
+    "    out 0xf4, al",
+    "    jmp k32_halt",
     // Any other exception: say which and exit 3.
     "k32_exception:",
     "    mov esi, offset k32_msg_exception",
@@ -154,6 +206,135 @@ core::arch::global_asm!(
     "    cli",
     "    hlt",
     "    jmp k32_halt",
+
+    // k32_paging_mode: AX = the first two characters after "paging=" on the Multiboot command
+    // line (flag bit 2, the string's address at offset 16), or 0.
+    "k32_paging_mode:",
+    "    xor eax, eax",
+    "    mov ebx, [k32_mbi]",
+    "    test dword ptr [ebx], 4",
+    "    jz 3f",
+    "    mov edx, [ebx + 16]",
+    "1:  cmp byte ptr [edx], 0",
+    "    je 3f",
+    "    mov esi, edx",
+    "    mov edi, offset k32_paging_key",
+    "    mov ecx, 7",
+    "    repe cmpsb",
+    "    je 2f",
+    "    inc edx",
+    "    jmp 1b",
+    "2:  mov ax, [edx + 7]",
+    "3:  ret",
+
+    // k32_identity_pt: the 1024 4-byte entries at EDI map the first 4 MiB, P RW.
+    "k32_identity_pt:",
+    "    xor ecx, ecx",
+    "1:  mov eax, ecx",
+    "    shl eax, 12",
+    "    or eax, 3",
+    "    mov [edi + ecx * 4], eax",
+    "    inc ecx",
+    "    cmp ecx, 1024",
+    "    jb 1b",
+    "    ret",
+
+    // paging=pse: PD[0] → the identity table, PD[1] a 4 MiB page at 4 MiB, PD[1023] → the PD.
+    "k32_pse:",
+    "    mov edi, offset k32_pt",
+    "    call k32_identity_pt",
+    "    mov eax, offset k32_pt",
+    "    or eax, 3",
+    "    mov [k32_pd], eax",
+    "    mov dword ptr [k32_pd + 4], 0x400083",
+    "    mov eax, offset k32_pd",
+    "    or eax, 3",
+    "    mov [k32_pd + 1023 * 4], eax",
+    "    mov eax, cr4",
+    "    or eax, 0x10", // PSE
+    "    mov cr4, eax",
+    "    call k32_paging_on",
+    "    mov esi, offset k32_msg_pse",
+    "    call k32_puts",
+    // The recursive map: the directory is the page table of the last 4 MiB, so PD[1] is the
+    // second word of the page at 0xfffff000.
+    "    mov eax, [0xfffff004]",
+    "    call k32_put_hex",
+    "    mov esi, offset k32_msg_newline",
+    "    call k32_puts",
+    "    mov esi, offset k32_msg_neighbour",
+    "    call k32_puts",
+    "    mov dword ptr [0x400000], 1",
+    ".global k32_touch_neighbour",
+    "k32_touch_neighbour:",
+    "    mov dword ptr [0x800000], 1",
+    "    jmp k32_halt",
+
+    // paging=wp: 4 KiB pages only, the page at 0x3ff000 read-only, CR0.WP set.
+    "k32_wp:",
+    "    mov edi, offset k32_pt",
+    "    call k32_identity_pt",
+    "    mov dword ptr [k32_pt + 0x3ff * 4], 0x3ff001",
+    "    mov eax, offset k32_pt",
+    "    or eax, 3",
+    "    mov [k32_pd], eax",
+    "    call k32_paging_on",
+    "    mov esi, offset k32_msg_wp",
+    "    call k32_puts",
+    ".global k32_write_read_only",
+    "k32_write_read_only:",
+    "    mov dword ptr [0x3ff000], 1",
+    "    jmp k32_halt",
+
+    // paging=pae: PDPT[0] → a directory whose first entry → 512 4 KiB pages (0x1ff000 NX),
+    // its second a 2 MiB page at 2 MiB (this kernel); EFER.NXE, CR4.PAE.
+    "k32_pae:",
+    "    xor ecx, ecx",
+    "1:  mov eax, ecx",
+    "    shl eax, 12",
+    "    or eax, 3",
+    "    mov [k32_pae_pt + ecx * 8], eax",
+    "    mov dword ptr [k32_pae_pt + ecx * 8 + 4], 0",
+    "    inc ecx",
+    "    cmp ecx, 512",
+    "    jb 1b",
+    "    mov dword ptr [k32_pae_pt + 0x1ff * 8 + 4], 0x80000000", // NX
+    "    mov eax, offset k32_pae_pt",
+    "    or eax, 3",
+    "    mov [k32_pae_pd], eax",
+    "    mov dword ptr [k32_pae_pd + 8], 0x200083",
+    "    mov eax, offset k32_pae_pd",
+    "    or eax, 1",
+    "    mov [k32_pdpt], eax",
+    "    mov ecx, 0xc0000080",
+    "    rdmsr",
+    "    or eax, 0x800", // NXE
+    "    wrmsr",
+    "    mov eax, cr4",
+    "    or eax, 0x20", // PAE
+    "    mov cr4, eax",
+    "    mov edi, offset k32_pdpt",
+    "    call k32_paging_on_at",
+    "    mov esi, offset k32_msg_pae",
+    "    call k32_puts",
+    "    mov byte ptr [0x1ff000], 0xc3", // ret
+    "    mov eax, 0x1ff000",
+    ".global k32_call_no_execute",
+    "k32_call_no_execute:",
+    "    call eax",
+    "    jmp k32_halt",
+
+    // k32_paging_on: CR3 = the 32-bit directory, CR0.PG and CR0.WP on.
+    "k32_paging_on:",
+    "    mov edi, offset k32_pd",
+    "k32_paging_on_at:",
+    "    mov cr3, edi",
+    "    mov eax, cr0",
+    "    or eax, 0x80010000",
+    ".global k32_enable_paging",
+    "k32_enable_paging:",
+    "    mov cr0, eax",
+    "    ret",
 
     // k32_puts: the NUL-terminated string at ESI to COM1 and the screen.
     "k32_puts:",
@@ -229,7 +410,12 @@ core::arch::global_asm!(
     // Vector 0 is #DE; 1-31 the other exceptions; 32 IRQ 0; 33-47 the other IRQs.
     "k32_stubs:",
     "    .long k32_divide_error",
-    "    .rept 31",
+    "    .rept 12",
+    "    .long k32_exception",
+    "    .endr",
+    "    .long k32_general_protection",
+    "    .long k32_page_fault",
+    "    .rept 17",
     "    .long k32_exception",
     "    .endr",
     "    .long k32_irq0",
@@ -250,6 +436,8 @@ core::arch::global_asm!(
     "    .word 0xa1", "    .byte 0xff",
     "    .word 0",
     "k32_cursor: .long 0",
+    "k32_mbi: .long 0",
+    "k32_paging_key: .ascii \"paging=\"",
     "k32_ticks: .long 0",
     "k32_msg_banner: .asciz \"kernel32: 32-bit protected mode, paging off, Multiboot 1\\n\"",
     "k32_msg_timer: .asciz \"kernel32: PICs at 0x20/0x28, PIT at 100 Hz, sti; hlt\\n\"",
@@ -258,9 +446,23 @@ core::arch::global_asm!(
     "k32_msg_de: .asciz \"kernel32: #DE divide error at eip \"",
     "k32_msg_exception: .asciz \"kernel32: unexpected exception\\n\"",
     "k32_msg_newline: .asciz \"\\n\"",
+    "k32_msg_pf: .asciz \"kernel32: #PF at eip \"",
+    "k32_msg_gp: .asciz \"kernel32: #GP at eip \"",
+    "k32_msg_cr2: .asciz \", cr2 \"",
+    "k32_msg_error: .asciz \", error \"",
+    "k32_msg_pse: .asciz \"kernel32: 32-bit paging on, 4 MiB page at 0x400000; PD[1] through the recursive map: \"",
+    "k32_msg_neighbour: .asciz \"kernel32: writing to 0x800000, the 4 MiB page's neighbour\\n\"",
+    "k32_msg_wp: .asciz \"kernel32: 32-bit paging on with CR0.WP; writing to the read-only page at 0x3ff000\\n\"",
+    "k32_msg_pae: .asciz \"kernel32: PAE paging on with EFER.NXE; calling the no-execute page at 0x1ff000\\n\"",
     ".popsection",
 
     ".pushsection .bss32, \"aw\", @nobits",
+    ".balign 4096",
+    "k32_pd: .skip 4096",
+    "k32_pt: .skip 4096",
+    "k32_pae_pd: .skip 4096",
+    "k32_pae_pt: .skip 4096",
+    "k32_pdpt: .skip 32",
     ".balign 8",
     "k32_idt: .skip 48 * 8",
     ".balign 16",

@@ -3,6 +3,7 @@
 use super::{Analysis, Context, NamedWalk, WalkOf};
 use crate::addr::Gpa;
 use crate::paging::{Access, Format, Level, WalkEnd};
+use crate::registers::RegisterFile;
 use crate::tap::ExceptionRecord;
 use abi::exception::{self, PfError, SelectorError, pf};
 use mm::paging::{ADDR_MASK, Flags, NO_EXECUTE, PRESENT};
@@ -173,6 +174,29 @@ fn page_fault_cause(record: &ExceptionRecord, analysis: &Analysis, ctx: &Context
     }
 }
 
+/// A #GP at `mov cr0, reg`: the rule the value breaks, or the hypervisor's refusal.
+fn control_register_write(
+    record: &ExceptionRecord,
+    analysis: &Analysis,
+    ctx: &Context<'_>,
+) -> Option<String> {
+    let instruction = analysis.instruction.as_ref().ok()?;
+    let source = super::control_write::cr0_source(&instruction.bytes, record.control.bitness())?;
+    let registers = RegisterFile {
+        regs: &record.regs,
+        fs_base: record.fs_base,
+        gs_base: record.gs_base,
+    };
+    let value = registers.value(source)?;
+    let mem = &ctx.space.view;
+    Some(super::control_write::cr0_write_fault(
+        value,
+        &record.control,
+        ctx.space.mode,
+        mem,
+    ))
+}
+
 fn general_protection(record: &ExceptionRecord, analysis: &Analysis, ctx: &Context<'_>) -> String {
     if let Ok(instruction) = &analysis.instruction {
         for operand in &instruction.operands {
@@ -196,6 +220,9 @@ fn general_protection(record: &ExceptionRecord, analysis: &Analysis, ctx: &Conte
             }
             return text;
         }
+    }
+    if let Some(text) = control_register_write(record, analysis, ctx) {
+        return text;
     }
     match record.error() {
         Some(error) if error != 0 => format!(

@@ -2,6 +2,7 @@
 //! walks of CR2, RIP, RSP and every operand, the kernel function and line, the paragraph that
 //! explains it, and (once the handler has run) what it changed in the tables.
 
+mod control_write;
 mod diff;
 mod explain;
 mod instruction;

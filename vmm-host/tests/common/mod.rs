@@ -4,6 +4,7 @@
 pub mod debian;
 pub mod remote;
 pub mod rsp;
+pub mod tcg;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

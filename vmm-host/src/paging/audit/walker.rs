@@ -145,6 +145,13 @@ impl<'a, M: PhysMemory + ?Sized> Walker<'a, M> {
             return None;
         }
         let head = out.first_chunk_mut::<ENTRIES>()?;
+        // PAE's PDPTEs: the ones the CPU loaded, where KVM says what they are.
+        if let (Format::Pae, Level::Pdpt, Some(loaded)) =
+            (self.format, level, self.mode.loaded_pdptes)
+        {
+            head[..4].copy_from_slice(&loaded);
+            return Some(4);
+        }
         match (self.format, count) {
             (Format::TwoLevel { .. }, _) => {
                 let mut words = [0u64; ENTRIES];
