@@ -62,7 +62,12 @@ GDB_FUZZ_PACKETS=10000 GDB_FUZZ_SEED="${GDB_FUZZ_SEED:-2}" \
 
 step "scenario suite (JUnit report: target/junit.xml)"
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
-  cargo run --locked -q -p vmm-host -- scenario --all --jobs 2 --junit target/junit.xml --json target/scenarios.json
+  cargo run --locked -q -p vmm-host -- scenario --all --jobs 2 --junit target/junit.xml --json target/scenarios.json \
+    | tee target/scenario-suite.log
+  # A scenario that needs what this KVM cannot do (`needs`, measured like `doctor`) is skipped
+  # by the suite, not failed: it is listed with the skipped tests at the end.
+  sed -nE 's/^\[ *[0-9]+\/[0-9]+\] SKIP +([^ ]+)  \((.*)\)$/SKIPPED scenario \1: \2/p' \
+    target/scenario-suite.log >> "$VMM_SKIP_LOG"
 else
   echo "SKIPPED scenario suite: /dev/kvm is missing or not readable and writable" | tee -a "$VMM_SKIP_LOG"
 fi

@@ -10,6 +10,8 @@ pub mod status {
     pub const SCENARIO_FAILED: i32 = 1;
     /// Bad input: usage, a missing or malformed file, no KVM access, an impossible --mem.
     pub const BAD_INPUT: i32 = 2;
+    /// `scenario NAME`: the host's KVM cannot do what the scenario needs (automake's "skip").
+    pub const SCENARIO_SKIPPED: i32 = 77;
     /// The guest triple-faulted (KVM_EXIT_SHUTDOWN).
     pub const TRIPLE_FAULT: i32 = 80;
     /// KVM could not enter the guest (KVM_EXIT_FAIL_ENTRY).
@@ -380,6 +382,7 @@ mod tests {
         statuses.extend([
             status::BAD_INPUT,
             status::SCENARIO_FAILED,
+            status::SCENARIO_SKIPPED,
             i32::from(abi::exit::PANIC),
         ]);
         let count = statuses.len();

@@ -99,6 +99,8 @@ pub enum Verdict {
     Fail(Vec<String>),
     /// The scenario file or the VM could not be set up.
     Error(String),
+    /// The host's KVM cannot do what the scenario needs (why, in words): not run, not failed.
+    Skipped(String),
 }
 
 impl Outcome {
@@ -106,11 +108,18 @@ impl Outcome {
         self.verdict == Verdict::Pass
     }
 
+    /// Whether it failed or could not run: what makes the suite's status non-zero. A skip
+    /// does not.
+    pub fn failed(&self) -> bool {
+        matches!(self.verdict, Verdict::Fail(_) | Verdict::Error(_))
+    }
+
     fn word(&self) -> &'static str {
         match self.verdict {
             Verdict::Pass => "PASS",
             Verdict::Fail(_) => "FAIL",
             Verdict::Error(_) => "ERROR",
+            Verdict::Skipped(_) => "SKIP",
         }
     }
 }
@@ -225,6 +234,10 @@ pub fn run_one(path: &Path, options: &SuiteOptions) -> Outcome {
     };
     outcome.description = scenario.description.clone();
     outcome.budget = scenario.expect.budget.as_ref().map(|b| b.value);
+    if let Some(reason) = scenario.unmet_need(&options.kvm_device) {
+        outcome.verdict = Verdict::Skipped(reason);
+        return outcome;
+    }
     let config = vm_config(&scenario, options);
     let run = match run_scenario(&scenario, config, |vm| {
         Ok::<_, std::convert::Infallible>(vm.run())
@@ -316,7 +329,7 @@ pub fn run_all(
 pub fn progress_line(position: usize, total: usize, outcome: &Outcome) -> String {
     let width = total.to_string().len();
     let detail = match &outcome.verdict {
-        Verdict::Error(e) => e.clone(),
+        Verdict::Error(e) | Verdict::Skipped(e) => e.clone(),
         _ => format!(
             "{}, {} exception{}, {}",
             outcome.ending,
@@ -373,10 +386,19 @@ pub fn table(outcomes: &[Outcome]) -> String {
         );
     }
     let passed = outcomes.iter().filter(|o| o.passed()).count();
+    let skipped = outcomes
+        .iter()
+        .filter(|o| matches!(o.verdict, Verdict::Skipped(_)))
+        .count();
     let total_time: Duration = outcomes.iter().map(|o| o.elapsed).sum();
+    let skipped = if skipped == 0 {
+        String::new()
+    } else {
+        format!(", {skipped} skipped")
+    };
     let _ = writeln!(
         out,
-        "{passed} of {} scenarios passed ({} of guest time)",
+        "{passed} of {} scenarios passed{skipped} ({} of guest time)",
         outcomes.len(),
         seconds(total_time)
     );
@@ -391,6 +413,9 @@ pub fn table(outcomes: &[Outcome]) -> String {
             }
             Verdict::Error(e) => {
                 let _ = writeln!(out, "\nERROR {}: {e}", o.name);
+            }
+            Verdict::Skipped(why) => {
+                let _ = writeln!(out, "\nSKIP {}: {why}", o.name);
             }
         }
     }
@@ -407,11 +432,15 @@ pub fn junit(outcomes: &[Outcome]) -> String {
         .iter()
         .filter(|o| matches!(o.verdict, Verdict::Error(_)))
         .count();
+    let skipped = outcomes
+        .iter()
+        .filter(|o| matches!(o.verdict, Verdict::Skipped(_)))
+        .count();
     let time: f64 = outcomes.iter().map(|o| o.elapsed.as_secs_f64()).sum();
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         out,
-        "<testsuite name=\"vmm-host scenarios\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{time:.3}\">",
+        "<testsuite name=\"vmm-host scenarios\" tests=\"{}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"{skipped}\" time=\"{time:.3}\">",
         outcomes.len()
     );
     for o in outcomes {
@@ -439,6 +468,9 @@ pub fn junit(outcomes: &[Outcome]) -> String {
             Verdict::Error(e) => {
                 let _ = write!(out, "\n    <error message=\"{}\"/>", escape(e));
             }
+            Verdict::Skipped(why) => {
+                let _ = write!(out, "\n    <skipped message=\"{}\"/>", escape(why));
+            }
         }
         let _ = writeln!(
             out,
@@ -459,6 +491,7 @@ pub fn json(outcomes: &[Outcome]) -> String {
                 Verdict::Pass => ("pass", Vec::new()),
                 Verdict::Fail(f) => ("fail", f.clone()),
                 Verdict::Error(e) => ("error", vec![e.clone()]),
+                Verdict::Skipped(why) => ("skipped", vec![why.clone()]),
             };
             serde_json::json!({
                 "name": o.name,
@@ -522,7 +555,7 @@ mod tests {
             outcome("broken", Verdict::Error("bad file".into())),
         ]);
         assert!(
-            xml.contains("tests=\"3\" failures=\"1\" errors=\"1\""),
+            xml.contains("tests=\"3\" failures=\"1\" errors=\"1\" skipped=\"0\""),
             "{xml}"
         );
         assert!(xml.contains("<testcase classname=\"scenarios\" name=\"hello\""));
@@ -552,6 +585,34 @@ mod tests {
         assert!(
             text.contains("\nFAIL a-longer-name: a-longer-name <described>\n  x.toml:3: lacks y\n")
         );
+    }
+
+    #[test]
+    fn a_skipped_scenario_is_listed_with_its_reason_and_fails_nothing() {
+        let why = "this KVM cannot do what the scenario needs: 32-bit paging";
+        let outcomes = [
+            outcome("hello", Verdict::Pass),
+            outcome("kernel32-pse", Verdict::Skipped(why.into())),
+        ];
+        assert!(!outcomes[1].failed() && !outcomes[1].passed());
+        let text = table(&outcomes);
+        assert!(
+            text.contains("1 of 2 scenarios passed, 1 skipped"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("\nSKIP kernel32-pse: {why}\n")),
+            "{text}"
+        );
+        let line = progress_line(2, 2, &outcomes[1]);
+        assert_eq!(line, format!("[2/2] SKIP  kernel32-pse  ({why})"));
+        let xml = junit(&outcomes);
+        assert!(xml.contains("skipped=\"1\""), "{xml}");
+        assert!(
+            xml.contains(&format!("<skipped message=\"{why}\"/>")),
+            "{xml}"
+        );
+        assert!(json(&outcomes).contains("\"result\": \"skipped\""));
     }
 
     #[test]

@@ -63,6 +63,7 @@ fn doctor_prints_one_measured_line_per_capability() {
         "int3 breakpoints",
         "int n from ring 3",
         "syscall from ring 3",
+        "32-bit paging",
     ] {
         let line = lines
             .iter()

@@ -24,6 +24,10 @@ const QEMU64: CpuPaging = CpuPaging {
 
 /// What the monitor said once the kernel had taken its fault.
 struct Stopped {
+    /// The kernel's serial output.
+    serial: String,
+    /// Exceptions (vectors 0–31) in QEMU's `-d int` log.
+    exceptions: Vec<Logged>,
     cr0: u64,
     cr3: u64,
     cr4: u64,
@@ -83,12 +87,16 @@ fn run_under_qemu(mode: &str, dir: &Path) -> Stopped {
     ram.write_slice(&bytes, GuestAddress(0))
         .expect("copy the dump");
     let log = std::fs::read_to_string(&log).expect("-d int log");
-    let faults: Vec<Logged> = exceptions_in(&log)
-        .into_iter()
+    let exceptions: Vec<Logged> = (exceptions_in(&log).into_iter())
+        .filter(|e| e.vector < 32)
+        .collect();
+    let faults: Vec<Logged> = (exceptions.iter().copied())
         .filter(|e| e.vector == 14)
         .collect();
     assert_eq!(faults.len(), 1, "one #PF in QEMU's log: {faults:?}");
     Stopped {
+        serial: std::fs::read_to_string(&serial).expect("serial"),
+        exceptions,
         cr0: register("CR0="),
         cr3: register("CR3="),
         cr4: register("CR4="),
@@ -186,6 +194,48 @@ fn audit_maps_what_qemu_lists(stopped: &Stopped, mode: PagingMode, walked_below:
     assert_eq!(audit.mapped_bytes, qemu_bytes, "{audit}");
 }
 
+/// The scenario `name` (which this KVM skips) says what QEMU did: its serial lines, its
+/// exceptions in order (vector, error code, CR2, RIP or function) and their number.
+fn scenario_agrees_with_qemu(name: &str, stopped: &Stopped) {
+    let path = common::repo_root()
+        .join("scenarios")
+        .join(format!("{name}.toml"));
+    let scenario = vmm_host::scenario::Scenario::load(&path).expect("scenario");
+    assert!(
+        scenario.cmdline.contains("paging="),
+        "{name} boots kernel32 with paging"
+    );
+    for line in &scenario.expect.serial {
+        assert!(
+            stopped.serial.contains(&line.value),
+            "{name}: serial {:?} not in QEMU's:\n{}",
+            line.value,
+            stopped.serial
+        );
+    }
+    let symbols = vmm_host::symbols::Symbolizer::open(Path::new(vmm_host::GUEST_KERNEL32))
+        .expect("kernel32's symbols");
+    let function_at = |address: u64| symbols.locate(address).map(|l| l.function);
+    let seen: Vec<_> = (stopped.exceptions.iter())
+        .map(|e| (e.vector, Some(e.error), e.cr2, e.rip))
+        .collect();
+    let mut from = 0;
+    for expect in &scenario.expect.exceptions {
+        let at = seen[from..]
+            .iter()
+            .position(|&s| expect.value.matches(s, &function_at));
+        let at = at.unwrap_or_else(|| panic!("{name}: {} not in QEMU's {seen:x?}", expect.value));
+        from += at + 1;
+    }
+    if let Some(count) = &scenario.expect.exception_count {
+        assert_eq!(
+            count.value,
+            seen.len() as u64,
+            "{name}: QEMU took {seen:x?}"
+        );
+    }
+}
+
 fn qemu_or_skip(test: &str) -> Option<()> {
     common::program_or_skip(test, "qemu-system-x86_64", "qemu-system-x86")
 }
@@ -208,6 +258,7 @@ fn the_32_bit_walker_agrees_with_qemu_on_a_4_mib_page_and_the_recursive_director
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let stopped = run_under_qemu("pse", dir.path());
+    scenario_agrees_with_qemu("kernel32-pse", &stopped);
     let mode = walks_agree_with_info_tlb(&stopped, Format::TwoLevel { pse: true });
     audit_maps_what_qemu_lists(&stopped, mode, 0xffc0_0000);
     let audit = audit(
@@ -240,6 +291,7 @@ fn a_write_to_a_read_only_page_faults_in_qemu_because_of_cr0_wp_as_the_walk_says
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let stopped = run_under_qemu("wp", dir.path());
+    scenario_agrees_with_qemu("kernel32-wp", &stopped);
     let mode = walks_agree_with_info_tlb(&stopped, Format::TwoLevel { pse: false });
     audit_maps_what_qemu_lists(&stopped, mode, u64::MAX);
     assert_eq!((stopped.fault.error, stopped.fault.cr2), (0x3, 0x3f_f000));
@@ -261,6 +313,7 @@ fn a_pae_fetch_from_a_no_execute_page_faults_in_qemu_as_the_walk_says() {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let stopped = run_under_qemu("pae", dir.path());
+    scenario_agrees_with_qemu("kernel32-pae", &stopped);
     let mode = walks_agree_with_info_tlb(&stopped, Format::Pae);
     audit_maps_what_qemu_lists(&stopped, mode, u64::MAX);
     assert_eq!((stopped.fault.error, stopped.fault.cr2), (0x11, 0x1f_f000));

@@ -160,6 +160,37 @@ fn suite_options_that_follow_one_scenario_are_refused() {
     );
 }
 
+/// A scenario that needs 32-bit paging runs where the KVM has it and is skipped, with exit
+/// status 77 and the reason, where it does not (this project's nested KVM).
+#[test]
+fn a_scenario_the_kvm_cannot_run_is_skipped_with_the_reason() {
+    let name = "a_scenario_the_kvm_cannot_run_is_skipped_with_the_reason";
+    if common::kvm_or_skip(name).is_none() {
+        return;
+    }
+    let run = vmm(&["scenario", "kernel32-wp"]);
+    if vmm_host::doctor::runs_32_bit_paging(std::path::Path::new("/dev/kvm")) {
+        assert_eq!(run.status, 0, "{}", run.stdout);
+        assert!(
+            run.stdout.contains("== scenario kernel32-wp: PASS"),
+            "{}",
+            run.stdout
+        );
+    } else {
+        assert_eq!(run.status, 77, "{}", run.stdout);
+        assert!(
+            run.stdout.ends_with(
+                "== scenario kernel32-wp: SKIPPED: this KVM cannot do what the scenario needs: 32-bit paging (`vmm-host doctor` shows the probe)\n"
+            ),
+            "{}",
+            run.stdout
+        );
+    }
+    let suite = vmm(&["scenario", "--all", "--filter", "kernel32-p*"]);
+    assert_eq!(suite.status, 0, "a skip fails nothing: {}", suite.stdout);
+    assert!(suite.stdout.contains("kernel32-pae"), "{}", suite.stdout);
+}
+
 /// A mismatch line with the run's time and code addresses replaced by `TIME` and `ADDR`.
 fn normalise(line: &str) -> String {
     let mut out = String::new();

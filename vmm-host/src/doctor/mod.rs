@@ -61,6 +61,8 @@ pub struct Capabilities {
     pub syscall_from_ring3: bool,
     /// `int n` in real mode goes through the IVT and `iret` returns (boot sectors' BIOS calls).
     pub int_n_in_real_mode: bool,
+    /// A 32-bit kernel can turn on 2-level and PAE paging (false on nested KVM here).
+    pub paging_32: bool,
     pub pio_exit_micros: Option<f64>,
 }
 
@@ -128,6 +130,7 @@ pub fn examine(device: &Path) -> DoctorReport {
         probes::int_n_in_real_mode(&kvm),
         &mut caps.int_n_in_real_mode,
     );
+    measure(probes::paging_32(&kvm), &mut caps.paging_32);
     probes.push(emulator::ring0_instructions(&kvm));
     let (pio, micros) = probes::pio_round_trip(&kvm);
     probes.push(pio);
@@ -163,6 +166,23 @@ impl fmt::Display for DoctorReport {
         }
         Ok(())
     }
+}
+
+/// Whether the KVM at `device` runs 32-bit kernels with paging on (2-level and PAE). Probed
+/// once per device and process (the suite asks for each scenario); false where the device
+/// cannot be opened.
+pub fn runs_32_bit_paging(device: &Path) -> bool {
+    type Measured = std::collections::HashMap<std::path::PathBuf, bool>;
+    static MEASURED: std::sync::Mutex<Option<Measured>> = std::sync::Mutex::new(None);
+    let mut measured = MEASURED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    *(measured.get_or_insert_default())
+        .entry(device.to_path_buf())
+        .or_insert_with(|| {
+            hypervisor::open(device)
+                .is_ok_and(|kvm| probes::paging_32(&kvm).verdict == Verdict::Yes)
+        })
 }
 
 /// The tap's trap byte on this machine: `int3` where a throw-away VM shows KVM reports it

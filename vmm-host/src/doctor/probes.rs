@@ -578,3 +578,99 @@ pub fn pio_round_trip(kvm: &Kvm) -> (Probe, Option<f64>) {
     };
     (probe, Some(micros))
 }
+
+/// Where the 32-bit paging probe puts its tables: above the probe VM's own data.
+const PAGING32_TABLES: u64 = 0x10_0000;
+/// The GDT slot the 32-bit paging probe's #GP handler runs in.
+const PAGING32_CS: u64 = 0x20;
+
+/// One format of the 32-bit paging probe: the guest, in flat 32-bit protected mode, points
+/// CR3 at tables identity-mapping the first 4 MiB, sets `cr4`, turns CR0.PG on and reads
+/// through the new mapping. What happened, in words, and whether it got there.
+fn paging32_run(kvm: &Kvm, cr4_bits: u32, tables: &[(u64, u64)]) -> Result<(bool, String), Probe> {
+    const NAME: &str = "32-bit paging";
+    let main = code(32, CODE, |a| {
+        a.mov(eax, const { imm32(PAGING32_TABLES) })?;
+        a.mov(cr3, eax)?;
+        a.mov(eax, cr4)?;
+        a.or(eax, cr4_bits)?;
+        a.mov(cr4, eax)?;
+        a.mov(eax, cr0)?;
+        a.or(eax, i32::MIN)?;
+        a.mov(cr0, eax)?;
+        a.mov(eax, dword_ptr(const { imm32(CODE) }))?;
+        a.mov(eax, 32)?;
+        a.mov(dx, u32::from(RESULT_PORT))?;
+        a.out(dx, eax)?;
+        a.mov(dx, u32::from(DONE_PORT))?;
+        a.out(dx, al)
+    })?;
+    // A 32-bit #GP handler (error code, EIP, CS on the stack) that reports its frame.
+    let handler = code(32, AUX_CODE, |a| {
+        a.mov(eax, 13)?;
+        a.mov(dx, u32::from(VECTOR_PORT))?;
+        a.out(dx, eax)?;
+        a.mov(eax, dword_ptr(esp + 8))?;
+        a.mov(dx, u32::from(FRAME_CS_PORT))?;
+        a.out(dx, eax)?;
+        a.mov(eax, dword_ptr(esp + 4))?;
+        a.mov(dx, u32::from(FRAME_RIP_PORT))?;
+        a.out(dx, eax)?;
+        a.hlt()
+    })?;
+    // Its 8-byte interrupt gate at IDT + 13 * 8 through a 32-bit code segment in GDT slot
+    // 0x20 (the VM's 64-bit gates and its 64-bit user code mean nothing here).
+    let handler_at = u32::try_from(AUX_CODE).unwrap_or(0);
+    let gate = u64::from(handler_at & 0xffff)
+        | PAGING32_CS << 16
+        | 0x8e00u64 << 32
+        | u64::from(handler_at >> 16) << 48;
+    let code32: u64 = 0x00cf_9a00_0000_ffff;
+    let mut vm = ProbeVm::new(kvm, true, true).map_err(|e| failed(NAME, e))?;
+    vm.write_code(CODE, &main)
+        .and_then(|()| vm.write_code(AUX_CODE, &handler))
+        .and_then(|()| vm.write_code(IDT + 13 * 8, &gate.to_le_bytes()))
+        .and_then(|()| vm.write_code(GDT + PAGING32_CS, &code32.to_le_bytes()))
+        .map_err(|e| failed(NAME, e))?;
+    for &(at, value) in tables {
+        vm.write_code(at, &value.to_le_bytes())
+            .map_err(|e| failed(NAME, e))?;
+    }
+    let trace = vm.run(LIMIT);
+    let control = vm.vcpu.get_sregs().map(|s| s.cr0).unwrap_or(0);
+    let reached = trace.values_on(RESULT_PORT).any(|v| v == 32);
+    let what = if reached {
+        format!("paging on (CR0 {control:#x})")
+    } else if let Some((vector, _, rip)) = first_exception(&trace) {
+        format!("vector {vector} at {rip:#x} (the mov cr0), CR0 stayed {control:#x}")
+    } else {
+        format!(
+            "the mov cr0 ended in {} (CR0 {control:#x})",
+            describe(&trace.stop)
+        )
+    };
+    Ok((reached, what))
+}
+
+/// Whether a 32-bit kernel can turn paging on: 2-level with a 4 MiB page, and PAE. The nested
+/// KVM on this project's machines refuses both (#GP at the `mov cr0`).
+pub fn paging_32(kvm: &Kvm) -> Probe {
+    const NAME: &str = "32-bit paging";
+    let t = PAGING32_TABLES;
+    let two_level = paging32_run(kvm, 0x10, &[(t, 0x83)]);
+    // PDPT at t, one directory at t + 0x1000 with two 2 MiB pages.
+    let pae_tables = [
+        (t, (t + 0x1000) | 1),
+        (t + 0x1000, 0x83),
+        (t + 0x1008, 0x20_0083),
+    ];
+    let pae = paging32_run(kvm, 0x20, &pae_tables);
+    match (two_level, pae) {
+        (Err(p), _) | (_, Err(p)) => p,
+        (Ok((a, two)), Ok((b, pae))) => Probe {
+            name: NAME,
+            verdict: if a && b { Verdict::Yes } else { Verdict::No },
+            evidence: format!("2-level with CR4.PSE: {two}; PAE: {pae}"),
+        },
+    }
+}

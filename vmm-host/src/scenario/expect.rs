@@ -409,16 +409,31 @@ impl fmt::Debug for TapFacts<'_> {
 }
 
 fn brief_matches(wanted: &ExceptionExpect, seen: &Brief, facts: &TapFacts<'_>) -> bool {
-    seen.vector == wanted.vector
-        && wanted.error.as_ref().is_none_or(|e| e.matches(seen.error))
-        && wanted
-            .cr2
-            .as_ref()
-            .is_none_or(|p| p.matches(seen.cr2, facts.function_at))
-        && wanted
-            .rip
-            .as_ref()
-            .is_none_or(|p| p.matches(seen.rip.raw(), facts.function_at))
+    wanted.matches(
+        (seen.vector, seen.error, seen.cr2, seen.rip.raw()),
+        facts.function_at,
+    )
+}
+
+impl ExceptionExpect {
+    /// Whether a delivery of (vector, error code, CR2, RIP) is this one; `function_at` names
+    /// the kernel function at an address. Also how tests hold a scenario to QEMU's `-d int`.
+    pub fn matches(
+        &self,
+        (vector, error, cr2, rip): (u8, Option<u64>, u64, u64),
+        function_at: &dyn Fn(u64) -> Option<String>,
+    ) -> bool {
+        vector == self.vector
+            && self.error.as_ref().is_none_or(|e| e.matches(error))
+            && self
+                .cr2
+                .as_ref()
+                .is_none_or(|p| p.matches(cr2, function_at))
+            && self
+                .rip
+                .as_ref()
+                .is_none_or(|p| p.matches(rip, function_at))
+    }
 }
 
 fn describe(seen: &Brief, facts: &TapFacts<'_>) -> String {

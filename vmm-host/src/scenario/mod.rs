@@ -25,6 +25,7 @@ use crate::screen::Screen;
 use expect::{DiffExpect, ExceptionExpect};
 pub use expect::{ExpectError, Located, TapFacts};
 use serde::Deserialize;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -96,7 +97,55 @@ pub struct Scenario {
     pub clock: Option<u64>,
     /// CPUID features hidden from the guest (`cpuid = "-cx16,-xsave"`).
     pub cpuid: crate::cpuid::Hidden,
+    /// What the host's KVM must do for the scenario to run at all; where it cannot, the
+    /// scenario is skipped with the reason.
+    pub needs: Vec<Need>,
     pub expect: Expect,
+}
+
+/// A capability a scenario needs from the host's KVM, measured by `doctor`'s probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A 32-bit kernel can turn on 2-level and PAE paging.
+    Paging32,
+}
+
+impl Need {
+    pub const ALL: [Need; 1] = [Need::Paging32];
+
+    /// The name a scenario file gives it: doctor's probe name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Need::Paging32 => "32-bit paging",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|need| need.name() == name)
+    }
+
+    /// Whether the KVM at `device` can do it (probed once per process).
+    pub fn met(self, device: &std::path::Path) -> bool {
+        match self {
+            Need::Paging32 => crate::doctor::runs_32_bit_paging(device),
+        }
+    }
+}
+
+impl fmt::Display for Need {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Scenario {
+    /// Why this scenario cannot run on the KVM at `device`, if it cannot.
+    pub fn unmet_need(&self, device: &std::path::Path) -> Option<String> {
+        let need = self.needs.iter().find(|need| !need.met(device))?;
+        Some(format!(
+            "this KVM cannot do what the scenario needs: {need} (`vmm-host doctor` shows the probe)"
+        ))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -467,6 +516,28 @@ serial = ["memory map", "hello from guest-kernel"]
         assert_eq!(
             parse(&both).unwrap_err().to_string(),
             "scenarios/hello.toml:1:11: bundled and kernel both name the kernel: keep one"
+        );
+    }
+
+    #[test]
+    fn needs_are_capabilities_doctor_measures() {
+        let needs = format!("needs = [\"32-bit paging\"]\n{HELLO}");
+        assert_eq!(parse(&needs).unwrap().needs, [Need::Paging32]);
+        assert_eq!(parse(HELLO).unwrap().needs, []);
+        let unknown = format!("needs = [\"64-bit paging\"]\n{HELLO}");
+        assert_eq!(
+            parse(&unknown).unwrap_err().to_string(),
+            "scenarios/hello.toml:1:10: needs: \"64-bit paging\" is not a capability vmm-host can check; it knows \"32-bit paging\""
+        );
+        // A scenario with no needs runs anywhere, without probing.
+        let device = Path::new("/nonexistent/kvm");
+        assert_eq!(parse(HELLO).unwrap().unmet_need(device), None);
+        // Where KVM cannot even be opened, 32-bit paging is not there either.
+        assert_eq!(
+            parse(&needs).unwrap().unmet_need(device).as_deref(),
+            Some(
+                "this KVM cannot do what the scenario needs: 32-bit paging (`vmm-host doctor` shows the probe)"
+            )
         );
     }
 

@@ -2,7 +2,7 @@
 //! turned into what [`Scenario`] holds. Every error names `file:line:col`.
 
 use super::expect::{self, Located, RawDiff, RawException};
-use super::{DEFAULT_TIMEOUT, EndingKind, Expect, Scenario, ScenarioError};
+use super::{DEFAULT_TIMEOUT, EndingKind, Expect, Need, Scenario, ScenarioError};
 use crate::layout;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -29,6 +29,9 @@ struct RawScenario {
     boot: Option<crate::loader::BootProtocol>,
     clock: Option<Spanned<String>>,
     cpuid: Option<Spanned<String>>,
+    /// What the host's KVM must be able to do (`needs = ["32-bit paging"]`).
+    #[serde(default)]
+    needs: Vec<Spanned<String>>,
     expect: RawExpect,
 }
 
@@ -194,8 +197,25 @@ pub(super) fn scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioErro
                 .parse()
                 .map_err(|e: String| source.at(c.span().start, &format!("cpuid: {e}")))?,
         },
+        needs: needs(&source, &raw.needs)?,
         expect: expectations(&source, raw.expect)?,
     })
+}
+
+fn needs(source: &Source<'_>, raw: &[Spanned<String>]) -> Result<Vec<Need>, ScenarioError> {
+    raw.iter()
+        .map(|need| {
+            Need::from_name(need.get_ref()).ok_or_else(|| {
+                let known: Vec<String> = Need::ALL.iter().map(|n| format!("\"{n}\"")).collect();
+                let why = format!(
+                    "needs: \"{}\" is not a capability vmm-host can check; it knows {}",
+                    need.get_ref(),
+                    known.join(", ")
+                );
+                source.at(need.span().start, &why)
+            })
+        })
+        .collect()
 }
 
 /// The name must be the file's: `scenario NAME` finds it by its file name.
