@@ -289,6 +289,10 @@ struct GdbArgs {
     /// its diagnosis), before its handler runs: runs repeat, so a rerun reaches the same one.
     #[arg(long, value_name = "N", requires = "gdb")]
     break_at: Option<u64>,
+    /// The register layout gdb gets: `i386` for 32-bit code, `x86-64`. Default: i386 for an
+    /// ELF32 kernel or a disk image, x86-64 otherwise (gdb cannot switch within a session).
+    #[arg(long, value_name = "ARCH", requires = "gdb")]
+    gdb_arch: Option<vmm_host::gdb::Layout>,
 }
 
 #[derive(Debug, Args)]
@@ -485,7 +489,10 @@ fn execute(vm: &mut Vm, gdb: &GdbArgs) -> Result<RunReport, Failure> {
         let server = GdbServer::bind(listen).map_err(bad_input)?;
         vm.stop_on.catch = gdb.break_on;
         vm.stop_on.at_seq = gdb.break_at;
-        match server.serve(vm, gdb.gdb_wait).map_err(bad_input)? {
+        let layout = gdb
+            .gdb_arch
+            .unwrap_or_else(|| vmm_host::gdb::Layout::for_kernel(vm.kernel_file()));
+        match server.serve(vm, gdb.gdb_wait, layout).map_err(bad_input)? {
             SessionEnd::Detached => eprintln!("gdb: detached; the guest runs on to its end"),
             SessionEnd::Lost(why) => {
                 eprintln!("gdb: connection lost ({why}); the guest runs on to its end")

@@ -361,17 +361,25 @@ fn start_server(work: &Workdir, command: &str, doc_port: &str) -> (Server, Strin
     (server, said)
 }
 
+/// The example's own gdb command line (its `-ex` and `-x` arguments, without a trailing
+/// `# comment`), in batch mode against the server's real port, then the `(gdb)` commands.
 fn run_gdb(work: &Workdir, step: &Step, server: &Server) -> String {
-    let mut cmd = Command::new("timeout");
-    cmd.args(["120", "gdb", "-batch", "-nx"])
-        .args(["-ex", &format!("set $vmm_port = {}", server.port)])
-        .args(["-x", "gdb/connect.gdb"])
-        .current_dir(work.dir.path())
-        .stdin(Stdio::null());
+    let quote = |text: &str| format!("'{}'", text.replace('\'', "'\\''"));
+    let example = step.command.split(" #").next().unwrap_or_default();
+    let arguments = example.strip_prefix("gdb").unwrap_or_default();
+    let mut line = format!(
+        "timeout 120 gdb -batch -nx -ex {}{arguments}",
+        quote(&format!("set $vmm_port = {}", server.port))
+    );
     for command in &step.gdb {
-        cmd.args(["-ex", command]);
+        line.push_str(&format!(" -ex {}", quote(command)));
     }
-    let out = cmd.output().expect("run gdb");
+    let out = Command::new("bash")
+        .args(["-c", &line])
+        .current_dir(work.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run gdb");
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     text.replace(&server.port.to_string(), &server.doc_port)

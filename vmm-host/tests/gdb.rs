@@ -538,3 +538,60 @@ fn the_diagnosis_rerun_stops_gdb_at_the_exception_it_names() {
     assert!(out.contains(&format!("= {rip}")), "gdb at {rip}:\n{out}");
     host.finish();
 }
+
+/// A 32-bit kernel under gdb: the stub describes the i386 layout, so `x/i $pc` disassembles
+/// 32-bit code and the registers have their 32-bit names (QEMU's x86-64 stub offers only the
+/// 64-bit layout). kernel32 is an ELF64 holding 32-bit code, so gdb is told `set architecture
+/// i386` before `file` (an ELF32 kernel needs nothing).
+#[test]
+fn a_32_bit_kernel_shows_32_bit_code_and_registers() {
+    if gdb_or_skip("a_32_bit_kernel").is_none() {
+        return;
+    }
+    // kernel32 is an ELF64 holding 32-bit code: the default layout follows the file (x86-64),
+    // so it asks for i386.
+    let k32 = [
+        "--kernel",
+        vmm_host::GUEST_KERNEL32,
+        "--gdb-wait",
+        "--gdb-arch",
+        "i386",
+    ];
+    let host = Host::start("", &k32);
+    let file = format!("file {}", vmm_host::GUEST_KERNEL32);
+    let out = common::remote::gdb_with(
+        &host.addr,
+        &["set architecture i386", &file],
+        &[
+            "x/24i $pc",
+            "info registers eip cr0 efer",
+            "continue",
+            "x/i $pc",
+            "info registers eax ecx eip cs",
+            "set $eax = 7",
+            "p/x $eax",
+            "detach",
+        ],
+    );
+    assert!(!out.contains("not compatible"), "{out}");
+    assert!(out.contains("=> 0x200020 <kernel32_start>:\tcli"), "{out}");
+    // Decoded as 64-bit code, 0x50 would be `push %rax` and 0x41 a REX prefix.
+    assert!(out.contains("\tpush   %eax"), "{out}");
+    assert!(out.contains("\tinc    %ecx"), "{out}");
+    assert!(
+        out.contains("cr0            0x11                [ ET PE ]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Program received signal SIGFPE, Arithmetic exception."),
+        "{out}"
+    );
+    // At the #DE: the 32-bit registers by name, and a write that takes.
+    assert!(out.contains("<k32_divide>:\tdiv    %ecx"), "{out}");
+    assert_eq!(register(&out, "ecx"), 0);
+    assert_eq!(register(&out, "eax"), 1);
+    assert!(out.contains("$1 = 0x7"), "{out}");
+    let (status, stdout, stderr) = host.finish();
+    // Detached with EAX = 7: the divide still faults and the handler exits with 4.
+    assert_eq!(status, 4, "{stdout}{stderr}");
+}

@@ -1,7 +1,10 @@
-//! The x86-64 register set gdb sees, laid out as QEMU's gdbstub lays it out (the
-//! i386-64bit core feature with fs_base … efer after the segment selectors), so gdb scripts
-//! written against `qemu -s` work unchanged: `info registers cr3`, `$efer`, `p $cr2`.
+//! The register sets gdb sees. In long mode, QEMU's x86-64 layout (the i386-64bit core
+//! feature with fs_base … efer after the segment selectors), so gdb scripts written against
+//! `qemu -s` work unchanged: `info registers cr3`, `$efer`, `p $cr2`. In protected or real
+//! mode, gdb's i386 layout (`arch32`), which QEMU's x86-64 binary never offers: `x/i $pc`
+//! then disassembles 32-bit code as 32-bit code.
 
+use super::target_xml;
 use crate::narrow::{low_u16, low_u32};
 use crate::vm::Registers;
 use gdbstub::arch::{Arch, RegId};
@@ -17,8 +20,99 @@ impl Arch for X86_64Kvm {
     type BreakpointKind = usize;
     type RegId = GdbRegId;
 
+    /// Long mode's; a session that starts in 32-bit code gets [`Layout::Protected`]'s through
+    /// the target's override.
     fn target_description_xml() -> Option<&'static str> {
-        Some(TARGET_XML)
+        Some(target_xml::LONG_MODE)
+    }
+}
+
+/// Which register layout a gdb session uses: fixed when gdb connects, since gdb reads the
+/// target description once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// QEMU's x86-64 layout, 66 registers, 608 bytes.
+    #[default]
+    Long,
+    /// gdb's i386 layout, 48 registers.
+    Protected,
+}
+
+impl std::str::FromStr for Layout {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "x86-64" => Ok(Self::Long),
+            "i386" => Ok(Self::Protected),
+            other => Err(format!(
+                "`{other}` is not a register layout: i386 (32-bit code) or x86-64"
+            )),
+        }
+    }
+}
+
+impl Layout {
+    /// The layout for debugging the kernel in `file`, by what it is: i386 for an ELF32 kernel
+    /// and for a disk image (a boot sector runs 16- and 32-bit code), x86-64 for an ELF64
+    /// (a Multiboot kernel that starts in 32-bit code but goes on to long mode) and a
+    /// bzImage. `--gdb-arch` overrides it for a 32-bit kernel in an ELF64 file.
+    pub fn for_kernel(file: &std::path::Path) -> Self {
+        use std::io::Read;
+        // Enough for the ELF class, the boot signature and a bzImage's "HdrS" at 0x202.
+        let mut head = Vec::new();
+        let _ = std::fs::File::open(file).and_then(|f| f.take(0x206).read_to_end(&mut head));
+        let elf = head.starts_with(b"\x7fELF");
+        let elf32 = elf && head.get(4) == Some(&1);
+        let boot_sector = !elf
+            && head.get(0x1fe..0x200) == Some(&[0x55, 0xaa])
+            && head.get(0x202..0x206) != Some(b"HdrS");
+        if elf32 || boot_sector {
+            Self::Protected
+        } else {
+            Self::Long
+        }
+    }
+
+    /// The layout for a vCPU in this state: i386 unless long mode is active.
+    pub fn of(cpu: &Registers) -> Self {
+        const EFER_LMA: u64 = 1 << 10;
+        if cpu.sregs.efer & EFER_LMA != 0 {
+            Self::Long
+        } else {
+            Self::Protected
+        }
+    }
+
+    pub const fn sizes(self) -> &'static [usize] {
+        match self {
+            Self::Long => &SIZES,
+            Self::Protected => &super::arch32::SIZES,
+        }
+    }
+
+    pub const fn target_xml(self) -> &'static str {
+        match self {
+            Self::Long => target_xml::LONG_MODE,
+            Self::Protected => target_xml::PROTECTED_MODE,
+        }
+    }
+
+    /// gdb's numbers for the frame registers it wants with every stop: (bp, sp, pc) and their
+    /// width in bytes.
+    pub const fn frame_registers(self) -> ([GdbRegId; 3], usize) {
+        match self {
+            Self::Long => ([GdbRegId::RBP, GdbRegId::RSP, GdbRegId::RIP], 8),
+            Self::Protected => ([GdbRegId(5), GdbRegId(4), GdbRegId(8)], 4),
+        }
+    }
+
+    fn total(self) -> usize {
+        let mut total = 0;
+        for size in self.sizes() {
+            total += size;
+        }
+        total
     }
 }
 
@@ -53,9 +147,10 @@ impl GdbRegId {
 }
 
 impl RegId for GdbRegId {
+    /// Any number of either layout; the size is left to the session's layout (gdbstub would
+    /// refuse a register whose size differs from one given here).
     fn from_raw_id(id: usize) -> Option<(Self, Option<NonZeroUsize>)> {
-        let size = *SIZES.get(id)?;
-        Some((Self(id), NonZeroUsize::new(size)))
+        (id < REGISTERS).then_some((Self(id), None))
     }
 
     fn to_raw_id(&self) -> Option<usize> {
@@ -66,34 +161,48 @@ impl RegId for GdbRegId {
 /// The registers in the `g` packet, as raw little-endian bytes per register.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GdbRegisters {
+    layout: Layout,
     bytes: Vec<u8>,
 }
 
 impl Default for GdbRegisters {
     fn default() -> Self {
-        Self {
-            bytes: vec![0; SIZES.iter().sum()],
-        }
+        Self::zeroed(Layout::Long)
     }
 }
 
-fn offset(id: usize) -> usize {
-    SIZES[..id].iter().sum()
+fn offset(layout: Layout, id: usize) -> usize {
+    layout.sizes()[..id].iter().sum()
 }
 
 impl GdbRegisters {
+    pub fn zeroed(layout: Layout) -> Self {
+        Self {
+            layout,
+            bytes: vec![0; layout.total()],
+        }
+    }
+
+    pub const fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Register `id`'s bytes; empty when this layout has no such register.
     pub fn get(&self, id: usize) -> &[u8] {
-        let at = offset(id);
-        &self.bytes[at..at + SIZES[id]]
+        let Some(&size) = self.layout.sizes().get(id) else {
+            return &[];
+        };
+        let at = offset(self.layout, id);
+        &self.bytes[at..at + size]
     }
 
     /// Replace register `id` with `value` (shorter values are zero-extended); false when `id`
     /// is unknown.
     pub fn set(&mut self, id: usize, value: &[u8]) -> bool {
-        let Some(&size) = SIZES.get(id) else {
+        let Some(&size) = self.layout.sizes().get(id) else {
             return false;
         };
-        let at = offset(id);
+        let at = offset(self.layout, id);
         let slot = &mut self.bytes[at..at + size];
         slot.fill(0);
         let n = value.len().min(size);
@@ -101,20 +210,35 @@ impl GdbRegisters {
         true
     }
 
-    fn u64(&self, id: usize) -> u64 {
+    pub(super) fn u64(&self, id: usize) -> u64 {
         let mut raw = [0u8; 8];
         let value = self.get(id);
         raw[..value.len().min(8)].copy_from_slice(&value[..value.len().min(8)]);
         u64::from_le_bytes(raw)
     }
 
-    fn put(&mut self, id: usize, value: u64) {
+    pub(super) fn put(&mut self, id: usize, value: u64) {
         self.set(id, &value.to_le_bytes());
     }
 
-    /// gdb's view of the vCPU.
-    pub fn from_vcpu(cpu: &Registers) -> Self {
-        let mut out = Self::default();
+    /// gdb's view of the vCPU in `layout`.
+    pub fn from_vcpu(cpu: &Registers, layout: Layout) -> Self {
+        match layout {
+            Layout::Long => Self::long_from_vcpu(cpu),
+            Layout::Protected => super::arch32::from_vcpu(cpu),
+        }
+    }
+
+    /// The vCPU state with gdb's values written over `base`.
+    pub fn to_vcpu(&self, base: &Registers) -> Registers {
+        match self.layout {
+            Layout::Long => self.long_to_vcpu(base),
+            Layout::Protected => super::arch32::to_vcpu(self, base),
+        }
+    }
+
+    fn long_from_vcpu(cpu: &Registers) -> Self {
+        let mut out = Self::zeroed(Layout::Long);
         let r = &cpu.regs;
         let s = &cpu.sregs;
         let gprs = [
@@ -162,8 +286,7 @@ impl GdbRegisters {
         out
     }
 
-    /// The vCPU state with gdb's values written over `base`.
-    pub fn to_vcpu(&self, base: &Registers) -> Registers {
+    fn long_to_vcpu(&self, base: &Registers) -> Registers {
         let mut cpu = base.clone();
         let r = &mut cpu.regs;
         let gprs = [
@@ -211,14 +334,14 @@ impl GdbRegisters {
 }
 
 /// FXSAVE keeps one "valid" bit per x87 register; gdb wants the 2-bit tags (11 = empty).
-fn full_tag_word(abridged: u8) -> u16 {
+pub(super) fn full_tag_word(abridged: u8) -> u16 {
     (0..8).fold(0, |tags, i| {
         let tag = if abridged & (1 << i) != 0 { 0b00 } else { 0b11 };
         tags | tag << (2 * i)
     })
 }
 
-fn abridged_tag_word(full: u16) -> u8 {
+pub(super) fn abridged_tag_word(full: u16) -> u8 {
     (0..8).fold(0, |bits, i| {
         if (full >> (2 * i)) & 0b11 != 0b11 {
             bits | 1 << i
@@ -232,7 +355,8 @@ impl gdbstub::arch::Registers for GdbRegisters {
     type ProgramCounter = u64;
 
     fn pc(&self) -> u64 {
-        self.u64(16)
+        let (frame, _) = self.layout.frame_registers();
+        self.u64(frame[2].0)
     }
 
     fn gdb_serialize(&self, mut write_byte: impl FnMut(Option<u8>)) {
@@ -241,188 +365,19 @@ impl gdbstub::arch::Registers for GdbRegisters {
         }
     }
 
+    /// The layout is the one whose size the packet has: gdbstub starts from a default.
     fn gdb_deserialize(&mut self, bytes: &[u8]) -> Result<(), ()> {
-        if bytes.len() != self.bytes.len() {
-            return Err(());
-        }
-        self.bytes.copy_from_slice(bytes);
+        let layout = [Layout::Long, Layout::Protected]
+            .into_iter()
+            .find(|l| l.total() == bytes.len())
+            .ok_or(())?;
+        *self = Self {
+            layout,
+            bytes: bytes.to_vec(),
+        };
         Ok(())
     }
 }
-
-/// The target description: register names, sizes, order and bit fields as QEMU 7's.
-const TARGET_XML: &str = r#"<?xml version="1.0"?>
-<!DOCTYPE target SYSTEM "gdb-target.dtd">
-<target version="1.0">
-  <architecture>i386:x86-64</architecture>
-  <feature name="org.gnu.gdb.i386.core">
-    <flags id="x64_eflags" size="4">
-      <field name="CF" start="0" end="0"/>
-      <field name="" start="1" end="1"/>
-      <field name="PF" start="2" end="2"/>
-      <field name="AF" start="4" end="4"/>
-      <field name="ZF" start="6" end="6"/>
-      <field name="SF" start="7" end="7"/>
-      <field name="TF" start="8" end="8"/>
-      <field name="IF" start="9" end="9"/>
-      <field name="DF" start="10" end="10"/>
-      <field name="OF" start="11" end="11"/>
-      <field name="NT" start="14" end="14"/>
-      <field name="RF" start="16" end="16"/>
-      <field name="VM" start="17" end="17"/>
-      <field name="AC" start="18" end="18"/>
-      <field name="VIF" start="19" end="19"/>
-      <field name="VIP" start="20" end="20"/>
-      <field name="ID" start="21" end="21"/>
-    </flags>
-    <flags id="x64_cr0" size="8">
-      <field name="PG" start="31" end="31"/>
-      <field name="CD" start="30" end="30"/>
-      <field name="NW" start="29" end="29"/>
-      <field name="AM" start="18" end="18"/>
-      <field name="WP" start="16" end="16"/>
-      <field name="NE" start="5" end="5"/>
-      <field name="ET" start="4" end="4"/>
-      <field name="TS" start="3" end="3"/>
-      <field name="EM" start="2" end="2"/>
-      <field name="MP" start="1" end="1"/>
-      <field name="PE" start="0" end="0"/>
-    </flags>
-    <flags id="x64_cr3" size="8">
-      <field name="PDBR" start="12" end="63"/>
-      <field name="PCID" start="0" end="11"/>
-    </flags>
-    <flags id="x64_cr4" size="8">
-      <field name="PKE" start="22" end="22"/>
-      <field name="SMAP" start="21" end="21"/>
-      <field name="SMEP" start="20" end="20"/>
-      <field name="OSXSAVE" start="18" end="18"/>
-      <field name="PCIDE" start="17" end="17"/>
-      <field name="FSGSBASE" start="16" end="16"/>
-      <field name="LA57" start="12" end="12"/>
-      <field name="UMIP" start="11" end="11"/>
-      <field name="OSXMMEXCPT" start="10" end="10"/>
-      <field name="OSFXSR" start="9" end="9"/>
-      <field name="PCE" start="8" end="8"/>
-      <field name="PGE" start="7" end="7"/>
-      <field name="MCE" start="6" end="6"/>
-      <field name="PAE" start="5" end="5"/>
-      <field name="PSE" start="4" end="4"/>
-      <field name="DE" start="3" end="3"/>
-      <field name="TSD" start="2" end="2"/>
-      <field name="PVI" start="1" end="1"/>
-      <field name="VME" start="0" end="0"/>
-    </flags>
-    <flags id="x64_efer" size="8">
-      <field name="TCE" start="15" end="15"/>
-      <field name="FFXSR" start="14" end="14"/>
-      <field name="LMSLE" start="13" end="13"/>
-      <field name="SVME" start="12" end="12"/>
-      <field name="NXE" start="11" end="11"/>
-      <field name="LMA" start="10" end="10"/>
-      <field name="LME" start="8" end="8"/>
-      <field name="SCE" start="0" end="0"/>
-    </flags>
-    <vector id="v4f" type="ieee_single" count="4"/>
-    <vector id="v2d" type="ieee_double" count="2"/>
-    <vector id="v16i8" type="int8" count="16"/>
-    <vector id="v8i16" type="int16" count="8"/>
-    <vector id="v4i32" type="int32" count="4"/>
-    <vector id="v2i64" type="int64" count="2"/>
-    <union id="vec128">
-      <field name="v4_float" type="v4f"/>
-      <field name="v2_double" type="v2d"/>
-      <field name="v16_int8" type="v16i8"/>
-      <field name="v8_int16" type="v8i16"/>
-      <field name="v4_int32" type="v4i32"/>
-      <field name="v2_int64" type="v2i64"/>
-      <field name="uint128" type="uint128"/>
-    </union>
-    <flags id="x64_mxcsr" size="4">
-      <field name="IE" start="0" end="0"/>
-      <field name="DE" start="1" end="1"/>
-      <field name="ZE" start="2" end="2"/>
-      <field name="OE" start="3" end="3"/>
-      <field name="UE" start="4" end="4"/>
-      <field name="PE" start="5" end="5"/>
-      <field name="DAZ" start="6" end="6"/>
-      <field name="IM" start="7" end="7"/>
-      <field name="DM" start="8" end="8"/>
-      <field name="ZM" start="9" end="9"/>
-      <field name="OM" start="10" end="10"/>
-      <field name="UM" start="11" end="11"/>
-      <field name="PM" start="12" end="12"/>
-      <field name="FZ" start="15" end="15"/>
-    </flags>
-    <reg name="rax" bitsize="64" type="int64" regnum="0"/>
-    <reg name="rbx" bitsize="64" type="int64"/>
-    <reg name="rcx" bitsize="64" type="int64"/>
-    <reg name="rdx" bitsize="64" type="int64"/>
-    <reg name="rsi" bitsize="64" type="int64"/>
-    <reg name="rdi" bitsize="64" type="int64"/>
-    <reg name="rbp" bitsize="64" type="data_ptr"/>
-    <reg name="rsp" bitsize="64" type="data_ptr"/>
-    <reg name="r8" bitsize="64" type="int64"/>
-    <reg name="r9" bitsize="64" type="int64"/>
-    <reg name="r10" bitsize="64" type="int64"/>
-    <reg name="r11" bitsize="64" type="int64"/>
-    <reg name="r12" bitsize="64" type="int64"/>
-    <reg name="r13" bitsize="64" type="int64"/>
-    <reg name="r14" bitsize="64" type="int64"/>
-    <reg name="r15" bitsize="64" type="int64"/>
-    <reg name="rip" bitsize="64" type="code_ptr"/>
-    <reg name="eflags" bitsize="32" type="x64_eflags"/>
-    <reg name="cs" bitsize="32" type="int32"/>
-    <reg name="ss" bitsize="32" type="int32"/>
-    <reg name="ds" bitsize="32" type="int32"/>
-    <reg name="es" bitsize="32" type="int32"/>
-    <reg name="fs" bitsize="32" type="int32"/>
-    <reg name="gs" bitsize="32" type="int32"/>
-    <reg name="fs_base" bitsize="64" type="int64"/>
-    <reg name="gs_base" bitsize="64" type="int64"/>
-    <reg name="k_gs_base" bitsize="64" type="int64"/>
-    <reg name="cr0" bitsize="64" type="x64_cr0"/>
-    <reg name="cr2" bitsize="64" type="int64"/>
-    <reg name="cr3" bitsize="64" type="x64_cr3"/>
-    <reg name="cr4" bitsize="64" type="x64_cr4"/>
-    <reg name="cr8" bitsize="64" type="int64"/>
-    <reg name="efer" bitsize="64" type="x64_efer"/>
-    <reg name="st0" bitsize="80" type="i387_ext"/>
-    <reg name="st1" bitsize="80" type="i387_ext"/>
-    <reg name="st2" bitsize="80" type="i387_ext"/>
-    <reg name="st3" bitsize="80" type="i387_ext"/>
-    <reg name="st4" bitsize="80" type="i387_ext"/>
-    <reg name="st5" bitsize="80" type="i387_ext"/>
-    <reg name="st6" bitsize="80" type="i387_ext"/>
-    <reg name="st7" bitsize="80" type="i387_ext"/>
-    <reg name="fctrl" bitsize="32" type="int" group="float"/>
-    <reg name="fstat" bitsize="32" type="int" group="float"/>
-    <reg name="ftag" bitsize="32" type="int" group="float"/>
-    <reg name="fiseg" bitsize="32" type="int" group="float"/>
-    <reg name="fioff" bitsize="32" type="int" group="float"/>
-    <reg name="foseg" bitsize="32" type="int" group="float"/>
-    <reg name="fooff" bitsize="32" type="int" group="float"/>
-    <reg name="fop" bitsize="32" type="int" group="float"/>
-    <reg name="xmm0" bitsize="128" type="vec128"/>
-    <reg name="xmm1" bitsize="128" type="vec128"/>
-    <reg name="xmm2" bitsize="128" type="vec128"/>
-    <reg name="xmm3" bitsize="128" type="vec128"/>
-    <reg name="xmm4" bitsize="128" type="vec128"/>
-    <reg name="xmm5" bitsize="128" type="vec128"/>
-    <reg name="xmm6" bitsize="128" type="vec128"/>
-    <reg name="xmm7" bitsize="128" type="vec128"/>
-    <reg name="xmm8" bitsize="128" type="vec128"/>
-    <reg name="xmm9" bitsize="128" type="vec128"/>
-    <reg name="xmm10" bitsize="128" type="vec128"/>
-    <reg name="xmm11" bitsize="128" type="vec128"/>
-    <reg name="xmm12" bitsize="128" type="vec128"/>
-    <reg name="xmm13" bitsize="128" type="vec128"/>
-    <reg name="xmm14" bitsize="128" type="vec128"/>
-    <reg name="xmm15" bitsize="128" type="vec128"/>
-    <reg name="mxcsr" bitsize="32" type="x64_mxcsr" group="vector"/>
-  </feature>
-</target>
-"#;
 
 #[cfg(test)]
 mod tests {
@@ -432,13 +387,14 @@ mod tests {
     fn the_g_packet_has_qemus_size_and_offsets() {
         // Measured from QEMU 7.2 with `maint print remote-registers`.
         assert_eq!(GdbRegisters::default().bytes.len(), 608);
+        let offset = |id| offset(Layout::Long, id);
         assert_eq!(offset(17), 136); // eflags
         assert_eq!(offset(24), 164); // fs_base
         assert_eq!(offset(29), 204); // cr3
         assert_eq!(offset(33), 236); // st0
         assert_eq!(offset(49), 348); // xmm0
         assert_eq!(offset(65), 604); // mxcsr
-        assert_eq!(TARGET_XML.matches("<reg ").count(), REGISTERS);
+        assert_eq!(target_xml::LONG_MODE.matches("<reg ").count(), REGISTERS);
     }
 
     #[test]
@@ -454,7 +410,8 @@ mod tests {
         cpu.kernel_gs_base = 0xdead_0000;
         cpu.fpu.ftwx = 0b1000_0001;
         cpu.fpu.xmm[3] = [7; 16];
-        let gdb = GdbRegisters::from_vcpu(&cpu);
+        let gdb = GdbRegisters::from_vcpu(&cpu, Layout::of(&cpu));
+        assert_eq!(gdb.layout(), Layout::Long);
         assert_eq!(gdbstub::arch::Registers::pc(&gdb), 0x10_0000);
         assert_eq!(gdb.get(29), 0x7000u64.to_le_bytes());
         assert_eq!(

@@ -54,7 +54,8 @@ pub fn drive<'a>(
                             let reason = target.stop_reason(stop);
                             match regs {
                                 Some(regs) => {
-                                    let mut pairs = regs.iter().map(|(id, v)| (*id, &v[..]));
+                                    let mut pairs =
+                                        regs.iter().map(|(id, v, width)| (*id, &v[..*width]));
                                     running.report_stop_with_regs(target, reason, &mut pairs)?
                                 }
                                 None => running.report_stop(target, reason)?,
@@ -87,15 +88,17 @@ fn run_guest(target: &mut GdbTarget<'_>) -> Option<Stop> {
     (stop != Stop::Interrupted).then_some(stop)
 }
 
-/// The registers gdb needs for the stop's frame, when the guest still stands.
-fn expedited(target: &GdbTarget<'_>, stop: &Stop) -> Option<[(GdbRegId, [u8; 8]); 3]> {
+/// The registers gdb needs for the stop's frame, when the guest still stands: (number,
+/// little-endian value, width in this session's layout).
+fn expedited(target: &GdbTarget<'_>, stop: &Stop) -> Option<[(GdbRegId, [u8; 8], usize); 3]> {
     if matches!(stop, Stop::Ended(_)) {
         return None;
     }
     let regs = target.vm.general_registers().ok()?;
+    let ([bp, sp, pc], width) = target.layout.frame_registers();
     Some([
-        (GdbRegId::RBP, regs.rbp.to_le_bytes()),
-        (GdbRegId::RSP, regs.rsp.to_le_bytes()),
-        (GdbRegId::RIP, regs.rip.to_le_bytes()),
+        (bp, regs.rbp.to_le_bytes(), width),
+        (sp, regs.rsp.to_le_bytes(), width),
+        (pc, regs.rip.to_le_bytes(), width),
     ])
 }

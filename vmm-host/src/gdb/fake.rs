@@ -49,6 +49,14 @@ pub struct FakeVm {
 }
 
 impl FakeVm {
+    /// The same machine running 32-bit code (EFER.LMA clear), as kernel32 does.
+    pub fn protected_mode(mut self) -> Self {
+        self.regs.sregs.efer = 0;
+        self
+    }
+}
+
+impl FakeVm {
     /// RAM of one-byte instructions from [`ENTRY`] on, ending in `hlt` at `halt_at`.
     pub fn new(halt_at: u64) -> Self {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM as usize)])
@@ -65,6 +73,8 @@ impl FakeVm {
         regs.regs.rsp = 0x8000;
         regs.regs.rflags = 0x2;
         regs.sregs.cr0 = 0x11;
+        // EFER.LMA|LME: gdb gets the x86-64 layout, as with guest-kernel.
+        regs.sregs.efer = 0x500;
         regs.sregs.cs.selector = 0x8;
         Self {
             mem,

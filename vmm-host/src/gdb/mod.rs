@@ -6,6 +6,7 @@
 //! host sees. See docs/gdb.md.
 
 mod arch;
+mod arch32;
 mod connection;
 mod debuggable;
 mod driver;
@@ -13,8 +14,9 @@ mod interrupt;
 mod monitor;
 mod tables;
 mod target;
+mod target_xml;
 
-pub use arch::{GdbRegisters, X86_64Kvm};
+pub use arch::{GdbRegisters, Layout, X86_64Kvm};
 pub use connection::{GdbConnection, GdbLink, PACKET_SIZE};
 pub use debuggable::{Debuggable, Inspect};
 pub use monitor::parse_number;
@@ -132,7 +134,12 @@ impl GdbServer {
     /// instruction until gdb lets it go; without, it runs until gdb connects, an exception
     /// in `vm.stop_on.catch` stops it (the host then waits for gdb), or it ends. Afterwards
     /// `vm.run()` takes the guest to its end (at once if it already ended).
-    pub fn serve(self, vm: &mut dyn Inspect, wait: bool) -> Result<SessionEnd, GdbError> {
+    pub fn serve(
+        self,
+        vm: &mut dyn Inspect,
+        wait: bool,
+        layout: Layout,
+    ) -> Result<SessionEnd, GdbError> {
         if !vm.tap_enabled() {
             return Err(GdbError::NoTap);
         }
@@ -185,7 +192,7 @@ impl GdbServer {
         };
         // One client at a time: later connections are refused once the listener is gone.
         drop(self.listener);
-        let end = session(vm, stream);
+        let end = session(vm, stream, layout);
         *vm.stop_on() = StopOn::default();
         if matches!(end, SessionEnd::Detached | SessionEnd::Lost(_)) {
             vm.clear_debug_state();
@@ -200,14 +207,14 @@ impl GdbServer {
 /// Packets gdbstub cannot parse that a session survives before it gives up on the client.
 const MAX_REFUSED_PACKETS: u32 = 1000;
 
-fn session(vm: &mut dyn Inspect, stream: TcpStream) -> SessionEnd {
+fn session(vm: &mut dyn Inspect, stream: TcpStream, layout: Layout) -> SessionEnd {
     let physical = Arc::new(AtomicBool::new(false));
     let mut conn = match GdbConnection::new(stream, physical.clone()) {
         Ok(conn) => conn,
         Err(e) => return SessionEnd::Lost(e.to_string()),
     };
     let interrupter = Interrupter::new(conn.raw_fd());
-    let mut target = GdbTarget::new(vm, physical, interrupter);
+    let mut target = GdbTarget::new(vm, physical, interrupter, layout);
     let mut refused = 0;
     let mut packet_buffer = vec![0u8; PACKET_SIZE];
     loop {

@@ -1,7 +1,7 @@
 //! The VM as a gdbstub target: one gdb thread per vCPU, memory by virtual address (or
 //! physical in QEMU's PhyMemMode), breakpoints through the tap, monitor commands.
 
-use super::arch::{GdbRegId, GdbRegisters, X86_64Kvm};
+use super::arch::{GdbRegId, GdbRegisters, Layout, X86_64Kvm};
 use super::debuggable::Inspect;
 use super::interrupt::Interrupter;
 use super::monitor;
@@ -23,6 +23,9 @@ use gdbstub::target::ext::breakpoints::{
     SwBreakpoint, SwBreakpointOps, WatchKind,
 };
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd, MonitorCmdOps};
+use gdbstub::target::ext::target_description_xml_override::{
+    TargetDescriptionXmlOverride, TargetDescriptionXmlOverrideOps,
+};
 use gdbstub::target::{Target, TargetError, TargetResult};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,6 +94,8 @@ pub struct GdbTarget<'a> {
     pub(super) mode: Resume,
     /// The end of the run was shown as a stop; the next resume reports it as final.
     end_shown: bool,
+    /// The register layout of this session (gdb reads the description once).
+    pub(super) layout: Layout,
 }
 
 impl<'a> GdbTarget<'a> {
@@ -98,6 +103,7 @@ impl<'a> GdbTarget<'a> {
         vm: &'a mut dyn Inspect,
         physical: Arc<AtomicBool>,
         interrupter: Interrupter,
+        layout: Layout,
     ) -> Self {
         vm.stop_on().interrupt = Some(interrupter.flag());
         Self {
@@ -106,6 +112,7 @@ impl<'a> GdbTarget<'a> {
             interrupter,
             mode: Resume::Continue,
             end_shown: false,
+            layout,
         }
     }
 
@@ -185,7 +192,7 @@ impl<'a> GdbTarget<'a> {
 
     fn write_register(&mut self, reg: usize, value: &[u8]) -> Result<(), TargetFault> {
         let base = self.registers()?;
-        let mut regs = GdbRegisters::from_vcpu(&base);
+        let mut regs = GdbRegisters::from_vcpu(&base, self.layout);
         if !regs.set(reg, value) {
             return Err(TargetFault::NoSuchRegister(reg));
         }
@@ -208,6 +215,29 @@ impl Target for GdbTarget<'_> {
     fn support_monitor_cmd(&mut self) -> Option<MonitorCmdOps<'_, Self>> {
         Some(self)
     }
+
+    fn support_target_description_xml_override(
+        &mut self,
+    ) -> Option<TargetDescriptionXmlOverrideOps<'_, Self>> {
+        Some(self)
+    }
+}
+
+/// The description of this session's layout: gdb reads it once, when it connects.
+impl TargetDescriptionXmlOverride for GdbTarget<'_> {
+    fn target_description_xml(
+        &self,
+        _annex: &[u8],
+        offset: u64,
+        length: usize,
+        buf: &mut [u8],
+    ) -> TargetResult<usize, Self> {
+        let xml = self.layout.target_xml().as_bytes();
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(xml.len());
+        let n = length.min(buf.len()).min(xml.len() - start);
+        buf[..n].copy_from_slice(&xml[start..start + n]);
+        Ok(n)
+    }
 }
 
 /// One vCPU today; every request still names the one it means, and others are refused.
@@ -222,7 +252,7 @@ fn check_vcpu(tid: Tid) -> Result<(), TargetError<TargetFault>> {
 impl MultiThreadBase for GdbTarget<'_> {
     fn read_registers(&mut self, regs: &mut GdbRegisters, tid: Tid) -> TargetResult<(), Self> {
         check_vcpu(tid)?;
-        *regs = GdbRegisters::from_vcpu(&self.registers().map_err(answer)?);
+        *regs = GdbRegisters::from_vcpu(&self.registers().map_err(answer)?, self.layout);
         Ok(())
     }
 
@@ -269,8 +299,11 @@ impl SingleRegisterAccess<Tid> for GdbTarget<'_> {
         buf: &mut [u8],
     ) -> TargetResult<usize, Self> {
         check_vcpu(tid)?;
-        let value = GdbRegisters::from_vcpu(&self.registers().map_err(answer)?);
+        let value = GdbRegisters::from_vcpu(&self.registers().map_err(answer)?, self.layout);
         let bytes = value.get(reg_id.0);
+        if bytes.is_empty() {
+            return Err(answer(TargetFault::NoSuchRegister(reg_id.0)));
+        }
         let n = bytes.len().min(buf.len());
         buf[..n].copy_from_slice(&bytes[..n]);
         Ok(n)

@@ -66,7 +66,11 @@ fn with_session<T: Send>(
     let server = GdbServer::bind("127.0.0.1:0".parse().expect("an address")).expect("a port");
     let addr = server.local_addr();
     std::thread::scope(|scope| {
-        let served = scope.spawn(move || server.serve(vm, true).expect("a session"));
+        let layout = vm
+            .registers()
+            .map(|cpu| Layout::of(&cpu))
+            .unwrap_or_default();
+        let served = scope.spawn(move || server.serve(vm, true, layout).expect("a session"));
         let stream = TcpStream::connect(addr).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -95,6 +99,25 @@ fn garbage_is_an_error() {
         let err = bad.parse::<ListenAddr>().unwrap_err();
         assert!(err.to_string().contains("is not [ADDR:]PORT"), "{err}");
     }
+}
+
+#[test]
+fn a_session_that_starts_in_32_bit_code_gets_the_i386_layout() {
+    let mut vm = FakeVm::new(0x1100).protected_mode();
+    let ((), _) = with_session(&mut vm, |gdb| {
+        let xml = gdb.ask("qXfer:features:read:target.xml:0,ffff");
+        assert!(xml.contains("<architecture>i386</architecture>"), "{xml}");
+        // 340 bytes: eax … gs, the x87 registers, xmm0–7, mxcsr, the system registers.
+        assert_eq!(gdb.ask("g").len(), 2 * 340);
+        // Register 8 is eip, 4 bytes, little-endian; 0 is eax.
+        assert_eq!(
+            gdb.ask("p8"),
+            format!("{:08x}", (ENTRY as u32).swap_bytes())
+        );
+        assert_eq!(gdb.ask("P0=01020304"), "OK");
+        assert_eq!(gdb.ask("p0"), "01020304");
+        assert!(gdb.ask("p30").starts_with('E'), "no register 48 in i386");
+    });
 }
 
 #[test]

@@ -577,6 +577,11 @@ impl Vm {
         Some(self.symbols.as_ref()?.locate(at.raw())?.function)
     }
 
+    /// The kernel (or disk image) file this VM booted.
+    pub fn kernel_file(&self) -> &std::path::Path {
+        &self.config.kernel
+    }
+
     pub fn ram_regions(&self) -> &[(Gpa, u64)] {
         &self.ram
     }

@@ -138,11 +138,27 @@ impl Drop for Qemu {
 
 /// gdb in batch mode against any stub at `addr`, with the kernel's symbols.
 pub fn gdb_at(addr: &str, commands: &[&str]) -> String {
+    gdb_with(
+        addr,
+        &[&format!("file {}", crate::common::guest_kernel())],
+        commands,
+    )
+}
+
+/// gdb in batch mode: `setup` before it connects to `addr` (the symbol file, the
+/// architecture), then `commands`.
+pub fn gdb_with(addr: &str, setup: &[&str], commands: &[&str]) -> String {
     let mut cmd = Command::new("timeout");
-    cmd.args(["120", "gdb", "-batch", "-nx"])
-        .args(["-ex", "set confirm off", "-ex", "set pagination off"])
-        .args(["-ex", &format!("file {}", crate::common::guest_kernel())])
-        .args(["-ex", &format!("target remote {addr}")]);
+    cmd.args(["120", "gdb", "-batch", "-nx"]).args([
+        "-ex",
+        "set confirm off",
+        "-ex",
+        "set pagination off",
+    ]);
+    for s in setup {
+        cmd.args(["-ex", s]);
+    }
+    cmd.args(["-ex", &format!("target remote {addr}")]);
     for c in commands {
         cmd.args(["-ex", c]);
     }
