@@ -4,6 +4,7 @@
 //! mode, gdb's i386 layout (`arch32`), which QEMU's x86-64 binary never offers: `x/i $pc`
 //! then disassembles 32-bit code as 32-bit code.
 
+use super::arch32::{abridged_tag_word, full_tag_word};
 use super::target_xml;
 use crate::narrow::{low_u16, low_u32};
 use crate::vm::Registers;
@@ -210,14 +211,14 @@ impl GdbRegisters {
         true
     }
 
-    pub(super) fn u64(&self, id: usize) -> u64 {
+    fn u64(&self, id: usize) -> u64 {
         let mut raw = [0u8; 8];
         let value = self.get(id);
         raw[..value.len().min(8)].copy_from_slice(&value[..value.len().min(8)]);
         u64::from_le_bytes(raw)
     }
 
-    pub(super) fn put(&mut self, id: usize, value: u64) {
+    fn put(&mut self, id: usize, value: u64) {
         self.set(id, &value.to_le_bytes());
     }
 
@@ -225,7 +226,10 @@ impl GdbRegisters {
     pub fn from_vcpu(cpu: &Registers, layout: Layout) -> Self {
         match layout {
             Layout::Long => Self::long_from_vcpu(cpu),
-            Layout::Protected => super::arch32::from_vcpu(cpu),
+            Layout::Protected => Self {
+                layout,
+                bytes: super::arch32::from_vcpu(cpu),
+            },
         }
     }
 
@@ -233,7 +237,7 @@ impl GdbRegisters {
     pub fn to_vcpu(&self, base: &Registers) -> Registers {
         match self.layout {
             Layout::Long => self.long_to_vcpu(base),
-            Layout::Protected => super::arch32::to_vcpu(self, base),
+            Layout::Protected => super::arch32::to_vcpu(&self.bytes, base),
         }
     }
 
@@ -333,24 +337,6 @@ impl GdbRegisters {
     }
 }
 
-/// FXSAVE keeps one "valid" bit per x87 register; gdb wants the 2-bit tags (11 = empty).
-pub(super) fn full_tag_word(abridged: u8) -> u16 {
-    (0..8).fold(0, |tags, i| {
-        let tag = if abridged & (1 << i) != 0 { 0b00 } else { 0b11 };
-        tags | tag << (2 * i)
-    })
-}
-
-pub(super) fn abridged_tag_word(full: u16) -> u8 {
-    (0..8).fold(0, |bits, i| {
-        if (full >> (2 * i)) & 0b11 != 0b11 {
-            bits | 1 << i
-        } else {
-            bits
-        }
-    })
-}
-
 impl gdbstub::arch::Registers for GdbRegisters {
     type ProgramCounter = u64;
 
@@ -424,6 +410,81 @@ mod tests {
                 .collect::<Vec<_>>()
         );
         assert_eq!(gdb.to_vcpu(&Registers::default()), cpu);
+    }
+
+    /// kernel32 at its #DE: flat 32-bit protected mode, paging off.
+    fn protected() -> Registers {
+        let mut cpu = Registers::default();
+        cpu.regs.rax = 1;
+        cpu.regs.rsp = 0x20_6000;
+        cpu.regs.rbp = 0x20_6100;
+        cpu.regs.rip = 0x20_0123;
+        cpu.regs.rflags = 0x46;
+        cpu.sregs.cs.selector = 0x08;
+        cpu.sregs.cr0 = 0x11;
+        cpu.fpu.xmm[7] = [9; 16];
+        cpu.fpu.ftwx = 0b1000_0001;
+        cpu
+    }
+
+    #[test]
+    fn a_32_bit_vcpu_gets_the_i386_layout_and_survives_the_round_trip() {
+        use gdbstub::arch::Registers as _;
+        let cpu = protected();
+        assert_eq!(Layout::of(&cpu), Layout::Protected);
+        let gdb = GdbRegisters::from_vcpu(&cpu, Layout::Protected);
+        assert_eq!(gdb.pc(), 0x20_0123);
+        assert_eq!(gdb.get(4), 0x20_6000u32.to_le_bytes()); // esp
+        assert_eq!(gdb.get(43), 0x11u32.to_le_bytes()); // cr0
+        assert_eq!(gdb.to_vcpu(&cpu), cpu);
+        // A G packet of the i386 size is read as i386.
+        let mut bytes = Vec::new();
+        gdb.gdb_serialize(|b| bytes.push(b.unwrap_or(0)));
+        assert_eq!(bytes.len(), 340);
+        let mut back = GdbRegisters::default();
+        back.gdb_deserialize(&bytes).unwrap();
+        assert_eq!(back.layout(), Layout::Protected);
+        assert_eq!(back, gdb);
+    }
+
+    #[test]
+    fn a_write_of_eax_keeps_the_upper_half_of_rax() {
+        let mut cpu = protected();
+        cpu.regs.rax = 0xdead_beef_0000_0001;
+        let mut gdb = GdbRegisters::from_vcpu(&cpu, Layout::Protected);
+        assert!(gdb.set(0, &7u32.to_le_bytes()));
+        assert_eq!(gdb.to_vcpu(&cpu).regs.rax, 0xdead_beef_0000_0007);
+        assert!(!gdb.set(48, &[1]));
+        assert!(gdb.get(48).is_empty());
+    }
+
+    #[test]
+    fn the_default_layout_follows_what_the_kernel_file_is() {
+        use std::path::Path;
+        assert_eq!(
+            Layout::for_kernel(Path::new(crate::GUEST_KERNEL_ELF)),
+            Layout::Long
+        );
+        assert_eq!(
+            Layout::for_kernel(Path::new(crate::GUEST_KERNEL_BZIMAGE)),
+            Layout::Long
+        );
+        assert_eq!(
+            Layout::for_kernel(Path::new(crate::GUEST_KERNEL_DISK)),
+            Layout::Protected
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let elf32 = dir.path().join("kernel.elf");
+        std::fs::write(&elf32, b"\x7fELF\x01\x01\x01").unwrap();
+        assert_eq!(Layout::for_kernel(&elf32), Layout::Protected);
+        // Unreadable or unknown: x86-64, QEMU's layout.
+        assert_eq!(Layout::for_kernel(&dir.path().join("none")), Layout::Long);
+        assert_eq!("i386".parse(), Ok(Layout::Protected));
+        assert_eq!("x86-64".parse(), Ok(Layout::Long));
+        assert_eq!(
+            "arm".parse::<Layout>(),
+            Err("`arm` is not a register layout: i386 (32-bit code) or x86-64".into())
+        );
     }
 
     #[test]

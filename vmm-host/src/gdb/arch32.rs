@@ -4,7 +4,6 @@
 //! fs_base, gs_base, cr0, cr2, cr3, cr4 and efer (41–47) as `target_xml::PROTECTED_MODE`
 //! describes them.
 
-use super::arch::{GdbRegisters, Layout, abridged_tag_word, full_tag_word};
 use crate::narrow::{low_u16, low_u32};
 use crate::vm::Registers;
 
@@ -40,43 +39,65 @@ fn general(cpu: &Registers) -> [u64; 10] {
     ]
 }
 
-pub(super) fn from_vcpu(cpu: &Registers) -> GdbRegisters {
-    let mut out = GdbRegisters::zeroed(Layout::Protected);
+/// Where register `id` starts in the `g` packet.
+fn offset(id: usize) -> usize {
+    SIZES[..id].iter().sum()
+}
+
+/// The `g` packet's bytes for `cpu`, register after register.
+pub(super) fn from_vcpu(cpu: &Registers) -> Vec<u8> {
+    let mut out = vec![0u8; offset(REGISTERS)];
+    let mut put = |id: usize, value: &[u8]| {
+        let n = value.len().min(SIZES[id]);
+        out[offset(id)..offset(id) + n].copy_from_slice(&value[..n]);
+    };
     for (id, value) in general(cpu).into_iter().enumerate() {
-        out.put(id, value & 0xffff_ffff);
+        put(id, &(value & 0xffff_ffff).to_le_bytes());
     }
     let s = &cpu.sregs;
     for (i, seg) in [&s.cs, &s.ss, &s.ds, &s.es, &s.fs, &s.gs]
         .iter()
         .enumerate()
     {
-        out.put(10 + i, u64::from(seg.selector));
+        put(10 + i, &seg.selector.to_le_bytes());
     }
     let f = &cpu.fpu;
     for (i, st) in f.fpr.iter().enumerate() {
-        out.set(ST0 + i, &st[..10]);
+        put(ST0 + i, &st[..10]);
     }
-    out.put(FCTRL, u64::from(f.fcw));
-    out.put(FCTRL + 1, u64::from(f.fsw));
-    out.put(FCTRL + 2, u64::from(full_tag_word(f.ftwx)));
-    out.put(FCTRL + 4, f.last_ip & 0xffff_ffff);
-    out.put(FCTRL + 6, f.last_dp & 0xffff_ffff);
-    out.put(FCTRL + 7, u64::from(f.last_opcode));
+    put(FCTRL, &f.fcw.to_le_bytes());
+    put(FCTRL + 1, &f.fsw.to_le_bytes());
+    put(FCTRL + 2, &full_tag_word(f.ftwx).to_le_bytes());
+    put(FCTRL + 4, &(f.last_ip & 0xffff_ffff).to_le_bytes());
+    put(FCTRL + 6, &(f.last_dp & 0xffff_ffff).to_le_bytes());
+    put(FCTRL + 7, &f.last_opcode.to_le_bytes());
     for (i, xmm) in f.xmm.iter().take(8).enumerate() {
-        out.set(XMM0 + i, xmm);
+        put(XMM0 + i, xmm);
     }
-    out.put(MXCSR, u64::from(f.mxcsr));
+    put(MXCSR, &f.mxcsr.to_le_bytes());
     let system = [s.fs.base, s.gs.base, s.cr0, s.cr2, s.cr3, s.cr4];
     for (i, value) in system.into_iter().enumerate() {
-        out.put(SYSTEM + i, value & 0xffff_ffff);
+        put(SYSTEM + i, &(value & 0xffff_ffff).to_le_bytes());
     }
-    out.put(SYSTEM + 6, s.efer);
+    put(SYSTEM + 6, &s.efer.to_le_bytes());
     out
 }
 
-/// `base` with gdb's values written over it; the upper halves of the 64-bit registers, which
-/// 32-bit code cannot see, keep their values.
-pub(super) fn to_vcpu(gdb: &GdbRegisters, base: &Registers) -> Registers {
+/// Register `id` of a `g` packet's `bytes`, zero-extended.
+fn value(bytes: &[u8], id: usize) -> u64 {
+    let mut raw = [0u8; 8];
+    let n = SIZES[id].min(8);
+    raw[..n].copy_from_slice(&bytes[offset(id)..offset(id) + n]);
+    u64::from_le_bytes(raw)
+}
+
+fn slot(bytes: &[u8], id: usize) -> &[u8] {
+    &bytes[offset(id)..offset(id) + SIZES[id]]
+}
+
+/// `base` with the `g` packet's values written over it; the upper halves of the 64-bit
+/// registers, which 32-bit code cannot see, keep their values.
+pub(super) fn to_vcpu(bytes: &[u8], base: &Registers) -> Registers {
     let mut cpu = base.clone();
     let r = &mut cpu.regs;
     let slots = [
@@ -92,14 +113,14 @@ pub(super) fn to_vcpu(gdb: &GdbRegisters, base: &Registers) -> Registers {
         &mut r.rflags,
     ];
     for (id, slot) in slots.into_iter().enumerate() {
-        *slot = (*slot & !0xffff_ffff) | gdb.u64(id);
+        *slot = (*slot & !0xffff_ffff) | value(bytes, id);
     }
     let s = &mut cpu.sregs;
     let segments = [
         &mut s.cs, &mut s.ss, &mut s.ds, &mut s.es, &mut s.fs, &mut s.gs,
     ];
     for (i, seg) in segments.into_iter().enumerate() {
-        seg.selector = low_u16(gdb.u64(10 + i));
+        seg.selector = low_u16(value(bytes, 10 + i));
     }
     let system = [
         &mut s.fs.base,
@@ -109,46 +130,47 @@ pub(super) fn to_vcpu(gdb: &GdbRegisters, base: &Registers) -> Registers {
         &mut s.cr3,
         &mut s.cr4,
     ];
-    for (i, slot) in system.into_iter().enumerate() {
-        *slot = (*slot & !0xffff_ffff) | gdb.u64(SYSTEM + i);
+    for (i, register) in system.into_iter().enumerate() {
+        *register = (*register & !0xffff_ffff) | value(bytes, SYSTEM + i);
     }
-    s.efer = gdb.u64(SYSTEM + 6);
+    s.efer = value(bytes, SYSTEM + 6);
     let f = &mut cpu.fpu;
     for (i, st) in f.fpr.iter_mut().enumerate() {
-        st[..10].copy_from_slice(gdb.get(ST0 + i));
+        st[..10].copy_from_slice(slot(bytes, ST0 + i));
     }
-    f.fcw = low_u16(gdb.u64(FCTRL));
-    f.fsw = low_u16(gdb.u64(FCTRL + 1));
-    f.ftwx = abridged_tag_word(low_u16(gdb.u64(FCTRL + 2)));
-    f.last_opcode = low_u16(gdb.u64(FCTRL + 7));
+    f.fcw = low_u16(value(bytes, FCTRL));
+    f.fsw = low_u16(value(bytes, FCTRL + 1));
+    f.ftwx = abridged_tag_word(low_u16(value(bytes, FCTRL + 2)));
+    f.last_opcode = low_u16(value(bytes, FCTRL + 7));
     for (i, xmm) in f.xmm.iter_mut().take(8).enumerate() {
-        xmm.copy_from_slice(gdb.get(XMM0 + i));
+        xmm.copy_from_slice(slot(bytes, XMM0 + i));
     }
-    f.mxcsr = low_u32(gdb.u64(MXCSR));
+    f.mxcsr = low_u32(value(bytes, MXCSR));
     cpu
+}
+
+/// FXSAVE keeps one "valid" bit per x87 register; gdb wants the 2-bit tags (11 = empty).
+pub(super) fn full_tag_word(abridged: u8) -> u16 {
+    (0..8).fold(0, |tags, i| {
+        let tag = if abridged & (1 << i) != 0 { 0b00 } else { 0b11 };
+        tags | tag << (2 * i)
+    })
+}
+
+pub(super) fn abridged_tag_word(full: u16) -> u8 {
+    (0..8).fold(0, |bits, i| {
+        if (full >> (2 * i)) & 0b11 != 0b11 {
+            bits | 1 << i
+        } else {
+            bits
+        }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::gdb::target_xml;
-    use gdbstub::arch::Registers as _;
-
-    /// kernel32 at its #DE: flat 32-bit protected mode, paging off.
-    fn protected() -> Registers {
-        let mut cpu = Registers::default();
-        cpu.regs.rax = 1;
-        cpu.regs.rcx = 0;
-        cpu.regs.rsp = 0x20_6000;
-        cpu.regs.rbp = 0x20_6100;
-        cpu.regs.rip = 0x20_0123;
-        cpu.regs.rflags = 0x46;
-        cpu.sregs.cs.selector = 0x08;
-        cpu.sregs.cr0 = 0x11;
-        cpu.sregs.efer = 0;
-        cpu.fpu.xmm[7] = [9; 16];
-        cpu
-    }
 
     #[test]
     fn the_description_names_every_register_of_the_layout_in_order() {
@@ -177,64 +199,5 @@ mod tests {
             .filter_map(|r| r.split('"').next()?.parse().ok())
             .collect();
         assert_eq!(bits, SIZES.map(|bytes| bytes * 8));
-    }
-
-    #[test]
-    fn a_32_bit_vcpu_gets_the_i386_layout_and_survives_the_round_trip() {
-        let cpu = protected();
-        assert_eq!(Layout::of(&cpu), Layout::Protected);
-        let gdb = GdbRegisters::from_vcpu(&cpu, Layout::Protected);
-        assert_eq!(gdb.pc(), 0x20_0123);
-        assert_eq!(gdb.get(4), 0x20_6000u32.to_le_bytes()); // esp
-        assert_eq!(gdb.get(SYSTEM + 2), 0x11u32.to_le_bytes()); // cr0
-        assert_eq!(gdb.to_vcpu(&cpu), cpu);
-        // A G packet of the i386 size is read as i386.
-        let mut bytes = Vec::new();
-        gdb.gdb_serialize(|b| bytes.push(b.unwrap_or(0)));
-        assert_eq!(bytes.len(), SIZES.iter().sum::<usize>());
-        let mut back = GdbRegisters::default();
-        back.gdb_deserialize(&bytes).unwrap();
-        assert_eq!(back.layout(), Layout::Protected);
-        assert_eq!(back, gdb);
-    }
-
-    #[test]
-    fn the_default_layout_follows_what_the_kernel_file_is() {
-        use std::path::Path;
-        assert_eq!(
-            Layout::for_kernel(Path::new(crate::GUEST_KERNEL_ELF)),
-            Layout::Long
-        );
-        assert_eq!(
-            Layout::for_kernel(Path::new(crate::GUEST_KERNEL_BZIMAGE)),
-            Layout::Long
-        );
-        assert_eq!(
-            Layout::for_kernel(Path::new(crate::GUEST_KERNEL_DISK)),
-            Layout::Protected
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let elf32 = dir.path().join("kernel.elf");
-        std::fs::write(&elf32, b"\x7fELF\x01\x01\x01").unwrap();
-        assert_eq!(Layout::for_kernel(&elf32), Layout::Protected);
-        // Unreadable or unknown: x86-64, QEMU's layout.
-        assert_eq!(Layout::for_kernel(&dir.path().join("none")), Layout::Long);
-        assert_eq!("i386".parse(), Ok(Layout::Protected));
-        assert_eq!("x86-64".parse(), Ok(Layout::Long));
-        assert_eq!(
-            "arm".parse::<Layout>(),
-            Err("`arm` is not a register layout: i386 (32-bit code) or x86-64".into())
-        );
-    }
-
-    #[test]
-    fn a_write_of_eax_keeps_the_upper_half_of_rax() {
-        let mut cpu = protected();
-        cpu.regs.rax = 0xdead_beef_0000_0001;
-        let mut gdb = GdbRegisters::from_vcpu(&cpu, Layout::Protected);
-        assert!(gdb.set(0, &7u32.to_le_bytes()));
-        assert_eq!(gdb.to_vcpu(&cpu).regs.rax, 0xdead_beef_0000_0007);
-        assert!(!gdb.set(REGISTERS, &[1]));
-        assert!(gdb.get(REGISTERS).is_empty());
     }
 }

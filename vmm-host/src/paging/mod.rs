@@ -23,7 +23,7 @@ pub use audit::{
 };
 pub use entry::{Cr3, Pte, index};
 pub use format::{Format, Level};
-pub use synthetic::{SyntheticMemory, identity_tree_4k};
+pub use synthetic::{SyntheticMemory, identity_tree, identity_tree_4k};
 pub use walk::{Mapping, PhysMemory, Step, Walk, WalkEnd, walk};
 use x86_64::registers::model_specific::EferFlags;
 

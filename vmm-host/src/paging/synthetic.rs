@@ -6,7 +6,7 @@
 //! maps would only cost time and memory. Every page inside the declared size is RAM; pages
 //! never written read as zeros.
 
-use super::{Cr3, PhysMemory};
+use super::{Cr3, Format, Level, PhysMemory};
 use crate::addr::Gpa;
 use mm::paging::{ADDR_MASK, ENTRIES, KERNEL_RW, PAGE_SIZE};
 use std::collections::HashMap;
@@ -159,6 +159,67 @@ pub fn identity_tree_4k(size: u64) -> (SyntheticMemory, Cr3) {
     (mem, Cr3::new(pml4))
 }
 
+/// [`identity_tree_4k`] in any paging format: virtual 0..`size` mapped to physical 0..`size`
+/// with 4 KiB pages, kernel read-write, the tables just above `size`, top table first.
+///
+/// # Panics
+/// If `size` is not a multiple of 4 KiB, `format` is [`Format::Off`], or the tables of a
+/// 32-bit format would not lie below 4 GiB (keep `size` at 3 GiB or less there).
+pub fn identity_tree(format: Format, size: u64) -> (SyntheticMemory, Cr3) {
+    let levels = format.levels();
+    assert!(!levels.is_empty(), "paging off has no tables");
+    assert!(
+        size.is_multiple_of(PAGE_SIZE),
+        "{size:#x} is not a whole number of pages"
+    );
+    // Tables per level, bottom up: each holds `entries` children.
+    let mut counts = vec![0u64; levels.len()];
+    let mut children = size / PAGE_SIZE;
+    for (i, &level) in levels.iter().enumerate().rev() {
+        counts[i] = children.div_ceil(format.entries(level) as u64).max(1);
+        children = counts[i];
+    }
+    let mut firsts = Vec::with_capacity(levels.len());
+    let mut next = size;
+    for &count in &counts {
+        firsts.push(next);
+        next += count * PAGE_SIZE;
+    }
+    assert!(
+        !format.is_32_bit() || next <= 1 << 32,
+        "the tables end at {next:#x}, above what a 32-bit CR3 and entries reach"
+    );
+    let mut mem = SyntheticMemory::new(next);
+    for (i, &level) in levels.iter().enumerate() {
+        let children = match counts.get(i + 1) {
+            Some(&tables) => tables,
+            None => size / PAGE_SIZE,
+        };
+        let child_address = |n: u64| match firsts.get(i + 1) {
+            Some(&first) => first + n * PAGE_SIZE,
+            None => n * PAGE_SIZE,
+        };
+        // A PAE PDPTE has no R/W bit: it is reserved there.
+        let flags = if (format, level) == (Format::Pae, Level::Pdpt) {
+            1
+        } else {
+            KERNEL_RW
+        };
+        let per_table = format.entries(level) as u64;
+        for n in 0..children {
+            let table = firsts[i] + (n / per_table) * PAGE_SIZE;
+            let at = Gpa::new(table + (n % per_table) * format.entry_size());
+            let entry = child_address(n) | flags;
+            if format.entry_size() == 4 {
+                mem.write_u32(at, crate::narrow::low_u32(entry));
+            } else {
+                mem.write_u64(at, entry);
+            }
+        }
+    }
+    (mem, Cr3::new(size))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -178,6 +239,30 @@ mod tests {
         assert_eq!(table[1], 0x1122_3344_5566_7788);
         assert_eq!(table[0], 0);
         assert!(!mem.read_table(Gpa::new(0x10_0000), &mut table));
+    }
+
+    #[test]
+    fn identity_trees_map_every_page_in_every_format() {
+        let formats = [
+            Format::TwoLevel { pse: false },
+            Format::Pae,
+            Format::FourLevel,
+            Format::FiveLevel,
+        ];
+        for format in formats {
+            let size = 0x80_3000;
+            let (mem, cr3) = identity_tree(format, size);
+            let mode = PagingMode::new(crate::paging::CpuPaging::with_phys_bits(48), 0)
+                .with_format(format);
+            for at in [0, 0x40_0abc, size - 1] {
+                let w = walk(&mem, mode, cr3, Gva::new(at));
+                assert_eq!(w.translation(), Some(Gpa::new(at)), "{format}: {w}");
+            }
+            let w = walk(&mem, mode, cr3, Gva::new(size));
+            assert_eq!(w.end, WalkEnd::NotPresent { level: Level::Pt }, "{format}");
+            let audit = crate::paging::audit(&mem, mode, cr3, &mem.ram());
+            assert_eq!(audit.identity, [(Gva::new(0), size)], "{format}");
+        }
     }
 
     #[test]
