@@ -495,3 +495,54 @@ fn guest_memory_reads_whole_tables_as_the_word_reader_does() {
     assert_eq!(table, word_by_word);
     assert!(!ram.read_table(Gpa::new(0x10_0000), &mut table));
 }
+
+/// A page table of 512 consecutive frames with equal flags is taken whole; anything that
+/// breaks the pattern (a different right, a missing page, a frame out of line, a reserved
+/// bit on the last entries) is read entry by entry, with the same result either way.
+#[test]
+fn a_table_of_consecutive_frames_is_one_stretch_and_any_break_is_seen() {
+    let table = |edit: &dyn Fn(usize, u64) -> u64| {
+        let mut entries = vec![
+            (0x1000, 0, 0x2003),
+            (0x2000, 0, 0x3003),
+            (0x3000, 1, 0x4003),
+        ];
+        // PT at 0x4000 maps 2 MiB..4 MiB to 0x8000_0000.., kernel RW NX; A and D vary.
+        entries.extend((0..512).map(|i| {
+            let entry = (0x8000_0000 + (i as u64) * 4096) | 0x3 | NX | ((i as u64 % 3) << 5);
+            (0x4000, i, edit(i, entry))
+        }));
+        run(&tree(4 * GIB, &entries))
+    };
+    let whole = table(&|_, e| e);
+    assert_eq!(
+        whole.ranges,
+        [range(0x20_0000, 0x20_0000, "w", Some(0x8000_0000))]
+    );
+    assert_eq!(whole.entries_visited, 4 * 512);
+    // Entry 7 read-only: three ranges, the middle one a page.
+    let read_only = table(&|i, e| if i == 7 { e & !0x2 } else { e });
+    assert_eq!(read_only.ranges.len(), 3, "{read_only}");
+    assert_eq!(
+        read_only.ranges[1],
+        range(0x20_7000, 0x1000, "", Some(0x8000_7000))
+    );
+    // Entry 300 missing: a hole.
+    let hole = table(&|i, e| if i == 300 { 0 } else { e });
+    assert_eq!(hole.mapped_bytes, 511 * 4096);
+    // Entry 9 pointing elsewhere: one range of rights, its frames no longer contiguous.
+    let moved = table(&|i, e| if i == 9 { e + 0x10_0000 } else { e });
+    assert_eq!(moved.ranges.len(), 1);
+    assert_eq!(moved.ranges[0].phys, None);
+    // Frames that climb past MAXPHYADDR (48 bits) on the last entries are reserved bits.
+    let high = |i: usize, e: u64| {
+        (e & !0x000f_ffff_ffff_f000)
+            | ((0xffff_fff0_0000 + (i as u64) * 4096) & 0x000f_ffff_ffff_f000)
+    };
+    let past = table(&high);
+    let reserved = (past.findings.iter())
+        .filter(|f| matches!(f, Finding::ReservedBits { .. }))
+        .count();
+    assert!(reserved > 0, "{past}");
+    assert_eq!(past.mapped_bytes, 256 * 4096, "{past}");
+}
