@@ -7,11 +7,18 @@ use crate::exceptions::ExceptionLog;
 use std::fmt;
 
 /// What kind of ending a run had, as far as its diagnosis cares (`Ending::diagnosed_as`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RunEnd {
     /// The guest exited with 0: nothing to diagnose.
     Clean,
     TripleFault,
+    /// The watchdog stopped a guest still running after `limit` (in words), at `rip`, at
+    /// `place` (function+offset, file:line) when the symbols name it.
+    Timeout {
+        limit: String,
+        rip: u64,
+        place: Option<String>,
+    },
     Other,
 }
 
@@ -41,8 +48,13 @@ pub fn diagnose(log: &ExceptionLog, ended: RunEnd, rerun: &[String]) -> Option<D
     if ended == RunEnd::Clean {
         return None;
     }
+    // A timeout inside a handler is about that handler's exception.
     let Some(innermost) = log.active.last() else {
-        return (ended == RunEnd::TripleFault).then(|| triple_fault(rerun));
+        return match ended {
+            RunEnd::TripleFault => Some(triple_fault(rerun)),
+            RunEnd::Timeout { limit, rip, place } => Some(timeout(&limit, rip, place, rerun)),
+            RunEnd::Clean | RunEnd::Other => None,
+        };
     };
     let record = &innermost.record;
     let analysis = innermost.analysis.as_ref();
@@ -101,6 +113,28 @@ fn triple_fault(rerun: &[String]) -> Diagnosis {
         place: None,
         during: None,
         next: next_commands(rerun, None),
+    }
+}
+
+/// A guest the watchdog stopped while it ran, with no exception being handled: a loop that
+/// never ends, or a wait for something that never comes. gdb stops it where it runs.
+fn timeout(limit: &str, rip: u64, place: Option<String>, rerun: &[String]) -> Diagnosis {
+    let mut next = next_commands(rerun, None);
+    if let Some(first) = next.first_mut() {
+        *first = first.replace(" --gdb-wait", "");
+    }
+    if let Some(second) = next.get_mut(1) {
+        *second = "gdb -x gdb/connect.gdb   (in another terminal: connecting stops the guest where it runs)".into();
+    }
+    Diagnosis {
+        seq: None,
+        fault: format!("none: the watchdog stopped the guest, still running after {limit}"),
+        cause: Some(format!(
+            "it was running at rip {rip:#x}: a loop that never ends, or a wait for an interrupt or a device that never comes."
+        )),
+        place,
+        during: None,
+        next,
     }
 }
 

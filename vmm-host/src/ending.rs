@@ -93,12 +93,23 @@ impl Ending {
         }
     }
 
-    /// What the diagnosis makes of this ending.
-    pub fn diagnosed_as(&self) -> crate::diagnosis::RunEnd {
-        match self {
-            Self::GuestExit { code: 0 } => crate::diagnosis::RunEnd::Clean,
-            Self::TripleFault => crate::diagnosis::RunEnd::TripleFault,
-            _ => crate::diagnosis::RunEnd::Other,
+    /// What the diagnosis makes of this ending, with the vCPU's final `state` and the place
+    /// `location_at` names at an address (a timeout says where the guest ran).
+    pub fn diagnosed_as(
+        &self,
+        state: Option<&CpuState>,
+        location_at: &dyn Fn(u64) -> Option<String>,
+    ) -> crate::diagnosis::RunEnd {
+        use crate::diagnosis::RunEnd;
+        match (self, state) {
+            (Self::GuestExit { code: 0 }, _) => RunEnd::Clean,
+            (Self::TripleFault, _) => RunEnd::TripleFault,
+            (Self::Timeout { limit }, Some(state)) => RunEnd::Timeout {
+                limit: seconds(*limit),
+                rip: state.regs.rip,
+                place: location_at(state.regs.rip),
+            },
+            _ => RunEnd::Other,
         }
     }
 

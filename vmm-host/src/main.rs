@@ -502,9 +502,11 @@ fn execute(vm: &mut Vm, gdb: &GdbArgs) -> Result<RunReport, Failure> {
     }
     let mut report = vm.run();
     let argv: Vec<String> = std::env::args().collect();
-    report.diagnosis = vm.exception_report().and_then(|_| {
-        vmm_host::diagnosis::diagnose(vm.exceptions(), report.ending.diagnosed_as(), &argv)
-    });
+    let location_at = |rip| vm.location_at(vmm_host::addr::Gva::new(rip));
+    let ended = (report.ending).diagnosed_as(report.state.as_ref(), &location_at);
+    report.diagnosis = vm
+        .exception_report()
+        .and_then(|_| vmm_host::diagnosis::diagnose(vm.exceptions(), ended, &argv));
     if let Some(diagnosis) = &report.diagnosis {
         vm.record_diagnosis(diagnosis);
     }

@@ -258,11 +258,7 @@ pub fn run_one(path: &Path, options: &SuiteOptions) -> Outcome {
     outcome.exception_summary = run.vm.exceptions().summary();
     if !run.failures.is_empty() {
         let mut failures = run.failures;
-        failures.extend(quoted_diagnosis(
-            &scenario.name,
-            run.vm.exceptions(),
-            &run.report.ending,
-        ));
+        failures.extend(quoted_diagnosis(&scenario.name, &run.vm, &run.report));
         outcome.verdict = Verdict::Fail(failures);
     }
     outcome
@@ -270,13 +266,11 @@ pub fn run_one(path: &Path, options: &SuiteOptions) -> Outcome {
 
 /// A failing scenario quotes the run's diagnosis after its mismatches: the fault with its
 /// cause, and the rerun stopped there under gdb.
-fn quoted_diagnosis(
-    name: &str,
-    log: &crate::exceptions::ExceptionLog,
-    ending: &crate::ending::Ending,
-) -> Vec<String> {
+fn quoted_diagnosis(name: &str, vm: &Vm, report: &RunReport) -> Vec<String> {
     let argv = ["vmm-host", "scenario", name].map(String::from);
-    let Some(d) = crate::diagnosis::diagnose(log, ending.diagnosed_as(), &argv) else {
+    let location_at = |rip| vm.location_at(crate::addr::Gva::new(rip));
+    let ended = (report.ending).diagnosed_as(report.state.as_ref(), &location_at);
+    let Some(d) = crate::diagnosis::diagnose(vm.exceptions(), ended, &argv) else {
         return Vec::new();
     };
     let cause = d.cause.map(|c| format!(": {c}")).unwrap_or_default();

@@ -183,3 +183,55 @@ fn colour_only_when_asked_or_on_a_terminal() {
         assert!(plain.stdout.starts_with("== run ended"), "{}", plain.stdout);
     }
 }
+
+/// The list: boxkernel-heap, stack-overflow, and every hostile scenario. A run that
+/// dies of an exception, a triple fault or the watchdog gets at most six lines naming the
+/// fault, the cause and the command to type next (and the place, where there is code to
+/// name); one that exits on its own with no exception being handled gets none.
+#[test]
+fn every_hostile_scenario_is_diagnosed_in_at_most_six_lines_or_not_at_all() {
+    if kvm_or_skip("hostile_diagnoses").is_none() {
+        return;
+    }
+    let dir = common::repo_root().join("scenarios");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.path().file_stem()?.to_str().map(String::from))
+        .filter(|n| n.starts_with("hostile-"))
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 12, "{names:?}");
+    names.extend(["boxkernel-heap", "stack-overflow"].map(String::from));
+    // Exit on their own, no exception being handled: nothing to diagnose.
+    let clean = [
+        "hostile-debug-exit-garbage",
+        "hostile-pic-overlap",
+        "hostile-pit-flood",
+        "hostile-serial-flood",
+        "hostile-vga-flood",
+    ];
+    for name in &names {
+        let lines = diagnosis(name);
+        if clean.contains(&name.as_str()) {
+            assert!(lines.is_empty(), "{name}: {lines:#?}");
+            continue;
+        }
+        assert!((3..=6).contains(&lines.len()), "{name}: {lines:#?}");
+        let has = |label: &str| {
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("  {label:<7} ")))
+        };
+        for label in ["fault", "cause", "next"] {
+            assert!(has(label), "{name}: no {label} in {lines:#?}");
+        }
+        let triple = lines[0].contains("triple fault");
+        assert!(triple || has("where"), "{name}: no place in {lines:#?}");
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("vmm-host scenario {name} --quiet --gdb 1234"))),
+            "{name}: {lines:#?}"
+        );
+    }
+}

@@ -577,6 +577,11 @@ impl Vm {
         Some(self.symbols.as_ref()?.locate(at.raw())?.function)
     }
 
+    /// `function+offset (file:line)` at `at`, as reports print a place.
+    pub fn location_at(&self, at: Gva) -> Option<String> {
+        Some(self.symbols.as_ref()?.locate(at.raw())?.to_string())
+    }
+
     /// The kernel (or disk image) file this VM booted.
     pub fn kernel_file(&self) -> &std::path::Path {
         &self.config.kernel
