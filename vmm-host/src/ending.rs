@@ -33,6 +33,8 @@ pub mod status {
     pub const RESET: i32 = 88;
     /// The guest asked the BIOS for a keystroke (int 16h AH=00h), and there is no keyboard.
     pub const KEY_WAIT: i32 = 89;
+    /// Real-mode code raised an exception its IVT sends to the BIOS, which has no handler.
+    pub const REAL_MODE_EXCEPTION: i32 = 90;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +72,14 @@ pub enum Ending {
     WaitsForKey {
         caller: String,
     },
+    /// Real-mode code raised exception `vector` at `at` (CS:IP, the instruction's text when it
+    /// decodes), and its IVT entry is the BIOS's: no handler of the guest's runs. A PC BIOS
+    /// returns from it, so a fault would repeat for ever.
+    RealModeException {
+        vector: u8,
+        at: String,
+        instruction: Option<String>,
+    },
 }
 
 impl Ending {
@@ -90,6 +100,7 @@ impl Ending {
             Self::Killed => status::KILLED,
             Self::Reset { .. } => status::RESET,
             Self::WaitsForKey { .. } => status::KEY_WAIT,
+            Self::RealModeException { .. } => status::REAL_MODE_EXCEPTION,
         }
     }
 
@@ -131,6 +142,7 @@ impl Ending {
             Self::Killed => "killed",
             Self::Reset { .. } => "reset",
             Self::WaitsForKey { .. } => "key-wait",
+            Self::RealModeException { .. } => "real-mode-exception",
         }
     }
 
@@ -156,6 +168,11 @@ impl Ending {
             Self::Killed => "gdb killed the guest".into(),
             Self::Reset { how } => format!("the guest reset the machine through {how}"),
             Self::WaitsForKey { caller } => format!("the guest waits for a key (int 16h, called from {caller}), and vmm-host has no keyboard"),
+            Self::RealModeException { vector, at, instruction } => format!(
+                "{} in real mode at {at}{}: the guest's IVT sends it to the BIOS, which has no handler for it (a PC BIOS returns from it, so a fault repeats for ever)",
+                abi::exception::name(*vector),
+                instruction.as_ref().map(|i| format!(" (`{i}`)")).unwrap_or_default(),
+            ),
         }
     }
 }

@@ -45,7 +45,8 @@ macro_rules! outln {
     after_help = "Exit statuses: 0 or the guest's exit code; 1 scenario mismatch; 2 bad input; \
 77 scenario skipped (this KVM lacks what it needs); 80 triple fault; 81 KVM entry failure; 82 KVM internal error; 83 halted with interrupts off; \
 84 watchdog timeout; 85 host error; 86 halted with no interrupt source; 87 killed from gdb; \
-88 the guest reset the machine; 89 a boot sector waits for a key (docs/exit-status.md)."
+88 the guest reset the machine; 89 a boot sector waits for a key; 90 a real-mode exception \
+with no handler (docs/exit-status.md)."
 )]
 struct Cli {
     /// KVM device to use.

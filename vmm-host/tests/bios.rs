@@ -102,15 +102,44 @@ fn the_timer_ticks_in_real_mode() {
 }
 
 #[test]
-fn a_real_mode_exception_reaches_the_bios_and_is_noted() {
-    if kvm_or_skip("a_real_mode_exception_reaches_the_bios_and_is_noted").is_none() {
+fn a_real_mode_exception_with_no_handler_ends_the_run_where_it_was_raised() {
+    if kvm_or_skip("a_real_mode_exception_with_no_handler").is_none() {
         return;
     }
-    // ud2: #UD through the IVT to vector 6's stub, which returns to the ud2, for ever.
-    let run = boot(&image(&[0x0f, 0x0b], &[], 1), &["--timeout", "1"]);
-    assert_eq!(run.status, 84, "{}", run.stdout);
+    // ud2 at 0000:7C00: #UD through the IVT to vector 6's BIOS stub. A PC BIOS would return to
+    // the ud2 for ever; the host ends the run there, naming the instruction.
+    let run = boot(&image(&[0x0f, 0x0b], &[], 1), &["--timeout", "5"]);
+    assert_eq!(run.status, 90, "{}", run.stdout);
     assert_says(
         &run,
-        "interrupts reached a BIOS vector with no service (first: int 06h)",
+        "== run ended: #UD invalid opcode in real mode at 0000:7c00 (`ud2`): the guest's IVT sends it to the BIOS, which has no handler for it",
     );
+    // xor cx, cx; div cx at 0000:7C02: #DE, the divisor named.
+    let run = boot(
+        &image(&[0x31, 0xc9, 0xf7, 0xf1], &[], 1),
+        &["--timeout", "5"],
+    );
+    assert_eq!(run.status, 90, "{}", run.stdout);
+    assert_says(
+        &run,
+        "#DE divide error in real mode at 0000:7c02 (`div cx`)",
+    );
+}
+
+/// A boot sector that installs its own #UD handler in the IVT gets it run: the host ends
+/// nothing, the handler reports through port 0xf4.
+#[test]
+fn a_real_mode_exception_the_guest_handles_is_not_the_hosts() {
+    if kvm_or_skip("a_real_mode_exception_the_guest_handles").is_none() {
+        return;
+    }
+    // mov word [0x18], 0x7c20; mov word [0x1a], 0; ud2; at 7C20: mov al, 6; out 0xf4, al
+    let mut code = vec![
+        0xc7, 0x06, 0x18, 0x00, 0x20, 0x7c, 0xc7, 0x06, 0x1a, 0x00, 0x00, 0x00,
+    ];
+    code.extend([0x0f, 0x0b]);
+    code.resize(0x20, 0x90);
+    code.extend([0xb0, 0x06, 0xe6, 0xf4]);
+    let run = boot(&image(&code, &[], 1), &["--timeout", "5"]);
+    assert_eq!(run.status, 6, "{}", run.stdout);
 }

@@ -712,6 +712,7 @@ fn exit_statuses_agree_everywhere() {
         status::KILLED,
         status::RESET,
         status::KEY_WAIT,
+        status::REAL_MODE_EXCEPTION,
     ]
     .into_iter()
     .collect();

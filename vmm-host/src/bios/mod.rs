@@ -39,7 +39,15 @@ pub enum Served {
     Unsupported,
     /// int 16h AH=00h/10h: the guest waits for a keystroke, and this host has no keyboard.
     WaitsForKey,
+    /// A CPU exception (no IRQ was in service on this vector) reached the BIOS's stub: the
+    /// guest's IVT has no handler for it.
+    Exception,
 }
+
+/// Vectors a real-mode CPU raises exceptions on: #DE, #DB, #BP, #OF, #UD, #NM, #DF, #SS and
+/// #GP. NMI (2) and int 05h (print screen, or BOUND's #BR) are left out: a BIOS serves them.
+/// 08h–0Fh are IRQs as well, which `irq_in_service` tells apart.
+const EXCEPTION_VECTORS: [u8; 9] = [0x00, 0x01, 0x03, 0x04, 0x06, 0x07, 0x08, 0x0c, 0x0d];
 
 /// What the services reach: guest RAM, the devices, and the memory map.
 #[derive(Debug)]
@@ -172,6 +180,9 @@ impl Bios {
                 clock::tick(&fw);
             }
             return Served::Done;
+        }
+        if EXCEPTION_VECTORS.contains(&vector) {
+            return Served::Exception;
         }
         let ah = call.ah();
         let mut fw = Firmware {

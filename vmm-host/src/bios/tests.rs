@@ -395,12 +395,24 @@ fn irq0_ticks_and_is_acknowledged() {
     assert_eq!(pc.bytes(0x46c, 4), 450_084u32.to_le_bytes());
     assert_eq!(pc.devices.pic.master.isr, 0, "EOI sent");
     assert!(pc.bios.calls.is_empty(), "an IRQ is not a call");
+    // Vector 8 with no IRQ in service is the CPU's: a double fault.
     let mut c = call(0);
-    pc.int(0x08, &mut c);
-    assert_eq!(
-        pc.bios.unexpected.count, 1,
-        "vector 8 with no IRQ in service"
-    );
+    assert_eq!(pc.int(0x08, &mut c), Served::Exception);
+}
+
+#[test]
+fn exception_vectors_are_the_cpus_and_the_rest_are_calls() {
+    let mut pc = pc(1);
+    for vector in [0x00, 0x01, 0x03, 0x04, 0x06, 0x07, 0x0c, 0x0d] {
+        let mut c = call(0);
+        assert_eq!(pc.int(vector, &mut c), Served::Exception, "int {vector:02x}h");
+    }
+    // NMI and int 05h (print screen) are the BIOS's to serve; nothing here serves them.
+    for vector in [0x02, 0x05] {
+        let mut c = call(0);
+        assert_eq!(pc.int(vector, &mut c), Served::Done, "int {vector:02x}h");
+    }
+    assert_eq!(pc.bios.unexpected.count, 2);
 }
 
 #[test]

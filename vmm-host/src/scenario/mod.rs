@@ -58,6 +58,7 @@ pub enum EndingKind {
     Timeout,
     Reset,
     KeyWait,
+    RealModeException,
 }
 
 impl EndingKind {
@@ -72,6 +73,7 @@ impl EndingKind {
             Self::Timeout => "timeout",
             Self::Reset => "reset",
             Self::KeyWait => "key-wait",
+            Self::RealModeException => "real-mode-exception",
         }
     }
 }

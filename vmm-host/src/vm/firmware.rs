@@ -57,10 +57,18 @@ impl Vm {
             return Ok(BiosCall::NotOurs);
         };
         let served = bios.serve(vector, &mut call, &self.mem, &mut self.devices);
-        if served == Served::WaitsForKey {
-            return Ok(BiosCall::Ends(Ending::WaitsForKey {
-                caller: self.caller(&sregs, regs.rsp),
-            }));
+        match served {
+            Served::WaitsForKey => {
+                return Ok(BiosCall::Ends(Ending::WaitsForKey {
+                    caller: self.caller(&sregs, regs.rsp),
+                }));
+            }
+            Served::Exception => {
+                return Ok(BiosCall::Ends(
+                    self.real_mode_exception(vector, &sregs, regs.rsp),
+                ));
+            }
+            Served::Done | Served::Unsupported => {}
         }
         self.vcpu
             .set_regs(&call.regs)
@@ -79,6 +87,26 @@ impl Vm {
         // The stack is RAM the guest chose; if it is not, the `iret` faults on it anyway.
         let _ = self.mem.write_obj(flags, flags_at.guest_address());
         Ok(BiosCall::Served)
+    }
+
+    /// A real-mode exception the guest's IVT sends to the BIOS: where it was raised (the
+    /// frame's CS:IP) and the instruction there, decoded as 16-bit code.
+    fn real_mode_exception(&self, vector: u8, sregs: &kvm_sregs, sp: u64) -> Ending {
+        let word = |offset: u64| -> u16 {
+            let at = linear(sregs.ss.base, sp.wrapping_add(offset));
+            self.mem.read_obj(at.guest_address()).unwrap_or(0)
+        };
+        let (ip, cs) = (word(0), word(2));
+        let mut bytes = [0u8; 15];
+        let at = Gpa::new(u64::from(cs) * 16 + u64::from(ip));
+        let read = self.mem.read(&mut bytes, at.guest_address()).unwrap_or(0);
+        let instruction =
+            crate::cpu_state::disassemble(&bytes[..read], u64::from(ip), 16).map(|(text, _)| text);
+        Ending::RealModeException {
+            vector,
+            at: format!("{cs:04x}:{ip:04x}"),
+            instruction,
+        }
     }
 
     /// Where the `int` came from, `CS:IP` of its return address on the stack.
