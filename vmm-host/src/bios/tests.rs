@@ -405,7 +405,11 @@ fn exception_vectors_are_the_cpus_and_the_rest_are_calls() {
     let mut pc = pc(1);
     for vector in [0x00, 0x01, 0x03, 0x04, 0x06, 0x07, 0x0c, 0x0d] {
         let mut c = call(0);
-        assert_eq!(pc.int(vector, &mut c), Served::Exception, "int {vector:02x}h");
+        assert_eq!(
+            pc.int(vector, &mut c),
+            Served::Exception,
+            "int {vector:02x}h"
+        );
     }
     // NMI and int 05h (print screen) are the BIOS's to serve; nothing here serves them.
     for vector in [0x02, 0x05] {
