@@ -139,6 +139,15 @@ mod tests {
         // Without the bits the kernel may do both.
         let none = Protection::default();
         assert_eq!(READ_ONLY_USER.denials(kernel(false, true), none), []);
+        // They are about the kernel: user code reads and runs its own pages.
+        for fetch in [false, true] {
+            let user = Access {
+                user: true,
+                fetch,
+                ..Access::default()
+            };
+            assert_eq!(READ_ONLY_USER.denials(user, both), []);
+        }
     }
 
     #[test]

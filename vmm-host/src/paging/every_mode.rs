@@ -59,6 +59,15 @@ fn a_32_bit_walk_reads_a_directory_and_a_table_of_4_byte_entries() {
     assert!(w.to_string().ends_with("PTE[2] is not present"), "{w}");
 }
 
+/// 32-bit paging ignores CR3's upper half (a 64-bit CR3 register may hold garbage there).
+#[test]
+fn a_32_bit_walk_takes_the_directory_from_cr3_bits_31_to_12() {
+    let cr3 = Cr3::new(0xdead_0000_0000_1fff);
+    let w = walk(&two_level(), mode(PSE), cr3, Gva::new(0xc000_1234));
+    assert_eq!(w.steps[0].table, Gpa::new(0x1000));
+    assert_eq!(w.translation(), Some(Gpa::new(0x5234)));
+}
+
 #[test]
 fn a_4_mib_page_needs_cr4_pse_and_its_neighbour_is_not_present() {
     let ram = two_level();

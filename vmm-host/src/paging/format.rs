@@ -35,17 +35,6 @@ impl Level {
         }
     }
 
-    /// The level below in 4- and 5-level paging, if any.
-    pub const fn next(self) -> Option<Level> {
-        match self {
-            Level::Pml5 => Some(Level::Pml4),
-            Level::Pml4 => Some(Level::Pdpt),
-            Level::Pdpt => Some(Level::Pd),
-            Level::Pd => Some(Level::Pt),
-            Level::Pt => None,
-        }
-    }
-
     /// Linux's names for the 4-level tables, as seed 004 uses them.
     pub const fn linux_name(self) -> &'static str {
         Format::FourLevel.linux_name(self)
@@ -361,6 +350,21 @@ mod tests {
             ["PGD", "P4D", "PUD", "PMD", "PTE"]
         );
         assert_eq!(Format::Pae.entries(Level::Pdpt), 4);
+        // The JSON records' "paging" values.
+        let keys: Vec<&str> = [
+            Format::Off,
+            Format::TwoLevel { pse: false },
+            Format::TwoLevel { pse: true },
+            Format::Pae,
+            Format::FourLevel,
+            Format::FiveLevel,
+        ]
+        .map(Format::key)
+        .to_vec();
+        assert_eq!(
+            keys,
+            ["off", "32-bit", "32-bit-pse", "pae", "4-level", "5-level"]
+        );
         assert_eq!(Format::TwoLevel { pse: true }.entry_size(), 4);
     }
 }
