@@ -3,7 +3,6 @@
 use super::{Analysis, Context, NamedWalk, WalkOf};
 use crate::addr::Gpa;
 use crate::paging::{Access, Format, Level, WalkEnd};
-use crate::registers::RegisterFile;
 use crate::tap::ExceptionRecord;
 use abi::exception::{self, PfError, SelectorError, pf};
 use mm::paging::{ADDR_MASK, Flags, NO_EXECUTE, PRESENT};
@@ -182,12 +181,7 @@ fn control_register_write(
 ) -> Option<String> {
     let instruction = analysis.instruction.as_ref().ok()?;
     let source = super::control_write::cr0_source(&instruction.bytes, record.control.bitness())?;
-    let registers = RegisterFile {
-        regs: &record.regs,
-        fs_base: record.fs_base,
-        gs_base: record.gs_base,
-    };
-    let value = registers.value(source)?;
+    let value = record.registers().value(source)?;
     let mem = &ctx.space.view;
     Some(super::control_write::cr0_write_fault(
         value,

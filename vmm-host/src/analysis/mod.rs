@@ -12,7 +12,6 @@ pub use instruction::{Instruction, MemoryOperand, decode_at, decode_bytes};
 
 use crate::addr::{Gpa, Gva};
 use crate::paging::{self, Audit, Walk};
-use crate::registers::RegisterFile;
 use crate::symbols::{Location, Symbolizer};
 use crate::tap::ExceptionRecord;
 use crate::virt::AddressSpace;
@@ -182,11 +181,7 @@ fn backtrace(record: &ExceptionRecord, ctx: &Context<'_>) -> Vec<(Gva, Option<Lo
 /// Analyse `record` in the memory state of its handler's entry. Returns the snapshot whose
 /// diff the caller resolves later.
 pub fn analyse(record: &ExceptionRecord, ctx: &Context<'_>) -> (Analysis, Option<Snapshot>) {
-    let registers = RegisterFile {
-        regs: &record.regs,
-        fs_base: record.fs_base,
-        gs_base: record.gs_base,
-    };
+    let registers = record.registers();
     let instruction = instruction::decode_at(&ctx.space, &registers, record.control.bitness());
     let mut walks = Vec::new();
     if record.is_page_fault() {

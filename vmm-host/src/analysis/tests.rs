@@ -547,7 +547,7 @@ fn every_general_register_is_read_from_its_own_field() {
         r15: 16,
         ..Default::default()
     };
-    let file = RegisterFile {
+    let file = crate::registers::RegisterFile {
         regs: &regs,
         fs_base: 0,
         gs_base: 0,

@@ -1,16 +1,11 @@
 //! Page-table entries and CR3 as typed values.
 
 use super::{Format, Level, PagingMode};
-use crate::addr::{Gpa, Gva};
+use crate::addr::Gpa;
 use mm::paging::{
     ACCESSED, ADDR_MASK as ADDRESS, DIRTY, HUGE as LARGE, NO_EXECUTE, PRESENT, USER, WRITABLE,
 };
 use std::fmt;
-
-/// The index of `gva` in a table of `level` in 4- and 5-level paging.
-pub fn index(level: Level, gva: Gva) -> usize {
-    Format::FiveLevel.index(level, gva)
-}
 
 /// A page-table entry, exactly as read from guest memory.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -110,11 +105,6 @@ impl Pte {
             _ => {}
         }
         reserved
-    }
-
-    /// Whether this entry maps a page rather than pointing at a table, in 4-level paging.
-    pub const fn maps_page(self, level: Level) -> bool {
-        Format::FourLevel.maps_page(level, self.0)
     }
 }
 

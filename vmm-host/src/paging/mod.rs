@@ -21,7 +21,7 @@ pub use audit::{
     Alias, Audit, AuditOptions, DirectMap, Finding, FindingKind, MappedRange, TableFrame,
     TableFrames, audit, audit_with,
 };
-pub use entry::{Cr3, Pte, index};
+pub use entry::{Cr3, Pte};
 pub use format::{Format, Level};
 pub use synthetic::{SyntheticMemory, identity_tree, identity_tree_4k};
 pub use walk::{Mapping, PhysMemory, Step, Walk, WalkEnd, walk};

@@ -122,6 +122,15 @@ pub struct ExceptionRecord {
 }
 
 impl ExceptionRecord {
+    /// The general registers at the exception, by the names instructions use.
+    pub fn registers(&self) -> crate::registers::RegisterFile<'_> {
+        crate::registers::RegisterFile {
+            regs: &self.regs,
+            fs_base: self.fs_base,
+            gs_base: self.gs_base,
+        }
+    }
+
     pub fn error(&self) -> Option<u64> {
         self.frame.and_then(|f| f.error)
     }
