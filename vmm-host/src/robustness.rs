@@ -185,8 +185,7 @@ proptest! {
             frame_error: None,
             control: ControlRegisters { cr0: 0x8000_0011, cr2, cr3: 0x1000, cr4: 0x20, efer: 0xd00 },
             regs,
-            fs_base: 0,
-            gs_base: 0,
+            segments: crate::registers::SegmentBases::default(),
             depth,
             outer: vec![],
         };

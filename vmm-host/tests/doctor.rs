@@ -64,6 +64,8 @@ fn doctor_prints_one_measured_line_per_capability() {
         "int n from ring 3",
         "syscall from ring 3",
         "32-bit paging",
+        "task gates",
+        "5-level paging",
     ] {
         let line = lines
             .iter()
@@ -97,6 +99,13 @@ fn doctor_prints_one_measured_line_per_capability() {
         assert!(
             run.stdout
                 .contains("landed at LSTAR 0x38000 still in CPL 3 (CS 0x23)")
+        );
+        assert!(
+            run.stdout.contains(
+                "a #UD through a task gate ended in vector 13 at EIP 0x68, not in the task"
+            ),
+            "{}",
+            run.stdout
         );
         assert!(
             run.stdout

@@ -235,6 +235,8 @@ fn tap_sequence(jsonl: &str) -> Vec<Tapped> {
                 error: v["error"].as_u64().unwrap_or(0),
                 cr2: hex(&v["cr2"]),
                 rip: hex(&v["rip"]),
+                // The tap sees an exception when its handler is reached.
+                delivered: true,
             },
             cpl: v["cpl"].as_u64(),
         })
@@ -289,15 +291,27 @@ fn the_log_parser_reads_qemu_int_lines() {
                 error: 6,
                 cr2: 0x716b_326c_8100,
                 rip: 0x5555_5555_4046,
+                delivered: true,
             },
             Logged {
                 vector: 0x80,
                 error: 0,
                 cr2: 0,
                 rip: 0x5555_5555_4070,
+                delivered: true,
             }
         ]
     );
+    // A #DE whose gate is not present: #NP while delivering it, folded into a #DF.
+    let failed = "check_exception old: 0xffffffff new 0x0\n    \
+                  10: v=00 e=0000 i=0 cpl=0 IP=0008:00000000002002e6 pc=00000000002002e6 SP=0010:0000000000206270 env->regs[R_EAX]=0000000000000001\n\
+                  check_exception old: 0x0 new 0xb\n    \
+                  11: v=08 e=0000 i=0 cpl=0 IP=0008:00000000002002e6 pc=00000000002002e6 SP=0010:0000000000206270 env->regs[R_EAX]=0000000000000001\n";
+    let delivered: Vec<(u8, bool)> = exceptions_in(failed)
+        .iter()
+        .map(|e| (e.vector, e.delivered))
+        .collect();
+    assert_eq!(delivered, [(0, false), (8, true)]);
 }
 
 /// Interrupts QEMU's own PIC delivered at `vector`, from its `-d int` log ("Servicing

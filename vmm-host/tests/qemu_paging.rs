@@ -1,8 +1,11 @@
-//! QEMU TCG as the oracle for 32-bit and PAE paging, which this project's nested KVM cannot
-//! run (../shared/notes): the 32-bit test kernel turns paging on under QEMU and takes its
-//! page fault; then QEMU's monitor lists every mapping (`info tlb`), its registers and its
-//! RAM, and vmm-host's walker and audit, reading that RAM with those registers, must map every
-//! page as QEMU does and explain the fault QEMU's `-d int` logged.
+//! QEMU TCG as the oracle for what this project's nested KVM cannot run (../shared/notes):
+//! 32-bit and PAE paging, and task gates.
+//! - Paging: the 32-bit test kernel turns paging on under QEMU and takes its page fault; then
+//!   QEMU's monitor lists every mapping (`info tlb`), its registers and its RAM, and vmm-host's
+//!   walker and audit, reading that RAM with those registers, must map every page as QEMU does
+//!   and explain the fault QEMU's `-d int` logged.
+//! - Task gates: the kernel takes #DF in a task of its own; the tap's reading of the gate, the
+//!   TSS and its link, on QEMU's RAM, must lead where QEMU went.
 
 mod common;
 use common::tcg::{Logged, exceptions_in, qemu_tcg};
@@ -35,12 +38,26 @@ struct Stopped {
     /// `info tlb`: (linear, physical, flags like "--PDA---W").
     tlb: Vec<(u64, u64, String)>,
     ram: GuestMemoryMmap,
+    /// The monitor's `info registers` and `info tlb` output.
+    monitor: String,
     fault: Logged,
 }
 
-/// Boot kernel32 with `paging=MODE` under QEMU TCG until its #PF handler has reported, then
-/// read registers, mappings and RAM through the monitor.
-fn run_under_qemu(mode: &str, dir: &Path) -> Stopped {
+impl Stopped {
+    /// The `n`th hex word after the word `name` in `info registers`: `("GDT=", 1)` is the
+    /// GDT's base in "GDT=     00200538 00000027", `("TR", 1)` TR's selector in "TR =0020 …".
+    fn monitor_word(&self, name: &str, n: usize) -> u64 {
+        let word = (self.monitor.split_whitespace())
+            .skip_while(|w| *w != name)
+            .nth(n)
+            .unwrap_or_else(|| panic!("no {name} in the monitor's output:\n{}", self.monitor));
+        u64::from_str_radix(word.trim_start_matches('='), 16).expect("hex word")
+    }
+}
+
+/// Boot kernel32 with `cmdline` under QEMU TCG until its serial output says `until` (its
+/// handler has reported), then read registers, mappings and RAM through the monitor.
+fn run_under_qemu(cmdline: &str, until: &str, dir: &Path) -> Stopped {
     let (serial, dump, log) = (dir.join("serial"), dir.join("ram"), dir.join("int.log"));
     let mut qemu = qemu_tcg("16M")
         .args(["-monitor", "stdio"])
@@ -48,8 +65,7 @@ fn run_under_qemu(mode: &str, dir: &Path) -> Stopped {
         .arg(format!("file:{}", serial.display()))
         .args(["-d", "int", "-D"])
         .arg(&log)
-        .args(["-kernel", vmm_host::GUEST_KERNEL32, "-append"])
-        .arg(format!("paging={mode}"))
+        .args(["-kernel", vmm_host::GUEST_KERNEL32, "-append", cmdline])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -57,10 +73,10 @@ fn run_under_qemu(mode: &str, dir: &Path) -> Stopped {
         .expect("spawn qemu");
     // Without isa-debug-exit the handler's exit port does nothing: the kernel halts.
     let deadline = Instant::now() + Duration::from_secs(90);
-    while !std::fs::read_to_string(&serial).is_ok_and(|s| s.contains("#PF at")) {
+    while !std::fs::read_to_string(&serial).is_ok_and(|s| s.contains(until)) {
         assert!(
             Instant::now() < deadline,
-            "kernel32 never reported its #PF under QEMU"
+            "kernel32 {cmdline} never said {until:?} under QEMU"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -93,7 +109,6 @@ fn run_under_qemu(mode: &str, dir: &Path) -> Stopped {
     let faults: Vec<Logged> = (exceptions.iter().copied())
         .filter(|e| e.vector == 14)
         .collect();
-    assert_eq!(faults.len(), 1, "one #PF in QEMU's log: {faults:?}");
     Stopped {
         serial: std::fs::read_to_string(&serial).expect("serial"),
         exceptions,
@@ -103,7 +118,14 @@ fn run_under_qemu(mode: &str, dir: &Path) -> Stopped {
         efer: register("EFER="),
         tlb: tlb_lines(&monitor),
         ram,
-        fault: faults[0],
+        monitor: monitor.into_owned(),
+        fault: faults.first().copied().unwrap_or(Logged {
+            vector: 0,
+            error: 0,
+            cr2: 0,
+            rip: 0,
+            delivered: false,
+        }),
     }
 }
 
@@ -202,8 +224,8 @@ fn scenario_agrees_with_qemu(name: &str, stopped: &Stopped) {
         .join(format!("{name}.toml"));
     let scenario = vmm_host::scenario::Scenario::load(&path).expect("scenario");
     assert!(
-        scenario.cmdline.contains("paging="),
-        "{name} boots kernel32 with paging"
+        stopped.serial.contains("kernel32: "),
+        "{name} boots kernel32"
     );
     for line in &scenario.expect.serial {
         assert!(
@@ -216,7 +238,9 @@ fn scenario_agrees_with_qemu(name: &str, stopped: &Stopped) {
     let symbols = vmm_host::symbols::Symbolizer::open(Path::new(vmm_host::GUEST_KERNEL32))
         .expect("kernel32's symbols");
     let function_at = |address: u64| symbols.locate(address).map(|l| l.function);
+    // The tap sees the exceptions whose handlers were reached.
     let seen: Vec<_> = (stopped.exceptions.iter())
+        .filter(|e| e.delivered)
         .map(|e| (e.vector, Some(e.error), e.cr2, e.rip))
         .collect();
     let mut from = 0;
@@ -234,6 +258,12 @@ fn scenario_agrees_with_qemu(name: &str, stopped: &Stopped) {
             "{name}: QEMU took {seen:x?}"
         );
     }
+}
+
+fn page_faults(stopped: &Stopped) -> usize {
+    (stopped.exceptions.iter())
+        .filter(|e| e.vector == 14)
+        .count()
 }
 
 fn qemu_or_skip(test: &str) -> Option<()> {
@@ -257,7 +287,8 @@ fn the_32_bit_walker_agrees_with_qemu_on_a_4_mib_page_and_the_recursive_director
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let stopped = run_under_qemu("pse", dir.path());
+    let stopped = run_under_qemu("paging=pse", "#PF at", dir.path());
+    assert_eq!(page_faults(&stopped), 1, "one #PF in QEMU's log");
     scenario_agrees_with_qemu("kernel32-pse", &stopped);
     let mode = walks_agree_with_info_tlb(&stopped, Format::TwoLevel { pse: true });
     audit_maps_what_qemu_lists(&stopped, mode, 0xffc0_0000);
@@ -290,7 +321,8 @@ fn a_write_to_a_read_only_page_faults_in_qemu_because_of_cr0_wp_as_the_walk_says
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let stopped = run_under_qemu("wp", dir.path());
+    let stopped = run_under_qemu("paging=wp", "#PF at", dir.path());
+    assert_eq!(page_faults(&stopped), 1, "one #PF in QEMU's log");
     scenario_agrees_with_qemu("kernel32-wp", &stopped);
     let mode = walks_agree_with_info_tlb(&stopped, Format::TwoLevel { pse: false });
     audit_maps_what_qemu_lists(&stopped, mode, u64::MAX);
@@ -312,7 +344,8 @@ fn a_pae_fetch_from_a_no_execute_page_faults_in_qemu_as_the_walk_says() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let stopped = run_under_qemu("pae", dir.path());
+    let stopped = run_under_qemu("paging=pae", "#PF at", dir.path());
+    assert_eq!(page_faults(&stopped), 1, "one #PF in QEMU's log");
     scenario_agrees_with_qemu("kernel32-pae", &stopped);
     let mode = walks_agree_with_info_tlb(&stopped, Format::Pae);
     audit_maps_what_qemu_lists(&stopped, mode, u64::MAX);
@@ -333,4 +366,64 @@ fn a_pae_fetch_from_a_no_execute_page_faults_in_qemu_as_the_walk_says() {
         ..Access::default()
     };
     assert_eq!(m.denials(fetch, mode.protection), [Denial::NoExecute]);
+}
+
+/// kernel32 `df=task` under QEMU: a #DE whose gate is not present becomes a #DF, delivered
+/// through a task gate. On QEMU's RAM and registers, as the #DF task runs, the tap must find
+/// what QEMU did: IDT[8] leads through the GDT to the task's entry, the running TSS links back
+/// to the interrupted task, and that TSS holds the EIP QEMU logged for the #DF.
+#[test]
+fn a_double_fault_through_a_task_gate_is_followed_to_the_task_qemu_ran() {
+    use vmm_host::tap::task::{self, Gdtr};
+    use vmm_host::tap::{Frame, Gate, GateFormat, GateKind};
+    let name = "a_double_fault_through_a_task_gate";
+    if qemu_or_skip(name).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let stopped = run_under_qemu("df=task", "#DF in its own task", dir.path());
+    scenario_agrees_with_qemu("kernel32-df-task", &stopped);
+    let double_fault = (stopped.exceptions.iter())
+        .find(|e| e.vector == 8)
+        .expect("a #DF in QEMU's log");
+    let space = vmm_host::virt::AddressSpace {
+        view: vmm_host::virt::GuestView::new(&stopped.ram, None),
+        mode: PagingMode::of_vcpu(QEMU64, stopped.cr0, stopped.cr4, stopped.efer),
+        cr3: Cr3::new(stopped.cr3),
+    };
+    let gdtr = Gdtr {
+        base: Gva::new(stopped.monitor_word("GDT=", 1)),
+        limit: u16::try_from(stopped.monitor_word("GDT=", 2)).expect("GDT limit"),
+    };
+    let mut raw = [0u8; 16];
+    space
+        .read(
+            Gva::new(stopped.monitor_word("IDT=", 1) + 8 * 8),
+            &mut raw[..8],
+        )
+        .expect("IDT[8]");
+    let gate = Gate::parse(8, &raw, GateFormat::Protected);
+    assert_eq!(gate.kind, GateKind::Task, "{gate}");
+    let target = task::follow(&space, gdtr, gate.selector).expect("the gate's task");
+    let symbols = vmm_host::symbols::Symbolizer::open(Path::new(vmm_host::GUEST_KERNEL32))
+        .expect("kernel32's symbols");
+    let function = |at: Gva| symbols.locate(at.raw()).map(|l| l.function);
+    assert_eq!(
+        function(target.entry()).as_deref(),
+        Some("k32_double_fault_task")
+    );
+    let running = u16::try_from(stopped.monitor_word("TR", 1)).expect("TR");
+    assert_eq!(running, gate.selector, "QEMU runs the gate's task");
+    assert!(target.busy, "a running task's TSS is busy");
+    let interrupted = task::follow(&space, gdtr, target.tss.link).expect("the linked task");
+    let frame = Frame::from_task(Gva::new(0), Some(0), &interrupted.tss);
+    assert_eq!(
+        frame.rip.raw(),
+        double_fault.rip,
+        "the #DF's EIP, as QEMU logged it"
+    );
+    assert_eq!(
+        function(frame.rip).as_deref(),
+        Some("k32_divide_without_gate")
+    );
 }

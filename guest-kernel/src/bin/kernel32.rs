@@ -14,6 +14,10 @@
 //!   0x3ff000;
 //! - `paging=pae`: PAE paging with EFER.NXE, a no-execute page at 0x1ff000 that it calls.
 //!
+//! With `df=task` it handles #DF in a task of its own, through a task gate, and raises one by
+//! dividing by zero with the #DE gate not present; the #DF task reports the EIP saved in the
+//! interrupted task's TSS and the error code (exit 4).
+//!
 //! Its Multiboot header has the address fields (flag 16), so loaders that refuse an ELF64
 //! (QEMU's `-kernel`) load it too; the linker script keeps file and memory in step.
 //!
@@ -117,7 +121,14 @@ core::arch::global_asm!(
     "    out 0xa1, al",
     "    mov esi, offset k32_msg_ticks",
     "    call k32_puts",
-    "    call k32_paging_mode",
+    "    mov edi, offset k32_df_key",
+    "    mov ecx, 3",
+    "    call k32_option",
+    "    cmp ax, 0x6174", // "ta"
+    "    je k32_df_task",
+    "    mov edi, offset k32_paging_key",
+    "    mov ecx, 7",
+    "    call k32_option",
     "    cmp ax, 0x7370", // "ps"
     "    je k32_pse",
     "    cmp ax, 0x7077", // "wp"
@@ -207,9 +218,9 @@ core::arch::global_asm!(
     "    hlt",
     "    jmp k32_halt",
 
-    // k32_paging_mode: AX = the first two characters after "paging=" on the Multiboot command
-    // line (flag bit 2, the string's address at offset 16), or 0.
-    "k32_paging_mode:",
+    // k32_option: AX = the first two characters after the key at EDI (ECX bytes, "name=") on
+    // the Multiboot command line (flag bit 2, the string's address at offset 16), or 0.
+    "k32_option:",
     "    xor eax, eax",
     "    mov ebx, [k32_mbi]",
     "    test dword ptr [ebx], 4",
@@ -217,15 +228,89 @@ core::arch::global_asm!(
     "    mov edx, [ebx + 16]",
     "1:  cmp byte ptr [edx], 0",
     "    je 3f",
+    "    push edi",
+    "    push ecx",
     "    mov esi, edx",
-    "    mov edi, offset k32_paging_key",
-    "    mov ecx, 7",
     "    repe cmpsb",
+    "    pop ecx",
+    "    pop edi",
     "    je 2f",
     "    inc edx",
     "    jmp 1b",
-    "2:  mov ax, [edx + 7]",
+    "2:  mov ax, [edx + ecx]",
     "3:  ret",
+
+    // df=task: #DF through a task gate, as some 32-bit kernels do it, reached by a divide
+    // error whose gate is not present (#DE then #NP, two contributory exceptions).
+    "k32_df_task:",
+    "    mov eax, offset k32_tss_main",
+    "    mov edi, offset k32_gdt + 0x18",
+    "    call k32_tss_descriptor",
+    "    mov eax, offset k32_tss_df",
+    "    mov edi, offset k32_gdt + 0x20",
+    "    call k32_tss_descriptor",
+    "    mov ax, 0x18",
+    "    ltr ax",
+    "    mov eax, offset k32_double_fault_task",
+    "    mov [k32_tss_df + 0x20], eax",
+    "    mov dword ptr [k32_tss_df + 0x24], 2",
+    "    mov eax, offset k32_df_stack_top",
+    "    mov [k32_tss_df + 0x38], eax",
+    "    mov dword ptr [k32_tss_df + 0x4c], 0x08",
+    "    mov eax, 0x10",
+    "    mov [k32_tss_df + 0x48], eax",
+    "    mov [k32_tss_df + 0x50], eax",
+    "    mov [k32_tss_df + 0x54], eax",
+    "    mov [k32_tss_df + 0x58], eax",
+    "    mov [k32_tss_df + 0x5c], eax",
+    "    mov eax, cr3",
+    "    mov [k32_tss_df + 0x1c], eax",
+    // IDT[8]: a present task gate (type 5) to the #DF task's TSS; IDT[0] not present.
+    "    mov dword ptr [k32_idt + 8 * 8], 0x00200000",
+    "    mov dword ptr [k32_idt + 8 * 8 + 4], 0x00008500",
+    "    and byte ptr [k32_idt + 5], 0x7f",
+    "    mov esi, offset k32_msg_df_task",
+    "    call k32_puts",
+    "    xor edx, edx",
+    "    mov eax, 1",
+    "    xor ecx, ecx",
+    ".global k32_divide_without_gate",
+    "k32_divide_without_gate:",
+    "    div ecx",
+    "    jmp k32_halt",
+    // The #DF task: its own stack holds the error code; the interrupted EIP is in the TSS
+    // of the task it came from.
+    ".global k32_double_fault_task",
+    "k32_double_fault_task:",
+    "    mov esi, offset k32_msg_df",
+    "    call k32_puts",
+    "    mov eax, [k32_tss_main + 0x20]",
+    "    call k32_put_hex",
+    "    mov esi, offset k32_msg_error",
+    "    call k32_puts",
+    "    mov eax, [esp]",
+    "    call k32_put_hex",
+    "    mov esi, offset k32_msg_newline",
+    "    call k32_puts",
+    "    mov al, {unhandled}",
+    "    out 0xf4, al",
+    "    jmp k32_halt",
+
+    // k32_tss_descriptor: at EDI, an available 32-bit TSS descriptor (type 9) for the 104
+    // bytes at EAX.
+    "k32_tss_descriptor:",
+    "    mov edx, eax",
+    "    shl edx, 16",
+    "    or edx, 0x67",
+    "    mov [edi], edx",
+    "    mov edx, eax",
+    "    and edx, 0xff000000",
+    "    or edx, 0x8900",
+    "    shr eax, 16",
+    "    and eax, 0xff",
+    "    or edx, eax",
+    "    mov [edi + 4], edx",
+    "    ret",
 
     // k32_identity_pt: the 1024 4-byte entries at EDI map the first 4 MiB, P RW.
     "k32_identity_pt:",
@@ -400,6 +485,8 @@ core::arch::global_asm!(
     "    .quad 0",
     "    .quad 0x00cf9a000000ffff", // 0x08: flat 32-bit code
     "    .quad 0x00cf92000000ffff", // 0x10: flat data
+    "    .quad 0", // 0x18: the main task's TSS (df=task)
+    "    .quad 0", // 0x20: the #DF task's TSS (df=task)
     "k32_gdt_ptr:",
     "    .word k32_gdt_ptr - k32_gdt - 1",
     "    .long k32_gdt",
@@ -438,6 +525,7 @@ core::arch::global_asm!(
     "k32_cursor: .long 0",
     "k32_mbi: .long 0",
     "k32_paging_key: .ascii \"paging=\"",
+    "k32_df_key: .ascii \"df=\"",
     "k32_ticks: .long 0",
     "k32_msg_banner: .asciz \"kernel32: 32-bit protected mode, paging off, Multiboot 1\\n\"",
     "k32_msg_timer: .asciz \"kernel32: PICs at 0x20/0x28, PIT at 100 Hz, sti; hlt\\n\"",
@@ -453,6 +541,8 @@ core::arch::global_asm!(
     "k32_msg_pse: .asciz \"kernel32: 32-bit paging on, 4 MiB page at 0x400000; PD[1] through the recursive map: \"",
     "k32_msg_neighbour: .asciz \"kernel32: writing to 0x800000, the 4 MiB page's neighbour\\n\"",
     "k32_msg_wp: .asciz \"kernel32: 32-bit paging on with CR0.WP; writing to the read-only page at 0x3ff000\\n\"",
+    "k32_msg_df_task: .asciz \"kernel32: #DF through a task gate; dividing by zero with the #DE gate not present\\n\"",
+    "k32_msg_df: .asciz \"kernel32: #DF in its own task, the interrupted eip \"",
     "k32_msg_pae: .asciz \"kernel32: PAE paging on with EFER.NXE; calling the no-execute page at 0x1ff000\\n\"",
     ".popsection",
 
@@ -463,11 +553,15 @@ core::arch::global_asm!(
     "k32_pae_pd: .skip 4096",
     "k32_pae_pt: .skip 4096",
     "k32_pdpt: .skip 32",
+    "k32_tss_main: .skip 104",
+    "k32_tss_df: .skip 104",
     ".balign 8",
     "k32_idt: .skip 48 * 8",
     ".balign 16",
     "    .skip 4096",
     "k32_stack_top:",
+    "    .skip 1024",
+    "k32_df_stack_top:",
     ".popsection",
     ".popsection",
 

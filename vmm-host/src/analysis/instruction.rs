@@ -20,6 +20,9 @@ pub struct MemoryOperand {
     pub size: usize,
     /// The base register and its value: the pointer a bug usually lives in.
     pub base: Option<(String, u64)>,
+    /// The segment whose non-zero base the CPU added (ES, CS, SS or DS outside long mode: a
+    /// kernel whose segments are not flat), by name, and that base.
+    pub segment: Option<(String, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,57 +58,7 @@ pub fn decode_in(
     let operands = info
         .used_memory()
         .iter()
-        .map(|used| {
-            let address = used
-                .virtual_address(0, |register, _, _| registers.value(register))
-                .map(Gva::new);
-            let base = (used.base() != Register::None).then(|| {
-                (
-                    format!("{:?}", used.base()).to_lowercase(),
-                    registers.value(used.base()).unwrap_or(0),
-                )
-            });
-            let write = matches!(
-                used.access(),
-                OpAccess::Write
-                    | OpAccess::CondWrite
-                    | OpAccess::ReadWrite
-                    | OpAccess::ReadCondWrite
-            );
-            let mut operand_text = String::from("[");
-            if let Some((name, _)) = &base {
-                operand_text.push_str(name);
-            }
-            if used.index() != Register::None {
-                if operand_text.len() > 1 {
-                    operand_text.push('+');
-                }
-                operand_text.push_str(&format!("{:?}", used.index()).to_lowercase());
-                if used.scale() > 1 {
-                    operand_text.push_str(&format!("*{}", used.scale()));
-                }
-            }
-            let displacement = crate::narrow::signed(used.displacement());
-            if displacement != 0 || operand_text.len() == 1 {
-                if operand_text.len() > 1 {
-                    if displacement < 0 {
-                        operand_text.push_str(&format!("-{:#x}", displacement.unsigned_abs()));
-                    } else {
-                        operand_text.push_str(&format!("+{displacement:#x}"));
-                    }
-                } else {
-                    operand_text.push_str(&format!("{:#x}", used.displacement()));
-                }
-            }
-            operand_text.push(']');
-            MemoryOperand {
-                text: operand_text,
-                address,
-                write,
-                size: used.memory_size().size(),
-                base,
-            }
-        })
+        .map(|used| memory_operand(bitness, used, registers))
         .collect();
     Some(Instruction {
         rip: Gva::new(rip),
@@ -115,16 +68,83 @@ pub fn decode_in(
     })
 }
 
-/// Read and decode the instruction at the interrupted RIP, in the code's `bitness`.
+/// One memory operand of an instruction in `bitness`-bit code, with the address the
+/// registers give it.
+fn memory_operand(
+    bitness: u32,
+    used: &iced_x86::UsedMemory,
+    registers: &RegisterFile<'_>,
+) -> MemoryOperand {
+    // Outside long mode a linear address wraps at 4 GiB, segment base included.
+    let address = used
+        .virtual_address(0, |register, _, _| registers.value(register))
+        .map(|linear| Gva::new(crate::registers::linear_address(bitness, 0, linear)));
+    let segment = matches!(
+        used.segment(),
+        Register::ES | Register::CS | Register::SS | Register::DS
+    )
+    .then(|| registers.segments.of_register(used.segment()))
+    .flatten()
+    .filter(|&base| base != 0)
+    .map(|base| (format!("{:?}", used.segment()), base));
+    let base = (used.base() != Register::None).then(|| {
+        (
+            format!("{:?}", used.base()).to_lowercase(),
+            registers.value(used.base()).unwrap_or(0),
+        )
+    });
+    let write = matches!(
+        used.access(),
+        OpAccess::Write | OpAccess::CondWrite | OpAccess::ReadWrite | OpAccess::ReadCondWrite
+    );
+    let mut operand_text = String::from("[");
+    if let Some((name, _)) = &base {
+        operand_text.push_str(name);
+    }
+    if used.index() != Register::None {
+        if operand_text.len() > 1 {
+            operand_text.push('+');
+        }
+        operand_text.push_str(&format!("{:?}", used.index()).to_lowercase());
+        if used.scale() > 1 {
+            operand_text.push_str(&format!("*{}", used.scale()));
+        }
+    }
+    let displacement = crate::narrow::signed(used.displacement());
+    if displacement != 0 || operand_text.len() == 1 {
+        if operand_text.len() > 1 {
+            if displacement < 0 {
+                operand_text.push_str(&format!("-{:#x}", displacement.unsigned_abs()));
+            } else {
+                operand_text.push_str(&format!("+{displacement:#x}"));
+            }
+        } else {
+            operand_text.push_str(&format!("{:#x}", used.displacement()));
+        }
+    }
+    operand_text.push(']');
+    MemoryOperand {
+        text: operand_text,
+        address,
+        write,
+        size: used.memory_size().size(),
+        base,
+        segment,
+    }
+}
+
+/// Read and decode the instruction at the interrupted RIP (at CS base + RIP), in the code's
+/// `bitness`.
 pub fn decode_at(
     space: &AddressSpace<'_>,
     registers: &RegisterFile<'_>,
     bitness: u32,
 ) -> Result<Instruction, String> {
     let rip = registers.regs.rip;
+    let linear = crate::registers::linear_address(bitness, registers.segments.cs, rip);
     let mut bytes = [0u8; 15];
     let (_, len) = space
-        .read_prefix(Gva::new(rip), &mut bytes)
+        .read_prefix(Gva::new(linear), &mut bytes)
         .map_err(|e| format!("cannot read the instruction: {e}"))?;
     decode_in(bitness, &bytes[..len], rip, registers)
         .ok_or_else(|| format!("the bytes at {rip:#x} are not a valid instruction"))
@@ -145,8 +165,10 @@ mod tests {
     fn registers(regs: &kvm_regs) -> RegisterFile<'_> {
         RegisterFile {
             regs,
-            fs_base: 0x7000_0000,
-            gs_base: 0,
+            segments: crate::registers::SegmentBases {
+                fs: 0x7000_0000,
+                ..Default::default()
+            },
         }
     }
 
@@ -195,5 +217,60 @@ mod tests {
         let i = decode_bytes(&[0x53], 0x1000, &registers(&regs)).unwrap();
         assert_eq!(i.operands[0].address, Some(Gva::new(0x8ff8)));
         assert!(i.operands[0].write);
+    }
+
+    /// 32-bit code: the offset wraps at 4 GiB, and a segment whose base is not zero moves the
+    /// linear address, which the operand says.
+    #[test]
+    fn addresses_of_32_bit_code_wrap_and_add_the_segment_base() {
+        let regs = kvm_regs {
+            rax: 0xffff_fff8,
+            ..Default::default()
+        };
+        // mov [eax+0x10], ecx
+        let bytes = [0x89, 0x48, 0x10];
+        let flat = decode_in(32, &bytes, 0x1000, &registers(&regs)).unwrap();
+        assert_eq!(flat.text, "mov [eax+10h],ecx");
+        assert_eq!(
+            flat.operands[0].address,
+            Some(Gva::new(0x8)),
+            "wraps at 4 GiB"
+        );
+        assert_eq!(flat.operands[0].segment, None, "a flat DS adds nothing");
+        let higher_half = RegisterFile {
+            regs: &kvm_regs {
+                rax: 0x1000,
+                ..Default::default()
+            },
+            segments: crate::registers::SegmentBases {
+                ds: 0x4000_0000,
+                ..Default::default()
+            },
+        };
+        let moved = decode_in(32, &bytes, 0x1000, &higher_half).unwrap();
+        let operand = &moved.operands[0];
+        assert_eq!(operand.address, Some(Gva::new(0x4000_1010)));
+        assert_eq!(operand.segment, Some(("DS".to_string(), 0x4000_0000)));
+        let wrapped = RegisterFile {
+            segments: crate::registers::SegmentBases {
+                ds: 0xc000_0000,
+                ..Default::default()
+            },
+            ..higher_half
+        };
+        let regs = kvm_regs {
+            rax: 0x4000_0000,
+            ..Default::default()
+        };
+        let wrapped = RegisterFile {
+            regs: &regs,
+            ..wrapped
+        };
+        let operand = &decode_in(32, &bytes, 0x1000, &wrapped).unwrap().operands[0];
+        assert_eq!(
+            operand.address,
+            Some(Gva::new(0x10)),
+            "base + offset wraps at 4 GiB too"
+        );
     }
 }

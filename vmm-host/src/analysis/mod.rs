@@ -202,13 +202,16 @@ pub fn analyse(record: &ExceptionRecord, ctx: &Context<'_>) -> (Analysis, Option
             }
         }
     }
-    for (what, address) in [
-        (WalkOf::Rip, record.regs.rip),
-        (WalkOf::Rsp, record.regs.rsp),
+    let bitness = record.control.bitness();
+    let segments = record.segments;
+    for (what, base, offset) in [
+        (WalkOf::Rip, segments.cs, record.regs.rip),
+        (WalkOf::Rsp, segments.ss, record.regs.rsp),
     ] {
+        let linear = crate::registers::linear_address(bitness, base, offset);
         walks.push(NamedWalk {
             what,
-            walk: ctx.space.walk(Gva::new(address)),
+            walk: ctx.space.walk(Gva::new(linear)),
         });
     }
     // With paging off there are no tables whose changes a diff could show.
@@ -252,9 +255,14 @@ impl fmt::Display for Analysis {
                     0 => String::new(),
                     n => format!(", {n} bytes"),
                 };
+                let segment = operand
+                    .segment
+                    .as_ref()
+                    .map(|(name, base)| format!("{name} base {base:#x} + offset, "))
+                    .unwrap_or_default();
                 writeln!(
                     f,
-                    "    operand {} = {address} ({}{size})",
+                    "    operand {} = {address} ({segment}{}{size})",
                     operand.text,
                     if operand.write { "write" } else { "read" },
                 )?;

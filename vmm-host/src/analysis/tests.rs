@@ -57,8 +57,7 @@ fn record(vector: u8, error: Option<u64>, rip: u64, cr2: u64, regs: kvm_regs) ->
             rsp: 0x8100,
             ..regs
         },
-        fs_base: 0,
-        gs_base: 0,
+        segments: crate::registers::SegmentBases::default(),
         depth: 1,
         outer: vec![],
     }
@@ -549,8 +548,7 @@ fn every_general_register_is_read_from_its_own_field() {
     };
     let file = crate::registers::RegisterFile {
         regs: &regs,
-        fs_base: 0,
-        gs_base: 0,
+        segments: crate::registers::SegmentBases::default(),
     };
     let order = [
         Register::RAX,

@@ -63,6 +63,10 @@ pub struct Capabilities {
     pub int_n_in_real_mode: bool,
     /// A 32-bit kernel can turn on 2-level and PAE paging (false on nested KVM here).
     pub paging_32: bool,
+    /// Exceptions delivered through task gates (hardware task switches).
+    pub task_gates: bool,
+    /// CR4.LA57 (5-level paging) offered to guests.
+    pub la57: bool,
     pub pio_exit_micros: Option<f64>,
 }
 
@@ -131,6 +135,8 @@ pub fn examine(device: &Path) -> DoctorReport {
         &mut caps.int_n_in_real_mode,
     );
     measure(probes::paging_32(&kvm), &mut caps.paging_32);
+    measure(probes::task_gate(&kvm), &mut caps.task_gates);
+    measure(probes::la57(&kvm), &mut caps.la57);
     probes.push(emulator::ring0_instructions(&kvm));
     let (pio, micros) = probes::pio_round_trip(&kvm);
     probes.push(pio);
@@ -172,16 +178,27 @@ impl fmt::Display for DoctorReport {
 /// once per device and process (the suite asks for each scenario); false where the device
 /// cannot be opened.
 pub fn runs_32_bit_paging(device: &Path) -> bool {
-    type Measured = std::collections::HashMap<std::path::PathBuf, bool>;
+    probed_once(device, "32-bit paging", probes::paging_32)
+}
+
+/// Whether the KVM at `device` delivers exceptions through 32-bit task gates. Probed once per
+/// device and process.
+pub fn runs_task_gates(device: &Path) -> bool {
+    probed_once(device, "task gates", probes::task_gate)
+}
+
+/// Whether `probe` says yes on the KVM at `device`, measured the first time it is asked.
+fn probed_once(device: &Path, name: &'static str, probe: fn(&kvm_ioctls::Kvm) -> Probe) -> bool {
+    type Measured = std::collections::HashMap<(std::path::PathBuf, &'static str), bool>;
     static MEASURED: std::sync::Mutex<Option<Measured>> = std::sync::Mutex::new(None);
     let mut measured = MEASURED
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let key = (device.to_path_buf(), name);
     *(measured.get_or_insert_default())
-        .entry(device.to_path_buf())
+        .entry(key)
         .or_insert_with(|| {
-            hypervisor::open(device)
-                .is_ok_and(|kvm| probes::paging_32(&kvm).verdict == Verdict::Yes)
+            hypervisor::open(device).is_ok_and(|kvm| probe(&kvm).verdict == Verdict::Yes)
         })
 }
 

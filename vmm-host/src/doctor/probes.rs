@@ -579,6 +579,35 @@ pub fn pio_round_trip(kvm: &Kvm) -> (Probe, Option<f64>) {
     (probe, Some(micros))
 }
 
+/// Give a 32-bit probe a #GP handler that reports its frame (vector, CS, EIP) at AUX_CODE:
+/// an 8-byte interrupt gate at IDT + 13 * 8 through a 32-bit code segment in GDT slot
+/// PAGING32_CS (the VM's 64-bit gates and its 64-bit user code mean nothing here).
+fn report_gp_32(vm: &ProbeVm, name: &'static str) -> Result<(), Probe> {
+    // The frame: error code, EIP, CS.
+    let handler = code(32, AUX_CODE, |a| {
+        a.mov(eax, 13)?;
+        a.mov(dx, u32::from(VECTOR_PORT))?;
+        a.out(dx, eax)?;
+        a.mov(eax, dword_ptr(esp + 8))?;
+        a.mov(dx, u32::from(FRAME_CS_PORT))?;
+        a.out(dx, eax)?;
+        a.mov(eax, dword_ptr(esp + 4))?;
+        a.mov(dx, u32::from(FRAME_RIP_PORT))?;
+        a.out(dx, eax)?;
+        a.hlt()
+    })?;
+    let handler_at = u32::try_from(AUX_CODE).unwrap_or(0);
+    let gate = u64::from(handler_at & 0xffff)
+        | PAGING32_CS << 16
+        | 0x8e00u64 << 32
+        | u64::from(handler_at >> 16) << 48;
+    let code32: u64 = 0x00cf_9a00_0000_ffff;
+    vm.write_code(AUX_CODE, &handler)
+        .and_then(|()| vm.write_code(IDT + 13 * 8, &gate.to_le_bytes()))
+        .and_then(|()| vm.write_code(GDT + PAGING32_CS, &code32.to_le_bytes()))
+        .map_err(|e| failed(name, e))
+}
+
 /// Where the 32-bit paging probe puts its tables: above the probe VM's own data.
 const PAGING32_TABLES: u64 = 0x10_0000;
 /// The GDT slot the 32-bit paging probe's #GP handler runs in.
@@ -605,33 +634,9 @@ fn paging32_run(kvm: &Kvm, cr4_bits: u32, tables: &[(u64, u64)]) -> Result<(bool
         a.mov(dx, u32::from(DONE_PORT))?;
         a.out(dx, al)
     })?;
-    // A 32-bit #GP handler (error code, EIP, CS on the stack) that reports its frame.
-    let handler = code(32, AUX_CODE, |a| {
-        a.mov(eax, 13)?;
-        a.mov(dx, u32::from(VECTOR_PORT))?;
-        a.out(dx, eax)?;
-        a.mov(eax, dword_ptr(esp + 8))?;
-        a.mov(dx, u32::from(FRAME_CS_PORT))?;
-        a.out(dx, eax)?;
-        a.mov(eax, dword_ptr(esp + 4))?;
-        a.mov(dx, u32::from(FRAME_RIP_PORT))?;
-        a.out(dx, eax)?;
-        a.hlt()
-    })?;
-    // Its 8-byte interrupt gate at IDT + 13 * 8 through a 32-bit code segment in GDT slot
-    // 0x20 (the VM's 64-bit gates and its 64-bit user code mean nothing here).
-    let handler_at = u32::try_from(AUX_CODE).unwrap_or(0);
-    let gate = u64::from(handler_at & 0xffff)
-        | PAGING32_CS << 16
-        | 0x8e00u64 << 32
-        | u64::from(handler_at >> 16) << 48;
-    let code32: u64 = 0x00cf_9a00_0000_ffff;
     let mut vm = ProbeVm::new(kvm, true, true).map_err(|e| failed(NAME, e))?;
-    vm.write_code(CODE, &main)
-        .and_then(|()| vm.write_code(AUX_CODE, &handler))
-        .and_then(|()| vm.write_code(IDT + 13 * 8, &gate.to_le_bytes()))
-        .and_then(|()| vm.write_code(GDT + PAGING32_CS, &code32.to_le_bytes()))
-        .map_err(|e| failed(NAME, e))?;
+    vm.write_code(CODE, &main).map_err(|e| failed(NAME, e))?;
+    report_gp_32(&vm, NAME)?;
     for &(at, value) in tables {
         vm.write_code(at, &value.to_le_bytes())
             .map_err(|e| failed(NAME, e))?;
@@ -650,6 +655,150 @@ fn paging32_run(kvm: &Kvm, cr4_bits: u32, tables: &[(u64, u64)]) -> Result<(bool
         )
     };
     Ok((reached, what))
+}
+
+/// Whether KVM offers 5-level paging (CPUID.(EAX=7,ECX=0):ECX.LA57 in KVM_GET_SUPPORTED_CPUID):
+/// a guest may set CR4.LA57 only where it does.
+pub fn la57(kvm: &Kvm) -> Probe {
+    const NAME: &str = "5-level paging";
+    const LA57: u32 = 1 << 16;
+    match kvm.get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES) {
+        Err(e) => failed(NAME, e),
+        Ok(cpuid) => {
+            let leaf7 = (cpuid.as_slice().iter()).find(|e| e.function == 7 && e.index == 0);
+            let offered = leaf7.is_some_and(|e| e.ecx & LA57 != 0);
+            Probe {
+                name: NAME,
+                verdict: if offered { Verdict::Yes } else { Verdict::No },
+                evidence: format!(
+                    "KVM_GET_SUPPORTED_CPUID leaf 7 ECX bit 16 (LA57) {}",
+                    if offered {
+                        "set: guests may turn CR4.LA57 on"
+                    } else {
+                        "clear: a guest's CR4.LA57 raises #GP; 5-level walks are checked on synthetic memory only"
+                    }
+                ),
+            }
+        }
+    }
+}
+
+/// GDT slots and TSSs of the task-gate probe: the running task's and the handler task's.
+const TASK_MAIN_SELECTOR: u64 = 0x38;
+const TASK_GATE_SELECTOR: u64 = 0x40;
+const TASK_MAIN_TSS: u64 = 0x7000;
+const TASK_GATE_TSS: u64 = 0x7100;
+/// Where the handler task starts and its stack.
+const TASK_ENTRY: u64 = AUX_CODE + 0x100;
+const TASK_STACK: u64 = 0x8800;
+
+/// A 32-bit TSS descriptor (limit 0x67) for the TSS at `base`, of `kind` (9 available, 0xB
+/// busy).
+fn tss32_descriptor(base: u64, kind: u64) -> u64 {
+    0x67 | (base & 0xff_ffff) << 16 | (0x80 | kind) << 40 | (base >> 24 & 0xff) << 56
+}
+
+/// Whether a 32-bit kernel can take an exception through a task gate, as some handle #DF:
+/// a `ud2` whose IDT entry is a task gate must start the gate's task, which finds the `ud2`'s
+/// EIP saved in the TSS of the task it interrupted.
+pub fn task_gate(kvm: &Kvm) -> Probe {
+    match task_gate_run(kvm) {
+        Ok(probe) | Err(probe) => probe,
+    }
+}
+
+fn task_gate_run(kvm: &Kvm) -> Result<Probe, Probe> {
+    const NAME: &str = "task gates";
+    let main = code(32, CODE, |a| a.ud2())?;
+    let task = code(32, TASK_ENTRY, |a| {
+        a.mov(eax, dword_ptr(const { imm32(TASK_MAIN_TSS + 0x20) }))?;
+        a.mov(dx, u32::from(RESULT_PORT))?;
+        a.out(dx, eax)?;
+        a.mov(dx, u32::from(DONE_PORT))?;
+        a.out(dx, al)
+    })?;
+    let mut vm = ProbeVm::new(kvm, true, true).map_err(|e| failed(NAME, e))?;
+    report_gp_32(&vm, NAME)?;
+    let entry = u32::try_from(TASK_ENTRY).unwrap_or(0);
+    let dwords = [
+        (TASK_GATE_TSS + 0x20, entry),
+        (TASK_GATE_TSS + 0x24, 2),
+        (TASK_GATE_TSS + 0x38, u32::try_from(TASK_STACK).unwrap_or(0)),
+        (
+            TASK_GATE_TSS + 0x4c,
+            u32::try_from(PAGING32_CS).unwrap_or(0),
+        ),
+        (TASK_GATE_TSS + 0x48, u32::from(KERNEL_DS)),
+        (TASK_GATE_TSS + 0x50, u32::from(KERNEL_DS)),
+        (TASK_GATE_TSS + 0x54, u32::from(KERNEL_DS)),
+        // IDT[6] (#UD): a present task gate (type 5) to the handler task.
+        (
+            IDT + 6 * 8,
+            u32::try_from(TASK_GATE_SELECTOR << 16).unwrap_or(0),
+        ),
+        (IDT + 6 * 8 + 4, 0x8500),
+    ];
+    let descriptors = [
+        (TASK_MAIN_SELECTOR, tss32_descriptor(TASK_MAIN_TSS, 0xb)),
+        (TASK_GATE_SELECTOR, tss32_descriptor(TASK_GATE_TSS, 0x9)),
+    ];
+    vm.write_code(CODE, &main)
+        .and_then(|()| vm.write_code(TASK_ENTRY, &task))
+        .and_then(|()| {
+            dwords
+                .iter()
+                .try_for_each(|&(at, value)| vm.write_code(at, &value.to_le_bytes()))
+        })
+        .and_then(|()| {
+            descriptors
+                .iter()
+                .try_for_each(|&(selector, d)| vm.write_code(GDT + selector, &d.to_le_bytes()))
+        })
+        .map_err(|e| failed(NAME, e))?;
+    let mut sregs = vm.vcpu.get_sregs().map_err(|e| failed(NAME, e))?;
+    sregs.gdt.limit = u16::try_from(TASK_GATE_SELECTOR + 7).unwrap_or(u16::MAX);
+    sregs.tr = crate::descriptor::Descriptor(descriptors[0].1)
+        .segment(u16::try_from(TASK_MAIN_SELECTOR).unwrap_or(0));
+    vm.vcpu.set_sregs(&sregs).map_err(|e| failed(NAME, e))?;
+    let trace = vm.run(LIMIT);
+    let (verdict, evidence) = task_gate_verdict(&trace);
+    Ok(Probe {
+        name: NAME,
+        verdict,
+        evidence,
+    })
+}
+
+/// What the task-gate probe's run shows: the task reports the EIP saved in the old TSS.
+fn task_gate_verdict(trace: &Trace) -> (Verdict, String) {
+    let saved = trace.values_on(RESULT_PORT).next();
+    match (saved, first_exception(trace)) {
+        (Some(eip), _) if eip == CODE => (
+            Verdict::Yes,
+            format!(
+                "a #UD through a task gate started the task; the ud2's EIP {eip:#x} was saved in the old TSS"
+            ),
+        ),
+        (Some(eip), _) => (
+            Verdict::No,
+            format!(
+                "the task started, but the old TSS holds EIP {eip:#x}, not the ud2's {CODE:#x}"
+            ),
+        ),
+        (None, Some((vector, _, rip))) => (
+            Verdict::No,
+            format!(
+                "a #UD through a task gate ended in vector {vector} at EIP {rip:#x}, not in the task"
+            ),
+        ),
+        (None, None) => (
+            Verdict::No,
+            format!(
+                "a #UD through a task gate ended in {}",
+                describe(&trace.stop)
+            ),
+        ),
+    }
 }
 
 /// Whether a 32-bit kernel can turn paging on: 2-level with a 4 MiB page, and PAE. The nested

@@ -18,34 +18,8 @@ fn read<T: vm_memory::ByteValued>(mem: &GuestMemoryMmap, linear: u64) -> Option<
 
 /// The segment a GDT descriptor describes, or `None` if it is no present code segment.
 pub fn code_segment(selector: u16, descriptor: u64) -> Option<kvm_segment> {
-    let bit = |n: u32| u8::from(descriptor >> n & 1 == 1);
-    let type_ = crate::narrow::low_u16(descriptor >> 40 & 0xf);
-    let is_code = type_ & 0x8 != 0;
-    if bit(47) == 0 || bit(44) == 0 || !is_code {
-        return None;
-    }
-    let base = (descriptor >> 16 & 0xff_ffff) | (descriptor >> 56 & 0xff) << 24;
-    let raw_limit = crate::narrow::low_u32((descriptor & 0xffff) | (descriptor >> 48 & 0xf) << 16);
-    let limit = if bit(55) == 1 {
-        raw_limit << 12 | 0xfff
-    } else {
-        raw_limit
-    };
-    Some(kvm_segment {
-        base,
-        limit,
-        selector,
-        type_: u8::try_from(type_).ok()?,
-        present: 1,
-        dpl: bit(45) | bit(46) << 1,
-        db: bit(54),
-        s: 1,
-        l: bit(53),
-        g: bit(55),
-        avl: bit(52),
-        unusable: 0,
-        padding: 0,
-    })
+    let descriptor = crate::descriptor::Descriptor(descriptor);
+    (descriptor.present() && descriptor.is_code()).then(|| descriptor.segment(selector))
 }
 
 /// Carry out the `iret` at CS:EIP, if the vCPU is in 32-bit ring 0 with paging off and the

@@ -67,31 +67,26 @@ pub struct Descriptor {
 
 /// Decode the descriptor at `selector` from its 8 bytes (and the next 8 for a system one).
 pub fn decode(selector: u16, low: u64, high: u64) -> Descriptor {
-    let present = low & (1 << 47) != 0;
-    let dpl = (low >> 45) & 3;
-    let system = low & (1 << 44) == 0;
-    let kind = (low >> 40) & 0xf;
-    let limit = (low & 0xffff) | ((low >> 32) & 0xf_0000);
-    let granular = low & (1 << 55) != 0;
-    let limit = if granular { limit << 12 | 0xfff } else { limit };
-    let base32 = ((low >> 16) & 0xff_ffff) | ((low >> 32) & 0xff00_0000);
-    if low == 0 {
+    let d = crate::descriptor::Descriptor(low);
+    if d.is_null() {
         return Descriptor {
             selector,
             text: "null".into(),
             slots: 1,
         };
     }
-    let p = if present { "" } else { ", not present" };
-    if system {
+    let (kind, dpl, limit, base32) = (d.kind(), d.dpl(), d.limit(), d.base());
+    let p = if d.present() { "" } else { ", not present" };
+    if d.is_system() {
+        use crate::descriptor::system;
         let base = base32 | (high & 0xffff_ffff) << 32;
         let name = match kind {
-            0x2 => "LDT",
-            0x9 => "64-bit TSS (available)",
-            0xb => "64-bit TSS (busy)",
+            system::LDT => "LDT",
+            system::TSS_AVAILABLE => "64-bit TSS (available)",
+            system::TSS_BUSY => "64-bit TSS (busy)",
             _ => "system descriptor",
         };
-        let slots = if matches!(kind, 0x2 | 0x9 | 0xb) {
+        let slots = if d.is_tss() || kind == system::LDT {
             2
         } else {
             1
@@ -102,11 +97,8 @@ pub fn decode(selector: u16, low: u64, high: u64) -> Descriptor {
             slots,
         };
     }
-    let code = kind & 0x8 != 0;
-    let text = if code {
-        let long = low & (1 << 53) != 0;
-        let default32 = low & (1 << 54) != 0;
-        let bits = match (long, default32) {
+    let text = if d.is_code() {
+        let bits = match (d.long(), d.default32()) {
             (true, _) => "64-bit",
             (false, true) => "32-bit",
             (false, false) => "16-bit",

@@ -110,15 +110,18 @@ pub struct Scenario {
 pub enum Need {
     /// A 32-bit kernel can turn on 2-level and PAE paging.
     Paging32,
+    /// Exceptions can be delivered through 32-bit task gates.
+    TaskGates,
 }
 
 impl Need {
-    pub const ALL: [Need; 1] = [Need::Paging32];
+    pub const ALL: [Need; 2] = [Need::Paging32, Need::TaskGates];
 
     /// The name a scenario file gives it: doctor's probe name.
     pub const fn name(self) -> &'static str {
         match self {
             Need::Paging32 => "32-bit paging",
+            Need::TaskGates => "task gates",
         }
     }
 
@@ -130,6 +133,7 @@ impl Need {
     pub fn met(self, device: &std::path::Path) -> bool {
         match self {
             Need::Paging32 => crate::doctor::runs_32_bit_paging(device),
+            Need::TaskGates => crate::doctor::runs_task_gates(device),
         }
     }
 }
@@ -525,11 +529,16 @@ serial = ["memory map", "hello from guest-kernel"]
     fn needs_are_capabilities_doctor_measures() {
         let needs = format!("needs = [\"32-bit paging\"]\n{HELLO}");
         assert_eq!(parse(&needs).unwrap().needs, [Need::Paging32]);
+        let both = format!("needs = [\"task gates\", \"32-bit paging\"]\n{HELLO}");
+        assert_eq!(
+            parse(&both).unwrap().needs,
+            [Need::TaskGates, Need::Paging32]
+        );
         assert_eq!(parse(HELLO).unwrap().needs, []);
         let unknown = format!("needs = [\"64-bit paging\"]\n{HELLO}");
         assert_eq!(
             parse(&unknown).unwrap_err().to_string(),
-            "scenarios/hello.toml:1:10: needs: \"64-bit paging\" is not a capability vmm-host can check; it knows \"32-bit paging\""
+            "scenarios/hello.toml:1:10: needs: \"64-bit paging\" is not a capability vmm-host can check; it knows \"32-bit paging\", \"task gates\""
         );
         // A scenario with no needs runs anywhere, without probing.
         let device = Path::new("/nonexistent/kvm");

@@ -30,8 +30,7 @@ pub struct Effect {
 fn gpr(regs: &kvm_regs, register: Register) -> Option<u64> {
     let file = RegisterFile {
         regs,
-        fs_base: 0,
-        gs_base: 0,
+        segments: crate::registers::SegmentBases::default(),
     };
     file.value(register).filter(|_| register.is_gpr64())
 }

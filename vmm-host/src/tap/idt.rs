@@ -68,6 +68,8 @@ impl Idtr {
 pub enum GateKind {
     Interrupt,
     Trap,
+    /// A task gate: delivery switches to the task whose TSS the gate's selector names.
+    Task,
     /// Any other type (call gate, TSS, reserved): the CPU raises #GP on delivery.
     Invalid(u8),
 }
@@ -98,10 +100,11 @@ impl Gate {
         };
         let attributes = raw[5];
         // Types 0xE and 0xF are 64-bit gates in long mode and 32-bit ones in protected mode;
-        // 16-bit gates (6, 7) and task gates (5) are not followed here.
+        // long mode has no task gates; 16-bit gates (6, 7) are not followed here.
         let kind = match attributes & 0xf {
             0xe => GateKind::Interrupt,
             0xf => GateKind::Trap,
+            0x5 if format == GateFormat::Protected => GateKind::Task,
             other => GateKind::Invalid(other),
         };
         Self {
@@ -115,9 +118,12 @@ impl Gate {
         }
     }
 
-    /// Whether the CPU can deliver an exception through this gate to a handler at all.
+    /// Whether the CPU can deliver an exception through this interrupt or trap gate to the
+    /// handler at its offset. A task gate's offset means nothing: see [`crate::tap::task`].
     pub fn usable(&self) -> bool {
-        self.present && !matches!(self.kind, GateKind::Invalid(_)) && self.handler.is_canonical()
+        self.present
+            && matches!(self.kind, GateKind::Interrupt | GateKind::Trap)
+            && self.handler.is_canonical()
     }
 }
 
@@ -127,6 +133,16 @@ impl fmt::Display for Gate {
             GateKind::Interrupt => "interrupt gate".to_string(),
             GateKind::Trap => "trap gate".to_string(),
             GateKind::Invalid(t) => format!("invalid gate type {t:#x}"),
+            GateKind::Task => {
+                return write!(
+                    f,
+                    "vector {:>2}: task gate to TSS {:#06x} DPL {}{}",
+                    self.vector,
+                    self.selector,
+                    self.dpl,
+                    if self.present { "" } else { " (not present)" },
+                );
+            }
         };
         write!(
             f,
@@ -203,10 +219,14 @@ mod tests {
             "vector  0: interrupt gate 0x0008:0x2000ff DPL 0"
         );
         let task = Gate::parse(8, &gate_bytes(0, 0x28, 0, 0x85), GateFormat::Protected);
+        assert_eq!((task.kind, task.selector), (GateKind::Task, 0x28));
+        assert!(!task.usable(), "its offset is no handler");
+        assert_eq!(task.to_string(), "vector  8: task gate to TSS 0x0028 DPL 0");
+        let in_long_mode = Gate::parse(8, &gate_bytes(0, 0x28, 0, 0x85), GateFormat::Long);
         assert_eq!(
-            task.kind,
+            in_long_mode.kind,
             GateKind::Invalid(5),
-            "a task gate is not followed"
+            "no task gates in long mode"
         );
         assert_eq!(GateFormat::of(0x11, 0), Some(GateFormat::Protected));
         assert_eq!(GateFormat::of(0x8000_0011, 0x500), Some(GateFormat::Long));

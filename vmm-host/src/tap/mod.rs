@@ -11,6 +11,7 @@ mod emulate;
 mod idt;
 mod patch;
 mod record;
+pub mod task;
 
 pub use idt::{EXCEPTION_VECTORS, Gate, GateFormat, GateKind, Idtr};
 pub use patch::{Patch, PatchError, Patches};
@@ -26,7 +27,6 @@ use kvm_bindings::{
 use kvm_ioctls::VcpuFd;
 use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestMemoryMmap};
-use x86_64::registers::control::Cr0Flags;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TapError {
@@ -100,6 +100,8 @@ pub struct TapStats {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Armed {
     idtr: Idtr,
+    /// Task gates lead through the GDT.
+    gdtr: task::Gdtr,
     cr3: u64,
     /// Gates 0..idtr.covered_vectors(); the rest stays zero.
     gates: [u8; GATES_BYTES],
@@ -109,19 +111,138 @@ struct Armed {
 const GATES_BYTES: usize = EXCEPTION_VECTORS as usize * idt::GATE_BYTES;
 
 /// The IDT the tap can arm in this vCPU state: long mode's, or a 32-bit protected-mode
-/// kernel's with paging off (32-bit paging's walks are not the host's yet). `None` in real
-/// mode, whose IVT has no gates.
+/// kernel's in any paging mode. `None` in real mode, whose IVT has no gates.
 fn armable_idtr(sregs: &kvm_sregs) -> Option<Idtr> {
     let format = GateFormat::of(sregs.cr0, sregs.efer)?;
-    let paging = sregs.cr0 & Cr0Flags::PAGING.bits() != 0;
-    if format == GateFormat::Protected && paging {
-        return None;
-    }
     Some(Idtr {
         base: Gva::new(sregs.idt.base),
         limit: sregs.idt.limit,
         format,
     })
+}
+
+fn gdtr_of(sregs: &kvm_sregs) -> task::Gdtr {
+    task::Gdtr {
+        base: Gva::new(sregs.gdt.base),
+        limit: sregs.gdt.limit,
+    }
+}
+
+impl Armed {
+    /// The gates inside the IDT limit, decoded.
+    fn gates(&self) -> impl Iterator<Item = Gate> + '_ {
+        let format = self.idtr.format;
+        let covered = usize::from(self.idtr.covered_vectors()) * format.size();
+        (0u8..)
+            .zip(self.gates[..covered].chunks_exact(format.size()))
+            .map(move |(vector, raw)| {
+                let mut gate_bytes = [0u8; idt::GATE_BYTES];
+                gate_bytes[..raw.len()].copy_from_slice(raw);
+                Gate::parse(vector, &gate_bytes, format)
+            })
+    }
+}
+
+/// The frame of the exception whose handler the vCPU (at `sregs`, with RSP at the frame) has
+/// just reached, and for a task gate the interrupted task's general registers.
+fn read_frame(
+    space: &AddressSpace,
+    sregs: &kvm_sregs,
+    at: Gva,
+    has_error: bool,
+    through_task: bool,
+) -> Result<(Frame, Option<[u32; 8]>), String> {
+    if through_task {
+        let gdtr = gdtr_of(sregs);
+        let current = task::follow(space, gdtr, sregs.tr.selector).map_err(|e| e.to_string())?;
+        let previous = task::follow(space, gdtr, current.tss.link)
+            .map_err(|e| format!("the interrupted task (the TSS's link): {e}"))?;
+        let error = if has_error {
+            let mut raw = [0u8; 4];
+            space.read(at, &mut raw).map_err(|e| e.to_string())?;
+            Some(u64::from(u32::from_le_bytes(raw)))
+        } else {
+            None
+        };
+        return Ok((
+            Frame::from_task(at, error, &previous.tss),
+            Some(previous.tss.gprs),
+        ));
+    }
+    if GateFormat::of(sregs.cr0, sregs.efer) == Some(GateFormat::Protected) {
+        let mut raw = [0u8; 24];
+        space.read(at, &mut raw).map_err(|e| e.to_string())?;
+        let mut words = [0u32; 6];
+        for (word, bytes) in words.iter_mut().zip(raw.chunks_exact(4)) {
+            *word = u32::from_le_bytes(bytes.try_into().unwrap_or_default());
+        }
+        return Ok((
+            Frame::parse32(at, &words, has_error, sregs.ss.selector),
+            None,
+        ));
+    }
+    let mut raw = [0u8; 48];
+    space.read(at, &mut raw).map_err(|e| e.to_string())?;
+    let mut words = [0u64; 6];
+    for (word, bytes) in words.iter_mut().zip(raw.chunks_exact(8)) {
+        *word = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
+    }
+    Ok((Frame::parse(at, &words, has_error), None))
+}
+
+/// Where a task gate leads, for the IDT's description: the TSS, the task's entry and where
+/// that is, or why the CPU cannot switch to it.
+fn describe_task(space: &AddressSpace, gdtr: task::Gdtr, selector: u16) -> String {
+    match task::follow(space, gdtr, selector) {
+        Err(e) => format!(": {e}; delivering through it raises #TS or #GP"),
+        Ok(task) => {
+            let entry = task.entry();
+            let place = match task.space(space).translate(entry) {
+                Ok(gpa) => format!("physical {gpa}"),
+                Err(e) => e.to_string(),
+            };
+            let busy = if task.busy {
+                " (busy: a switch to it raises #GP, unless it is the task running)"
+            } else {
+                ""
+            };
+            format!(
+                ", TSS at {}{busy}, task entry {:#06x}:{entry} CR3 {:#x} ESP {:#x}, at {place}",
+                task.base,
+                task.tss.cs,
+                task.tss.cr3,
+                task.tss.esp()
+            )
+        }
+    }
+}
+
+/// Where the handler of `gate` is in guest RAM, and whether a task switch leads there; `None`
+/// for a gate the CPU cannot deliver through (nothing to arm), an error saying why a handler
+/// that exists cannot be armed.
+fn handler_of(
+    space: &AddressSpace,
+    gdtr: task::Gdtr,
+    gate: &Gate,
+) -> Result<Option<(Gpa, bool)>, String> {
+    if gate.kind == GateKind::Task && gate.present {
+        let task = task::follow(space, gdtr, gate.selector)
+            .map_err(|e| format!("task gate to TSS {:#06x}: {e}", gate.selector))?;
+        let gpa = task.space(space).translate(task.entry()).map_err(|e| {
+            format!(
+                "task gate to TSS {:#06x}: the task's entry {e}",
+                gate.selector
+            )
+        })?;
+        return Ok(Some((gpa, true)));
+    }
+    if !gate.usable() {
+        return Ok(None);
+    }
+    match space.translate(gate.handler) {
+        Ok(gpa) => Ok(Some((gpa, false))),
+        Err(e) => Err(format!("handler {e}")),
+    }
 }
 
 #[derive(Debug)]
@@ -135,6 +256,8 @@ pub struct Tap {
     /// What gdb adds to the vCPU's debug state (hardware breakpoints, its own single-step).
     extra_debug: kvm_guest_debug,
     nesting: Nesting,
+    /// Vectors whose armed handler is a task's entry, reached through a task gate.
+    task_vectors: u32,
     next_seq: u64,
     pub stats: TapStats,
     /// The IDTR comes from `kvm_run`'s synced system registers (see [`Tap::use_synced_sregs`]).
@@ -178,6 +301,7 @@ impl Tap {
             stepping: None,
             extra_debug: kvm_guest_debug::default(),
             nesting: Nesting::default(),
+            task_vectors: 0,
             next_seq: 1,
             stats: TapStats::default(),
             synced_sregs: false,
@@ -250,6 +374,7 @@ impl Tap {
         }
         let current = Armed {
             idtr,
+            gdtr: gdtr_of(sregs),
             cr3: sregs.cr3 & mm::paging::ADDR_MASK,
             gates,
         };
@@ -282,20 +407,21 @@ impl Tap {
         let space = self.space(ram, sregs);
         let mut wanted: Vec<(Gpa, u8)> = Vec::new();
         let mut unarmed = Vec::new();
-        let format = armed.idtr.format;
-        let covered = usize::from(armed.idtr.covered_vectors()) * format.size();
-        for (vector, raw) in (0u8..).zip(armed.gates[..covered].chunks_exact(format.size())) {
-            let mut gate_bytes = [0u8; idt::GATE_BYTES];
-            gate_bytes[..raw.len()].copy_from_slice(raw);
-            let gate = Gate::parse(vector, &gate_bytes, format);
-            if !gate.usable() {
-                continue;
-            }
-            match space.translate(gate.handler) {
-                Ok(gpa) => wanted.push((gpa, vector)),
-                Err(e) => unarmed.push(format!("vector {vector}: handler {e}")),
+        let mut task_vectors = 0;
+        for gate in armed.gates() {
+            let vector = gate.vector;
+            match handler_of(&space, armed.gdtr, &gate) {
+                Ok(Some((gpa, through_task))) => {
+                    wanted.push((gpa, vector));
+                    if through_task {
+                        task_vectors |= 1 << vector;
+                    }
+                }
+                Ok(None) => {}
+                Err(why) => unarmed.push(format!("vector {vector}: {why}")),
             }
         }
+        self.task_vectors = task_vectors;
         let stale: Vec<Gpa> = self
             .patches
             .iter()
@@ -469,34 +595,33 @@ impl Tap {
         let space = self.space(ram, sregs);
         let at = Gva::new(regs.rsp);
         let has_error = abi::exception::pushes_error_code(vector);
-        let frame = if GateFormat::of(sregs.cr0, sregs.efer) == Some(GateFormat::Protected) {
-            let mut raw = [0u8; 24];
-            space.read(at, &mut raw).map(|_| {
-                let mut words = [0u32; 6];
-                for (word, bytes) in words.iter_mut().zip(raw.chunks_exact(4)) {
-                    *word = u32::from_le_bytes(bytes.try_into().unwrap_or_default());
-                }
-                Frame::parse32(at, &words, has_error, sregs.ss.selector)
-            })
-        } else {
-            let mut raw = [0u8; 48];
-            space.read(at, &mut raw).map(|_| {
-                let mut words = [0u64; 6];
-                for (word, bytes) in words.iter_mut().zip(raw.chunks_exact(8)) {
-                    *word = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
-                }
-                Frame::parse(at, &words, has_error)
-            })
-        };
-        let (frame, frame_error) = match frame {
-            Ok(frame) => (Some(frame), None),
-            Err(e) => (None, Some(format!("cannot read the exception frame: {e}"))),
-        };
+        let through_task = self.task_vectors & 1 << vector != 0;
+        let (frame, frame_error, task_gprs) =
+            match read_frame(&space, sregs, at, has_error, through_task) {
+                Ok((frame, gprs)) => (Some(frame), None, gprs),
+                Err(e) => (
+                    None,
+                    Some(format!("cannot read the exception frame: {e}")),
+                    None,
+                ),
+            };
         let mut interrupted = *regs;
         if let Some(f) = &frame {
             interrupted.rip = f.rip.raw();
             interrupted.rsp = f.rsp.raw();
             interrupted.rflags = f.rflags;
+        }
+        if let Some(g) = task_gprs {
+            [
+                interrupted.rax,
+                interrupted.rcx,
+                interrupted.rdx,
+                interrupted.rbx,
+                _,
+                interrupted.rbp,
+                interrupted.rsi,
+                interrupted.rdi,
+            ] = g.map(u64::from);
         }
         let outer = self.nesting.enter(seq, frame.as_ref());
         ExceptionRecord {
@@ -514,8 +639,7 @@ impl Tap {
                 efer: sregs.efer,
             },
             regs: interrupted,
-            fs_base: sregs.fs.base,
-            gs_base: sregs.gs.base,
+            segments: crate::registers::SegmentBases::of(sregs),
             depth: outer.len() + 1,
             outer,
         }
@@ -603,7 +727,9 @@ impl Tap {
                         Err(e) => format!("gate unreadable: {e}"),
                         Ok(_) => {
                             let gate = Gate::parse(vector, &raw, idtr.format);
-                            let handler = if gate.usable() {
+                            let handler = if gate.kind == GateKind::Task && gate.present {
+                                describe_task(&space, gdtr_of(sregs), gate.selector)
+                            } else if gate.usable() {
                                 match space.translate(gate.handler) {
                                     Ok(gpa) => format!(", handler at physical {gpa}"),
                                     Err(e) => format!(", handler {e}"),

@@ -72,6 +72,23 @@ impl Frame {
     }
 }
 
+impl Frame {
+    /// The frame of an exception delivered through a task gate: the error code (if any) on
+    /// the new task's stack at `at`; the interrupted CS:EIP, EFLAGS and SS:ESP in the TSS of
+    /// the task it interrupted.
+    pub fn from_task(at: Gva, error: Option<u64>, interrupted: &super::task::Tss32) -> Self {
+        Self {
+            at,
+            error,
+            rip: Gva::new(u64::from(interrupted.eip)),
+            cs: interrupted.cs,
+            rflags: u64::from(interrupted.eflags),
+            rsp: Gva::new(u64::from(interrupted.esp())),
+            ss: interrupted.ss,
+        }
+    }
+}
+
 /// Control registers at the moment the handler was entered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ControlRegisters {
@@ -113,8 +130,9 @@ pub struct ExceptionRecord {
     pub control: ControlRegisters,
     /// General registers as the interrupted code left them (RIP, RSP, RFLAGS from the frame).
     pub regs: kvm_regs,
-    pub fs_base: u64,
-    pub gs_base: u64,
+    /// The segment bases addresses were formed with (FS and GS in long mode; all six in
+    /// protected and real mode).
+    pub segments: crate::registers::SegmentBases,
     /// 1 at top level, 2 for an exception raised while handling another, and so on.
     pub depth: usize,
     /// Sequence numbers of the exceptions being handled when this one came, outermost first.
@@ -126,8 +144,7 @@ impl ExceptionRecord {
     pub fn registers(&self) -> crate::registers::RegisterFile<'_> {
         crate::registers::RegisterFile {
             regs: &self.regs,
-            fs_base: self.fs_base,
-            gs_base: self.gs_base,
+            segments: self.segments,
         }
     }
 

@@ -533,18 +533,19 @@ impl Vm {
         let (Ok(regs), Ok(sregs)) = (self.vcpu.get_regs(), self.vcpu.get_sregs()) else {
             return false;
         };
-        if sregs.cr0 & Cr0Flags::PAGING.bits() == 0 {
-            return false;
-        }
         let mode = PagingMode::of_vcpu(self.cpu_paging, sregs.cr0, sregs.cr4, sregs.efer);
         let space = self.address_space(mode, Cr3::new(sregs.cr3));
         let registers = crate::registers::RegisterFile {
             regs: &regs,
-            fs_base: sregs.fs.base,
-            gs_base: sregs.gs.base,
+            segments: crate::registers::SegmentBases::of(&sregs),
         };
-        // Paging is on (checked above), so this is long mode's code.
-        let Ok(instruction) = crate::analysis::decode_at(&space, &registers, 64) else {
+        let bitness = crate::tap::ControlRegisters {
+            cr0: sregs.cr0,
+            efer: sregs.efer,
+            ..Default::default()
+        }
+        .bitness();
+        let Ok(instruction) = crate::analysis::decode_at(&space, &registers, bitness) else {
             return false;
         };
         let (start, end) = (slot.at.raw(), slot.at.raw().saturating_add(slot.len));

@@ -27,6 +27,9 @@ pub struct Logged {
     pub error: u64,
     pub cr2: u64,
     pub rip: u64,
+    /// Whether its handler was reached: false when delivering it raised another exception
+    /// (the log's next `check_exception old: 0xVECTOR …`).
+    pub delivered: bool,
 }
 
 /// The exceptions of a `-d int` log: lines like
@@ -36,15 +39,32 @@ pub fn exceptions_in(log: &str) -> Vec<Logged> {
         let value = line.split_whitespace().find_map(|w| w.strip_prefix(key))?;
         u64::from_str_radix(value, 16).ok()
     };
-    log.lines()
-        .filter(|line| line.contains(": v="))
-        .filter_map(|line| {
+    let mut logged: Vec<Logged> = Vec::new();
+    for line in log.lines() {
+        if let Some(rest) = line.strip_prefix("check_exception old: 0x") {
+            // An exception raised while the last one was being delivered.
+            let old = rest.split_whitespace().next().unwrap_or("");
+            let old = u64::from_str_radix(old, 16).ok();
+            if let Some(last) = logged.last_mut()
+                && old == Some(u64::from(last.vector))
+            {
+                last.delivered = false;
+            }
+            continue;
+        }
+        if !line.contains(": v=") {
+            continue;
+        }
+        let parsed = (|| {
             Some(Logged {
                 vector: u8::try_from(field(line, "v=")?).ok()?,
                 error: field(line, "e=")?,
                 cr2: field(line, "CR2=").unwrap_or(0),
                 rip: field(line, "pc=")?,
+                delivered: true,
             })
-        })
-        .collect()
+        })();
+        logged.extend(parsed);
+    }
+    logged
 }
