@@ -240,6 +240,7 @@ mod tests {
                     rflags: 0x2,
                     rsp: Gva::new(0x8100),
                     ss: 0x10,
+                    real_mode: false,
                 }),
                 frame_error: None,
                 control: ControlRegisters::default(),

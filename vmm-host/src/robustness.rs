@@ -181,6 +181,7 @@ proptest! {
                 rflags: 0x2,
                 rsp: Gva::new(regs.rsp),
                 ss: 0x10,
+                real_mode: false,
             }),
             frame_error: None,
             control: ControlRegisters { cr0: 0x8000_0011, cr2, cr3: 0x1000, cr4: 0x20, efer: 0xd00 },

@@ -126,20 +126,47 @@ fn a_real_mode_exception_with_no_handler_ends_the_run_where_it_was_raised() {
     );
 }
 
-/// A boot sector that installs its own #UD handler in the IVT gets it run: the host ends
-/// nothing, the handler reports through port 0xf4.
+/// A boot sector that installs its own #UD handler (07C0:0020, so CS base and IP differ from
+/// the faulting code's), says "A" through the BIOS (an exit: the tap re-reads the IVT there),
+/// then runs `ud2` at 0000:7C11. The BIOS is not involved: the tap catches the exception at
+/// the guest's handler, reading real mode's 16-bit frame; the handler pops the IP the CPU
+/// pushed and exits with its low byte.
 #[test]
-fn a_real_mode_exception_the_guest_handles_is_not_the_hosts() {
+fn a_real_mode_exception_the_guest_handles_is_caught_at_its_handler() {
     if kvm_or_skip("a_real_mode_exception_the_guest_handles").is_none() {
         return;
     }
-    // mov word [0x18], 0x7c20; mov word [0x1a], 0; ud2; at 7C20: mov al, 6; out 0xf4, al
+    // mov word [0x18], 0x0020; mov word [0x1a], 0x07c0; mov ax, 0x0e41; int 0x10; ud2
     let mut code = vec![
-        0xc7, 0x06, 0x18, 0x00, 0x20, 0x7c, 0xc7, 0x06, 0x1a, 0x00, 0x00, 0x00,
+        0xc7, 0x06, 0x18, 0x00, 0x20, 0x00, 0xc7, 0x06, 0x1a, 0x00, 0xc0, 0x07, 0xb8, 0x41, 0x0e,
+        0xcd, 0x10, 0x0f, 0x0b,
     ];
-    code.extend([0x0f, 0x0b]);
     code.resize(0x20, 0x90);
-    code.extend([0xb0, 0x06, 0xe6, 0xf4]);
-    let run = boot(&image(&code, &[], 1), &["--timeout", "5"]);
-    assert_eq!(run.status, 6, "{}", run.stdout);
+    // At 07C0:0020: pop ax; out 0xf4, al
+    code.extend([0x58, 0xe6, 0xf4]);
+    let run = vmm(&[
+        "run",
+        "--color",
+        "never",
+        "--disk",
+        image(&code, &[], 1).path().to_str().unwrap(),
+        "--timeout",
+        "5",
+    ]);
+    assert_eq!(
+        run.status, 0x11,
+        "the handler saw IP 0x7c11:\n{}",
+        run.stdout
+    );
+    assert_says(&run, "== exceptions: 1 captured by hlt traps at 1 handlers");
+    assert_says(
+        &run,
+        "[1] vector 6 (#UD invalid opcode) at rip 0x7c11 (CPL 0)",
+    );
+    assert_says(&run, "  instruction  ud2   (0f 0b)");
+    assert!(
+        !run.stdout.contains("in real mode at"),
+        "not the BIOS's: {}",
+        run.stdout
+    );
 }

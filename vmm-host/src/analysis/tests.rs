@@ -42,6 +42,7 @@ fn record(vector: u8, error: Option<u64>, rip: u64, cr2: u64, regs: kvm_regs) ->
             rflags: 0x2,
             rsp: Gva::new(0x8100),
             ss: 0x10,
+            real_mode: false,
         }),
         frame_error: None,
         control: ControlRegisters {

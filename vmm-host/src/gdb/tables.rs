@@ -11,7 +11,7 @@ pub fn idt(vm: &dyn Inspect) -> Result<String, String> {
     let idtr = Idtr {
         base: Gva::new(cpu.sregs.idt.base),
         limit: cpu.sregs.idt.limit,
-        format: GateFormat::of(cpu.sregs.cr0, cpu.sregs.efer).unwrap_or(GateFormat::Long),
+        format: GateFormat::of(cpu.sregs.cr0, cpu.sregs.efer),
     };
     let mut text = format!(
         "IDTR base {} limit {:#x}: {} of the {EXCEPTION_VECTORS} exception gates inside the limit\n",

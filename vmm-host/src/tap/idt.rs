@@ -1,6 +1,6 @@
 //! The guest's IDT as the tap reads it: IDTR from the vCPU, gates from guest memory through
 //! the guest's own page tables: 16-byte gates in long mode, 8-byte gates in 32-bit protected
-//! mode.
+//! mode, and in real mode the interrupt vector table's 4-byte far pointers.
 
 use crate::addr::Gva;
 use std::fmt;
@@ -17,20 +17,26 @@ pub enum GateFormat {
     Long,
     /// 32-bit protected mode: 8 bytes, a 32-bit offset.
     Protected,
+    /// Real mode's interrupt vector table: 4 bytes, offset then segment.
+    RealMode,
 }
 
+/// The vectors that are CPU exceptions in real mode and nothing else there: #DE, #DB, #BP,
+/// #OF, #BR, #UD, #NM. From 8 on, a PC's real-mode vectors are the master PIC's IRQs and the
+/// BIOS's services, which the tap must not count as exceptions.
+pub const REAL_MODE_EXCEPTIONS: [u8; 7] = [0, 1, 3, 4, 5, 6, 7];
+
 impl GateFormat {
-    /// The format of the vCPU with these control registers; `None` in real mode (no IDT
-    /// gates: the IVT).
-    pub fn of(cr0: u64, efer: u64) -> Option<Self> {
+    /// The format of the vCPU with these control registers.
+    pub fn of(cr0: u64, efer: u64) -> Self {
         use x86_64::registers::control::Cr0Flags;
         use x86_64::registers::model_specific::EferFlags;
         if cr0 & Cr0Flags::PROTECTED_MODE_ENABLE.bits() == 0 {
-            None
+            Self::RealMode
         } else if efer & EferFlags::LONG_MODE_ACTIVE.bits() != 0 {
-            Some(Self::Long)
+            Self::Long
         } else {
-            Some(Self::Protected)
+            Self::Protected
         }
     }
 
@@ -38,6 +44,7 @@ impl GateFormat {
         match self {
             Self::Long => GATE_BYTES,
             Self::Protected => 8,
+            Self::RealMode => 4,
         }
     }
 }
@@ -70,6 +77,8 @@ pub enum GateKind {
     Trap,
     /// A task gate: delivery switches to the task whose TSS the gate's selector names.
     Task,
+    /// A real-mode IVT entry: a far pointer, `selector` its segment.
+    RealMode,
     /// Any other type (call gate, TSS, reserved): the CPU raises #GP on delivery.
     Invalid(u8),
 }
@@ -90,13 +99,25 @@ impl Gate {
     /// Decode the gate at the start of `raw` (16 bytes read; a 32-bit gate uses the first 8).
     pub fn parse(vector: u8, raw: &[u8; GATE_BYTES], format: GateFormat) -> Self {
         let word = |at: usize| u16::from_le_bytes([raw[at], raw[at + 1]]);
+        if format == GateFormat::RealMode {
+            let (offset, segment) = (word(0), word(2));
+            return Self {
+                vector,
+                handler: Gva::new(u64::from(segment) * 16 + u64::from(offset)),
+                selector: segment,
+                ist: 0,
+                kind: GateKind::RealMode,
+                dpl: 0,
+                present: true,
+            };
+        }
         let low = u64::from(word(0)) | u64::from(word(6)) << 16;
         let (offset, ist) = match format {
             GateFormat::Long => (
                 low | u64::from(u32::from_le_bytes([raw[8], raw[9], raw[10], raw[11]])) << 32,
                 raw[4] & 7,
             ),
-            GateFormat::Protected => (low, 0),
+            GateFormat::Protected | GateFormat::RealMode => (low, 0),
         };
         let attributes = raw[5];
         // Types 0xE and 0xF are 64-bit gates in long mode and 32-bit ones in protected mode;
@@ -122,7 +143,10 @@ impl Gate {
     /// handler at its offset. A task gate's offset means nothing: see [`crate::tap::task`].
     pub fn usable(&self) -> bool {
         self.present
-            && matches!(self.kind, GateKind::Interrupt | GateKind::Trap)
+            && matches!(
+                self.kind,
+                GateKind::Interrupt | GateKind::Trap | GateKind::RealMode
+            )
             && self.handler.is_canonical()
     }
 }
@@ -133,6 +157,16 @@ impl fmt::Display for Gate {
             GateKind::Interrupt => "interrupt gate".to_string(),
             GateKind::Trap => "trap gate".to_string(),
             GateKind::Invalid(t) => format!("invalid gate type {t:#x}"),
+            GateKind::RealMode => {
+                return write!(
+                    f,
+                    "vector {:>2}: IVT entry {:04x}:{:04x} (linear {})",
+                    self.vector,
+                    self.selector,
+                    self.handler.raw() - u64::from(self.selector) * 16,
+                    self.handler
+                );
+            }
             GateKind::Task => {
                 return write!(
                     f,
@@ -228,9 +262,9 @@ mod tests {
             GateKind::Invalid(5),
             "no task gates in long mode"
         );
-        assert_eq!(GateFormat::of(0x11, 0), Some(GateFormat::Protected));
-        assert_eq!(GateFormat::of(0x8000_0011, 0x500), Some(GateFormat::Long));
-        assert_eq!(GateFormat::of(0x10, 0), None, "real mode");
+        assert_eq!(GateFormat::of(0x11, 0), GateFormat::Protected);
+        assert_eq!(GateFormat::of(0x8000_0011, 0x500), GateFormat::Long);
+        assert_eq!(GateFormat::of(0x10, 0), GateFormat::RealMode);
     }
 
     #[test]
@@ -255,5 +289,26 @@ mod tests {
             format: GateFormat::Long,
         };
         assert_eq!(empty.covered_vectors(), 0);
+    }
+
+    /// A real-mode IVT entry is offset then segment; the handler is segment × 16 + offset.
+    #[test]
+    fn decodes_a_real_mode_vector() {
+        let mut raw = [0xffu8; 16];
+        raw[..4].copy_from_slice(&[0x20, 0x00, 0xc0, 0x07]);
+        let entry = Gate::parse(6, &raw, GateFormat::RealMode);
+        assert_eq!((entry.handler, entry.selector), (Gva::new(0x7c20), 0x07c0));
+        assert!(entry.usable());
+        assert_eq!(
+            entry.to_string(),
+            "vector  6: IVT entry 07c0:0020 (linear 0x7c20)"
+        );
+        let ivt = Idtr {
+            base: Gva::new(0),
+            limit: 0x3ff,
+            format: GateFormat::RealMode,
+        };
+        assert_eq!(ivt.covered_vectors(), EXCEPTION_VECTORS);
+        assert_eq!(ivt.gate_address(6), Some(Gva::new(24)));
     }
 }

@@ -13,12 +13,13 @@ mod patch;
 mod record;
 pub mod task;
 
-pub use idt::{EXCEPTION_VECTORS, Gate, GateFormat, GateKind, Idtr};
+pub use idt::{EXCEPTION_VECTORS, Gate, GateFormat, GateKind, Idtr, REAL_MODE_EXCEPTIONS};
 pub use patch::{Patch, PatchError, Patches};
 pub use record::{ControlRegisters, ExceptionRecord, Frame, Nesting};
 
 use crate::addr::{Gpa, Gva};
 use crate::paging::{CpuPaging, Cr3, PagingMode};
+use crate::registers::SegmentBases;
 use crate::virt::{AddressSpace, GuestView};
 use kvm_bindings::{
     KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_SW_BP, kvm_guest_debug,
@@ -110,15 +111,22 @@ struct Armed {
 /// The 32 exception gates' bytes.
 const GATES_BYTES: usize = EXCEPTION_VECTORS as usize * idt::GATE_BYTES;
 
-/// The IDT the tap can arm in this vCPU state: long mode's, or a 32-bit protected-mode
-/// kernel's in any paging mode. `None` in real mode, whose IVT has no gates.
-fn armable_idtr(sregs: &kvm_sregs) -> Option<Idtr> {
-    let format = GateFormat::of(sregs.cr0, sregs.efer)?;
-    Some(Idtr {
+/// The IDT (or real mode's IVT) the CPU delivers through in this vCPU state.
+fn idtr_of(sregs: &kvm_sregs) -> Idtr {
+    Idtr {
         base: Gva::new(sregs.idt.base),
         limit: sregs.idt.limit,
-        format,
-    })
+        format: GateFormat::of(sregs.cr0, sregs.efer),
+    }
+}
+
+/// Whether the tap arms `gate`'s handler: in real mode only the vectors that are nothing but
+/// exceptions there, and not while they still point at the BIOS's own stubs (the BIOS reports
+/// those).
+fn worth_arming(gate: &Gate) -> bool {
+    gate.kind != GateKind::RealMode
+        || (REAL_MODE_EXCEPTIONS.contains(&gate.vector)
+            && crate::bios::rom::stub_vector(gate.handler.raw()).is_none())
 }
 
 fn gdtr_of(sregs: &kvm_sregs) -> task::Gdtr {
@@ -169,7 +177,16 @@ fn read_frame(
             Some(previous.tss.gprs),
         ));
     }
-    if GateFormat::of(sregs.cr0, sregs.efer) == Some(GateFormat::Protected) {
+    let format = GateFormat::of(sregs.cr0, sregs.efer);
+    if format == GateFormat::RealMode {
+        let mut raw = [0u8; 6];
+        space.read(at, &mut raw).map_err(|e| e.to_string())?;
+        let word = |i: usize| u16::from_le_bytes([raw[2 * i], raw[2 * i + 1]]);
+        let sp = at.raw().wrapping_sub(sregs.ss.base);
+        let frame = Frame::parse16(at, [word(0), word(1), word(2)], sregs.ss.selector, sp);
+        return Ok((frame, None));
+    }
+    if format == GateFormat::Protected {
         let mut raw = [0u8; 24];
         space.read(at, &mut raw).map_err(|e| e.to_string())?;
         let mut words = [0u32; 6];
@@ -362,9 +379,7 @@ impl Tap {
         ram: &GuestMemoryMmap,
         sregs: &kvm_sregs,
     ) -> Result<(), TapError> {
-        let Some(idtr) = armable_idtr(sregs) else {
-            return Ok(());
-        };
+        let idtr = idtr_of(sregs);
         // Runs at every exit that is not the tap's: no allocation unless something changed.
         let mut gates = [0u8; GATES_BYTES];
         let covered = usize::from(idtr.covered_vectors()) * idtr.format.size();
@@ -408,7 +423,7 @@ impl Tap {
         let mut wanted: Vec<(Gpa, u8)> = Vec::new();
         let mut unarmed = Vec::new();
         let mut task_vectors = 0;
-        for gate in armed.gates() {
+        for gate in armed.gates().filter(worth_arming) {
             let vector = gate.vector;
             match handler_of(&space, armed.gdtr, &gate) {
                 Ok(Some((gpa, through_task))) => {
@@ -495,10 +510,23 @@ impl Tap {
         if self.patches.is_empty() {
             return Hit::NotOurs;
         }
-        let at = Gva::new(trap_at);
-        let Ok(gpa) = self.space(ram, sregs).translate(at) else {
+        // The trap's linear address: CS base + RIP outside long mode (real mode's CS × 16).
+        let bitness = ControlRegisters {
+            cr0: sregs.cr0,
+            efer: sregs.efer,
+            ..ControlRegisters::default()
+        }
+        .bitness();
+        let linear = Gva::new(crate::registers::linear_address(
+            bitness,
+            SegmentBases::of(sregs).cs,
+            trap_at,
+        ));
+        let Ok(gpa) = self.space(ram, sregs).translate(linear) else {
             return Hit::NotOurs;
         };
+        // What RIP holds there (an offset in CS), as the vCPU resumes at it.
+        let at = Gva::new(trap_at);
         match self.patches.get(gpa) {
             Some(p) if p.lifted => Hit::NotOurs,
             Some(p) if p.is_handler() => Hit::Handler {
@@ -593,8 +621,21 @@ impl Tap {
         let seq = self.next_seq;
         self.next_seq += 1;
         let space = self.space(ram, sregs);
-        let at = Gva::new(regs.rsp);
-        let has_error = abi::exception::pushes_error_code(vector);
+        let control = ControlRegisters {
+            cr0: sregs.cr0,
+            cr2: sregs.cr2,
+            cr3: sregs.cr3,
+            cr4: sregs.cr4,
+            efer: sregs.efer,
+        };
+        let mut segments = SegmentBases::of(sregs);
+        let at = Gva::new(crate::registers::linear_address(
+            control.bitness(),
+            segments.ss,
+            regs.rsp,
+        ));
+        // Real mode pushes no error code.
+        let has_error = control.bitness() > 16 && abi::exception::pushes_error_code(vector);
         let through_task = self.task_vectors & 1 << vector != 0;
         let (frame, frame_error, task_gprs) =
             match read_frame(&space, sregs, at, has_error, through_task) {
@@ -623,6 +664,10 @@ impl Tap {
                 interrupted.rdi,
             ] = g.map(u64::from);
         }
+        if let Some(f) = frame.as_ref().filter(|_| control.bitness() == 16) {
+            // The interrupted code's CS, not the handler's, forms its addresses.
+            segments.cs = u64::from(f.cs) * 16;
+        }
         let outer = self.nesting.enter(seq, frame.as_ref());
         ExceptionRecord {
             seq,
@@ -631,15 +676,9 @@ impl Tap {
             handler,
             frame,
             frame_error,
-            control: ControlRegisters {
-                cr0: sregs.cr0,
-                cr2: sregs.cr2,
-                cr3: sregs.cr3,
-                cr4: sregs.cr4,
-                efer: sregs.efer,
-            },
+            control,
             regs: interrupted,
-            segments: crate::registers::SegmentBases::of(sregs),
+            segments,
             depth: outer.len() + 1,
             outer,
         }
@@ -659,7 +698,7 @@ impl Tap {
         let mut bytes = [0u8; 15];
         // The host's emulation of a displaced instruction is 64-bit: a 32-bit handler's first
         // instruction is single-stepped instead.
-        let long_mode = GateFormat::of(sregs.cr0, sregs.efer) == Some(GateFormat::Long);
+        let long_mode = GateFormat::of(sregs.cr0, sregs.efer) == GateFormat::Long;
         let effect = space
             .read_prefix(Gva::new(regs.rip), &mut bytes)
             .ok()
@@ -705,11 +744,7 @@ impl Tap {
     /// Why exceptions could not be delivered: IDTR and the gates of the vectors a triple
     /// fault escalates through (#UD, #DF, #TS, #NP, #SS, #GP, #PF).
     pub fn describe_idt(&self, ram: &GuestMemoryMmap, sregs: &kvm_sregs) -> String {
-        let idtr = Idtr {
-            base: Gva::new(sregs.idt.base),
-            limit: sregs.idt.limit,
-            format: GateFormat::of(sregs.cr0, sregs.efer).unwrap_or(GateFormat::Long),
-        };
+        let idtr = idtr_of(sregs);
         let mut text = format!(
             "  IDTR base {} limit {:#x}: {} of the 32 exception gates inside the limit\n",
             idtr.base,

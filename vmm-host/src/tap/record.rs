@@ -16,12 +16,18 @@ pub struct Frame {
     pub rflags: u64,
     pub rsp: Gva,
     pub ss: u16,
+    /// Pushed in real mode, where CS is a segment (CPL 0 whatever its low bits).
+    pub real_mode: bool,
 }
 
 impl Frame {
     /// Privilege level of the code the exception interrupted.
     pub fn cpl(&self) -> u8 {
-        (self.cs & 3) as u8
+        if self.real_mode {
+            0
+        } else {
+            (self.cs & 3) as u8
+        }
     }
 
     /// Decode the qwords at the handler's RSP.
@@ -39,6 +45,7 @@ impl Frame {
             rflags: rest[2],
             rsp: Gva::new(rest[3]),
             ss: crate::narrow::low_u16(rest[4]),
+            real_mode: false,
         }
     }
 
@@ -68,11 +75,27 @@ impl Frame {
             rflags: u64::from(rest[2]),
             rsp,
             ss,
+            real_mode: false,
         }
     }
 }
 
 impl Frame {
+    /// Decode real mode's frame at SS:SP (`at`, linear): IP, CS and FLAGS, 16 bits each, no
+    /// error code. The interrupted SP (an offset in SS) is just above it.
+    pub fn parse16(at: Gva, words: [u16; 3], ss: u16, sp: u64) -> Self {
+        Self {
+            at,
+            error: None,
+            rip: Gva::new(u64::from(words[0])),
+            cs: words[1],
+            rflags: u64::from(words[2]),
+            rsp: Gva::new(sp.wrapping_add(6) & 0xffff),
+            ss,
+            real_mode: true,
+        }
+    }
+
     /// The frame of an exception delivered through a task gate: the error code (if any) on
     /// the new task's stack at `at`; the interrupted CS:EIP, EFLAGS and SS:ESP in the TSS of
     /// the task it interrupted.
@@ -85,6 +108,7 @@ impl Frame {
             rflags: u64::from(interrupted.eflags),
             rsp: Gva::new(u64::from(interrupted.esp())),
             ss: interrupted.ss,
+            real_mode: false,
         }
     }
 }
@@ -271,6 +295,7 @@ mod tests {
             rflags: 0x2,
             rsp: Gva::new(rsp),
             ss: 0x10,
+            real_mode: false,
         }
     }
 

@@ -393,8 +393,15 @@ impl Vm {
     fn on_halt(&mut self, step: bool, watchdog: Option<&Watchdog>) -> Result<Flow, RunError> {
         match self.on_bios_call()? {
             BiosCall::NotOurs => {}
-            BiosCall::Served if step => return Ok(Flow::Stop(Stop::Stepped)),
-            BiosCall::Served => return Ok(Flow::Go),
+            // The boot code ran up to its BIOS call: its IVT may have new handlers.
+            BiosCall::Served => {
+                self.after_exit(false, true)?;
+                return Ok(if step {
+                    Flow::Stop(Stop::Stepped)
+                } else {
+                    Flow::Go
+                });
+            }
             BiosCall::Ends(ending) => return Ok(Flow::Stop(Stop::Ended(ending))),
         }
         Ok(match self.on_hlt(step)? {
