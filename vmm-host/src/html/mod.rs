@@ -511,6 +511,51 @@ mod tests {
         );
     }
 
+    /// A 32-bit kernel's walks, as the report writes them: two tables with 4-byte entries for
+    /// a 4 KiB page, one for a 4 MiB PSE page.
+    #[test]
+    fn a_two_level_walk_is_drawn_with_two_tables() {
+        use crate::addr::{Gpa, Gva};
+        use crate::paging::{CpuPaging, Format, PagingMode, identity_tree, walk};
+        let format = Format::TwoLevel { pse: true };
+        let (mut mem, cr3) = identity_tree(format, 8 << 20);
+        // PD[1]: a 4 MiB page at 4 MiB instead of its page table.
+        mem.write_u32(Gpa::new(cr3.raw() + 4), 0x40_0083);
+        let mode = PagingMode::new(CpuPaging::with_phys_bits(36), 0).with_format(format);
+        let line = |gva: u64| {
+            let w = walk(&mem, mode, cr3, Gva::new(gva));
+            let record = serde_json::json!({"type": "exception", "seq": 1, "vector": 14,
+                "name": "#PF page fault", "rip": "0x1000", "cr2": format!("{gva:#x}"), "cr3": format!("{:#x}", cr3.raw()),
+                "depth": 1, "outer": [], "walks": [{"what": "cr2", "walk": crate::report::walk_json(&w)}],
+                "explanation": "test"});
+            record.to_string()
+        };
+        let html = |gva: u64| {
+            render(
+                &Report::parse("k32.jsonl", &format!("{}\n", line(gva))).unwrap(),
+                "k32",
+            )
+        };
+        let small = html(0x1234);
+        assert_eq!(small.matches("<g class=\"level\"").count(), 2, "{small}");
+        assert!(small.contains("data-level=\"PGD\""), "{small}");
+        assert!(small.contains("data-level=\"PTE\""), "{small}");
+        assert!(
+            small.contains("[  1]  0x00001003  P RW"),
+            "4-byte entries: {small}"
+        );
+        assert!(
+            small.contains("0x1234 → physical 0x1234 (4 KiB page)"),
+            "{small}"
+        );
+        let large = html(0x40_5678);
+        assert_eq!(large.matches("<g class=\"level\"").count(), 1, "{large}");
+        assert!(
+            large.contains("0x405678 → physical 0x405678 (4 MiB page)"),
+            "{large}"
+        );
+    }
+
     #[test]
     fn the_diff_lists_the_handler_s_writes_and_the_cpu_s_bookkeeping_apart() {
         let html = page();

@@ -50,6 +50,9 @@ pub struct WalkEnd {
 #[derive(Debug, Clone, Deserialize)]
 pub struct Walk {
     pub address: Hex,
+    /// The paging format ("32-bit", "pae", "4-level", …); absent in older reports.
+    #[serde(default)]
+    pub paging: Option<String>,
     pub steps: Vec<Step>,
     pub end: WalkEnd,
 }

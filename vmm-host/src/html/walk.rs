@@ -42,7 +42,7 @@ pub fn walk_svg(walk: &Walk) -> String {
             svg,
             "<g class=\"{class}\" data-level=\"{}\"><rect x=\"{x}\" y=\"{y}\" width=\"{BOX_WIDTH}\" height=\"{BOX_HEIGHT}\" rx=\"4\"/>\
              <text x=\"{}\" y=\"{}\" class=\"head\">{} table at {:#x}</text>\
-             <text x=\"{}\" y=\"{}\" class=\"entry\">[{:>3}]  {:#018x}  {}</text></g>",
+             <text x=\"{}\" y=\"{}\" class=\"entry\">[{:>3}]  {}  {}</text></g>",
             escape(&step.level),
             x + 8,
             y + 20,
@@ -51,7 +51,7 @@ pub fn walk_svg(walk: &Walk) -> String {
             x + 8,
             y + 44,
             step.index,
-            step.entry.0,
+            entry_text(walk, step.entry.0),
             escape(&step.flags),
         );
         if !stopped {
@@ -114,9 +114,23 @@ fn end_box(walk: &Walk) -> (&'static str, String) {
     }
 }
 
+/// An entry at its width: 4 bytes in 32-bit paging's tables, 8 in the others.
+fn entry_text(walk: &Walk, entry: u64) -> String {
+    if walk
+        .paging
+        .as_deref()
+        .is_some_and(|p| p.starts_with("32-bit"))
+    {
+        format!("{entry:#010x}")
+    } else {
+        format!("{entry:#018x}")
+    }
+}
+
 fn page_size(bytes: u64) -> &'static str {
     match bytes {
         0x4000_0000 => "1 GiB",
+        0x40_0000 => "4 MiB",
         0x20_0000 => "2 MiB",
         _ => "4 KiB",
     }
