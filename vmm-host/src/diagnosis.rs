@@ -51,7 +51,7 @@ pub fn diagnose(log: &ExceptionLog, ended: RunEnd, rerun: &[String]) -> Option<D
     // A timeout inside a handler is about that handler's exception.
     let Some(innermost) = log.active.last() else {
         return match ended {
-            RunEnd::TripleFault => Some(triple_fault(rerun)),
+            RunEnd::TripleFault => Some(triple_fault(log.chain_at_end.as_ref(), rerun)),
             RunEnd::Timeout { limit, rip, place } => Some(timeout(&limit, rip, place, rerun)),
             RunEnd::Clean | RunEnd::Other => None,
         };
@@ -99,17 +99,32 @@ pub fn diagnose(log: &ExceptionLog, ended: RunEnd, rerun: &[String]) -> Option<D
     })
 }
 
-/// A triple fault with no exception the tap saw: no handler ever ran. gdb stops at the
-/// final state.
-fn triple_fault(rerun: &[String]) -> Diagnosis {
-    Diagnosis {
-        seq: None,
-        fault: "none reached a handler: the CPU shut down delivering an exception (triple fault)"
-            .into(),
-        cause: Some(
+/// A triple fault with no exception the tap saw: no handler ever ran. The deliveries replayed
+/// from the final state say which exceptions and why, when the replay found them. gdb stops
+/// at the final state.
+fn triple_fault(
+    chain: Option<&Result<crate::delivery::Chain, String>>,
+    rerun: &[String],
+) -> Diagnosis {
+    let (fault, cause) = match chain {
+        Some(Ok(chain)) if chain.shuts_down() => (
+            format!(
+                "none reached a handler: {} and the CPU shut down (triple fault)",
+                chain.summary()
+            ),
+            format!("{}.", chain.cause()),
+        ),
+        _ => (
+            "none reached a handler: the CPU shut down delivering an exception (triple fault)"
+                .into(),
             "no handler could run: the gate, the handler's page or the stack it pushes on is unusable; the IDT and the final registers are below."
                 .into(),
         ),
+    };
+    Diagnosis {
+        seq: None,
+        fault,
+        cause: Some(cause),
         place: None,
         during: None,
         next: next_commands(rerun, None),

@@ -36,6 +36,8 @@ pub struct ExceptionLog {
     pub final_audit: Option<crate::paging::Audit>,
     /// After a triple fault: what the IDT offered the CPU for the vectors that escalate.
     pub idt_at_end: Option<String>,
+    /// At a triple fault: the deliveries replayed from the final state, or why not.
+    pub chain_at_end: Option<Result<crate::delivery::Chain, String>>,
     kinds: HashSet<Kind>,
 }
 
@@ -185,6 +187,19 @@ impl fmt::Display for ExceptionReport<'_> {
             for captured in &log.active {
                 write!(f, "{}", Detailed(captured))?;
             }
+        }
+        match &log.chain_at_end {
+            Some(Ok(chain)) => {
+                writeln!(
+                    f,
+                    "\n-- how the CPU shut down (each delivery replayed on the final state)"
+                )?;
+                write!(f, "{chain}")?;
+            }
+            Some(Err(why)) => {
+                writeln!(f, "\n-- how the CPU shut down: not replayed: {why}")?;
+            }
+            None => {}
         }
         if let Some(idt) = &log.idt_at_end {
             writeln!(f, "\n-- the IDT when the CPU shut down")?;

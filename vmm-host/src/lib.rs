@@ -17,6 +17,7 @@ pub mod colour;
 pub mod console;
 pub mod cpu_state;
 pub mod cpuid;
+pub mod delivery;
 pub mod descriptor;
 pub mod devices;
 pub mod diagnosis;

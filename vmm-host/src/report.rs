@@ -136,6 +136,36 @@ pub fn diff_json(seq: u64, diff: &Diff) -> Value {
     json!({"type": "diff", "seq": seq, "address": hex(diff.gva.raw()), "changes": changes})
 }
 
+/// One exception as the delivery replay names it.
+fn raised_json(raised: &crate::delivery::Raised) -> Value {
+    json!({
+        "vector": raised.vector,
+        "name": abi::exception::mnemonic(raised.vector),
+        "error": raised.error,
+        "cr2": raised.cr2.map(hex),
+        "why": raised.why,
+    })
+}
+
+/// One delivery the CPU attempted before it shut down (`step` from 1): the exception, and the
+/// handler it reached or the exception delivering it raised.
+pub fn delivery_json(step: usize, attempt: &crate::delivery::Attempt, shutdown: bool) -> Value {
+    let mut value = raised_json(&attempt.exception);
+    value["type"] = json!("delivery");
+    value["step"] = json!(step);
+    match &attempt.outcome {
+        Ok(d) => {
+            value["delivered"] =
+                json!({"handler": hex(d.handler.raw()), "frame": hex(d.frame.raw())});
+        }
+        Err(raised) => {
+            value["raised"] = raised_json(raised);
+            value["shutdown"] = json!(shutdown);
+        }
+    }
+    value
+}
+
 pub fn audit_json(seq: Option<u64>, audit: &Audit) -> Value {
     let ranges: Vec<Value> = audit
         .ranges

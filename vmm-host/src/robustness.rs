@@ -17,7 +17,7 @@ use crate::scenario::Scenario;
 use crate::tap::{ControlRegisters, ExceptionRecord, Frame};
 use crate::virt::AddressSpace;
 use crate::virt::GuestView;
-use kvm_bindings::kvm_regs;
+use kvm_bindings::{kvm_regs, kvm_sregs};
 use proptest::prelude::*;
 use std::path::Path;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
@@ -201,6 +201,59 @@ proptest! {
         prop_assert!(!analysis.explanation.is_empty());
         prop_assert!(!analysis.explanation.contains('\n'), "{}", analysis.explanation);
         prop_assert!(analysis.walks.iter().all(|w| w.walk.steps.len() <= 4));
+    }
+
+    /// A shutdown replayed on garbage: random page tables, IDT, GDT and TSS bytes and
+    /// descriptor-table registers. The replay ends within its bound, every reason is one line.
+    #[test]
+    fn shutdown_replays_of_random_tables_end_within_bounds(
+        writes in writes(),
+        tables in prop::collection::vec(any::<u64>(), 64),
+        code in prop::collection::vec(any::<u8>(), 16),
+        limits in (any::<u16>(), any::<u16>(), any::<u32>()),
+        bases in (0..RAM, 0..RAM, prop_oneof![(0..RAM), any::<u64>()]),
+        rsp in prop_oneof![(0..RAM), any::<u64>()],
+        cpl in 0u8..4,
+    ) {
+        let mut all = vec![(1, 0, 0x2003), (2, 0, 0x3003), (3, 0, 0x4003)];
+        all.extend((0..256u64).map(|page| (4, page, page << 12 | 0x63)));
+        all.extend(writes);
+        let ram = ram_with(&all);
+        let (idt, gdt, tss) = bases;
+        for (i, word) in tables.iter().enumerate() {
+            let at = [idt, gdt, tss % RAM][i % 3] + (i as u64 / 3) * 8;
+            let _ = ram.write_obj(*word, GuestAddress(at));
+        }
+        let rip = 0x8000;
+        let _ = ram.write_slice(&code, GuestAddress(rip));
+        let regs = kvm_regs { rip, rsp, ..Default::default() };
+        let mut sregs = kvm_sregs {
+            cr0: 0x8001_0011, cr3: 0x1000, cr4: 0x20, efer: 0xd00, ..Default::default()
+        };
+        sregs.cs.dpl = cpl;
+        (sregs.idt.base, sregs.idt.limit) = (idt, limits.0);
+        (sregs.gdt.base, sregs.gdt.limit) = (gdt, limits.1);
+        (sregs.tr.base, sregs.tr.limit) = (tss, limits.2);
+        let machine = crate::delivery::Machine {
+            space: AddressSpace {
+                view: GuestView::new(&ram, None),
+                mode: PagingMode::new(crate::paging::CpuPaging::with_phys_bits(46), 0xd00),
+                cr3: Cr3::new(0x1000),
+            },
+            regs: &regs,
+            sregs: &sregs,
+        };
+        match crate::delivery::first_exception(&machine) {
+            Err(why) => prop_assert!(!why.contains('\n'), "{why}"),
+            Ok(first) => {
+                let chain = crate::delivery::replay(&machine, first);
+                prop_assert!(!chain.attempts.is_empty() && chain.attempts.len() <= 8);
+                for attempt in &chain.attempts {
+                    prop_assert!(!attempt.exception.why.contains('\n'), "{}", attempt.exception.why);
+                }
+                let _ = chain.to_string();
+            }
+        }
     }
 
     #[test]

@@ -82,8 +82,9 @@ fn a_clean_run_has_no_diagnosis() {
     assert!(diagnosis("journey").is_empty());
 }
 
-/// A triple fault whose exceptions never reached a handler still gets a diagnosis: what it
-/// is, and the rerun that holds the final state for gdb.
+/// A triple fault whose exceptions never reached a handler still gets a diagnosis: the chain
+/// of deliveries replayed from the final state, what started it and what stopped the CPU, and
+/// the rerun that holds the final state for gdb.
 #[test]
 fn a_triple_fault_with_no_handler_run_is_diagnosed() {
     if kvm_or_skip("triple_fault_diagnosis").is_none() {
@@ -91,7 +92,15 @@ fn a_triple_fault_with_no_handler_run_is_diagnosed() {
     }
     let lines = diagnosis("stack-overflow-no-ist");
     assert_eq!(lines.len(), 4, "{lines:#?}");
-    assert!(lines[0].contains("the CPU shut down delivering an exception (triple fault)"));
+    assert!(
+        lines[0].ends_with("none reached a handler: #PF → #DF → #PF and the CPU shut down (triple fault)"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines[1].contains("writes [rsp-0x8] at 0x329f18: the PTE entry is not present; delivering #DF then raised #PF: pushing the #DF frame at 0x329f18, on the current stack (RSP 0x329f20, no IST)")
+            && lines[1].ends_with("give it an IST stack in the TSS."),
+        "{lines:#?}"
+    );
     assert!(
         lines[2].ends_with("vmm-host scenario stack-overflow-no-ist --quiet --gdb 1234 --gdb-wait"),
         "{lines:#?}"

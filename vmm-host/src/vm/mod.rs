@@ -437,6 +437,22 @@ impl Vm {
         self.exceptions.attach_diff(snapshot.seq, diff);
     }
 
+    /// The deliveries that ended in the shutdown, replayed from the final state.
+    fn replay_shutdown(
+        &self,
+        regs: &kvm_bindings::kvm_regs,
+        sregs: &kvm_bindings::kvm_sregs,
+    ) -> Result<crate::delivery::Chain, String> {
+        let mode = PagingMode::of_vcpu(self.cpu_paging, sregs.cr0, sregs.cr4, sregs.efer);
+        let machine = crate::delivery::Machine {
+            space: self.address_space(mode, Cr3::new(sregs.cr3)),
+            regs,
+            sregs,
+        };
+        let first = crate::delivery::first_exception(&machine)?;
+        Ok(crate::delivery::replay(&machine, first))
+    }
+
     /// At the end of a run: the last diff, the whole-tree audit under the final CR3, and the
     /// guest's bytes back in place.
     fn finish_tap(&mut self, triple_fault: bool) {
@@ -445,6 +461,17 @@ impl Vm {
         };
         if triple_fault && let Ok(sregs) = self.vcpu.get_sregs() {
             self.exceptions.idt_at_end = Some(tap.describe_idt(&self.mem, &sregs));
+            if let Ok(regs) = self.vcpu.get_regs() {
+                let chain = self.replay_shutdown(&regs, &sregs);
+                if let (Ok(chain), Some(file)) = (&chain, &mut self.report) {
+                    let last = chain.attempts.len();
+                    for (step, attempt) in (1..).zip(&chain.attempts) {
+                        let shutdown = step == last && chain.shuts_down();
+                        file.line(&report::delivery_json(step, attempt, shutdown));
+                    }
+                }
+                self.exceptions.chain_at_end = Some(chain);
+            }
         }
         self.resolve_diff(true);
         if self.config.audit != AuditMode::Off

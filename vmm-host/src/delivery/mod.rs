@@ -1,0 +1,234 @@
+//! Exception delivery replayed on the host: when the CPU shut down (a triple fault), the
+//! exceptions it tried to deliver never reached a handler, so the tap saw none of them. From
+//! the state KVM reports (the instruction that raised the first exception, its RSP, CR2, CR3,
+//! IDTR, GDTR, TR and the TSS), this module finds the first exception and replays each
+//! delivery as the CPU makes it (Intel SDM vol. 3 §6.12–6.14, 64-bit mode): the gate against
+//! the IDT limit, its type and present bit, the code segment, the stack (IST, TSS.RSP0 or the
+//! current one) and each push, as supervisor accesses through the guest's own page tables.
+//! The first check that fails raises the next exception; the double-fault rules
+//! ([`rules`]) decide whether it is delivered, becomes a #DF, or shuts the CPU down.
+
+mod first;
+mod long_mode;
+pub mod rules;
+#[cfg(test)]
+mod tests;
+
+pub use first::first_exception;
+
+use crate::addr::Gva;
+use crate::virt::AddressSpace;
+use abi::exception::mnemonic;
+use kvm_bindings::{kvm_regs, kvm_sregs};
+use std::fmt;
+
+/// The machine as KVM reported it when the CPU shut down.
+#[derive(Debug, Clone, Copy)]
+pub struct Machine<'a> {
+    /// Guest memory through the tables under the final CR3.
+    pub space: AddressSpace<'a>,
+    pub regs: &'a kvm_regs,
+    pub sregs: &'a kvm_sregs,
+}
+
+impl Machine<'_> {
+    pub fn cpl(&self) -> u8 {
+        self.sregs.cs.dpl & 3
+    }
+}
+
+/// An exception the CPU raised, and what raised it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Raised {
+    pub vector: u8,
+    pub error: Option<u64>,
+    /// The faulting address, for a page fault.
+    pub cr2: Option<u64>,
+    /// Why: "`call …` pushes its return address at 0x329f18: the PTE is not present".
+    pub why: String,
+}
+
+impl Raised {
+    pub fn new(vector: u8, error: Option<u64>, why: impl Into<String>) -> Self {
+        Self {
+            vector,
+            error,
+            cr2: None,
+            why: why.into(),
+        }
+    }
+
+    pub fn page_fault(error: u64, at: Gva, why: impl Into<String>) -> Self {
+        Self {
+            vector: 14,
+            error: Some(error),
+            cr2: Some(at.raw()),
+            why: why.into(),
+        }
+    }
+}
+
+impl fmt::Display for Raised {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", mnemonic(self.vector))?;
+        if let Some(error) = self.error {
+            write!(f, " error {error:#x}")?;
+        }
+        if let Some(cr2) = self.cr2 {
+            write!(f, " CR2 {cr2:#x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A delivery that reached its handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    pub handler: Gva,
+    /// RSP at the handler: the frame's lowest byte.
+    pub frame: Gva,
+}
+
+/// One delivery the CPU attempted: the exception, and what delivering it raised, if anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub exception: Raised,
+    /// `Ok`: the handler was reached. `Err`: the exception the delivery raised.
+    pub outcome: Result<Delivered, Raised>,
+}
+
+/// Each delivery the CPU attempted, in order: one per `v=` line of QEMU's `-d int` log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub attempts: Vec<Attempt>,
+}
+
+impl Chain {
+    /// Whether the double-fault rules end the chain in a shutdown, as KVM reported. `false`
+    /// means a handler was reached, or the replay gave up: the final state is not the one
+    /// the first exception was raised in.
+    pub fn shuts_down(&self) -> bool {
+        self.attempts
+            .last()
+            .is_some_and(|last| match &last.outcome {
+                Ok(_) => false,
+                Err(raised) => {
+                    rules::combine(last.exception.vector, raised.vector) == rules::Next::Shutdown
+                }
+            })
+    }
+}
+
+impl Chain {
+    /// The exceptions in order, "#PF → #DF → #PF".
+    pub fn summary(&self) -> String {
+        let mut names: Vec<&str> = (self.attempts.iter())
+            .map(|a| mnemonic(a.exception.vector))
+            .collect();
+        if let Some(Err(last)) = self.attempts.last().map(|a| &a.outcome) {
+            names.push(mnemonic(last.vector));
+        }
+        names.join(" → ")
+    }
+
+    /// What started it and what stopped the CPU, in one sentence, with the usual remedy when
+    /// the chain is a known kind.
+    pub fn cause(&self) -> String {
+        let (Some(first), Some(last)) = (self.attempts.first(), self.attempts.last()) else {
+            return String::new();
+        };
+        let mut text = first.exception.why.clone();
+        if let Err(raised) = &last.outcome {
+            text.push_str(&format!(
+                "; delivering {} then raised {}: {}",
+                mnemonic(last.exception.vector),
+                mnemonic(raised.vector),
+                raised.why
+            ));
+            if last.exception.vector == 8 && raised.why.contains("on the current stack") {
+                text.push_str(
+                    " — #DF runs on the stack that failed (no IST): give it an IST stack in the TSS",
+                );
+            }
+        }
+        text
+    }
+}
+
+/// Deliveries after which the replay stops: a chain is two deliveries long at most (the
+/// exception, then #DF), plus benign exceptions handed on before them.
+const MAX_ATTEMPTS: usize = 8;
+
+/// Replay the delivery of `first` and of every exception it leads to.
+pub fn replay(machine: &Machine, first: Raised) -> Chain {
+    let mut attempts: Vec<Attempt> = vec![];
+    let mut current = first;
+    while attempts.len() < MAX_ATTEMPTS {
+        let outcome = long_mode::deliver(machine, &current);
+        let next = match &outcome {
+            Ok(_) => None,
+            Err(failed) => match rules::combine(current.vector, failed.vector) {
+                rules::Next::Second => Some(failed.clone()),
+                rules::Next::Shutdown => None,
+                rules::Next::DoubleFault => Some(Raised::new(
+                    8,
+                    Some(0),
+                    format!(
+                        "{} while delivering {} ({} then {}: a double fault)",
+                        mnemonic(failed.vector),
+                        mnemonic(current.vector),
+                        class_name(current.vector),
+                        class_name(failed.vector),
+                    ),
+                )),
+            },
+        };
+        attempts.push(Attempt {
+            exception: current,
+            outcome,
+        });
+        match next {
+            Some(next) => current = next,
+            None => break,
+        }
+    }
+    Chain { attempts }
+}
+
+fn class_name(vector: u8) -> &'static str {
+    match rules::Class::of(vector) {
+        rules::Class::Benign => "benign",
+        rules::Class::Contributory => "contributory",
+        rules::Class::PageFault => "page fault",
+        rules::Class::DoubleFault => "#DF",
+    }
+}
+
+impl fmt::Display for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, attempt) in (1..).zip(&self.attempts) {
+            let e = &attempt.exception;
+            writeln!(f, "  [{n}] {e}: {}", e.why)?;
+            match &attempt.outcome {
+                Ok(d) => writeln!(
+                    f,
+                    "      delivered: handler {}, frame at {}",
+                    d.handler, d.frame
+                )?,
+                Err(raised) => writeln!(f, "      delivering it raised {raised}: {}", raised.why)?,
+            }
+        }
+        if self.shuts_down() {
+            writeln!(
+                f,
+                "  a fault while delivering #DF: the CPU shuts down (triple fault)"
+            )?;
+        } else if self.attempts.last().is_some_and(|a| a.outcome.is_ok()) {
+            writeln!(
+                f,
+                "  the replay reached a handler, yet KVM reported a shutdown: the final state is not the one the first exception was raised in"
+            )?;
+        }
+        Ok(())
+    }
+}
