@@ -93,7 +93,9 @@ fn a_triple_fault_with_no_handler_run_is_diagnosed() {
     let lines = diagnosis("stack-overflow-no-ist");
     assert_eq!(lines.len(), 4, "{lines:#?}");
     assert!(
-        lines[0].ends_with("none reached a handler: #PF → #DF → #PF and the CPU shut down (triple fault)"),
+        lines[0].ends_with(
+            "none reached a handler: #PF → #DF → #PF and the CPU shut down (triple fault)"
+        ),
         "{lines:#?}"
     );
     assert!(

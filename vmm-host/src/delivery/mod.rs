@@ -120,14 +120,21 @@ impl Chain {
 }
 
 impl Chain {
+    /// Every exception in order: each one the CPU tried to deliver, then what the last
+    /// delivery raised, if it failed.
+    pub fn entries(&self) -> Vec<&Raised> {
+        let mut entries: Vec<&Raised> = self.attempts.iter().map(|a| &a.exception).collect();
+        if let Some(Err(last)) = self.attempts.last().map(|a| &a.outcome) {
+            entries.push(last);
+        }
+        entries
+    }
+
     /// The exceptions in order, "#PF → #DF → #PF".
     pub fn summary(&self) -> String {
-        let mut names: Vec<&str> = (self.attempts.iter())
-            .map(|a| mnemonic(a.exception.vector))
+        let names: Vec<&str> = (self.entries().iter())
+            .map(|e| mnemonic(e.vector))
             .collect();
-        if let Some(Err(last)) = self.attempts.last().map(|a| &a.outcome) {
-            names.push(mnemonic(last.vector));
-        }
         names.join(" → ")
     }
 

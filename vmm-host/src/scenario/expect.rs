@@ -206,22 +206,25 @@ impl fmt::Display for DiffExpect {
 
 // ---- parsing ---------------------------------------------------------------------------
 
-pub(super) fn exception(raw: RawException) -> Result<ExceptionExpect, ExpectError> {
-    let vector = match raw.vector.get_ref() {
-        RawVector::Number(n) if *n < 32 => *n,
+/// An exception vector by number (0–31) or mnemonic (`gp`, `pf`, `df`).
+pub(super) fn vector(raw: &Spanned<RawVector>) -> Result<u8, ExpectError> {
+    match raw.get_ref() {
+        RawVector::Number(n) if *n < 32 => Ok(*n),
         RawVector::Name(name) => crate::catch::parse_vector(name).ok_or_else(|| {
             invalid(
-                raw.vector.span().start,
+                raw.span().start,
                 format!("unknown vector `{name}`: use a number 0-31 or a mnemonic like gp, pf, df"),
             )
-        })?,
-        RawVector::Number(n) => {
-            return Err(invalid(
-                raw.vector.span().start,
-                format!("vector {n} is not an exception (0-31)"),
-            ));
-        }
-    };
+        }),
+        RawVector::Number(n) => Err(invalid(
+            raw.span().start,
+            format!("vector {n} is not an exception (0-31)"),
+        )),
+    }
+}
+
+pub(super) fn exception(raw: RawException) -> Result<ExceptionExpect, ExpectError> {
+    let vector = vector(&raw.vector)?;
     let error = raw
         .error
         .map(|e| error_code(vector, e.span().start, e.into_inner()))

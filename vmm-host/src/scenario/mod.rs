@@ -16,6 +16,7 @@
 //! Expectations on exceptions, findings, diffs and time are in [`expect`]; the format is
 //! documented in docs/scenarios.md.
 
+pub mod chain;
 pub mod expect;
 mod parse;
 
@@ -175,6 +176,8 @@ pub struct Expect {
     pub no_findings: Vec<Located<String>>,
     /// Page-table entries that must change while an exception is handled.
     pub diffs: Vec<Located<DiffExpect>>,
+    /// A triple fault's exceptions, step by step, as the host replays them.
+    pub chain: Vec<Located<chain::ChainExpect>>,
     /// Wall time the run should take; reported, and failed only when exceeded tenfold.
     pub budget: Option<Located<Duration>>,
 }
@@ -271,9 +274,9 @@ impl Scenario {
                 || expect.exception_count.is_some()
                 || !expect.findings.is_empty()
                 || !expect.no_findings.is_empty()
-                || !expect.diffs.is_empty();
-            let needs =
-                "expectations on exceptions, findings or diffs need the tap: run without --no-tap";
+                || !expect.diffs.is_empty()
+                || !expect.chain.is_empty();
+            let needs = "expectations on exceptions, findings, diffs or chains need the tap: run without --no-tap";
             return expects_tap
                 .then(|| (expect.ending.line, needs.to_string()))
                 .into_iter()
@@ -287,6 +290,7 @@ impl Scenario {
             facts,
         ));
         located.extend(expect::check_diffs(&expect.diffs, facts));
+        located.extend(chain::check_chain(&expect.chain, facts));
         located
     }
 }
@@ -522,6 +526,45 @@ serial = ["memory map", "hello from guest-kernel"]
         assert_eq!(
             parse(&both).unwrap_err().to_string(),
             "scenarios/hello.toml:1:11: bundled and kernel both name the kernel: keep one"
+        );
+    }
+
+    #[test]
+    fn chain_steps_name_a_vector_and_an_optional_phrase() {
+        let chain = format!(
+            "{HELLO}\n[[expect.chain]]\nvector = \"pf\"\nwhy = \"no IST\"\n\n[[expect.chain]]\nvector = 8\n"
+        );
+        let steps: Vec<_> = parse(&chain)
+            .unwrap()
+            .expect
+            .chain
+            .into_iter()
+            .map(|c| c.value)
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                chain::ChainExpect {
+                    vector: 14,
+                    why: Some("no IST".into())
+                },
+                chain::ChainExpect {
+                    vector: 8,
+                    why: None
+                }
+            ]
+        );
+        let unknown = format!("{HELLO}\n[[expect.chain]]\nvector = \"xx\"\n");
+        let err = parse(&unknown).unwrap_err().to_string();
+        assert!(
+            err.ends_with("unknown vector `xx`: use a number 0-31 or a mnemonic like gp, pf, df"),
+            "{err}"
+        );
+        let empty = format!("{HELLO}\n[[expect.chain]]\nvector = \"pf\"\nwhy = \" \"\n");
+        let err = parse(&empty).unwrap_err().to_string();
+        assert!(
+            err.ends_with("an empty reason matches anything: remove it"),
+            "{err}"
         );
     }
 

@@ -54,6 +54,8 @@ struct RawExpect {
     no_findings: Vec<Spanned<String>>,
     #[serde(default)]
     diff: Vec<Spanned<RawDiff>>,
+    #[serde(default)]
+    chain: Vec<Spanned<super::chain::RawChainStep>>,
     budget: Option<Spanned<f64>>,
 }
 
@@ -264,6 +266,11 @@ fn expectations(source: &Source<'_>, raw: RawExpect) -> Result<Expect, ScenarioE
             .diff
             .into_iter()
             .map(|d| checked(source, d, expect::diff))
+            .collect::<Result<_, _>>()?,
+        chain: raw
+            .chain
+            .into_iter()
+            .map(|c| checked(source, c, super::chain::chain_step))
             .collect::<Result<_, _>>()?,
         budget,
     })
