@@ -442,14 +442,29 @@ fn a_triple_fault_stops_with_the_final_state_before_the_run_ends() {
         return;
     }
     let host = Host::start("test=triple-fault", &["--gdb-wait"]);
-    let out = host.gdb(&["continue", "x/i $pc", "info registers cr3", "continue"]);
-    // The CPU shut down on the ud2 after the guest emptied its IDT: gdb sees where.
+    let out = host.gdb(&[
+        "continue",
+        "x/i $pc",
+        "info registers cr3",
+        "monitor chain",
+        "continue",
+    ]);
+    // The CPU shut down on the ud2 after the guest emptied its IDT: gdb sees where, and
+    // `monitor chain` replays the deliveries that failed.
     assert!(
         out.contains("Program received signal SIGABRT, Aborted."),
         "{out}"
     );
     assert!(out.contains("ud2"), "x/i $pc shows the instruction: {out}");
     assert_ne!(register(&out, "cr3"), 0, "{out}");
+    for step in [
+        "[1] #UD: `ud2` raises #UD",
+        "delivering it raised #GP error 0x33: #UD's gate (vector 6) lies past the IDT limit 0x0",
+        "[3] #DF error 0x0: #GP while delivering #GP",
+        "a fault while delivering #DF: the CPU shuts down (triple fault)",
+    ] {
+        assert!(out.contains(step), "monitor chain: no {step:?} in {out}");
+    }
     assert!(
         out.contains("Program terminated with signal SIGABRT, Aborted."),
         "continuing after the final state ends the session: {out}"

@@ -166,6 +166,26 @@ impl Chain {
 /// exception, then #DF), plus benign exceptions handed on before them.
 const MAX_ATTEMPTS: usize = 8;
 
+/// The chain that ended in the shutdown `machine` shows: its first exception, then every
+/// delivery. An error says why it cannot be replayed.
+pub fn replay_shutdown(machine: &Machine) -> Result<Chain, String> {
+    use x86_64::registers::model_specific::EferFlags;
+    if machine.sregs.efer & EferFlags::LONG_MODE_ACTIVE.bits() == 0 {
+        return Err(format!(
+            "the replay covers 64-bit mode; this CPU was in {} (CR0 {:#x}, EFER {:#x})",
+            if machine.sregs.cr0 & 1 == 0 {
+                "real mode"
+            } else {
+                "32-bit protected mode"
+            },
+            machine.sregs.cr0,
+            machine.sregs.efer
+        ));
+    }
+    let first = first_exception(machine)?;
+    Ok(replay(machine, first))
+}
+
 /// Replay the delivery of `first` and of every exception it leads to.
 pub fn replay(machine: &Machine, first: Raised) -> Chain {
     let mut attempts: Vec<Attempt> = vec![];

@@ -29,6 +29,7 @@ vmm-host monitor commands:
   history [N]            the last N exceptions (default 20)
   catch [VECTORS|all|none]  show or set the vectors that stop the guest (gp,pf,df; 0x20 an IRQ)
   diff                   page-table entries changed since the last exception
+  chain                  at a triple fault: each delivery the CPU tried, replayed, and why it failed
   pic                    the 8259A pair: vectors, IMR, IRR, ISR, unmasked IRQs
   pit                    the 8254's channels: mode, count, rate
   screen                 the VGA text screen (80×25 at 0xb8000) and the cursor
@@ -52,6 +53,7 @@ pub fn run(vm: &mut dyn Inspect, line: &str) -> String {
         "history" => history(vm, &args),
         "catch" => catch(vm, &args),
         "diff" => Ok(diff(vm)),
+        "chain" => chain(vm),
         "pic" => Ok(vm.devices().pic.to_string()),
         "pit" => {
             let devices = vm.devices();
@@ -290,6 +292,28 @@ fn diff(vm: &mut dyn Inspect) -> String {
     }
 }
 
+/// The deliveries that led to a triple fault, replayed from the registers gdb sees (the final
+/// state, where the CPU shut down) or kept from the end of the run.
+fn chain(vm: &dyn Inspect) -> Result<String, String> {
+    if let Some(kept) = &vm.exceptions().chain_at_end {
+        return kept.as_ref().map(ToString::to_string).map_err(Clone::clone);
+    }
+    let cpu = vm.registers().map_err(|e| e.to_string())?;
+    let space = vm
+        .current_space()
+        .map_err(|e| e.to_string())?
+        .ok_or("paging is off: the replay covers 64-bit mode")?;
+    let machine = crate::delivery::Machine {
+        space,
+        regs: &cpu.regs,
+        sregs: &cpu.sregs,
+    };
+    let chain = crate::delivery::replay_shutdown(&machine)?;
+    Ok(format!(
+        "replayed from the current registers (what the CPU did if it shut down here):\n{chain}"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,7 +333,7 @@ mod tests {
     fn help_lists_every_command_the_dispatcher_knows() {
         for command in [
             "walk", "audit", "maps", "idt", "gdt", "regs", "phys", "explain", "history", "catch",
-            "diff", "help",
+            "diff", "chain", "help",
         ] {
             assert!(
                 HELP.lines().any(|l| l.trim_start().starts_with(command)),

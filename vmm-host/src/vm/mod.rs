@@ -449,8 +449,7 @@ impl Vm {
             regs,
             sregs,
         };
-        let first = crate::delivery::first_exception(&machine)?;
-        Ok(crate::delivery::replay(&machine, first))
+        crate::delivery::replay_shutdown(&machine)
     }
 
     /// At the end of a run: the last diff, the whole-tree audit under the final CR3, and the
