@@ -250,3 +250,48 @@ fn the_vga_screen_reaches_the_report_file_and_the_page() {
         "the panic row in white on red, after the cursor's cell"
     );
 }
+
+/// A triple fault: the report file carries a `delivery` record per replayed delivery, and
+/// the page (written by --html, and again by `report`) draws the chain.
+#[test]
+fn a_triple_fault_chain_reaches_the_report_file_and_the_page() {
+    if kvm_or_skip("triple_fault_html").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (html, jsonl, _) = scenario_pages(dir.path(), "stack-overflow-no-ist");
+    let deliveries: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["type"] == "delivery")
+        .collect();
+    let vectors: Vec<u64> = deliveries
+        .iter()
+        .map(|d| d["vector"].as_u64().unwrap())
+        .collect();
+    assert_eq!(vectors, [14, 8], "{deliveries:#?}");
+    assert_eq!(deliveries[1]["raised"]["name"], "#PF");
+    assert_eq!(deliveries[1]["shutdown"], true);
+    let again = dir.path().join("again.html");
+    let r = vmm(&[
+        "report",
+        jsonl.to_str().unwrap(),
+        "-o",
+        again.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status, 0, "{}{}", r.stdout, r.stderr);
+    for page in [html, again] {
+        let text = std::fs::read_to_string(&page).unwrap();
+        assert!(
+            text.contains("<h2>How the CPU shut down</h2>"),
+            "{}",
+            page.display()
+        );
+        assert!(
+            text.contains("✗ delivering it raised <b>#PF</b> error 0x2 CR2 0x329f18: pushing the #DF frame at 0x329f18"),
+            "{}",
+            page.display()
+        );
+    }
+}

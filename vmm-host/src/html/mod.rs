@@ -4,6 +4,7 @@
 //! and the address space as a map. Selection is by URL fragment (`#exc-12`) and CSS
 //! `:target`, so the page works wherever HTML does.
 
+mod chain;
 pub mod map;
 pub mod model;
 mod screen;
@@ -52,6 +53,8 @@ body { font: 14px/1.45 system-ui, sans-serif; margin: 0 24px 40px; color: #1d232
 h1 { font-size: 20px; margin: 18px 0 4px; } h2 { font-size: 16px; margin: 22px 0 8px; }
 code, .mono, svg text { font-family: ui-monospace, "DejaVu Sans Mono", monospace; }
 .summary { color: #444; }
+.chain ol { padding-left: 22px; } .chain li { margin: 4px 0; }
+.chain .failed { color: #b3261e; } .chain .reached { color: #1e7b34; }
 .timeline ol { list-style: none; padding: 0; margin: 0; columns: 2; }
 .timeline li { margin: 1px 0; }
 .timeline a { text-decoration: none; color: inherit; }
@@ -361,6 +364,7 @@ pub fn render(report: &Report, title: &str) -> String {
     if let Some(diagnosis) = &report.diagnosis {
         html.push_str(&diagnosis_section(diagnosis));
     }
+    html.push_str(&chain::section(&report.chain));
     match &report.run {
         Some(run) => {
             let _ = write!(
@@ -553,6 +557,56 @@ mod tests {
         assert!(
             large.contains("0x405678 → physical 0x405678 (4 MiB page)"),
             "{large}"
+        );
+    }
+
+    /// A triple fault's replayed chain, as `--report` writes it, drawn with each failed
+    /// delivery and the shutdown.
+    #[test]
+    fn a_triple_fault_chain_is_drawn_step_by_step() {
+        use crate::addr::Gva;
+        use crate::delivery::{Attempt, Raised};
+        let push = |name: &str| {
+            Raised::page_fault(
+                2,
+                Gva::new(0x329f18),
+                format!(
+                    "pushing the {name} frame at 0x329f18, on the current stack (RSP 0x329f20, no IST): the PTE entry is not present"
+                ),
+            )
+        };
+        let first = Attempt {
+            exception: Raised::page_fault(
+                2,
+                Gva::new(0x329f18),
+                "`call` writes [rsp-0x8] at 0x329f18: the PTE entry is not present",
+            ),
+            outcome: Err(push("#PF")),
+        };
+        let double = Attempt {
+            exception: Raised::new(8, Some(0), "#PF while delivering #PF"),
+            outcome: Err(push("#DF")),
+        };
+        let lines = [
+            crate::report::delivery_json(1, &first, false).to_string(),
+            crate::report::delivery_json(2, &double, true).to_string(),
+            r#"{"type":"run","ending":"triple-fault","status":80,"seconds":0.1,"vm_exits":3,"exceptions":0}"#.to_string(),
+        ];
+        let html = render(&Report::parse("tf.jsonl", &lines.join("\n")).unwrap(), "tf");
+        assert!(html.contains("<h2>How the CPU shut down</h2>"), "{html}");
+        assert_eq!(html.matches("<li class=\"attempt\">").count(), 2);
+        assert!(
+            html.contains("<b>#PF</b> error 0x2 CR2 0x329f18: `call` writes"),
+            "{html}"
+        );
+        assert!(html.contains("<div class=\"failed\">✗ delivering it raised <b>#PF</b> error 0x2 CR2 0x329f18: pushing the #DF frame"), "{html}");
+        assert!(
+            html.contains("the CPU shut down (triple fault)</p>"),
+            "{html}"
+        );
+        assert!(
+            !page().contains("How the CPU shut down"),
+            "none without a triple fault"
         );
     }
 

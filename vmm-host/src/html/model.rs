@@ -178,10 +178,40 @@ pub struct DiagnosisLine {
     pub next: Vec<String>,
 }
 
+/// An exception of a triple fault's replayed chain.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Raised {
+    pub vector: u8,
+    pub name: String,
+    pub error: Option<u64>,
+    pub cr2: Option<Hex>,
+    pub why: String,
+}
+
+/// Where a replayed delivery reached its handler.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Delivered {
+    pub handler: Hex,
+    pub frame: Hex,
+}
+
+/// A `delivery` record: one delivery the CPU attempted before it shut down.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Delivery {
+    pub step: usize,
+    #[serde(flatten)]
+    pub exception: Raised,
+    pub raised: Option<Raised>,
+    pub delivered: Option<Delivered>,
+    #[serde(default)]
+    pub shutdown: bool,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum Line {
     Exception(Box<Exception>),
+    Delivery(Box<Delivery>),
     Diff(Diff),
     Audit(Box<Audit>),
     Run(Run),
@@ -199,6 +229,8 @@ pub struct Report {
     pub final_audit: Option<Audit>,
     pub run: Option<Run>,
     pub diagnosis: Option<DiagnosisLine>,
+    /// A triple fault's deliveries, replayed.
+    pub chain: Vec<Delivery>,
 }
 
 impl Report {
@@ -218,6 +250,7 @@ impl Report {
             })?;
             match parsed {
                 Line::Exception(e) => report.exceptions.push(*e),
+                Line::Delivery(d) => report.chain.push(*d),
                 Line::Diff(d) => {
                     report.diffs.insert(d.seq, d);
                 }
