@@ -124,7 +124,7 @@ fn read<const N: usize>(m: &Machine, at: Gva, what: &str) -> Result<[u8; N], Rai
 }
 
 /// The gate of `e`'s vector, or the exception reading it raises.
-fn gate(m: &Machine, e: &Raised) -> Result<Gate, Raised> {
+pub(super) fn gate(m: &Machine, e: &Raised) -> Result<Gate, Raised> {
     let idtr = Idtr {
         base: Gva::new(m.sregs.idt.base),
         limit: m.sregs.idt.limit,

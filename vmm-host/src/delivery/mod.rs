@@ -13,8 +13,10 @@ mod long_mode;
 pub mod rules;
 #[cfg(test)]
 mod tests;
+mod unwind;
 
 pub use first::first_exception;
+pub use unwind::Loop;
 
 use crate::addr::Gva;
 use crate::virt::AddressSpace;
@@ -101,6 +103,9 @@ pub struct Attempt {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chain {
     pub attempts: Vec<Attempt>,
+    /// The loop of deliveries to a handler the CPU could not run that came before them, and
+    /// the exception that started it.
+    pub before: Option<(Loop, Option<Raised>)>,
 }
 
 impl Chain {
@@ -183,7 +188,30 @@ pub fn replay_shutdown(machine: &Machine) -> Result<Chain, String> {
         ));
     }
     let first = first_exception(machine)?;
-    Ok(replay(machine, first))
+    // Raised by fetching the handler of its own vector: the CPU looped, each delivery
+    // faulting again at the handler.
+    let looped =
+        long_mode::gate(machine, &first).is_ok_and(|g| g.handler.raw() == machine.regs.rip);
+    let mut chain = replay(machine, first);
+    chain.before = looped
+        .then(|| unwind::unwind(machine))
+        .flatten()
+        .map(|found| {
+            let started = found.origin.and_then(|(rip, rsp)| {
+                let regs = kvm_bindings::kvm_regs {
+                    rip: rip.raw(),
+                    rsp: rsp.raw(),
+                    ..*machine.regs
+                };
+                first_exception(&Machine {
+                    regs: &regs,
+                    ..*machine
+                })
+                .ok()
+            });
+            (found, started)
+        });
+    Ok(chain)
 }
 
 /// Replay the delivery of `first` and of every exception it leads to.
@@ -219,7 +247,10 @@ pub fn replay(machine: &Machine, first: Raised) -> Chain {
             None => break,
         }
     }
-    Chain { attempts }
+    Chain {
+        attempts,
+        before: None,
+    }
 }
 
 fn class_name(vector: u8) -> &'static str {
@@ -231,8 +262,50 @@ fn class_name(vector: u8) -> &'static str {
     }
 }
 
+impl fmt::Display for Loop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.deliveries == 0 {
+            write!(
+                f,
+                "the CPU looped, each delivery to the handler at {} faulting again at its fetch, each frame below the last, until the stack reached {}",
+                self.handler, self.newest
+            )?;
+            if let Some(why) = &self.stopped {
+                write!(f, "; the frames cannot be read back: {why}")?;
+            }
+            return Ok(());
+        }
+        write!(
+            f,
+            "{} deliveries to the handler at {}, which the CPU cannot run, each frame below the last: the stack ran from {} down to {}",
+            self.deliveries, self.handler, self.oldest, self.newest
+        )?;
+        if self.unreadable > 0 {
+            write!(
+                f,
+                " ({} of the frames on pages the tables no longer map, counted 48 bytes apart)",
+                self.unreadable
+            )?;
+        }
+        match (&self.origin, &self.stopped) {
+            (Some((rip, rsp)), _) => write!(
+                f,
+                "; the first exception was raised at rip {rip} (RSP {rsp})"
+            ),
+            (None, Some(why)) => write!(f, "; the walk back stopped there: {why}"),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
 impl fmt::Display for Chain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((found, started)) = &self.before {
+            writeln!(f, "  before them: {found}")?;
+            if let Some(e) = started {
+                writeln!(f, "  the loop began with {e}: {}", e.why)?;
+            }
+        }
         for (n, attempt) in (1..).zip(&self.attempts) {
             let e = &attempt.exception;
             writeln!(f, "  [{n}] {e}: {}", e.why)?;

@@ -311,3 +311,79 @@ fn the_first_exception_comes_from_the_instruction_at_rip() {
         (14, Some(0x10), Some(GUARD + 0x10))
     );
 }
+
+/// A loop the frames show: the #UD handler's page is not mapped, so each delivery faults
+/// again at its fetch. Three #PF frames below the #UD's, each 48 bytes under the last; the
+/// final RIP is the handler, the final RSP the newest frame.
+#[test]
+fn a_loop_at_an_unmapped_handler_is_walked_back_to_its_first_exception() {
+    let mut f = Fixture::new();
+    put(&f.mem, PT + (HANDLER >> 12) * 8, 0);
+    let origin_frame = STACK_TOP - 40;
+    for (i, word) in [CODE, 0x08, 0x2, STACK_TOP, 0x10].iter().enumerate() {
+        put(&f.mem, origin_frame + 8 * i as u64, *word);
+    }
+    let mut rsp = origin_frame;
+    for _ in 0..3 {
+        let frame = (rsp & !0xf) - 48;
+        for (i, word) in [0x10, HANDLER, 0x08, 0x2, rsp, 0x10].iter().enumerate() {
+            put(&f.mem, frame + 8 * i as u64, *word);
+        }
+        rsp = frame;
+    }
+    f.regs.rip = HANDLER;
+    f.regs.rsp = rsp;
+    let walk_back = |f: &Fixture| replay_shutdown(&f.machine()).unwrap();
+    let chain = walk_back(&f);
+    let (found, started) = chain.before.clone().expect("a loop");
+    assert_eq!(found.deliveries, 3, "{found}");
+    assert_eq!(
+        (found.newest, found.oldest),
+        (Gva::new(rsp), Gva::new(origin_frame))
+    );
+    assert_eq!(found.origin, Some((Gva::new(CODE), Gva::new(STACK_TOP))));
+    assert_eq!(started.map(|e| e.vector), Some(6), "the ud2 at CODE");
+    assert!(
+        chain
+            .to_string()
+            .contains("3 deliveries to the handler at 0x20000, which the CPU cannot run"),
+        "{chain}"
+    );
+    // The first exception of the replay is the fetch at the handler.
+    assert_eq!(chain.attempts[0].exception.cr2, Some(HANDLER));
+}
+
+/// The loop's newest frames on a page the tables no longer map (its own pushes can overwrite
+/// the entries that mapped the stack): counted 48 bytes apart up to the first readable frame,
+/// which must lie on that grid.
+#[test]
+fn frames_on_unmapped_pages_are_counted_up_to_a_readable_one() {
+    let mut f = Fixture::new();
+    put(&f.mem, PT + (HANDLER >> 12) * 8, 0);
+    put(&f.mem, PT + (GUARD >> 12) * 8, GUARD | 3);
+    let origin_frame = STACK_TOP - 40;
+    for (i, word) in [CODE, 0x08, 0x2, STACK_TOP, 0x10].iter().enumerate() {
+        put(&f.mem, origin_frame + 8 * i as u64, *word);
+    }
+    let mut rsp = origin_frame;
+    for _ in 0..100 {
+        let frame = (rsp & !0xf) - 48;
+        for (i, word) in [0x10, HANDLER, 0x08, 0x2, rsp, 0x10].iter().enumerate() {
+            put(&f.mem, frame + 8 * i as u64, *word);
+        }
+        rsp = frame;
+    }
+    assert!(
+        rsp < GUARD + 0x1000,
+        "the newest frames are on the page below"
+    );
+    put(&f.mem, PT + (GUARD >> 12) * 8, 0);
+    f.regs.rip = HANDLER;
+    f.regs.rsp = rsp;
+    let chain = replay_shutdown(&f.machine()).unwrap();
+    let (found, _) = chain.before.expect("a loop");
+    let on_the_unmapped_page = (GUARD + 0x1000 - rsp).div_ceil(48);
+    assert_eq!(found.deliveries, 100, "{found}");
+    assert_eq!(found.unreadable, on_the_unmapped_page, "{found}");
+    assert_eq!(found.origin, Some((Gva::new(CODE), Gva::new(STACK_TOP))));
+}
