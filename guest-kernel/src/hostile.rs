@@ -68,10 +68,12 @@ struct Gates([u64; 64]);
 
 static mut HOSTILE_IDT: Gates = Gates([0; 64]);
 
-/// Every exception gate points at `handler`; then `ud2`.
+/// Every exception gate points at `handler`; then `ud2`. The line is printed after the IDT is
+/// loaded, as a kernel logs its setup: its port writes are the exits where a host sees the
+/// new gates.
 pub fn idt_pointing_at(handler: u64, what: &str, selectors: &crate::cpu::Selectors) -> ! {
-    kprintln!("[hostile] every exception gate now points at {handler:#x} ({what}); executing ud2");
     crate::idt::load_every_exception_at(handler, selectors);
+    kprintln!("[hostile] every exception gate now points at {handler:#x} ({what}); executing ud2");
     // SAFETY: deliberately raises #UD with handlers that cannot run.
     unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
     finish(FAILURE)

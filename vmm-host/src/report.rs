@@ -166,6 +166,25 @@ pub fn delivery_json(step: usize, attempt: &crate::delivery::Attempt, shutdown: 
     value
 }
 
+/// The loop of deliveries to a handler the CPU could not run that came before a triple
+/// fault's chain, and the exception that started it.
+pub fn loop_json(
+    found: &crate::delivery::Loop,
+    started: Option<&crate::delivery::Raised>,
+) -> Value {
+    json!({
+        "type": "loop",
+        "handler": hex(found.handler.raw()),
+        "deliveries": found.deliveries,
+        "counted": if found.live { "live" } else { "frames" },
+        "oldest_frame": hex(found.oldest.raw()),
+        "newest_frame": hex(found.newest.raw()),
+        "origin": found.origin.map(|(rip, rsp)| json!({"rip": hex(rip.raw()), "rsp": hex(rsp.raw())})),
+        "started": started.map(raised_json),
+        "stopped": found.stopped,
+    })
+}
+
 pub fn audit_json(seq: Option<u64>, audit: &Audit) -> Value {
     let ranges: Vec<Value> = audit
         .ranges

@@ -28,6 +28,8 @@ fn doctor_prints_one_measured_line_per_capability() {
         ("yes", "32→64-bit switch"),
         ("yes", "single-step"),
         ("yes", "hardware breakpoints"),
+        // The SDM puts code breakpoints ahead of fetch faults: how loops are counted.
+        ("yes", "breakpoint on an unmapped handler"),
         ("yes", "ring-3 iretq"),
         ("--", "port-I/O exit round trip"),
     ] {
@@ -78,12 +80,15 @@ fn doctor_prints_one_measured_line_per_capability() {
         }
     }
     // The host's BIOS depends on it, and every KVM measured so far has it.
+    let real_mode = lines
+        .iter()
+        .find(|l| l.contains("int n in real mode"))
+        .expect("a line for int n in real mode");
     assert!(
-        run.stdout.contains(
-            "yes  int n in real mode              int 0x42 went through the IVT to its handler and iret came back"
-        ),
-        "{}",
-        run.stdout
+        real_mode.trim_start().starts_with("yes ")
+            && real_mode
+                .contains("int 0x42 went through the IVT to its handler and iret came back"),
+        "{real_mode}"
     );
     if nested_pvm() {
         assert!(

@@ -196,22 +196,25 @@ pub fn replay_shutdown(machine: &Machine) -> Result<Chain, String> {
     chain.before = looped
         .then(|| unwind::unwind(machine))
         .flatten()
-        .map(|found| {
-            let started = found.origin.and_then(|(rip, rsp)| {
-                let regs = kvm_bindings::kvm_regs {
-                    rip: rip.raw(),
-                    rsp: rsp.raw(),
-                    ..*machine.regs
-                };
-                first_exception(&Machine {
-                    regs: &regs,
-                    ..*machine
-                })
-                .ok()
-            });
-            (found, started)
-        });
+        .map(|found| started(machine, found));
     Ok(chain)
+}
+
+/// A loop with the exception that started it, found from the instruction at its origin.
+pub fn started(machine: &Machine, found: Loop) -> (Loop, Option<Raised>) {
+    let started = found.origin.and_then(|(rip, rsp)| {
+        let regs = kvm_bindings::kvm_regs {
+            rip: rip.raw(),
+            rsp: rsp.raw(),
+            ..*machine.regs
+        };
+        first_exception(&Machine {
+            regs: &regs,
+            ..*machine
+        })
+        .ok()
+    });
+    (found, started)
 }
 
 /// Replay the delivery of `first` and of every exception it leads to.
@@ -277,8 +280,16 @@ impl fmt::Display for Loop {
         }
         write!(
             f,
-            "{} deliveries to the handler at {}, which the CPU cannot run, each frame below the last: the stack ran from {} down to {}",
-            self.deliveries, self.handler, self.oldest, self.newest
+            "{} deliveries to the handler at {}, which the CPU cannot run{}, each frame below the last: the stack ran from {} down to {}",
+            self.deliveries,
+            self.handler,
+            if self.live {
+                " (counted as they came, a breakpoint on it)"
+            } else {
+                ""
+            },
+            self.oldest,
+            self.newest
         )?;
         if self.unreadable > 0 {
             write!(

@@ -35,6 +35,8 @@ pub struct Loop {
     /// Frames counted 48 bytes apart where the page tables no longer map the stack (the loop's
     /// own pushes can overwrite the entries that mapped it).
     pub unreadable: u64,
+    /// Counted as the deliveries happened (a breakpoint on the handler), not walked back.
+    pub live: bool,
 }
 
 /// Six qwords at `at`: error code, RIP, CS, RFLAGS, RSP, SS of a frame with an error code.
@@ -116,5 +118,6 @@ pub fn unwind(m: &Machine) -> Option<Loop> {
         origin,
         stopped,
         unreadable,
+        live: false,
     })
 }

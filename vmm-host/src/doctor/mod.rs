@@ -50,6 +50,8 @@ pub struct Capabilities {
     pub long_mode_switch: bool,
     pub single_step: bool,
     pub hw_breakpoints: bool,
+    /// A code breakpoint on a handler that is not mapped fires before the fetch faults.
+    pub breakpoint_on_unmapped_handler: bool,
     /// Write watchpoints in DR0–DR3 report a debug exit.
     pub data_breakpoints: bool,
     /// `int3` with KVM_GUESTDBG_USE_SW_BP exits to the host (false on nested KVM here).
@@ -122,6 +124,10 @@ pub fn examine(device: &Path) -> DoctorReport {
     measure(probes::mode_switch(&kvm), &mut caps.long_mode_switch);
     measure(probes::single_step(&kvm), &mut caps.single_step);
     measure(probes::hw_breakpoint(&kvm), &mut caps.hw_breakpoints);
+    measure(
+        probes::breakpoint_on_unmapped_handler(&kvm),
+        &mut caps.breakpoint_on_unmapped_handler,
+    );
     measure(probes::data_breakpoint(&kvm), &mut caps.data_breakpoints);
     measure(probes::int3(&kvm), &mut caps.int3_breakpoints);
     measure(probes::ring3_iretq(&kvm), &mut caps.ring3_iretq);

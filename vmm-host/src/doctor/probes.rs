@@ -265,6 +265,63 @@ pub fn hw_breakpoint(kvm: &Kvm) -> Probe {
     }
 }
 
+/// Whether a hardware execution breakpoint on a handler the page tables do not map fires when
+/// an exception is delivered to it, before the fetch at the handler faults (the SDM puts code
+/// breakpoints ahead of fetch faults): a loop of deliveries to such a handler, which ends in
+/// a triple fault, can then be counted as it happens.
+pub fn breakpoint_on_unmapped_handler(kvm: &Kvm) -> Probe {
+    const NAME: &str = "breakpoint on an unmapped handler";
+    // Past the probe VM's 4 MiB of page tables.
+    const UNMAPPED: u64 = 0x4000_0000;
+    let trace = code(64, CODE, |a| a.ud2()).and_then(|main| {
+        let mut vm = vm(kvm, NAME, &main)?;
+        let gate = (UNMAPPED & 0xffff)
+            | u64::from(KERNEL_CS) << 16
+            | 0x8e << 40
+            | (UNMAPPED >> 16 & 0xffff) << 48;
+        vm.write_code(IDT + 6 * 16, &gate.to_le_bytes())
+            .and_then(|()| vm.write_code(IDT + 6 * 16 + 8, &(UNMAPPED >> 32).to_le_bytes()))
+            .map_err(|e| failed(NAME, e))?;
+        let mut debug = kvm_guest_debug {
+            control: KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP,
+            ..Default::default()
+        };
+        debug.arch.debugreg[0] = UNMAPPED;
+        debug.arch.debugreg[7] = DR7_EXECUTE;
+        vm.vcpu
+            .set_guest_debug(&debug)
+            .map_err(|e| failed(NAME, format!("KVM_SET_GUEST_DEBUG: {e}")))?;
+        Ok(vm.run(LIMIT))
+    });
+    let trace = match trace {
+        Ok(t) => t,
+        Err(p) => return p,
+    };
+    let (verdict, evidence) = match (&trace.stop, first_exception(&trace)) {
+        (Stop::Debug(arch), _) if arch.exception == 1 && arch.pc == UNMAPPED => (
+            Verdict::Yes,
+            format!(
+                "the #UD's delivery to {UNMAPPED:#x} (not mapped) stopped at DR0 before the fetch faulted"
+            ),
+        ),
+        (_, Some((vector, _, rip))) => (
+            Verdict::No,
+            format!(
+                "the fetch at the handler raised vector {vector} (rip {rip:#x}) before DR0 fired"
+            ),
+        ),
+        (stop, None) => (
+            Verdict::No,
+            format!("the #UD's delivery ended in {}", describe(stop)),
+        ),
+    };
+    Probe {
+        name: NAME,
+        verdict,
+        evidence,
+    }
+}
+
 /// A write watchpoint in DR0 on a stack word the guest then stores to.
 pub fn data_breakpoint(kvm: &Kvm) -> Probe {
     const NAME: &str = "data breakpoints (watchpoints)";

@@ -2,7 +2,7 @@
 //! exception each failed delivery raised drawn as a failure, and the shutdown at the end.
 
 use super::escape;
-use super::model::{Delivery, Raised};
+use super::model::{Delivery, LoopLine, Raised};
 use std::fmt::Write as _;
 
 fn exception(e: &Raised) -> String {
@@ -17,13 +17,23 @@ fn exception(e: &Raised) -> String {
 }
 
 /// The section, or nothing for a run without a replayed triple fault.
-pub fn section(chain: &[Delivery]) -> String {
+pub fn section(chain: &[Delivery], before: Option<&LoopLine>) -> String {
     if chain.is_empty() {
         return String::new();
     }
-    let mut html = String::from(
-        "<section class=\"chain\"><h2>How the CPU shut down</h2><p>Each delivery the CPU attempted, replayed from the final state:</p><ol>",
-    );
+    let mut html = String::from("<section class=\"chain\"><h2>How the CPU shut down</h2>");
+    if let Some(l) = before {
+        let _ = write!(
+            html,
+            "<p class=\"failed\">First a loop: {} deliveries to the handler at {:#x}, which the CPU cannot run, each frame below the last, the stack from {:#x} down to {:#x}",
+            l.deliveries, l.handler.0, l.oldest_frame.0, l.newest_frame.0
+        );
+        if let Some(e) = &l.started {
+            let _ = write!(html, "; it began with {}: {}", exception(e), escape(&e.why));
+        }
+        html.push_str("</p>");
+    }
+    html.push_str("<p>Each delivery the CPU attempted, replayed from the final state:</p><ol>");
     for step in chain {
         let _ = write!(
             html,

@@ -364,7 +364,7 @@ pub fn render(report: &Report, title: &str) -> String {
     if let Some(diagnosis) = &report.diagnosis {
         html.push_str(&diagnosis_section(diagnosis));
     }
-    html.push_str(&chain::section(&report.chain));
+    html.push_str(&chain::section(&report.chain, report.chain_loop.as_ref()));
     match &report.run {
         Some(run) => {
             let _ = write!(

@@ -195,6 +195,16 @@ pub struct Delivered {
     pub frame: Hex,
 }
 
+/// A `loop` record: deliveries to a handler the CPU could not run, before a triple fault.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LoopLine {
+    pub handler: Hex,
+    pub deliveries: u64,
+    pub oldest_frame: Hex,
+    pub newest_frame: Hex,
+    pub started: Option<Raised>,
+}
+
 /// A `delivery` record: one delivery the CPU attempted before it shut down.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Delivery {
@@ -212,6 +222,7 @@ pub struct Delivery {
 enum Line {
     Exception(Box<Exception>),
     Delivery(Box<Delivery>),
+    Loop(LoopLine),
     Diff(Diff),
     Audit(Box<Audit>),
     Run(Run),
@@ -231,6 +242,8 @@ pub struct Report {
     pub diagnosis: Option<DiagnosisLine>,
     /// A triple fault's deliveries, replayed.
     pub chain: Vec<Delivery>,
+    /// The loop before them.
+    pub chain_loop: Option<LoopLine>,
 }
 
 impl Report {
@@ -251,6 +264,7 @@ impl Report {
             match parsed {
                 Line::Exception(e) => report.exceptions.push(*e),
                 Line::Delivery(d) => report.chain.push(*d),
+                Line::Loop(l) => report.chain_loop = Some(l),
                 Line::Diff(d) => {
                     report.diffs.insert(d.seq, d);
                 }

@@ -22,8 +22,8 @@ use crate::paging::{CpuPaging, Cr3, PagingMode};
 use crate::registers::SegmentBases;
 use crate::virt::{AddressSpace, GuestView};
 use kvm_bindings::{
-    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_SW_BP, kvm_guest_debug,
-    kvm_regs, kvm_sregs,
+    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP,
+    kvm_guest_debug, kvm_regs, kvm_sregs,
 };
 use kvm_ioctls::VcpuFd;
 use std::time::{Duration, Instant};
@@ -106,6 +106,26 @@ struct Armed {
     cr3: u64,
     /// Gates 0..idtr.covered_vectors(); the rest stays zero.
     gates: [u8; GATES_BYTES],
+}
+
+/// The debug register the tap takes for an unfetchable handler: the last, which gdb's
+/// breakpoints use only when the other three are taken.
+const LOOP_SLOT: usize = 3;
+/// DR7's enable bits of slot 3 (L3, G3), and L3 alone: an execution breakpoint (RW3 = 00,
+/// LEN3 = 00).
+const DR7_SLOT3: u64 = 0b11 << 6;
+const DR7_L3: u64 = 1 << 6;
+
+/// The handler to watch for a loop: a canonical handler of a usable gate the tables do not
+/// map, #PF's first (a loop is #PF after #PF), else the lowest vector's.
+fn unfetchable_handler(space: &AddressSpace, armed: &Armed) -> Option<Gva> {
+    let unmapped: Vec<Gate> = (armed.gates())
+        .filter(|g| {
+            g.usable() && g.kind != GateKind::RealMode && space.translate(g.handler).is_err()
+        })
+        .collect();
+    let page_fault = unmapped.iter().find(|g| g.vector == 14);
+    page_fault.or(unmapped.first()).map(|g| g.handler)
 }
 
 /// The 32 exception gates' bytes.
@@ -275,6 +295,9 @@ pub struct Tap {
     nesting: Nesting,
     /// Vectors whose armed handler is a task's entry, reached through a task gate.
     task_vectors: u32,
+    /// A handler the page tables do not map, watched by a code breakpoint in DR3 (when gdb
+    /// leaves it free): deliveries to it loop, each fetch faulting again, and are counted.
+    unfetchable: Option<Gva>,
     next_seq: u64,
     pub stats: TapStats,
     /// The IDTR comes from `kvm_run`'s synced system registers (see [`Tap::use_synced_sregs`]).
@@ -319,6 +342,7 @@ impl Tap {
             extra_debug: kvm_guest_debug::default(),
             nesting: Nesting::default(),
             task_vectors: 0,
+            unfetchable: None,
             next_seq: 1,
             stats: TapStats::default(),
             synced_sregs: false,
@@ -423,6 +447,7 @@ impl Tap {
         let mut wanted: Vec<(Gpa, u8)> = Vec::new();
         let mut unarmed = Vec::new();
         let mut task_vectors = 0;
+        let unfetchable = unfetchable_handler(&space, armed);
         for gate in armed.gates().filter(worth_arming) {
             let vector = gate.vector;
             match handler_of(&space, armed.gdtr, &gate) {
@@ -451,8 +476,10 @@ impl Tap {
                 unarmed.push(format!("vector {vector}: {e}"));
             }
         }
-        if self.kind == TrapKind::Int3 && !self.patches.is_empty() {
-            self.set_debug(vcpu, false)?;
+        let watch_changed = unfetchable != self.unfetchable;
+        self.unfetchable = unfetchable;
+        if (self.kind == TrapKind::Int3 && !self.patches.is_empty()) || watch_changed {
+            self.set_debug(vcpu, self.stepping.is_some())?;
         }
         self.stats.arms += 1;
         self.stats.handlers = self.patches.handlers();
@@ -463,6 +490,13 @@ impl Tap {
     fn set_debug(&self, vcpu: &VcpuFd, single_step: bool) -> Result<(), TapError> {
         let mut debug = self.extra_debug;
         debug.control |= self.kind.debug_control();
+        if let Some(handler) = self.unfetchable
+            && debug.arch.debugreg[7] & DR7_SLOT3 == 0
+        {
+            debug.arch.debugreg[LOOP_SLOT] = handler.raw();
+            debug.arch.debugreg[7] |= DR7_L3;
+            debug.control |= KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_USE_HW_BP;
+        }
         if single_step {
             debug.control |= KVM_GUESTDBG_ENABLE | KVM_GUESTDBG_SINGLESTEP;
         }
@@ -725,6 +759,17 @@ impl Tap {
         self.stepping = Some(gpa);
         self.stats.stepped += 1;
         Ok(())
+    }
+
+    /// Whether a debug exit at `pc` with this DR6 is the tap's breakpoint on a handler the
+    /// CPU cannot fetch: one more delivery of a loop.
+    pub fn loop_breakpoint(&self, dr6: u64, pc: u64) -> bool {
+        dr6 & 1 << LOOP_SLOT != 0 && self.unfetchable.is_some_and(|h| h.raw() == pc)
+    }
+
+    /// The handler the tap watches with a breakpoint because it cannot be fetched.
+    pub fn unfetchable(&self) -> Option<Gva> {
+        self.unfetchable
     }
 
     /// Whether a single-step is in progress.

@@ -7,6 +7,7 @@ mod error;
 mod exits;
 mod firmware;
 mod interrupts;
+mod looping;
 mod run;
 mod stopped;
 mod vcpu;
@@ -140,6 +141,8 @@ pub struct Vm {
     exceptions: ExceptionLog,
     /// The walk of the last exception, whose diff is due at the next stop.
     pending_diff: Option<Snapshot>,
+    /// Deliveries to a handler the CPU cannot fetch, counted as they happen.
+    live_loop: Option<looping::LiveLoop>,
     /// Set while the vCPU stands at a handler entry whose exception gdb was shown.
     held: Option<run::Held>,
     progress: run::Progress,
@@ -286,6 +289,7 @@ impl Vm {
             tap,
             exceptions: ExceptionLog::default(),
             pending_diff: None,
+            live_loop: None,
             held: None,
             progress: run::Progress::default(),
             interrupts: interrupts::InterruptCounts::new(),
@@ -449,7 +453,12 @@ impl Vm {
             regs,
             sregs,
         };
-        crate::delivery::replay_shutdown(&machine)
+        let mut chain = crate::delivery::replay_shutdown(&machine)?;
+        // Counted live, the loop needs no walk through frames the stack may have lost.
+        if let Some(live) = &self.live_loop {
+            chain.before = Some(crate::delivery::started(&machine, live.as_loop()));
+        }
+        Ok(chain)
     }
 
     /// At the end of a run: the last diff, the whole-tree audit under the final CR3, and the
@@ -463,6 +472,9 @@ impl Vm {
             if let Ok(regs) = self.vcpu.get_regs() {
                 let chain = self.replay_shutdown(&regs, &sregs);
                 if let (Ok(chain), Some(file)) = (&chain, &mut self.report) {
+                    if let Some((found, started)) = &chain.before {
+                        file.line(&report::loop_json(found, started.as_ref()));
+                    }
                     let last = chain.attempts.len();
                     for (step, attempt) in (1..).zip(&chain.attempts) {
                         let shutdown = step == last && chain.shuts_down();

@@ -343,6 +343,12 @@ impl Vm {
         };
         self.after_exit(before.tap_stepping, event.idt_may_have_changed())?;
         let flow = match debug {
+            Some(debug) if debug.exception == 1 && self.is_loop_breakpoint(&debug) => {
+                if !self.on_loop_delivery()? {
+                    self.after_exit(false, true)?;
+                }
+                Flow::Go
+            }
             Some(debug) if debug.exception == 1 => self.on_single_step(debug, step, before)?,
             Some(debug) => self.on_debug(debug, step)?.map_or(Flow::Go, Flow::Stop),
             None if event == Event::Halted => self.on_halt(step, watchdog)?,
@@ -386,6 +392,12 @@ impl Vm {
             return Ok(Flow::HostStep);
         }
         Ok(Flow::Go)
+    }
+
+    fn is_loop_breakpoint(&self, debug: &DebugExit) -> bool {
+        self.tap
+            .as_ref()
+            .is_some_and(|tap| tap.loop_breakpoint(debug.dr6, debug.pc))
     }
 
     /// A `hlt` exit: one of the tap's traps, or the guest halting for good (nothing here
