@@ -14,6 +14,9 @@
 //!   0x3ff000;
 //! - `paging=pae`: PAE paging with EFER.NXE, a no-execute page at 0x1ff000 that it calls.
 //!
+//! With `idt=zero` it loads an IDT of limit 0 and executes `ud2`: no exception can be
+//! delivered, and the CPU shuts down (a triple fault).
+//!
 //! With `df=task` it handles #DF in a task of its own, through a task gate, and raises one by
 //! dividing by zero with the #DE gate not present; the #DF task reports the EIP saved in the
 //! interrupted task's TSS and the error code (exit 4).
@@ -126,6 +129,11 @@ core::arch::global_asm!(
     "    call k32_option",
     "    cmp ax, 0x6174", // "ta"
     "    je k32_df_task",
+    "    mov edi, offset k32_idt_key",
+    "    mov ecx, 4",
+    "    call k32_option",
+    "    cmp ax, 0x657a", // "ze"
+    "    je k32_idt_zero",
     "    mov edi, offset k32_paging_key",
     "    mov ecx, 7",
     "    call k32_option",
@@ -294,6 +302,17 @@ core::arch::global_asm!(
     "    call k32_puts",
     "    mov al, {unhandled}",
     "    out 0xf4, al",
+    "    jmp k32_halt",
+
+    // idt=zero: an IDT of limit 0, then ud2: #UD, #GP, #DF cannot be delivered; the CPU
+    // shuts down.
+    "k32_idt_zero:",
+    "    mov esi, offset k32_msg_idt_zero",
+    "    call k32_puts",
+    "    lidt [k32_idt_zero_ptr]",
+    ".global k32_ud2_without_idt",
+    "k32_ud2_without_idt:",
+    "    ud2",
     "    jmp k32_halt",
 
     // k32_tss_descriptor: at EDI, an available 32-bit TSS descriptor (type 9) for the 104
@@ -526,6 +545,11 @@ core::arch::global_asm!(
     "k32_mbi: .long 0",
     "k32_paging_key: .ascii \"paging=\"",
     "k32_df_key: .ascii \"df=\"",
+    "k32_idt_key: .ascii \"idt=\"",
+    ".balign 4",
+    "k32_idt_zero_ptr:",
+    "    .word 0",
+    "    .long 0",
     "k32_ticks: .long 0",
     "k32_msg_banner: .asciz \"kernel32: 32-bit protected mode, paging off, Multiboot 1\\n\"",
     "k32_msg_timer: .asciz \"kernel32: PICs at 0x20/0x28, PIT at 100 Hz, sti; hlt\\n\"",
@@ -542,6 +566,7 @@ core::arch::global_asm!(
     "k32_msg_neighbour: .asciz \"kernel32: writing to 0x800000, the 4 MiB page's neighbour\\n\"",
     "k32_msg_wp: .asciz \"kernel32: 32-bit paging on with CR0.WP; writing to the read-only page at 0x3ff000\\n\"",
     "k32_msg_df_task: .asciz \"kernel32: #DF through a task gate; dividing by zero with the #DE gate not present\\n\"",
+    "k32_msg_idt_zero: .asciz \"kernel32: loading an IDT of limit 0 and executing ud2\\n\"",
     "k32_msg_df: .asciz \"kernel32: #DF in its own task, the interrupted eip \"",
     "k32_msg_pae: .asciz \"kernel32: PAE paging on with EFER.NXE; calling the no-execute page at 0x1ff000\\n\"",
     ".popsection",

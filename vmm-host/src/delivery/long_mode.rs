@@ -11,8 +11,8 @@ use abi::exception::mnemonic;
 
 /// Error code bits of an exception that names a descriptor: EXT (raised while delivering an
 /// event the program did not cause) and IDT (the index is an IDT vector).
-const EXT: u64 = 1;
-const IDT: u64 = 2;
+pub(super) const EXT: u64 = 1;
+pub(super) const IDT: u64 = 2;
 
 /// One memory access, as the page-fault error code and the canonical check see it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -26,7 +26,7 @@ pub(super) struct Touch {
 
 impl Touch {
     /// A supervisor access the CPU makes while delivering.
-    const fn implicit(write: bool, stack: bool) -> Self {
+    pub(super) const fn implicit(write: bool, stack: bool) -> Self {
         Self {
             access: Access {
                 write,
@@ -123,12 +123,30 @@ fn read<const N: usize>(m: &Machine, at: Gva, what: &str) -> Result<[u8; N], Rai
     Ok(raw)
 }
 
-/// The gate of `e`'s vector, or the exception reading it raises.
+/// The gate of `e`'s vector in a 64-bit IDT, or the exception reading it raises.
 pub(super) fn gate(m: &Machine, e: &Raised) -> Result<Gate, Raised> {
+    gate_in(
+        m,
+        e,
+        GateFormat::Long,
+        &[GateKind::Interrupt, GateKind::Trap],
+        "a 64-bit interrupt or trap gate",
+    )
+}
+
+/// The gate of `e`'s vector in an IDT of `format`, checked against the limit, `kinds` (the
+/// gate types the CPU delivers through, `kinds_text` in words) and the present bit.
+pub(super) fn gate_in(
+    m: &Machine,
+    e: &Raised,
+    format: GateFormat,
+    kinds: &[GateKind],
+    kinds_text: &str,
+) -> Result<Gate, Raised> {
     let idtr = Idtr {
         base: Gva::new(m.sregs.idt.base),
         limit: m.sregs.idt.limit,
-        format: GateFormat::Long,
+        format,
     };
     let vector_error = Some(u64::from(e.vector) << 3 | IDT | EXT);
     let name = mnemonic(e.vector);
@@ -142,13 +160,20 @@ pub(super) fn gate(m: &Machine, e: &Raised) -> Result<Gate, Raised> {
             ),
         ));
     };
-    let raw: [u8; 16] = read(m, at, &format!("reading {name}'s gate"))?;
-    let gate = Gate::parse(e.vector, &raw, GateFormat::Long);
-    if !matches!(gate.kind, GateKind::Interrupt | GateKind::Trap) {
+    let size = format.size();
+    access(m, at, size as u64, Touch::implicit(false, false), &|byte| {
+        format!("reading {name}'s gate at {byte}")
+    })?;
+    let mut raw = [0u8; 16];
+    m.space
+        .read(at, &mut raw[..size])
+        .map_err(|err| Raised::new(13, vector_error, format!("{name}'s gate: {err}")))?;
+    let gate = Gate::parse(e.vector, &raw, format);
+    if !kinds.contains(&gate.kind) {
         return Err(Raised::new(
             13,
             vector_error,
-            format!("{name}'s gate at {at} is not a 64-bit interrupt or trap gate ({gate})"),
+            format!("{name}'s gate at {at} is not {kinds_text} ({gate})"),
         ));
     }
     if !gate.present {

@@ -10,9 +10,12 @@
 
 mod first;
 mod long_mode;
+mod protected;
 pub mod rules;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests32;
 mod unwind;
 
 pub use first::first_exception;
@@ -36,6 +39,12 @@ pub struct Machine<'a> {
 impl Machine<'_> {
     pub fn cpl(&self) -> u8 {
         self.sregs.cs.dpl & 3
+    }
+
+    /// EFER.LMA: 64-bit delivery (16-byte gates, IST, 8-byte pushes).
+    pub fn long_mode(&self) -> bool {
+        use x86_64::registers::model_specific::EferFlags;
+        self.sregs.efer & EferFlags::LONG_MODE_ACTIVE.bits() != 0
     }
 }
 
@@ -174,24 +183,17 @@ const MAX_ATTEMPTS: usize = 8;
 /// The chain that ended in the shutdown `machine` shows: its first exception, then every
 /// delivery. An error says why it cannot be replayed.
 pub fn replay_shutdown(machine: &Machine) -> Result<Chain, String> {
-    use x86_64::registers::model_specific::EferFlags;
-    if machine.sregs.efer & EferFlags::LONG_MODE_ACTIVE.bits() == 0 {
+    if machine.sregs.cr0 & 1 == 0 {
         return Err(format!(
-            "the replay covers 64-bit mode; this CPU was in {} (CR0 {:#x}, EFER {:#x})",
-            if machine.sregs.cr0 & 1 == 0 {
-                "real mode"
-            } else {
-                "32-bit protected mode"
-            },
-            machine.sregs.cr0,
-            machine.sregs.efer
+            "the replay covers protected and long mode; this CPU was in real mode (CR0 {:#x})",
+            machine.sregs.cr0
         ));
     }
     let first = first_exception(machine)?;
     // Raised by fetching the handler of its own vector: the CPU looped, each delivery
     // faulting again at the handler.
-    let looped =
-        long_mode::gate(machine, &first).is_ok_and(|g| g.handler.raw() == machine.regs.rip);
+    let looped = machine.long_mode()
+        && long_mode::gate(machine, &first).is_ok_and(|g| g.handler.raw() == machine.regs.rip);
     let mut chain = replay(machine, first);
     chain.before = looped
         .then(|| unwind::unwind(machine))
@@ -222,7 +224,11 @@ pub fn replay(machine: &Machine, first: Raised) -> Chain {
     let mut attempts: Vec<Attempt> = vec![];
     let mut current = first;
     while attempts.len() < MAX_ATTEMPTS {
-        let outcome = long_mode::deliver(machine, &current);
+        let outcome = if machine.long_mode() {
+            long_mode::deliver(machine, &current)
+        } else {
+            protected::deliver(machine, &current)
+        };
         let next = match &outcome {
             Ok(_) => None,
             Err(failed) => match rules::combine(current.vector, failed.vector) {
