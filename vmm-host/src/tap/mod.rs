@@ -767,6 +767,12 @@ impl Tap {
         dr6 & 1 << LOOP_SLOT != 0 && self.unfetchable.is_some_and(|h| h.raw() == pc)
     }
 
+    /// Arm again at the next check even if the IDT looks the same: its handlers' mappings
+    /// changed (a handler watched as unfetchable was mapped since).
+    pub fn rearm(&mut self) {
+        self.armed = None;
+    }
+
     /// The handler the tap watches with a breakpoint because it cannot be fetched.
     pub fn unfetchable(&self) -> Option<Gva> {
         self.unfetchable

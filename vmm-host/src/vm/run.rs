@@ -345,6 +345,11 @@ impl Vm {
         let flow = match debug {
             Some(debug) if debug.exception == 1 && self.is_loop_breakpoint(&debug) => {
                 if !self.on_loop_delivery()? {
+                    // Mapped since: arm its entry and drop the breakpoint, which would
+                    // otherwise fire again at the same RIP.
+                    if let Some(tap) = &mut self.tap {
+                        tap.rearm();
+                    }
                     self.after_exit(false, true)?;
                 }
                 Flow::Go
