@@ -58,8 +58,12 @@ pub(super) fn access(
     touch: Touch,
     what: &dyn Fn(Gva) -> String,
 ) -> Result<(), Raised> {
-    let pages = [at, Gva::new(at.raw().wrapping_add(len.max(1) - 1))];
-    for byte in pages {
+    // The first byte, and the first byte on the next page when the access crosses into it:
+    // where a fault there is reported (CR2).
+    let last = at.raw().wrapping_add(len.max(1) - 1);
+    let next_page = Gva::new(last & !0xfff);
+    let pages = [Some(at), (next_page.raw() > at.raw()).then_some(next_page)];
+    for byte in pages.into_iter().flatten() {
         let walk = m.space.walk(byte);
         let fault = |present, reserved, detail: String| {
             Raised::page_fault(

@@ -189,6 +189,30 @@ fn a_bad_code_segment_is_named_by_its_selector() {
     put(&f.mem, GDT + 8, 0x00af_9a00_0000_ffff & !(1 << 47));
     let (vector, error, _) = raised(f.deliver(6, None));
     assert_eq!((vector, error), (11, Some(0x09)));
+    // A 32-bit code segment, or one of ring 3 entered from ring 0: #GP.
+    put(&f.mem, GDT + 8, 0x00cf_9a00_0000_ffff);
+    let (_, _, why) = raised(f.deliver(6, None));
+    assert!(why.contains("is not a 64-bit code segment"), "{why}");
+    put(&f.mem, GDT + 8, 0x00af_fa00_0000_ffff);
+    let (_, _, why) = raised(f.deliver(6, None));
+    assert!(why.contains("may enter from CPL 0"), "{why}");
+    // A gate naming the null selector.
+    let (low, _) = gate(0);
+    f.set_gate(6, low & !(0xffff << 16));
+    let (vector, _, why) = raised(f.deliver(6, None));
+    assert_eq!(vector, 13);
+    assert!(why.contains("which is null or in the LDT"), "{why}");
+    f.set_gate(6, low);
+    // A ring-0 handler entered from ring 3 (on TSS.RSP0), and a limit that just holds it.
+    put(&f.mem, GDT + 8, 0x00af_9a00_0000_ffff);
+    put(&f.mem, TSS + 4, IST_TOP);
+    f.sregs.cs.dpl = 3;
+    assert_eq!(f.deliver(6, None).unwrap().frame, Gva::new(IST_TOP - 40));
+    f.sregs.gdt.limit = 0x0f;
+    assert!(
+        f.deliver(6, None).is_ok(),
+        "the descriptor's last byte is at the limit"
+    );
 }
 
 #[test]
@@ -218,6 +242,15 @@ fn an_ist_stack_is_used_and_checked_against_the_tss_limit() {
         Gva::new(IST_TOP - 48),
         "IST1, not the overflowing stack"
     );
+    // IST2 is the next qword of the TSS.
+    put(&f.mem, TSS + 0x2c, IST_TOP + 0x1000);
+    let (low, _) = gate(2);
+    f.set_gate(12, low);
+    let d = f.deliver(12, Some(0)).unwrap();
+    assert_eq!(d.frame, Gva::new(IST_TOP + 0x1000 - 48), "IST2");
+    // A TSS limit that just holds IST1.
+    f.sregs.tr.limit = 0x2b;
+    assert!(f.deliver(8, Some(0)).is_ok());
     f.sregs.tr.limit = 0x20;
     let (vector, error, why) = raised(f.deliver(8, Some(0)));
     assert_eq!((vector, error), (10, Some(0x18 | 1)));
@@ -386,4 +419,52 @@ fn frames_on_unmapped_pages_are_counted_up_to_a_readable_one() {
     assert_eq!(found.deliveries, 100, "{found}");
     assert_eq!(found.unreadable, on_the_unmapped_page, "{found}");
     assert_eq!(found.origin, Some((Gva::new(CODE), Gva::new(STACK_TOP))));
+}
+
+/// The page-fault error code names what the access was: a write crossing into a page that is
+/// not present faults at that page's first byte; reserved bits in an entry set RSVD; an
+/// access from ring 3 sets U/S.
+#[test]
+fn page_fault_error_codes_and_cr2_name_the_access() {
+    let mut f = Fixture::new();
+    // mov [rax], rcx with RAX 4 bytes below the guard page: the store's last four bytes are on
+    // the page that is not present, and CR2 is that page's first byte.
+    f.mem
+        .write_slice(&[0x48, 0x89, 0x08], GuestAddress(CODE))
+        .unwrap();
+    f.regs.rax = GUARD - 4;
+    let e = first_exception(&f.machine()).unwrap();
+    assert_eq!(
+        (e.vector, e.error, e.cr2),
+        (14, Some(2), Some(GUARD)),
+        "{}",
+        e.why
+    );
+    // The same from ring 3, on a user page: U/S set too.
+    f.sregs.cs.dpl = 3;
+    put(&f.mem, PML4, 0x2007);
+    put(&f.mem, 0x2000, 0x3007);
+    put(&f.mem, 0x3000, PT | 7);
+    for page in 0..512u64 {
+        put(&f.mem, PT + page * 8, page << 12 | 7);
+    }
+    put(&f.mem, PT + (GUARD >> 12) * 8, 0);
+    let e = first_exception(&f.machine()).unwrap();
+    assert_eq!(e.error, Some(2 | 4), "{}", e.why);
+    // A reserved bit in the stack page's PTE: present, write, RSVD.
+    let mut f = Fixture::new();
+    put(
+        &f.mem,
+        PT + ((STACK_TOP - 0x1000) >> 12) * 8,
+        (STACK_TOP - 0x1000) | 3 | 1 << 51,
+    );
+    f.regs.rsp = STACK_TOP;
+    let e = f.deliver(6, None).unwrap_err();
+    assert_eq!((e.vector, e.error), (14, Some(1 | 2 | 8)), "{}", e.why);
+    assert!(
+        e.why
+            .ends_with("the PTE entry has reserved bits 0x8000000000000 set"),
+        "{}",
+        e.why
+    );
 }
