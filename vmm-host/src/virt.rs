@@ -116,6 +116,18 @@ impl<'a> AddressSpace<'a> {
         Ok(first.unwrap_or_default())
     }
 
+    /// `N` little-endian qwords from `gva` (an exception frame, a descriptor pair).
+    pub fn read_u64s<const N: usize>(&self, gva: Gva) -> Result<[u64; N], VirtError> {
+        // One read, one walk per page, however many words.
+        let mut raw = vec![0u8; 8 * N];
+        self.read(gva, &mut raw)?;
+        let mut words = [0u64; N];
+        for (word, bytes) in words.iter_mut().zip(raw.chunks_exact(8)) {
+            *word = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
+        }
+        Ok(words)
+    }
+
     pub fn read_u64(&self, gva: Gva) -> Result<u64, VirtError> {
         let mut raw = [0u8; 8];
         self.read(gva, &mut raw)?;

@@ -141,10 +141,7 @@ fn cross_check(name: &str) {
     if common::kvm_or_skip(name).is_none() || qemu_or_skip(name).is_none() {
         return;
     }
-    let path = common::repo_root()
-        .join("scenarios")
-        .join(format!("{name}.toml"));
-    let scenario = vmm_host::scenario::Scenario::load(&path).expect("scenario");
+    let scenario = common::scenario(name);
 
     let dir = tempfile::tempdir().expect("tempdir");
     let report = dir.path().join("tap.jsonl");
@@ -456,10 +453,7 @@ fn shutdown_matches_qemu(name: &str, compare_cr2: bool, idt_stride: u64) {
     if common::kvm_or_skip(name).is_none() || qemu_or_skip(name).is_none() {
         return;
     }
-    let path = common::repo_root()
-        .join("scenarios")
-        .join(format!("{name}.toml"));
-    let scenario = vmm_host::scenario::Scenario::load(&path).expect("scenario");
+    let scenario = common::scenario(name);
     let dir = tempfile::tempdir().expect("tempdir");
     let report = dir.path().join("chain.jsonl");
     let kvm = common::vmm(&["scenario", name, "--report", report.to_str().unwrap()]);

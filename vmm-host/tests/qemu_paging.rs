@@ -219,10 +219,7 @@ fn audit_maps_what_qemu_lists(stopped: &Stopped, mode: PagingMode, walked_below:
 /// The scenario `name` (which this KVM skips) says what QEMU did: its serial lines, its
 /// exceptions in order (vector, error code, CR2, RIP or function) and their number.
 fn scenario_agrees_with_qemu(name: &str, stopped: &Stopped) {
-    let path = common::repo_root()
-        .join("scenarios")
-        .join(format!("{name}.toml"));
-    let scenario = vmm_host::scenario::Scenario::load(&path).expect("scenario");
+    let scenario = common::scenario(name);
     assert!(
         stopped.serial.contains("kernel32: "),
         "{name} boots kernel32"

@@ -13,12 +13,7 @@ use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind};
 
 /// What the instruction at RIP raised, or why the host cannot tell.
 pub fn first_exception(m: &Machine) -> Result<Raised, String> {
-    let bitness = ControlRegisters {
-        cr0: m.sregs.cr0,
-        efer: m.sregs.efer,
-        ..ControlRegisters::default()
-    }
-    .bitness();
+    let bitness = ControlRegisters::of(m.sregs).bitness();
     let segments = SegmentBases::of(m.sregs);
     let rip = m.regs.rip;
     let user = m.cpl() == 3;

@@ -96,19 +96,14 @@ pub(super) fn access(
             }
             WalkEnd::ReservedBits { level, bits } => {
                 let name = walk.format.linux_name(level);
-                return Err(fault(
-                    true,
-                    true,
-                    format!("the {name} entry has reserved bits {bits:#x} set"),
-                ));
+                let detail = format!("the {name} entry has reserved bits {bits:#x} set");
+                return Err(fault(true, true, detail));
             }
             WalkEnd::TableOutsideRam { level, table } => {
                 let name = walk.format.linux_name(level);
-                return Err(fault(
-                    true,
-                    true,
-                    format!("the {name} table at {table} is not RAM (the CPU reads all-ones)"),
-                ));
+                let detail =
+                    format!("the {name} table at {table} is not RAM (the CPU reads all-ones)");
+                return Err(fault(true, true, detail));
             }
         }
     }

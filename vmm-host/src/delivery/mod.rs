@@ -19,7 +19,7 @@ mod tests32;
 mod unwind;
 
 pub use first::first_exception;
-pub use unwind::Loop;
+pub use unwind::{Loop, origin_of};
 
 use crate::addr::Gva;
 use crate::virt::AddressSpace;

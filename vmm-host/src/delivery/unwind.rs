@@ -41,13 +41,16 @@ pub struct Loop {
 
 /// Six qwords at `at`: error code, RIP, CS, RFLAGS, RSP, SS of a frame with an error code.
 fn frame(m: &Machine, at: Gva) -> Result<[u64; 6], String> {
-    let mut raw = [0u8; 48];
-    m.space.read(at, &mut raw).map_err(|e| e.to_string())?;
-    let mut words = [0u64; 6];
-    for (word, bytes) in words.iter_mut().zip(raw.chunks_exact(8)) {
-        *word = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
-    }
-    Ok(words)
+    m.space.read_u64s(at).map_err(|e| e.to_string())
+}
+
+/// RIP and RSP saved in the 64-bit exception frame `words` (with or without an error code
+/// before RIP), recognised by the code segment `cs` after RIP.
+pub fn origin_of(words: &[u64; 6], cs: u64) -> Option<(Gva, Gva)> {
+    [(1, 4), (0, 3)]
+        .into_iter()
+        .find(|&(rip, _)| words[rip + 1] == cs)
+        .map(|(rip, rsp)| (Gva::new(words[rip]), Gva::new(words[rsp])))
 }
 
 /// Walk the frames of deliveries to the final RIP, the handler of the exception its fetch
@@ -88,10 +91,7 @@ pub fn unwind(m: &Machine) -> Option<Loop> {
             }
             // The oldest frame: the exception that started the loop, with or without an
             // error code before its RIP.
-            let origin = [(1, 4), (0, 3)]
-                .into_iter()
-                .find(|&(rip, _)| words[rip + 1] == cs)
-                .map(|(rip, rsp)| (Gva::new(words[rip]), Gva::new(words[rsp])));
+            let origin = origin_of(&words, cs);
             let why = origin
                 .is_none()
                 .then(|| format!("the frame at {at} is no exception frame"));

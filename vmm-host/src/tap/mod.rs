@@ -218,12 +218,7 @@ fn read_frame(
             None,
         ));
     }
-    let mut raw = [0u8; 48];
-    space.read(at, &mut raw).map_err(|e| e.to_string())?;
-    let mut words = [0u64; 6];
-    for (word, bytes) in words.iter_mut().zip(raw.chunks_exact(8)) {
-        *word = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
-    }
+    let words = space.read_u64s(at).map_err(|e| e.to_string())?;
     Ok((Frame::parse(at, &words, has_error), None))
 }
 
@@ -545,12 +540,7 @@ impl Tap {
             return Hit::NotOurs;
         }
         // The trap's linear address: CS base + RIP outside long mode (real mode's CS × 16).
-        let bitness = ControlRegisters {
-            cr0: sregs.cr0,
-            efer: sregs.efer,
-            ..ControlRegisters::default()
-        }
-        .bitness();
+        let bitness = ControlRegisters::of(sregs).bitness();
         let linear = Gva::new(crate::registers::linear_address(
             bitness,
             SegmentBases::of(sregs).cs,
@@ -655,13 +645,7 @@ impl Tap {
         let seq = self.next_seq;
         self.next_seq += 1;
         let space = self.space(ram, sregs);
-        let control = ControlRegisters {
-            cr0: sregs.cr0,
-            cr2: sregs.cr2,
-            cr3: sregs.cr3,
-            cr4: sregs.cr4,
-            efer: sregs.efer,
-        };
+        let control = ControlRegisters::of(sregs);
         let mut segments = SegmentBases::of(sregs);
         let at = Gva::new(crate::registers::linear_address(
             control.bitness(),

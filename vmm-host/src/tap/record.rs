@@ -124,6 +124,17 @@ pub struct ControlRegisters {
 }
 
 impl ControlRegisters {
+    /// The control registers of a vCPU's system registers.
+    pub fn of(sregs: &kvm_bindings::kvm_sregs) -> Self {
+        Self {
+            cr0: sregs.cr0,
+            cr2: sregs.cr2,
+            cr3: sregs.cr3,
+            cr4: sregs.cr4,
+            efer: sregs.efer,
+        }
+    }
+
     /// The bitness of code running with these registers: 64 in long mode, 32 in protected
     /// mode (kernels' code segments are 32-bit there), 16 in real mode.
     pub fn bitness(&self) -> u32 {

@@ -539,12 +539,7 @@ impl Vm {
             regs: &regs,
             segments: crate::registers::SegmentBases::of(&sregs),
         };
-        let bitness = crate::tap::ControlRegisters {
-            cr0: sregs.cr0,
-            efer: sregs.efer,
-            ..Default::default()
-        }
-        .bitness();
+        let bitness = crate::tap::ControlRegisters::of(&sregs).bitness();
         let Ok(instruction) = crate::analysis::decode_at(&space, &registers, bitness) else {
             return false;
         };

@@ -7,7 +7,7 @@
 use super::Vm;
 use super::error::RunError;
 use crate::addr::Gva;
-use crate::delivery::{Loop, Machine, first_exception};
+use crate::delivery::{Loop, Machine, first_exception, origin_of};
 use crate::paging::{Cr3, PagingMode};
 use kvm_bindings::kvm_sregs;
 
@@ -39,15 +39,6 @@ impl LiveLoop {
     }
 }
 
-/// RIP and RSP saved in the exception frame at `words` (with or without an error code
-/// before RIP), recognised by the code segment `cs` after RIP.
-fn origin_of(words: &[u64; 6], cs: u64) -> Option<(Gva, Gva)> {
-    [(1, 4), (0, 3)]
-        .into_iter()
-        .find(|&(rip, _)| words[rip + 1] == cs)
-        .map(|(rip, rsp)| (Gva::new(words[rip]), Gva::new(words[rsp])))
-}
-
 impl Vm {
     /// The tap's breakpoint on an unfetchable handler fired: count the delivery and inject
     /// the fault its fetch raises. False when the fetch would not fault after all (the guest
@@ -77,12 +68,7 @@ impl Vm {
         };
         let frame = Gva::new(regs.rsp);
         let origin = self.live_loop.is_none().then(|| {
-            let mut raw = [0u8; 48];
-            space.read(frame, &mut raw).ok()?;
-            let mut words = [0u64; 6];
-            for (word, bytes) in words.iter_mut().zip(raw.chunks_exact(8)) {
-                *word = u64::from_le_bytes(bytes.try_into().unwrap_or_default());
-            }
+            let words = space.read_u64s(frame).ok()?;
             origin_of(&words, u64::from(sregs.cs.selector))
         });
         let state = self.live_loop.get_or_insert(LiveLoop {

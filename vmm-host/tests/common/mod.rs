@@ -20,6 +20,12 @@ pub fn guest_kernel() -> &'static str {
     vmm_host::GUEST_KERNEL_ELF
 }
 
+/// The scenario `name` from the repository's `scenarios/`.
+pub fn scenario(name: &str) -> vmm_host::scenario::Scenario {
+    let path = repo_root().join("scenarios").join(format!("{name}.toml"));
+    vmm_host::scenario::Scenario::load(&path).expect("scenario")
+}
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
