@@ -110,7 +110,7 @@ impl ConsoleSink {
     fn output(&mut self, text: &[u8]) {
         if self.echo {
             // A closed stdout must not stop the guest: the capture and log still matter.
-            let _ = io::stdout().write_all(text);
+            let _ = crate::live::output(text);
         }
         if let Some(log) = &mut self.log
             && log.write_all(text).is_err()

@@ -31,6 +31,7 @@ pub mod history;
 pub mod html;
 pub mod hypervisor;
 pub mod layout;
+pub mod live;
 pub mod loader;
 pub mod narrow;
 pub mod paging;

@@ -501,7 +501,11 @@ fn execute(vm: &mut Vm, gdb: &GdbArgs) -> Result<RunReport, Failure> {
             SessionEnd::NoClient | SessionEnd::RunEnded | SessionEnd::Killed => {}
         }
     }
+    let status_line = vmm_host::live::StatusLine::on_terminal(vm.live_counters());
     let mut report = vm.run();
+    if let Some(line) = status_line {
+        line.finish();
+    }
     let argv: Vec<String> = std::env::args().collect();
     let location_at = |rip| vm.location_at(vmm_host::addr::Gva::new(rip));
     let ended = (report.ending).diagnosed_as(report.state.as_ref(), &location_at);

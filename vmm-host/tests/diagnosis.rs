@@ -195,6 +195,71 @@ fn colour_only_when_asked_or_on_a_terminal() {
     }
 }
 
+/// A run longer than a second shows one live status line on a terminal (here a pseudo-terminal
+/// made by util-linux's `script`), erased before the report; a pipe never sees it.
+#[test]
+fn the_live_status_line_is_drawn_on_a_terminal_and_never_in_a_pipe() {
+    if kvm_or_skip("live status line").is_none()
+        || common::program_or_skip("live status line", "script", "bsdutils").is_none()
+    {
+        return;
+    }
+    let binary = env!("CARGO_BIN_EXE_vmm-host");
+    // hostile-spin spins for 2 s without a single exit: its time must still go by.
+    let on_terminal = common::run(
+        std::process::Command::new("script")
+            .args([
+                "-qec",
+                &format!("{binary} scenario hostile-spin"),
+                "/dev/null",
+            ])
+            .current_dir(common::repo_root())
+            .env("TERM", "xterm"),
+    );
+    let out = on_terminal.stdout;
+    let erase = "\r\u{1b}[2K";
+    let drawn: Vec<&str> = out
+        .split(erase)
+        .filter(|piece| piece.starts_with("running "))
+        .collect();
+    assert!(
+        !drawn.is_empty(),
+        "no status line under a terminal: {out:?}"
+    );
+    let last = drawn[drawn.len() - 1];
+    assert!(
+        last.contains(" s in the guest · ") && last.contains(" exits/s · no exceptions yet"),
+        "{last:?}"
+    );
+    let seconds: f64 = last["running ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (1.0..=2.5).contains(&seconds),
+        "guest time {seconds} in {last:?}"
+    );
+    // Erased before the report: the report's first line starts after an erase.
+    let report = out.find("== run ended").expect("the report");
+    let last_drawn = out[..report]
+        .rfind("running ")
+        .expect("drawn before the report");
+    assert!(
+        out[last_drawn..report].contains(erase),
+        "the line is not erased before the report: {out:?}"
+    );
+    let piped = common::vmm(&["scenario", "hostile-spin"]);
+    for text in [&piped.stdout, &piped.stderr] {
+        assert!(
+            !text.contains("in the guest") && !text.contains('\u{1b}'),
+            "{text:?}"
+        );
+    }
+    assert!(piped.stdout.contains("PASS"), "{}", piped.stdout);
+}
+
 /// The list: boxkernel-heap, stack-overflow, and every hostile scenario. A run that
 /// dies of an exception, a triple fault or the watchdog gets at most six lines naming the
 /// fault, the cause and the command to type next (and the place, where there is code to

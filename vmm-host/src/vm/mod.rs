@@ -415,6 +415,7 @@ impl Vm {
                 file.line(&report::audit_json(Some(record.seq), audit));
             }
         }
+        self.progress.live.exception(record.vector);
         self.exceptions.push(Captured { record, analysis });
     }
 

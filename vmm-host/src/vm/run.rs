@@ -11,6 +11,7 @@ use crate::addr::{Gpa, Gva};
 use crate::catch::VectorSet;
 use crate::cpu_state::CpuState;
 use crate::ending::{Ending, RunReport};
+use crate::live;
 use crate::report;
 use crate::tap::{Displaced, Hit, Tap, TrapKind};
 use crate::watchdog::{Ticker, Watchdog};
@@ -108,6 +109,8 @@ pub(super) struct Progress {
     ended: Option<Ending>,
     /// The last exit was a kick (KVM_EXIT_INTR): the guest may not have run since.
     kicked: bool,
+    /// What the live status line shows (`live`).
+    pub(super) live: Arc<live::Counters>,
 }
 
 /// What an exit leaves the loop to do.
@@ -178,6 +181,11 @@ impl Vm {
             Stop::Ended(ending) => self.end(ending),
             other => other,
         }
+    }
+
+    /// The counters behind the live status line, for a [`live::StatusLine`] to draw.
+    pub fn live_counters(&self) -> Arc<live::Counters> {
+        Arc::clone(&self.progress.live)
     }
 
     pub(super) fn progress_end(&mut self, ending: Ending) {
@@ -266,6 +274,7 @@ impl Vm {
 
     fn run_loop(&mut self, step: bool) -> Stop {
         let started = Instant::now();
+        self.progress.live.loop_started(self.progress.running);
         let remaining = self.config.timeout.saturating_sub(self.progress.running);
         // A step usually ends at its first exit or two, so its watchdog (a thread) is armed
         // only once it has taken more: an instruction KVM retries for ever (a fetch from
@@ -274,6 +283,7 @@ impl Vm {
         let stop = self.exits_until_stop(step, &mut watchdog, remaining);
         drop(watchdog);
         self.progress.running += started.elapsed();
+        self.progress.live.loop_ended(self.progress.running);
         stop
     }
 
@@ -328,6 +338,7 @@ impl Vm {
         let event = exits::next_event(&mut self.vcpu, &mut self.devices);
         self.stopped.forget();
         self.progress.exits += 1;
+        self.progress.live.exit();
         self.progress.kicked = event == Event::Kicked;
         let debug = match event {
             Event::Ended(Ending::InternalError { suberror: 1, .. }) if self.carry_out()? => {
