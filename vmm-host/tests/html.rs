@@ -97,6 +97,128 @@ fn chromium() -> Option<String> {
         .map(String::from)
 }
 
+/// Chromium, headless, on a 1300×2000 window, given at most a minute.
+fn headless(browser: &str, extra: &[&str]) -> std::process::Output {
+    Command::new("timeout")
+        .arg("60")
+        .arg(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--allow-file-access-from-files",
+        ])
+        .args(["--virtual-time-budget=5000", "--window-size=1300,2000"])
+        .args(extra)
+        .output()
+        .expect("run chromium")
+}
+
+/// What a probe page wrote into its `<pre id="result">` once rendered.
+fn probe_result(browser: &str, probe: &Path) -> String {
+    let out = headless(
+        browser,
+        &["--dump-dom", &format!("file://{}", probe.display())],
+    );
+    let dom = String::from_utf8_lossy(&out.stdout);
+    dom.split_once("<pre id=\"result\">")
+        .and_then(|(_, r)| r.split_once("</pre>"))
+        .map(|(r, _)| r.to_string())
+        .unwrap_or_else(|| {
+            panic!(
+                "no result in: {dom}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+/// Opens a page as it first shows and reports where the diagnosis and the fault's mark are.
+const FIRST_VIEW_PROBE: &str = r#"<!DOCTYPE html><html><body><pre id="result">pending</pre>
+<iframe id="page" width="1300" height="2000"></iframe>
+<script>
+const frame = document.getElementById('page');
+frame.onload = () => {
+  const d = frame.contentDocument, w = frame.contentWindow, out = [];
+  const shown = el => el && w.getComputedStyle(el).display !== 'none' && el.getBoundingClientRect().height > 0;
+  const sections = [...d.querySelectorAll('section')].filter(shown);
+  out.push('first ' + (sections.length ? sections[0].className : 'none'));
+  const diagnosis = d.querySelector('section.diagnosis');
+  out.push('diagnosis-top ' + (diagnosis ? Math.round(diagnosis.getBoundingClientRect().top) : -1));
+  out.push('diagnosis-text ' + (diagnosis ? diagnosis.textContent.replace(/\s+/g, ' ') : ''));
+  const marks = [...d.querySelectorAll('svg.addrmap .faultmark')].filter(m => m.getBoundingClientRect().height > 0 && shown(m.closest('section')));
+  const wide = [...diagnosis.querySelectorAll('pre')].filter(p => p.scrollWidth > p.clientWidth + 1);
+  out.push('overflowing ' + wide.length);
+  out.push('marks ' + marks.length);
+  if (marks.length) {
+    const dot = marks[0].querySelector('circle');
+    out.push('mark-colour ' + w.getComputedStyle(dot).fill);
+    out.push('mark-text ' + marks[0].textContent);
+  }
+  document.getElementById('result').textContent = out.join('\n');
+};
+frame.src = 'PAGE';
+</script></body></html>"#;
+
+/// The issue's check: on the page as it opens, the diagnosis comes first, and the map marks
+/// where the null pointer's address falls. Leaves a screenshot in target/ for people.
+#[test]
+fn chromium_shows_the_diagnosis_first_and_the_fault_on_the_map() {
+    let Some(browser) = chromium() else {
+        common::skip(
+            "chromium_diagnosis_first",
+            "chromium is not installed (.ci/run installs it)",
+        );
+        return;
+    };
+    if kvm_or_skip("chromium_diagnosis_first").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (html, _, _) = scenario_pages(dir.path(), "null-deref");
+    let probe = dir.path().join("probe.html");
+    let page = html.file_name().unwrap().to_str().unwrap();
+    std::fs::write(&probe, FIRST_VIEW_PROBE.replace("PAGE", page)).unwrap();
+    let result = probe_result(&browser, &probe);
+    let value = |key: &str| {
+        result
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("no {key} in {result}"))
+            .to_string()
+    };
+    assert_eq!(value("first"), "diagnosis", "{result}");
+    let top: i32 = value("diagnosis-top").parse().unwrap();
+    assert!(
+        (0..400).contains(&top),
+        "the diagnosis is in the first view: {result}"
+    );
+    let text = value("diagnosis-text");
+    assert!(text.contains("null pointer dereference"), "{text}");
+    assert!(text.contains("null_dereference"), "where: {text}");
+    assert!(text.contains("--break-at 1"), "the next command: {text}");
+    assert_eq!(
+        value("overflowing"),
+        "0",
+        "the command wraps in the page: {result}"
+    );
+    assert_ne!(value("marks"), "0", "{result}");
+    assert_eq!(value("mark-colour"), "rgb(198, 40, 40)", "{result}");
+    assert!(value("mark-text").starts_with("fault at 0x"), "{result}");
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/null-deref-report.png");
+    let out = headless(
+        &browser,
+        &[
+            &format!("--screenshot={}", shot.display()),
+            &format!("file://{}", html.display()),
+        ],
+    );
+    assert!(
+        out.status.success() && shot.is_file(),
+        "no screenshot at {}",
+        shot.display()
+    );
+}
+
 /// Opens the page at #exc-2 in an iframe and reports, from the rendered DOM, what is shown.
 const PROBE: &str = r#"<!DOCTYPE html><html><body><pre id="result">pending</pre>
 <iframe id="page" width="1300" height="2000"></iframe>
@@ -140,33 +262,7 @@ fn chromium_renders_the_walk_and_the_diff_of_the_selected_fault() {
         PROBE.replace("PAGE", html.file_name().unwrap().to_str().unwrap()),
     )
     .unwrap();
-    let headless = |extra: &[&str]| {
-        Command::new("timeout")
-            .arg("60")
-            .arg(&browser)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--allow-file-access-from-files",
-            ])
-            .args(["--virtual-time-budget=5000", "--window-size=1300,2000"])
-            .args(extra)
-            .output()
-            .expect("run chromium")
-    };
-    let out = headless(&["--dump-dom", &format!("file://{}", probe.display())]);
-    let dom = String::from_utf8_lossy(&out.stdout);
-    let result = dom
-        .split_once("<pre id=\"result\">")
-        .and_then(|(_, r)| r.split_once("</pre>"))
-        .map(|(r, _)| r.to_string())
-        .unwrap_or_else(|| {
-            panic!(
-                "no result in: {dom}{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+    let result = probe_result(&browser, &probe);
     let lines: Vec<&str> = result.lines().collect();
     assert!(lines.contains(&"panel2 true"), "{result}");
     assert!(
@@ -200,10 +296,13 @@ fn chromium_renders_the_walk_and_the_diff_of_the_selected_fault() {
     );
     // A screenshot for people to look at (target/journey-report.png); not compared.
     let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/journey-report.png");
-    let _ = headless(&[
-        &format!("--screenshot={}", shot.display()),
-        &format!("file://{}#exc-2", html.display()),
-    ]);
+    let _ = headless(
+        &browser,
+        &[
+            &format!("--screenshot={}", shot.display()),
+            &format!("file://{}#exc-2", html.display()),
+        ],
+    );
 }
 
 /// The screen in the report file and on the page: the exception record carries the screen

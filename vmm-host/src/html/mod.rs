@@ -83,6 +83,7 @@ svg.addrmap text { font-size: 12px; } svg.addrmap .half { font-size: 13px; font-
 svg.addrmap .rwx rect { fill: #e74c3c; } svg.addrmap .rw rect { fill: #3498db; }
 svg.addrmap .rx rect { fill: #27ae60; } svg.addrmap .r rect { fill: #95a5a6; }
 svg.addrmap line.gap { stroke: #999; stroke-dasharray: 2 2; } svg.addrmap text.gap { fill: #888; font-size: 11px; }
+section.diagnosis pre { white-space: pre-wrap; overflow-wrap: anywhere; }
 svg.addrmap .faultmark circle { fill: #c62828; } svg.addrmap .faultmark text { fill: #c62828; font-weight: bold; }
 svg.strip line { stroke-width: 3; }
 .findings li { color: #8a2a1f; }
