@@ -26,6 +26,8 @@ pub mod emulation;
 pub mod ending;
 pub mod exceptions;
 pub mod fallback;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod gdb;
 pub mod history;
 pub mod html;
@@ -47,9 +49,9 @@ pub mod tap;
 pub mod translate;
 pub mod virt;
 pub mod vm;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 mod walk_model;
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 mod walk_model32;
 pub mod watchdog;
 

@@ -4,8 +4,8 @@
 //! properties: nothing panics, walks stay within 4 levels, audits within their budget, and
 //! every error is one line.
 //!
-//! These are proptest runs inside `cargo test` rather than cargo-fuzz targets: cargo-fuzz
-//! needs a nightly toolchain and its own install, which CI machines here do not have.
+//! These are proptest runs inside `cargo test`, from generators that aim at the interesting
+//! cases; the cargo-fuzz targets (`fuzzing`, `fuzz/`) reach deeper by following coverage.
 //! `PROPTEST_CASES=N cargo test -p vmm-host --lib robustness` runs more.
 
 use crate::addr::{Gpa, Gva};

@@ -3,14 +3,18 @@
 //! at a time. It is slow and simple on purpose; the property tests hold the real walker and
 //! the audit to it on random tables. `walk_model32` does the same for 32-bit and PAE paging.
 
-use crate::paging::{
-    AuditOptions, CpuPaging, Cr3, Finding, Format, Level, PagingMode, WalkEnd, audit_with, walk,
-};
+#[cfg(test)]
+use crate::paging::{AuditOptions, CpuPaging, Cr3, Format, PagingMode, audit_with, walk};
+use crate::paging::{Finding, Level, WalkEnd};
+#[cfg(test)]
 use crate::robustness::cases;
+#[cfg(test)]
 use crate::virt::GuestView;
+#[cfg(test)]
 use proptest::prelude::*;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+#[cfg(test)]
 const RAM: u64 = 1 << 20;
 /// MAXPHYADDR of the model's CPU.
 const PHYS_BITS: u32 = 46;
@@ -47,7 +51,7 @@ pub(crate) fn read_entry(ram: &GuestMemoryMmap, at: u64) -> Option<u64> {
 
 /// `gib`: the CPU has 1 GiB pages (CPUID Page1GB); without them PS in a PDPT entry is
 /// reserved. `levels`: 4, or 5 with CR4.LA57.
-fn model_walk(
+pub(crate) fn model_walk(
     ram: &GuestMemoryMmap,
     cr3: u64,
     (nxe, gib): (bool, bool),
@@ -166,6 +170,7 @@ pub(crate) fn as_model(w: &crate::paging::Walk) -> ModelWalk {
 
 /// Entries worth walking through: tables inside the first frames of RAM, leaves anywhere in
 /// the physical-address space (so every frame bit matters), reserved bits, and garbage.
+#[cfg(test)]
 fn entry() -> impl Strategy<Value = u64> {
     let flags = any::<u64>().prop_map(|f| f & 0x8000_0000_0000_0e7e);
     prop_oneof![
@@ -185,6 +190,7 @@ fn entry() -> impl Strategy<Value = u64> {
 /// One path from the PML4 to a page: per level a table frame (1..8), the index seed and the
 /// entry's rights bits (RW, US, NX); the leaf's level (0 = PDPT 1 GiB, 1 = PD 2 MiB, 2 = PT
 /// 4 KiB) and frame. Well-formed on purpose, so that most walks end at a page.
+#[cfg(test)]
 fn well_formed_path() -> impl Strategy<Value = Vec<(u64, u64)>> {
     let rights = any::<u64>().prop_map(|r| r & 0x8000_0000_0000_0006);
     (
@@ -213,6 +219,7 @@ fn well_formed_path() -> impl Strategy<Value = Vec<(u64, u64)>> {
 
 /// A tree whose walks go deep: for each of `paths`, an entry at every level along the path
 /// of its address (well-formed, or random words), then random extra words.
+#[cfg(test)]
 fn tree() -> impl Strategy<Value = (Vec<(u64, u64, u64)>, Vec<u64>)> {
     let random_path =
         prop::collection::vec(entry(), 4).prop_map(|v| v.into_iter().map(|e| (0, e)).collect());
@@ -252,6 +259,7 @@ fn tree() -> impl Strategy<Value = (Vec<(u64, u64, u64)>, Vec<u64>)> {
         })
 }
 
+#[cfg(test)]
 fn ram_with(writes: &[(u64, u64, u64)]) -> GuestMemoryMmap {
     let ram = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), RAM as usize)]).unwrap();
     for &(frame, index, value) in writes {
@@ -260,6 +268,7 @@ fn ram_with(writes: &[(u64, u64, u64)]) -> GuestMemoryMmap {
     ram
 }
 
+#[cfg(test)]
 proptest! {
     #![proptest_config(cases(1024))]
 
@@ -294,7 +303,7 @@ proptest! {
         let mode = PagingMode::new(CpuPaging { max_phys_addr: PHYS_BITS as u8, gib_pages: gib, pse36: true }, if nxe { 0xd00 } else { 0x500 });
         let options = AuditOptions { max_entries: 1 << 20, max_ranges: 1 << 16, ..AuditOptions::default() };
         let audit = audit_with(&view, mode, Cr3::new(0), &[(crate::addr::Gpa::new(0), RAM)], &options);
-        audit_agrees(&audit, &addresses, |linear| model_walk(&ram, 0, (nxe, gib), 4, linear))?;
+        audit_agrees(&audit, &addresses, |linear| model_walk(&ram, 0, (nxe, gib), 4, linear)).map_err(TestCaseError::fail)?;
     }
 }
 
@@ -304,7 +313,7 @@ pub(crate) fn audit_agrees(
     audit: &crate::paging::Audit,
     addresses: &[u64],
     model: impl Fn(u64) -> ModelWalk,
-) -> Result<(), TestCaseError> {
+) -> Result<(), String> {
     // An entry that points back at a table above it on the path is a finding (a loop, or the
     // recursive slot) and is not followed again: what the CPU reaches through it is not in
     // the ranges, by design.
@@ -331,31 +340,28 @@ pub(crate) fn audit_agrees(
                 },
                 Some(r),
             ) => {
-                prop_assert_eq!(
-                    (r.writable, r.user, r.executable),
-                    (write, user, exec),
-                    "rights of {:#x}",
-                    linear
-                );
+                let rights = (r.writable, r.user, r.executable);
+                if rights != (write, user, exec) {
+                    return Err(format!(
+                        "rights of {linear:#x}: the audit says {rights:?}, the model {:?}",
+                        (write, user, exec)
+                    ));
+                }
                 if let Some(start) = r.phys {
-                    prop_assert_eq!(
-                        start.raw() + (linear - r.start.raw()),
-                        phys,
-                        "frame of {:#x}",
-                        linear
-                    );
+                    let frame = start.raw() + (linear - r.start.raw());
+                    if frame != phys {
+                        return Err(format!(
+                            "frame of {linear:#x}: the audit says {frame:#x}, the model {phys:#x}"
+                        ));
+                    }
                 }
             }
             (Outcome::Mapped { .. }, None) => {
-                prop_assert!(false, "{:#x} is mapped but in no range", linear)
+                return Err(format!("{linear:#x} is mapped but in no range"));
             }
-            (other, Some(r)) => prop_assert!(
-                false,
-                "{:#x} ({:?}) lies in the range {:?}",
-                linear,
-                other,
-                r
-            ),
+            (other, Some(r)) => {
+                return Err(format!("{linear:#x} ({other:?}) lies in the range {r:?}"));
+            }
             (_, None) => {}
         }
     }

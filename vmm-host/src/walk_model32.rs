@@ -2,22 +2,30 @@
 //! from the manual with no code shared with `paging`, and the property tests that hold the
 //! real walker and the audit to them on random tables.
 
+#[cfg(test)]
 use crate::addr::{Gpa, Gva};
+#[cfg(test)]
 use crate::paging::{AuditOptions, CpuPaging, Cr3, Format, PagingMode, audit_with, walk};
+#[cfg(test)]
 use crate::robustness::cases;
+#[cfg(test)]
 use crate::virt::GuestView;
-use crate::walk_model::{ModelWalk, Outcome, as_model, audit_agrees, read_entry};
+use crate::walk_model::{ModelWalk, Outcome, read_entry};
+#[cfg(test)]
+use crate::walk_model::{as_model, audit_agrees};
+#[cfg(test)]
 use proptest::prelude::*;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+#[cfg(test)]
 const RAM: u64 = 1 << 20;
 
 /// The CPU the models describe.
 #[derive(Debug, Clone, Copy)]
-struct Cpu {
-    max_phys: u32,
-    pse36: bool,
-    nxe: bool,
+pub(crate) struct Cpu {
+    pub(crate) max_phys: u32,
+    pub(crate) pse36: bool,
+    pub(crate) nxe: bool,
 }
 
 fn read_u32(ram: &GuestMemoryMmap, at: u64) -> Option<u64> {
@@ -36,7 +44,13 @@ fn stop(reads: Vec<(u64, u64, u64)>, outcome: Outcome) -> ModelWalk {
 /// 32-bit paging: a directory of 1024 4-byte entries at CR3[31:12], each pointing at a table of
 /// 1024 more or, with CR4.PSE and PS, mapping 4 MiB (PDE bits 20:13 giving address bits
 /// 39:32 with PSE-36). Nothing is reserved anywhere else; there is no NX.
-fn model_walk_32(ram: &GuestMemoryMmap, cr3: u64, pse: bool, cpu: Cpu, linear: u64) -> ModelWalk {
+pub(crate) fn model_walk_32(
+    ram: &GuestMemoryMmap,
+    cr3: u64,
+    pse: bool,
+    cpu: Cpu,
+    linear: u64,
+) -> ModelWalk {
     let mut reads = Vec::new();
     if linear > 0xffff_ffff {
         return stop(reads, Outcome::NonCanonical);
@@ -100,7 +114,7 @@ fn model_walk_32(ram: &GuestMemoryMmap, cr3: u64, pse: bool, cpu: Cpu, linear: u
 
 /// PAE paging: four 8-byte PDPTEs at CR3[31:5] (no rights; bits 2:1, 8:5 and 63 reserved),
 /// then a directory and a table of 512 8-byte entries; PS in a directory entry maps 2 MiB.
-fn model_walk_pae(ram: &GuestMemoryMmap, cr3: u64, cpu: Cpu, linear: u64) -> ModelWalk {
+pub(crate) fn model_walk_pae(ram: &GuestMemoryMmap, cr3: u64, cpu: Cpu, linear: u64) -> ModelWalk {
     let mut reads = Vec::new();
     if linear > 0xffff_ffff {
         return stop(reads, Outcome::NonCanonical);
@@ -161,6 +175,7 @@ fn model_walk_pae(ram: &GuestMemoryMmap, cr3: u64, cpu: Cpu, linear: u64) -> Mod
 
 /// A 32-bit entry worth walking through: a table among the first frames, a page anywhere, a
 /// 4 MiB page with PSE-36 bits, garbage.
+#[cfg(test)]
 fn entry32() -> impl Strategy<Value = u64> + Clone {
     let flags = any::<u64>().prop_map(|f| f & 0xe7e);
     prop_oneof![
@@ -173,6 +188,7 @@ fn entry32() -> impl Strategy<Value = u64> + Clone {
 }
 
 /// A PAE entry: as `entry()` of the 4-level model, but tables among the first frames.
+#[cfg(test)]
 fn entry_pae() -> impl Strategy<Value = u64> + Clone {
     let flags = any::<u64>().prop_map(|f| f & 0x8000_0000_0000_0e7e);
     prop_oneof![
@@ -188,6 +204,7 @@ fn entry_pae() -> impl Strategy<Value = u64> + Clone {
 
 /// (frame, byte offset, value) writes into the first 8 frames, and addresses whose walks
 /// follow them: each address's indices are chosen where the writes went.
+#[cfg(test)]
 fn tree(
     entry: impl Strategy<Value = u64> + Clone,
     entry_size: u64,
@@ -220,6 +237,7 @@ fn tree(
         })
 }
 
+#[cfg(test)]
 fn ram_with(writes: &[(u64, u64, u64)], entry_size: u64) -> GuestMemoryMmap {
     let ram = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), RAM as usize)]).unwrap();
     for &(frame, offset, value) in writes {
@@ -233,6 +251,7 @@ fn ram_with(writes: &[(u64, u64, u64)], entry_size: u64) -> GuestMemoryMmap {
     ram
 }
 
+#[cfg(test)]
 fn cpu() -> impl Strategy<Value = Cpu> {
     (
         prop_oneof![Just(36u32), Just(40), Just(46)],
@@ -246,6 +265,7 @@ fn cpu() -> impl Strategy<Value = Cpu> {
         })
 }
 
+#[cfg(test)]
 fn mode(cpu: Cpu, format: Format) -> PagingMode {
     let features = CpuPaging {
         max_phys_addr: cpu.max_phys as u8,
@@ -255,6 +275,7 @@ fn mode(cpu: Cpu, format: Format) -> PagingMode {
     PagingMode::new(features, if cpu.nxe { 0x800 } else { 0 }).with_format(format)
 }
 
+#[cfg(test)]
 const OPTIONS: AuditOptions = AuditOptions {
     max_entries: 1 << 20,
     max_findings_per_kind: 8,
@@ -262,6 +283,7 @@ const OPTIONS: AuditOptions = AuditOptions {
     direct_map_min: 16 << 20,
 };
 
+#[cfg(test)]
 proptest! {
     #![proptest_config(cases(512))]
 
@@ -276,7 +298,7 @@ proptest! {
             prop_assert_eq!(&real, &model_walk_32(&ram, 0, pse, cpu, linear), "walk of {:#x}", linear);
         }
         let audit = audit_with(&view, mode, Cr3::new(0), &[(Gpa::new(0), RAM)], &OPTIONS);
-        audit_agrees(&audit, &addresses, |linear| model_walk_32(&ram, 0, pse, cpu, linear))?;
+        audit_agrees(&audit, &addresses, |linear| model_walk_32(&ram, 0, pse, cpu, linear)).map_err(TestCaseError::fail)?;
     }
 
     #[test]
@@ -290,7 +312,7 @@ proptest! {
             prop_assert_eq!(&real, &model_walk_pae(&ram, 0, cpu, linear), "walk of {:#x}", linear);
         }
         let audit = audit_with(&view, mode, Cr3::new(0), &[(Gpa::new(0), RAM)], &OPTIONS);
-        audit_agrees(&audit, &addresses, |linear| model_walk_pae(&ram, 0, cpu, linear))?;
+        audit_agrees(&audit, &addresses, |linear| model_walk_pae(&ram, 0, cpu, linear)).map_err(TestCaseError::fail)?;
     }
 }
 

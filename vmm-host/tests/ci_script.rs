@@ -6,7 +6,7 @@ use std::os::unix::fs::symlink;
 use std::process::Command;
 
 /// Runs `ci/test.sh` with `CI=true` and a PATH holding only the shell tools it needs, so gdb,
-/// QEMU and Chromium are all absent.
+/// QEMU, Chromium and cargo-fuzz are all absent.
 fn ci_without_tools(allow_skip: bool) -> common::Run {
     let bin = tempfile::tempdir().unwrap();
     for tool in ["bash", "dirname", "mkdir", "grep", "sed", "sort", "uniq"] {
@@ -47,6 +47,7 @@ fn ci_true_without_the_tools_fails_with_one_line_naming_them() {
         "gdb",
         "chromium",
         "grub-file",
+        "cargo-fuzz",
         "VMM_ALLOW_SKIP=1",
     ] {
         assert!(errors[0].contains(missing), "{missing} in {}", errors[0]);

@@ -35,7 +35,9 @@ use vm_memory::{Bytes, GuestMemoryMmap};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Served {
     Done,
-    /// Answered as a BIOS answers a call it does not have (CF set); counted and noted.
+    /// Answered as a BIOS answers a call it does not have: CF set (and AH a status) by the
+    /// services whose convention that is (int 13h, 15h, 1Ah); the video and keyboard
+    /// services (int 10h, 16h) have none and leave the registers alone. Counted and noted.
     Unsupported,
     /// int 16h AH=00h/10h: the guest waits for a keystroke, and this host has no keyboard.
     WaitsForKey,

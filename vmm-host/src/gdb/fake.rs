@@ -59,10 +59,11 @@ impl FakeVm {
 impl FakeVm {
     /// RAM of one-byte instructions from [`ENTRY`] on, ending in `hlt` at `halt_at`.
     pub fn new(halt_at: u64) -> Self {
-        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), RAM as usize)])
-            .expect("768 KiB of anonymous memory");
+        let mem =
+            GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), crate::narrow::to_usize(RAM))])
+                .expect("768 KiB of anonymous memory");
         mem.write_slice(
-            &vec![0x90; (CODE_END - ENTRY) as usize],
+            &vec![0x90; crate::narrow::to_usize(CODE_END - ENTRY)],
             GuestAddress(ENTRY),
         )
         .expect("in RAM");

@@ -255,7 +255,10 @@ fn session(vm: &mut dyn Inspect, stream: TcpStream, layout: Layout) -> SessionEn
     }
 }
 
-#[cfg(test)]
-mod fake;
+// The fuzzing feature uses the fake's machine, not every helper the unit tests use; its
+// casts are a test's, free like the unit tests' (lib.rs).
+#[cfg(any(test, feature = "fuzzing"))]
+#[cfg_attr(not(test), allow(dead_code, clippy::cast_possible_truncation))]
+pub(crate) mod fake;
 #[cfg(test)]
 mod tests;

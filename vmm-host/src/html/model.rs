@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{path}:{line}: not a report line: {error}")]
+    #[error("{path}:{line}: not a report line: {}", one_line(error))]
     Line {
         path: String,
         line: usize,
@@ -14,6 +14,22 @@ pub enum ModelError {
     },
     #[error("{path} holds no report lines: write one with --report FILE.jsonl")]
     Empty { path: String },
+}
+
+/// `error` with its control characters escaped: serde quotes values from the file, and a
+/// `\n` in one must not break the error's one line.
+fn one_line(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }
 
 /// A hex string from the report as a number (`"0x716b326c8100"`).

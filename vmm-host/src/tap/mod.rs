@@ -7,7 +7,7 @@
 //! the displaced instruction when it can, else puts the byte back and single-steps it. Every
 //! host read goes through [`GuestView`], which hides the patched bytes.
 
-mod emulate;
+pub(crate) mod emulate;
 mod idt;
 mod patch;
 mod record;
