@@ -24,7 +24,7 @@ report_skips() {
 trap report_skips EXIT
 
 # Under CI=true nothing may be skipped unless VMM_ALLOW_SKIP=1 says so: a KVM runner that lost
-# /dev/kvm, or a job without QEMU, gdb, Chromium, GRUB's grub-file or lz4, must fail rather than
+# /dev/kvm, or a job without QEMU, gdb, Chromium, GRUB's grub-file, lz4 or cargo-fuzz, must fail rather than
 # test nothing.
 if [ "${CI:-}" = "true" ] && [ "${VMM_ALLOW_SKIP:-}" != "1" ]; then
   absent=()
@@ -34,6 +34,7 @@ if [ "${CI:-}" = "true" ] && [ "${VMM_ALLOW_SKIP:-}" != "1" ]; then
   command -v chromium >/dev/null 2>&1 || absent+=("chromium")
   command -v grub-file >/dev/null 2>&1 || absent+=("grub-file")
   command -v lz4 >/dev/null 2>&1 || absent+=("lz4")
+  cargo fuzz --version >/dev/null 2>&1 || absent+=("cargo-fuzz")
   if [ "${#absent[@]}" -gt 0 ]; then
     joined=$(printf '%s, ' "${absent[@]}")
     echo "error: CI=true but this machine lacks ${joined%, }: the tests that need them would be skipped; run .ci/run (it installs the packages), use a runner with KVM, or set VMM_ALLOW_SKIP=1 to allow skipping"
@@ -44,9 +45,13 @@ fi
 step "cargo fmt --check (host workspace and guest-kernel)"
 cargo fmt --all -- --check
 (cd guest-kernel && cargo fmt -- --check)
+(cd fuzz && cargo fmt -- --check)
 
 step "cargo clippy -D warnings (host workspace, all targets)"
 cargo clippy --locked --all-targets -- -D warnings
+
+step "cargo clippy -D warnings (the fuzz targets' bodies: vmm-host --features fuzzing)"
+cargo clippy --locked -p vmm-host --features fuzzing --lib -- -D warnings
 
 step "cargo clippy -D warnings (guest-kernel, x86_64-unknown-none)"
 (cd guest-kernel && cargo clippy --locked --release -- -D warnings)
@@ -59,6 +64,13 @@ step "fuzzing, bounded: property tests and the gdb stub fuzzer, longer than carg
 PROPTEST_CASES=20000 cargo test --locked -q -p vmm-host --lib -- robustness walk_model
 GDB_FUZZ_PACKETS=10000 GDB_FUZZ_SEED="${GDB_FUZZ_SEED:-2}" \
   cargo test --locked -q -p vmm-host --test gdb_fuzz -- --nocapture
+
+step "cargo-fuzz targets, ${FUZZ_SECONDS:-30} s each (ci/fuzz.sh; docs/fuzzing.md)"
+if cargo fuzz --version >/dev/null 2>&1; then
+  FUZZ_SECONDS="${FUZZ_SECONDS:-30}" bash ci/fuzz.sh
+else
+  echo "SKIPPED cargo-fuzz targets: cargo-fuzz is not installed (.ci/run installs it)" | tee -a "$VMM_SKIP_LOG"
+fi
 
 step "scenario suite (JUnit report: target/junit.xml)"
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
