@@ -13,7 +13,10 @@ use vm_memory::GuestAddress;
 pub struct Gpa(u64);
 
 /// A guest-virtual address (linear address, after segmentation).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Gva(u64);
 
 macro_rules! address_common {

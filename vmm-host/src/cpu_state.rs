@@ -188,6 +188,35 @@ impl CpuState {
         Ok(Self { regs, sregs, code })
     }
 
+    /// The state in `regs` and `sregs`, with the instruction at RIP read through `space` (a
+    /// core read back, where there is no vCPU to translate with).
+    pub fn of_space(
+        regs: kvm_regs,
+        sregs: kvm_sregs,
+        space: &crate::virt::AddressSpace<'_>,
+    ) -> Self {
+        let mode = CpuMode::of(&sregs);
+        let linear = if mode == CpuMode::Long64 {
+            regs.rip
+        } else {
+            sregs.cs.base.wrapping_add(regs.rip)
+        };
+        let mut bytes = [0u8; MAX_INSTRUCTION];
+        let code = match space.read_prefix(Gva::new(linear), &mut bytes) {
+            Err(e) => Code::Unavailable(e.to_string()),
+            Ok((at, len)) => {
+                let (text, used) = disassemble(&bytes[..len], regs.rip, mode.bitness())
+                    .unwrap_or_else(|| ("(not a valid instruction)".into(), len));
+                Code::Decoded {
+                    at,
+                    bytes: bytes[..used].to_vec(),
+                    text,
+                }
+            }
+        };
+        Self { regs, sregs, code }
+    }
+
     /// Current privilege level (the RPL bits of CS).
     pub fn cpl(&self) -> u16 {
         self.sregs.cs.selector & 3

@@ -15,6 +15,7 @@ pub mod boot_cpu;
 pub mod catch;
 pub mod colour;
 pub mod console;
+pub mod coredump;
 pub mod cpu_state;
 pub mod cpuid;
 pub mod delivery;

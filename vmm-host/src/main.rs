@@ -95,6 +95,20 @@ enum Command {
     /// Turn a --report FILE.jsonl into one self-contained HTML page (timeline, walks, diffs,
     /// address-space map).
     Report(ReportArgs),
+    /// Analyse a core written by --core, with no KVM: the CPU state, the exceptions being
+    /// handled explained again from its memory, the page tables (docs/cores.md).
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+struct InspectArgs {
+    /// The core file written by --core or --core-on.
+    #[arg(value_name = "CORE")]
+    core: PathBuf,
+    /// Read function names and source lines from this ELF [default: the file the run read
+    /// them from, as the core names it].
+    #[arg(long, value_name = "ELF")]
+    symbols: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -227,6 +241,63 @@ struct TapArgs {
     /// --html still get everything).
     #[arg(long)]
     brief: bool,
+    /// Write an ELF core of the guest to FILE when the run ends: `gdb KERNEL FILE` opens it,
+    /// `vmm-host inspect FILE` analyses it (docs/cores.md).
+    #[arg(long, value_name = "FILE")]
+    core: Option<PathBuf>,
+    /// Write the core at the first exception in VECTORS (pf, gp,df, 14, `all`), before its
+    /// handler runs, instead of at the end.
+    #[arg(long, value_name = "VECTORS", requires = "core", value_parser = parse_vectors)]
+    core_on: Option<VectorSet>,
+}
+
+/// Arm `--core-on` before the guest runs.
+fn arm_core(vm: &mut Vm, tap: &TapArgs) {
+    if let (Some(path), Some(vectors)) = (&tap.core, tap.core_on) {
+        vm.core_on = Some(vmm_host::vm::CoreOn {
+            path: path.clone(),
+            vectors,
+            written: None,
+        });
+    }
+}
+
+/// After the report: write the `--core` of the run's end, or say what came of `--core-on`.
+fn finish_core(vm: &Vm, tap: &TapArgs) -> Result<(), Failure> {
+    let Some(path) = &tap.core else {
+        return Ok(());
+    };
+    let written = match (&vm.core_on, tap.core_on) {
+        (Some(core), _) => match &core.written {
+            Some(result) => result.clone(),
+            None => {
+                outln!(
+                    "== core: no exception in --core-on came; no core written to {}",
+                    path.display()
+                );
+                return Ok(());
+            }
+        },
+        (None, _) => vm
+            .write_core(path, "at the run's end (--core)")
+            .map_err(|e| e.to_string()),
+    };
+    match written {
+        Ok(size) => {
+            outln!(
+                "== core: {} ({}); open it with `gdb KERNEL {}` or `vmm-host inspect {}`",
+                path.display(),
+                vmm_host::layout::human(size),
+                path.display(),
+                path.display()
+            );
+            Ok(())
+        }
+        Err(why) => Err(Failure {
+            error: anyhow::anyhow!(why),
+            status: status::HOST_ERROR,
+        }),
+    }
 }
 
 /// Where the JSON lines go: the --report file, or a temporary one when only --html asks.
@@ -416,6 +487,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args, &cli.kvm_device),
         Command::Scenario(args) => run_scenario(args, &cli.kvm_device),
         Command::Doctor => Ok(doctor(&cli.kvm_device)),
+        Command::Inspect(args) => inspect(&args),
         Command::Report(args) => vmm_host::html::convert(&args.input, &args.output)
             .map(|()| {
                 outln!("HTML report: {}", args.output.display());
@@ -430,6 +502,23 @@ fn main() -> ExitCode {
             exit_code(failure.status)
         }
     }
+}
+
+/// `inspect CORE`: the post-mortem report, from the core alone.
+fn inspect(args: &InspectArgs) -> Result<i32, Failure> {
+    let core = vmm_host::coredump::read_file(&args.core).map_err(bad_input)?;
+    let recorded = core.note.symbols.as_ref().map(PathBuf::from);
+    let symbols = match (&args.symbols, recorded) {
+        (Some(path), _) => Some(vmm_host::symbols::Symbolizer::open(path).map_err(bad_input)?),
+        // The file the run read its symbols from, if it is still there.
+        (None, Some(path)) => vmm_host::symbols::Symbolizer::open(&path).ok(),
+        (None, None) => None,
+    };
+    out!(
+        "{}",
+        vmm_host::coredump::inspect::report(&core, symbols.as_ref())
+    );
+    Ok(0)
 }
 
 /// Status 0 when KVM could be examined, 2 (bad environment) when it could not be opened.
@@ -476,8 +565,10 @@ fn run(args: RunArgs, kvm_device: &Path) -> Result<i32, Failure> {
     };
     let _temporary = TemporaryReport::for_args(&args.common.tap);
     let mut vm = Vm::new(config)?;
+    arm_core(&mut vm, &args.common.tap);
     let report = execute(&mut vm, &args.common.gdb)?;
     print_report(&vm, &report, args.common.tap.brief);
+    finish_core(&vm, &args.common.tap)?;
     vm.finish_report()
         .map_err(|e| Failure::from(VmError::from(e)))?;
     write_html(&args.common.tap, "vmm-host run")?;
@@ -587,14 +678,17 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
         ..quiet_config
     };
     let _temporary = TemporaryReport::for_args(&args.tap);
-    let mut run = suite::run_scenario(&scenario, config, |vm| execute(vm, &args.gdb)).map_err(
-        |e| match e {
-            RunFailed::Vm(e) => Failure::from(e).context(format!("scenario {}", scenario.name)),
-            RunFailed::Drive(failure) => failure,
-        },
-    )?;
+    let drive = |vm: &mut Vm| {
+        arm_core(vm, &args.tap);
+        execute(vm, &args.gdb)
+    };
+    let mut run = suite::run_scenario(&scenario, config, drive).map_err(|e| match e {
+        RunFailed::Vm(e) => Failure::from(e).context(format!("scenario {}", scenario.name)),
+        RunFailed::Drive(failure) => failure,
+    })?;
     let report = &run.report;
     print_report(&run.vm, report, args.tap.brief);
+    finish_core(&run.vm, &args.tap)?;
     run.vm
         .finish_report()
         .map_err(|e| Failure::from(VmError::from(e)))?;
@@ -643,9 +737,10 @@ fn run_suite(args: &ScenarioArgs, dir: &Path, kvm_device: &Path) -> Result<i32, 
         || args.tap.report.is_some()
         || args.tap.html.is_some()
         || args.serial.serial_log.is_some()
+        || args.tap.core.is_some()
     {
         return Err(bad_input(anyhow::anyhow!(
-            "--gdb, --report, --html and --serial-log follow one scenario: give its name instead of --all"
+            "--gdb, --report, --html, --serial-log and --core follow one scenario: give its name instead of --all"
         )));
     }
     let paths = suite::select(dir, args.filter.as_deref()).map_err(bad_input)?;

@@ -10,7 +10,7 @@ use x86_64::registers::model_specific::EferFlags;
 /// ES, CS, SS and DS (they are zero here) and only FS and GS count; in protected mode every
 /// descriptor's base counts (a kernel whose segments are not flat: linear ≠ offset), and in
 /// real mode each base is selector × 16.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SegmentBases {
     pub es: u64,
     pub cs: u64,

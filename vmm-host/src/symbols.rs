@@ -62,6 +62,11 @@ fn short_file(file: &str) -> String {
 }
 
 impl Symbolizer {
+    /// The file the symbols come from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn open(path: &Path) -> Result<Self, SymbolError> {
         let loader = addr2line::Loader::new(path).map_err(|e| SymbolError::Open {
             path: path.into(),

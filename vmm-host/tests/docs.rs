@@ -90,7 +90,9 @@ fn console_blocks(file: &Path) -> Vec<Block> {
             continue;
         }
         let steps = steps(first, &lines);
-        let continues = steps.first().is_some_and(|s| s.command.starts_with("gdb "));
+        let continues = steps
+            .first()
+            .is_some_and(|s| s.command.starts_with("gdb ") && !s.command.contains(" -batch"));
         match blocks.last_mut() {
             Some(previous) if continues => previous.steps.extend(steps),
             _ => blocks.push(Block {
@@ -387,7 +389,8 @@ fn run_gdb(work: &Workdir, step: &Step, server: &Server) -> String {
 
 /// What running the step printed.
 fn output_of(work: &Workdir, step: &Step, server: &mut Option<Server>) -> String {
-    if step.command.starts_with("gdb ") {
+    // `gdb -batch KERNEL CORE` opens a core: no server to connect to.
+    if step.command.starts_with("gdb ") && !step.command.contains(" -batch") {
         let server = server
             .as_ref()
             .unwrap_or_else(|| panic!("`{}`: no `--gdb PORT` example before it", step.command));

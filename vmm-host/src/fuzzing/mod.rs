@@ -12,6 +12,7 @@
 //! it was given.
 
 mod bios;
+mod core_file;
 mod delivery;
 mod devices;
 mod emulate;
@@ -24,6 +25,7 @@ mod report;
 mod scenario;
 
 pub use bios::bios;
+pub use core_file::core;
 pub use delivery::delivery;
 pub use devices::devices;
 pub use emulate::emulate;
@@ -42,6 +44,7 @@ pub type Target = fn(&[u8]);
 pub const TARGETS: &[(&str, Target)] = &[
     ("audit", audit),
     ("bios", bios),
+    ("core", core),
     ("delivery", delivery),
     ("devices", devices),
     ("emulate", emulate),

@@ -28,7 +28,7 @@ pub use walk::{Mapping, PhysMemory, Step, Walk, WalkEnd, walk};
 use x86_64::registers::model_specific::EferFlags;
 
 /// What the guest's CPUID says about paging, fixed for the life of a VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CpuPaging {
     /// CPUID 0x80000008 EAX[7:0]: physical-address bits above it are reserved in entries.
     pub max_phys_addr: u8,

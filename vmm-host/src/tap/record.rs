@@ -6,7 +6,7 @@ use kvm_bindings::kvm_regs;
 use std::fmt;
 
 /// The exception frame the CPU pushed, read at the handler's entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Frame {
     /// Where the frame is: RSP at the handler's first instruction.
     pub at: Gva,
@@ -114,7 +114,7 @@ impl Frame {
 }
 
 /// Control registers at the moment the handler was entered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ControlRegisters {
     pub cr0: u64,
     pub cr2: u64,

@@ -3,6 +3,7 @@
 
 mod carry;
 mod debug;
+mod dump;
 mod error;
 mod exits;
 mod firmware;
@@ -33,6 +34,7 @@ use crate::screen::Screen;
 use crate::symbols::Symbolizer;
 use crate::tap::{ExceptionRecord, Tap};
 use crate::virt::AddressSpace;
+pub use dump::CoreOn;
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -154,6 +156,8 @@ pub struct Vm {
     /// resumes.
     held_irq: Option<u8>,
     pub stop_on: StopOn,
+    /// `--core-on`: a core written at the first exception of a set of vectors.
+    pub core_on: Option<CoreOn>,
     hw: debug::HwSlots,
     sw_breakpoints: debug::SwBreakpoints,
     /// The gdb debug state last given to KVM (and whether it single-stepped).
@@ -296,6 +300,7 @@ impl Vm {
             injected_now: None,
             held_irq: None,
             stop_on: StopOn::default(),
+            core_on: None,
             hw: debug::HwSlots::default(),
             sw_breakpoints: debug::SwBreakpoints::new(),
             applied_debug: None,

@@ -588,6 +588,7 @@ impl Vm {
         regs.rip = handler.raw();
         let record = tap.record_hit(&self.mem, &regs, sregs, gpa, handler);
         let (seq, vector) = (record.seq, record.vector);
+        self.core_on_exception(&record, &regs)?;
         let caught = self.stop_on.catch.contains(vector) || self.stop_on.at_seq == Some(seq);
         let stop = if caught {
             Some(Stop::Exception { seq, vector })
@@ -609,7 +610,7 @@ impl Vm {
                 interrupted_cs: frame.map_or(sregs.cs.selector, |f| f.cs),
                 interrupted_ss: frame.map_or(sregs.ss.selector, |f| f.ss),
             });
-        } else {
+        } else if let Some(tap) = &mut self.tap {
             tap.deliver(&self.vcpu, &self.mem, regs, sregs, gpa)?;
         }
         self.log_exception(record, sregs);
