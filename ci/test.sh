@@ -74,7 +74,9 @@ fi
 
 step "scenario suite (JUnit report: target/junit.xml)"
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+  # A failing scenario leaves its core, report and HTML page in target/scenario-artifacts.
   cargo run --locked -q -p vmm-host -- scenario --all --jobs 2 --junit target/junit.xml --json target/scenarios.json \
+    --artifacts target/scenario-artifacts \
     | tee target/scenario-suite.log
   # A scenario that needs what this KVM cannot do (`needs`, measured like `doctor`) is skipped
   # by the suite, not failed: it is listed with the skipped tests at the end.

@@ -193,6 +193,10 @@ struct ScenarioArgs {
     /// With --all: write the outcomes as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// With --all: a failing scenario leaves its core (NAME.core), its report (NAME.jsonl)
+    /// and its HTML page (NAME.html) in DIR.
+    #[arg(long, value_name = "DIR")]
+    artifacts: Option<PathBuf>,
     /// Directory holding scenario files [default: ./scenarios, else the source tree's].
     #[arg(long, value_name = "DIR")]
     scenarios: Option<PathBuf>,
@@ -657,9 +661,14 @@ fn run_scenario(args: ScenarioArgs, kvm_device: &Path) -> Result<i32, Failure> {
         return run_suite(&args, &dir, kvm_device);
     }
     // clap's `requires` counts --all's default as given, so the check is made here.
-    if args.filter.is_some() || args.jobs.is_some() || args.junit.is_some() || args.json.is_some() {
+    if args.filter.is_some()
+        || args.jobs.is_some()
+        || args.junit.is_some()
+        || args.json.is_some()
+        || args.artifacts.is_some()
+    {
         return Err(bad_input(anyhow::anyhow!(
-            "--filter, --jobs, --junit and --json go with --all, not with one scenario"
+            "--filter, --jobs, --junit, --json and --artifacts go with --all, not with one scenario"
         )));
     }
     let name = args.scenario.clone().unwrap_or_default();
@@ -728,6 +737,7 @@ fn suite_options(args: &ScenarioArgs, kvm_device: &Path) -> SuiteOptions {
         serial_limit: args.serial_limit,
         tap: !args.tap.no_tap,
         audit: args.tap.audit,
+        artifacts: args.artifacts.clone(),
     }
 }
 
@@ -744,6 +754,14 @@ fn run_suite(args: &ScenarioArgs, dir: &Path, kvm_device: &Path) -> Result<i32, 
         )));
     }
     let paths = suite::select(dir, args.filter.as_deref()).map_err(bad_input)?;
+    if let Some(artifacts) = &args.artifacts {
+        std::fs::create_dir_all(artifacts).map_err(|e| {
+            bad_input(anyhow::anyhow!(
+                "cannot create the artifacts folder `{}`: {e}: choose a writable path for --artifacts",
+                artifacts.display()
+            ))
+        })?;
+    }
     let options = suite_options(args, kvm_device);
     let jobs = args.jobs.unwrap_or(1);
     outln!(

@@ -45,6 +45,8 @@ pub struct SuiteOptions {
     pub serial_limit: Option<u64>,
     pub tap: bool,
     pub audit: AuditMode,
+    /// `--artifacts DIR`: a failing scenario leaves its core and its HTML page there.
+    pub artifacts: Option<PathBuf>,
 }
 
 /// The scenario files in `dir` whose names match `filter`, sorted by name.
@@ -238,7 +240,12 @@ pub fn run_one(path: &Path, options: &SuiteOptions) -> Outcome {
         outcome.verdict = Verdict::Skipped(reason);
         return outcome;
     }
-    let config = vm_config(&scenario, options);
+    let mut config = vm_config(&scenario, options);
+    let report = options
+        .artifacts
+        .as_ref()
+        .map(|dir| dir.join(format!("{}.jsonl", scenario.name)));
+    config.report.clone_from(&report);
     let run = match run_scenario(&scenario, config, |vm| {
         Ok::<_, std::convert::Infallible>(vm.run())
     }) {
@@ -256,23 +263,63 @@ pub fn run_one(path: &Path, options: &SuiteOptions) -> Outcome {
     };
     outcome.exceptions = run.vm.exceptions().total;
     outcome.exception_summary = run.vm.exceptions().summary();
+    let mut run = run;
+    let diagnosis = (!run.failures.is_empty())
+        .then(|| diagnosis_of(&scenario.name, &run.vm, &run.report))
+        .flatten();
+    if let Some(d) = &diagnosis {
+        run.vm.record_diagnosis(d);
+    }
+    let finished = run.vm.finish_report();
     if !run.failures.is_empty() {
-        let mut failures = run.failures;
-        failures.extend(quoted_diagnosis(&scenario.name, &run.vm, &run.report));
+        let mut failures = std::mem::take(&mut run.failures);
+        failures.extend(diagnosis.map(quoted).unwrap_or_default());
+        if let (Some(dir), Some(jsonl)) = (&options.artifacts, &report) {
+            failures.push(keep_artifacts(&scenario, &run, dir, jsonl, finished));
+        }
         outcome.verdict = Verdict::Fail(failures);
+    } else if let Some(jsonl) = &report {
+        let _ = std::fs::remove_file(jsonl);
     }
     outcome
 }
 
-/// A failing scenario quotes the run's diagnosis after its mismatches: the fault with its
-/// cause, and the rerun stopped there under gdb.
-fn quoted_diagnosis(name: &str, vm: &Vm, report: &RunReport) -> Vec<String> {
+/// `--artifacts`: the failing run's core and HTML page in `dir` (the JSON lines it wrote
+/// stay beside them), said in one line.
+fn keep_artifacts(
+    scenario: &Scenario,
+    run: &ScenarioRun,
+    dir: &Path,
+    jsonl: &Path,
+    report: Result<(), crate::report::ReportError>,
+) -> String {
+    let core = dir.join(format!("{}.core", scenario.name));
+    let html = dir.join(format!("{}.html", scenario.name));
+    let core_written = run
+        .vm
+        .write_core(&core, "at the run's end (scenario --all --artifacts)")
+        .map_err(|e| e.to_string());
+    let page = report
+        .map_err(|e| e.to_string())
+        .and_then(|()| crate::html::convert(jsonl, &html).map_err(|e| e.to_string()));
+    match (core_written, page) {
+        (Ok(_), Ok(())) => format!("artifacts: {} and {}", core.display(), html.display()),
+        (Err(why), _) => format!("artifacts: no core written: {why}"),
+        (_, Err(why)) => format!("artifacts: {}; no page: {why}", core.display()),
+    }
+}
+
+/// The diagnosis of a scenario's run, with the rerun command of `vmm-host scenario NAME`.
+fn diagnosis_of(name: &str, vm: &Vm, report: &RunReport) -> Option<crate::diagnosis::Diagnosis> {
     let argv = ["vmm-host", "scenario", name].map(String::from);
     let location_at = |rip| vm.location_at(crate::addr::Gva::new(rip));
     let ended = (report.ending).diagnosed_as(report.state.as_ref(), &location_at);
-    let Some(d) = crate::diagnosis::diagnose(vm.exceptions(), ended, &argv) else {
-        return Vec::new();
-    };
+    crate::diagnosis::diagnose(vm.exceptions(), ended, &argv)
+}
+
+/// A failing scenario quotes the run's diagnosis after its mismatches: the fault with its
+/// cause, and the rerun stopped there under gdb.
+fn quoted(d: crate::diagnosis::Diagnosis) -> Vec<String> {
     let cause = d.cause.map(|c| format!(": {c}")).unwrap_or_default();
     let mut lines = vec![format!("diagnosis: {}{cause}", d.fault)];
     lines.extend(

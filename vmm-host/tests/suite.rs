@@ -79,6 +79,7 @@ fn a_wrong_scenario_fails_with_each_mismatch_at_its_line() {
     }
     let dir = tempfile::tempdir().unwrap();
     let junit = dir.path().join("junit.xml");
+    let artifacts = dir.path().join("artifacts");
     let run = vmm(&[
         "scenario",
         "--all",
@@ -86,6 +87,8 @@ fn a_wrong_scenario_fails_with_each_mismatch_at_its_line() {
         "vmm-host/tests/fixtures",
         "--junit",
         junit.to_str().unwrap(),
+        "--artifacts",
+        artifacts.to_str().unwrap(),
     ]);
     assert_eq!(run.status, 1, "{}{}", run.stdout, run.stderr);
     let file = "vmm-host/tests/fixtures/wrong-expectations.toml";
@@ -116,6 +119,8 @@ fn a_wrong_scenario_fails_with_each_mismatch_at_its_line() {
         // Then the run's diagnosis, quoted.
         "diagnosis: [1] #GP general protection at rip ADDR: operand [r12+rax*8] of `mov rax,[r12+rax*8]` addresses 0x8000000000357000, which is not canonical (bits 63..47 differ): the CPU raises #GP before any page walk.".to_string(),
         "to stop there under gdb: vmm-host scenario wrong-expectations --gdb 1234 --gdb-wait --break-at 1".to_string(),
+        // And what it left for a post-mortem.
+        "artifacts: ARTIFACTS/wrong-expectations.core and ARTIFACTS/wrong-expectations.html".to_string(),
     ];
     let details: Vec<String> = run
         .stdout
@@ -123,9 +128,29 @@ fn a_wrong_scenario_fails_with_each_mismatch_at_its_line() {
         .skip_while(|l| !l.starts_with("FAIL wrong-expectations"))
         .skip(1)
         .take_while(|l| l.starts_with("  "))
-        .map(|l| normalise(l.trim_start()))
+        .map(|l| {
+            normalise(
+                &l.trim_start()
+                    .replace(artifacts.to_str().unwrap(), "ARTIFACTS"),
+            )
+        })
         .collect();
     assert_eq!(details, expected, "{}", run.stdout);
+    let core = artifacts.join("wrong-expectations.core");
+    let inspected = vmm(&["inspect", core.to_str().unwrap()]);
+    assert!(
+        inspected
+            .stdout
+            .contains("[1] vector 13 (#GP general protection)"),
+        "the failing run's core: {}{}",
+        inspected.stdout,
+        inspected.stderr
+    );
+    let page = std::fs::read_to_string(artifacts.join("wrong-expectations.html")).unwrap();
+    assert!(
+        page.contains("<section class=\"diagnosis\">"),
+        "the failing run's page"
+    );
     assert!(
         run.stdout.contains("0 of 1 scenarios passed"),
         "{}",
@@ -148,16 +173,20 @@ fn suite_options_that_follow_one_scenario_are_refused() {
         &run,
         "no scenario in scenarios matches --filter `zzz*`; available: ",
     );
-    let run = vmm(&["scenario", "--all", "--report", "/tmp/x.jsonl"]);
-    assert_one_line_error(
-        &run,
-        "--gdb, --report, --html and --serial-log follow one scenario",
-    );
-    let run = vmm(&["scenario", "hello", "--junit", "x.xml"]);
-    assert_one_line_error(
-        &run,
-        "--filter, --jobs, --junit and --json go with --all, not with one scenario",
-    );
+    for flag in ["--report", "--core"] {
+        let run = vmm(&["scenario", "--all", flag, "/tmp/x"]);
+        assert_one_line_error(
+            &run,
+            "--gdb, --report, --html, --serial-log and --core follow one scenario",
+        );
+    }
+    for (flag, value) in [("--junit", "x.xml"), ("--artifacts", "dir")] {
+        let run = vmm(&["scenario", "hello", flag, value]);
+        assert_one_line_error(
+            &run,
+            "--filter, --jobs, --junit, --json and --artifacts go with --all, not with one scenario",
+        );
+    }
 }
 
 /// A scenario that needs 32-bit paging runs where the KVM has it and is skipped, with exit

@@ -490,6 +490,7 @@ serial = ["memory map", "hello from guest-kernel"]
             serial_limit: None,
             tap: true,
             audit: crate::vm::AuditMode::Faults,
+            artifacts: None,
         };
         let own = format!("kernel = \"../bz\"\nsymbols = \"../vmlinux\"\n{HELLO}");
         let config = crate::suite::vm_config(&parse(&own).unwrap(), &options);
