@@ -109,6 +109,10 @@ struct InspectArgs {
     /// them from, as the core names it].
     #[arg(long, value_name = "ELF")]
     symbols: Option<PathBuf>,
+    /// After the report, serve the core to gdb on [ADDR:]PORT: registers, memory and the
+    /// monitor commands on the guest as it stood (it cannot run on).
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    gdb: Option<ListenAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -522,6 +526,22 @@ fn inspect(args: &InspectArgs) -> Result<i32, Failure> {
         "{}",
         vmm_host::coredump::inspect::report(&core, symbols.as_ref())
     );
+    let Some(listen) = args.gdb else {
+        return Ok(0);
+    };
+    let server = GdbServer::bind(listen).map_err(bad_input)?;
+    let layout = vmm_host::gdb::Layout::of(&vmm_host::vm::Registers {
+        regs: core.regs,
+        sregs: core.sregs,
+        fpu: Default::default(),
+        kernel_gs_base: 0,
+    });
+    let mut target = vmm_host::gdb::CoreTarget::new(core, symbols).map_err(bad_input)?;
+    match server.serve(&mut target, true, layout).map_err(bad_input)? {
+        SessionEnd::Lost(why) => eprintln!("gdb: connection lost ({why})"),
+        SessionEnd::Detached => eprintln!("gdb: detached"),
+        _ => {}
+    }
     Ok(0)
 }
 

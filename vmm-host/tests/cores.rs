@@ -17,16 +17,20 @@ fn explanation(report: &str, seq: u64) -> Option<String> {
         .map(String::from)
 }
 
-/// gdb in batch mode on the bundled kernel and `core`, running `commands`.
-fn gdb(core: &Path, commands: &[&str]) -> String {
+/// gdb in batch mode on the bundled kernel (and `core`, if given), running `commands`.
+fn gdb_batch(core: Option<&Path>, commands: &[&str]) -> String {
     let mut cmd = std::process::Command::new("timeout");
     cmd.args(["60", "gdb", "-nx", "-batch"]);
     for c in commands {
         cmd.args(["-ex", c]);
     }
-    cmd.arg(common::guest_kernel()).arg(core);
+    cmd.arg(common::guest_kernel()).args(core);
     let out = cmd.output().expect("run gdb");
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn gdb(core: &Path, commands: &[&str]) -> String {
+    gdb_batch(Some(core), commands)
 }
 
 #[test]
@@ -205,4 +209,69 @@ fn inspect_refuses_what_is_not_a_core_in_one_line() {
         &vmm(&["inspect", text.to_str().unwrap()]),
         "not a 64-bit ELF file",
     );
+}
+
+/// `inspect CORE --gdb PORT` serves the core: gdb reads its registers and memory, and the
+/// monitor commands walk and explain on it; continuing says it cannot run.
+#[test]
+fn inspect_serves_a_core_to_gdb_with_the_monitor_commands() {
+    if kvm_or_skip("core_gdb").is_none() || program_or_skip("core_gdb", "gdb", "gdb").is_none() {
+        return;
+    }
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("null.core");
+    let path = core.to_str().unwrap();
+    assert_eq!(
+        vmm(&["scenario", "null-deref", "--quiet", "--core", path]).status,
+        0
+    );
+    let mut server = common::vmm_host()
+        .args(["inspect", path, "--gdb", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("vmm-host inspect --gdb");
+    let mut stderr = BufReader::new(server.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.starts_with("gdb: the core is served"), "{line}");
+    let addr = line
+        .split("target remote ")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .expect("the address to connect to")
+        .to_string();
+    let connect = format!("target remote {addr}");
+    let text = gdb_batch(
+        None,
+        &[
+            &connect,
+            "info registers cr2",
+            "x/gx 0x10",
+            "monitor walk 0x10",
+            "monitor explain",
+            "continue",
+        ],
+    );
+    assert!(text.contains("cr2            0x10"), "{text}");
+    assert!(
+        text.contains("Cannot access memory at address 0x10"),
+        "{text}"
+    );
+    assert!(
+        text.contains("-> stops at the PT level: PTE[0] is not present"),
+        "{text}"
+    );
+    assert!(
+        text.contains("explanation  null pointer dereference"),
+        "{text}"
+    );
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert!(
+        rest.contains("is a core: the guest as it stood cannot run on"),
+        "{rest}"
+    );
+    assert!(server.wait().unwrap().success());
 }

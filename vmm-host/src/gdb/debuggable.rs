@@ -63,6 +63,10 @@ pub trait Inspect: Debuggable {
     fn diff_since_last_exception(&self) -> Option<(u64, Diff)>;
     /// The emulated devices (PIC, PIT, …).
     fn devices(&self) -> &Devices;
+    /// What waits for gdb to connect, in words.
+    fn waiting(&self) -> &'static str {
+        "the guest waits at its first instruction"
+    }
 }
 
 impl Debuggable for Vm {

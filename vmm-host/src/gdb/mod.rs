@@ -8,6 +8,7 @@
 mod arch;
 mod arch32;
 mod connection;
+mod core_target;
 mod debuggable;
 mod driver;
 mod interrupt;
@@ -18,6 +19,7 @@ mod target_xml;
 
 pub use arch::{GdbRegisters, Layout, X86_64Kvm};
 pub use connection::{GdbConnection, GdbLink, PACKET_SIZE};
+pub use core_target::CoreTarget;
 pub use debuggable::{Debuggable, Inspect};
 pub use monitor::parse_number;
 pub use target::signal_for;
@@ -42,6 +44,10 @@ pub enum GdbError {
     Accept { addr: SocketAddr, error: String },
     #[error("--gdb needs the tap for breakpoints and exception stops: drop --no-tap")]
     NoTap,
+    #[error("cannot set up the devices a core is served with: {0}")]
+    CoreDevices(#[from] crate::devices::DeviceError),
+    #[error("cannot set up the console a core is served with: {0}")]
+    CoreConsole(#[from] crate::console::ConsoleError),
 }
 
 /// Where to listen: loopback unless an address is given.
@@ -145,9 +151,7 @@ impl GdbServer {
         }
         let addr = self.addr;
         let stream = if wait {
-            eprintln!(
-                "gdb: the guest waits at its first instruction; connect with `target remote {addr}`"
-            );
+            eprintln!("gdb: {}; connect with `target remote {addr}`", vm.waiting());
             self.accept()?
         } else {
             eprintln!(

@@ -378,46 +378,12 @@ impl Vm {
     /// Read guest memory at a virtual address through the current page tables, page by page.
     /// Returns how many bytes could be read; an unmapped first page is an error.
     pub fn read_virtual(&self, at: Gva, buf: &mut [u8]) -> Result<usize, DebugError> {
-        let space = self.current_space()?;
-        let view = self.guest_view();
-        let mut done = 0;
-        while done < buf.len() {
-            let here = Gva::new(at.raw().wrapping_add(done as u64));
-            let len = here.to_page_end().min(buf.len() - done);
-            let gpa = match &space {
-                Some(space) => space.translate(here),
-                None => Ok(Gpa::new(here.raw())),
-            };
-            let ok = match gpa {
-                Ok(gpa) if view.read(gpa, &mut buf[done..done + len]) => Ok(()),
-                Ok(gpa) => Err(DebugError::NotRam(gpa)),
-                Err(e) => Err(e.into()),
-            };
-            match ok {
-                Ok(()) => done += len,
-                Err(e) if done == 0 => return Err(e),
-                Err(_) => break,
-            }
-        }
-        Ok(done)
+        read_virtual_in(self.current_space()?.as_ref(), &self.guest_view(), at, buf)
     }
 
     /// Read guest RAM at a physical address; how many bytes were in RAM.
     pub fn read_physical(&self, at: Gpa, buf: &mut [u8]) -> Result<usize, DebugError> {
-        let view = self.guest_view();
-        let mut done = 0;
-        while done < buf.len() {
-            let here = Gpa::new(at.raw().wrapping_add(done as u64));
-            let len = here.to_page_end().min(buf.len() - done);
-            if !view.read(here, &mut buf[done..done + len]) {
-                if done == 0 {
-                    return Err(DebugError::NotRam(here));
-                }
-                break;
-            }
-            done += len;
-        }
-        Ok(done)
+        read_physical_in(&self.guest_view(), at, buf)
     }
 
     /// Write guest memory at a virtual address (read-only pages included, as debuggers do).
@@ -626,6 +592,57 @@ impl Vm {
     pub fn held_exception(&self) -> Option<u64> {
         self.held.filter(|h| h.presented).map(|h| h.seq)
     }
+}
+
+/// Read guest memory at a virtual address through `space` (`None`: paging off), as much as is
+/// mapped from `at` on: an error only when not even the first byte is.
+pub fn read_virtual_in(
+    space: Option<&AddressSpace<'_>>,
+    view: &GuestView<'_>,
+    at: Gva,
+    buf: &mut [u8],
+) -> Result<usize, DebugError> {
+    let mut done = 0;
+    while done < buf.len() {
+        let here = Gva::new(at.raw().wrapping_add(done as u64));
+        let len = here.to_page_end().min(buf.len() - done);
+        let gpa = match space {
+            Some(space) => space.translate(here),
+            None => Ok(Gpa::new(here.raw())),
+        };
+        let ok = match gpa {
+            Ok(gpa) if view.read(gpa, &mut buf[done..done + len]) => Ok(()),
+            Ok(gpa) => Err(DebugError::NotRam(gpa)),
+            Err(e) => Err(e.into()),
+        };
+        match ok {
+            Ok(()) => done += len,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Ok(done)
+}
+
+/// Read guest RAM at a physical address, as much as is RAM from `at` on.
+pub fn read_physical_in(
+    view: &GuestView<'_>,
+    at: Gpa,
+    buf: &mut [u8],
+) -> Result<usize, DebugError> {
+    let mut done = 0;
+    while done < buf.len() {
+        let here = Gpa::new(at.raw().wrapping_add(done as u64));
+        let len = here.to_page_end().min(buf.len() - done);
+        if !view.read(here, &mut buf[done..done + len]) {
+            if done == 0 {
+                return Err(DebugError::NotRam(here));
+            }
+            break;
+        }
+        done += len;
+    }
+    Ok(done)
 }
 
 #[cfg(test)]

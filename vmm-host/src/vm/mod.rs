@@ -13,7 +13,7 @@ mod run;
 mod stopped;
 mod vcpu;
 
-pub use debug::{DebugError, HwKind, Registers};
+pub use debug::{DebugError, HwKind, Registers, read_physical_in, read_virtual_in};
 pub use run::{Resume, Stop, StopOn};
 
 use crate::addr::{Gpa, Gva};
