@@ -321,3 +321,36 @@ fn the_core_fuzz_seed_is_what_this_writer_writes() {
         "the 2 MiB page, clipped to RAM"
     );
 }
+
+/// Two ranges side by side that differ only in rights stay two mappings, each ending where
+/// its range ends.
+#[test]
+fn adjacent_ranges_with_other_rights_are_separate_mappings() {
+    let (mem, ram, _, sregs) = machine();
+    // Pages 256–511 read-only and not executable.
+    for page in 256..512u64 {
+        let entry = page << 12 | 0x61 | 1 << 63;
+        mem.write_obj(entry, GuestAddress(0x4000 + page * 8))
+            .unwrap();
+    }
+    let view = GuestView::new(&mem, None);
+    let mode = PagingMode::of_vcpu(
+        CpuPaging::with_phys_bits(46),
+        sregs.cr0,
+        sregs.cr4,
+        sregs.efer,
+    );
+    let found = mappings(&view, mode, Cr3::new(0x1000), &ram);
+    let low: Vec<(u64, u64, bool, bool)> = found
+        .iter()
+        .filter(|m| m.virt < 1 << 47)
+        .map(|m| (m.virt, m.size, m.writable, m.executable))
+        .collect();
+    assert_eq!(
+        low,
+        vec![
+            (0x1000, 0xff000, true, true),
+            (0x10_0000, 0x10_0000, false, false)
+        ]
+    );
+}
